@@ -1,0 +1,167 @@
+"""The `deploybot` command: serve | sandbox | check-config. Errors are one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bot.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("deploybot")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # raise, never exit from inside the parser
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _db_default() -> str:
+    return os.environ.get("DEPLOYBOT_DB", "deploybot.db")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="deploybot", description="Slack ChatOps deployment bot.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the bot (HTTP on --port, or --socket-mode)")
+    serve.add_argument("--config", help="config file (default $DEPLOYBOT_CONFIG or config/deploybot.toml)")
+    serve.add_argument("--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)")
+    serve.add_argument("--host", default="0.0.0.0", help="HTTP bind address (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")),
+                       help="HTTP port (default $PORT or 3000; 0 picks a free one)")
+    serve.add_argument("--socket-mode", action="store_true", help="connect over Socket Mode (SLACK_APP_TOKEN)")
+
+    sandbox = sub.add_parser("sandbox", help="run the bot in a local world: no Slack workspace, no AWS account")
+    sandbox.add_argument("--config", help="config file (default config/deploybot.toml)")
+    sandbox.add_argument("--db", default=None, help="keep the database at PATH (default: a fresh temporary one)")
+    sandbox.add_argument("--speed", type=float, default=10.0, help="how much faster time runs (default 10)")
+    sandbox.add_argument("--headless", action="store_true",
+                         help="no console: print one JSON 'ready' line, run until SIGTERM/SIGINT")
+
+    check = sub.add_parser("check-config", help="validate a config file; non-zero exit naming what is wrong")
+    check.add_argument("--config", help="config file (default $DEPLOYBOT_CONFIG or config/deploybot.toml)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        if args.cmd == "check-config":
+            s = load_settings(args.config)
+            print(f"{s.path}: OK — {len(s.services)} services ({', '.join(s.services)}), "
+                  f"{len(s.environments)} environments ({', '.join(s.environments)})")
+            return 0
+        if args.cmd == "serve":
+            return asyncio.run(serve(args))
+        if args.cmd == "sandbox":
+            from bot.sandbox.run import run_sandbox
+
+            return asyncio.run(run_sandbox(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.clock import ScaledClock
+    from bot.cloud import Cloud
+    from bot.engine import Engine
+    from bot.logs import setup_logging
+    from bot.store import AsyncStore, Store
+    from handlers.app import build_app
+    from handlers.notifier import SlackNotifier, add_retry_handlers
+
+    settings = load_settings(args.config)
+    setup_logging(settings.secrets.values(), os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"))
+    _require_secrets(settings, args.socket_mode)
+    clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
+    db_path = args.db or _db_default()
+    store = AsyncStore(Store(db_path, clock))
+    engine = Engine(settings, store, Cloud(settings.aws), clock)
+    base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
+    client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
+    notifier = SlackNotifier(client, store)
+    engine.subscribe(notifier)
+    app = build_app(engine, client, settings.secrets.signing_secret)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    runner = None
+    socket_handler = None
+    if args.socket_mode:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        socket_handler = AsyncSocketModeHandler(app, settings.secrets.app_token)
+        await socket_handler.connect_async()
+        _ready({"socket_mode": True, "db": db_path})
+    else:
+        web_app = app.web_app(path="/slack/events")
+
+        async def healthz(_request: web.Request) -> web.Response:
+            return web.json_response({"ok": True, "active": len(await store.active())})
+
+        web_app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+        _ready({"listening": f"http://{host}:{port}", "db": db_path})
+    log.info("deploybot serving (%s) with config %s, database %s", "socket mode" if args.socket_mode else
+             "HTTP", settings.path, db_path)
+    await engine.resume_in_flight()
+    await stop.wait()
+    log.info("shutting down: in-flight deployments stay recorded and resume at the next start")
+    if runner is not None:
+        await runner.cleanup()
+    if socket_handler is not None:
+        await socket_handler.close_async()
+    await engine.shutdown()
+    await notifier.drain()
+    store.close()
+    return 0
+
+
+def _require_secrets(settings: Settings, socket_mode: bool) -> None:
+    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.secrets.bot_token),
+                                        ("SLACK_SIGNING_SECRET", settings.secrets.signing_secret),
+                                        ("SLACK_APP_TOKEN", settings.secrets.app_token if socket_mode else "x"))
+               if not value]
+    if missing:
+        raise UsageError(f"deploybot serve: set {', '.join(missing)} in the environment "
+                         f"(see README: connecting a real Slack workspace)")
+
+
+def _ready(info: dict) -> None:
+    print(json.dumps({"ready": True, **info}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

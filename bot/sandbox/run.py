@@ -1,0 +1,210 @@
+"""The sandbox: moto's server with a demo world and its emulators, a local Slack, and the real bot
+(`deploybot serve`) as a child process pointed at both. Used by `deploybot sandbox` and by the tests.
+
+Control API (on the local Slack's address), besides the local Slack's own /_sandbox routes:
+  POST /_sandbox/inject {"service","version","error_rate","latency_ms","unhealthy","requests_per_minute"}
+  POST /_sandbox/bot {"action": "kill" | "start" | "stop"}      GET /_sandbox/aws  (a snapshot of the world)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot.clock import ScaledClock
+from bot.sandbox.aws import AwsWorld
+from bot.sandbox.slack import LocalSlack
+
+BOT_START_TIMEOUT = 60.0
+
+
+class BotProcess:
+    """`deploybot serve` as a child process; its log goes to a file, its ready line tells its URL."""
+
+    def __init__(self, env: dict[str, str], args: list[str], log_path: Path):
+        self.env, self.args, self.log_path = env, args, log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url: str | None = None
+
+    async def start(self) -> str:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "serve", *self.args,
+                stdout=asyncio.subprocess.PIPE, stderr=log, env=self.env)
+        finally:
+            log.close()
+        try:
+            line = await asyncio.wait_for(self._ready_line(), BOT_START_TIMEOUT)
+        except TimeoutError:
+            await self.kill()
+            raise RuntimeError(f"the bot did not start within {BOT_START_TIMEOUT:.0f}s; see {self.log_path}")
+        self.url = json.loads(line)["listening"]
+        return self.url
+
+    async def _ready_line(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            raw = await self.proc.stdout.readline()
+            if not raw:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the bot exited during start (code {await self.proc.wait()}):\n{tail}")
+            text = raw.decode(errors="replace").strip()
+            if text.startswith("{") and '"ready"' in text:
+                return text
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def kill(self) -> None:
+        """SIGKILL: what a crash looks like. Nothing gets to clean up."""
+        if self.running:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        if not self.running:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            await self.kill()
+            return self.proc.returncode
+
+
+class Sandbox:
+    def __init__(self, *, config: str | Path | None = None, db: str | Path | None = None, speed: float = 10.0,
+                 workdir: str | Path | None = None):
+        self.config = str(Path(config or "config/deploybot.toml").resolve())
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="deploybot-sandbox-"))
+        self.db = str(Path(db).resolve()) if db else str(self.workdir / "deploybot.db")
+        self.clock = ScaledClock(speed)
+        self.signing_secret = secrets.token_hex(16)
+        self.bot_token = "xoxb-sandbox-" + secrets.token_hex(12)
+        self.world = AwsWorld(self.clock)
+        self.slack = LocalSlack(signing_secret=self.signing_secret, bot_token=self.bot_token, clock=self.clock)
+        self.bot: BotProcess | None = None
+        self.aws_url = self.slack_url = ""
+        self._emulator: asyncio.Task | None = None
+
+    async def start(self) -> dict[str, Any]:
+        self.aws_url = await asyncio.to_thread(self.world.start)
+        await asyncio.to_thread(self.world.provision)
+        self._emulator = asyncio.get_running_loop().create_task(self.world.run(), name="aws-emulator")
+        app = self.slack.make_app()
+        app.router.add_post("/_sandbox/inject", self._inject)
+        app.router.add_post("/_sandbox/bot", self._bot_action)
+        app.router.add_get("/_sandbox/aws", self._aws)
+        self.slack_url = await self.slack.start()
+        await self.start_bot()
+        return self.info()
+
+    def bot_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_"))}
+        env.update({
+            "SLACK_BOT_TOKEN": self.bot_token,
+            "SLACK_SIGNING_SECRET": self.signing_secret,
+            "SLACK_API_URL": self.slack_url + "/api/",
+            "DEPLOYBOT_AWS_ENDPOINT": self.aws_url,
+            "DEPLOYBOT_CLOCK": self.clock.spec(),
+            "AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox", "AWS_DEFAULT_REGION": "us-east-1",
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    async def start_bot(self) -> str:
+        if self.bot is not None and self.bot.running:
+            return self.bot.url or ""
+        self.bot = BotProcess(self.bot_env(),
+                              ["--host", "127.0.0.1", "--port", "0", "--config", self.config, "--db", self.db],
+                              self.workdir / "bot.log")
+        url = await self.bot.start()
+        self.slack.bot_events_url = url + "/slack/events"
+        return url
+
+    def info(self) -> dict[str, Any]:
+        return {"ready": True, "bot": self.bot.url if self.bot else None, "slack": self.slack_url,
+                "aws": self.aws_url, "db": self.db, "signing_secret": self.signing_secret,
+                "users": dict(self.slack.users), "channels": dict(self.slack.channels),
+                "log": str(self.workdir / "bot.log"), "speed": self.clock.speed}
+
+    async def stop(self) -> None:
+        if self.bot is not None:
+            await self.bot.stop()
+        if self._emulator is not None:
+            self._emulator.cancel()
+            await asyncio.gather(self._emulator, return_exceptions=True)
+        await self.slack.stop()
+        await asyncio.to_thread(self.world.stop)
+
+    async def __aenter__(self) -> Sandbox:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------------------- control routes
+
+    async def _inject(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            service = body["service"]
+            fields = {k: body[k] for k in ("error_rate", "latency_ms", "unhealthy", "requests_per_minute")
+                      if k in body}
+            table = self.world.inject(service, body.get("version"), **fields)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": f"bad inject request: {exc}"}, status=400)
+        return web.json_response({"ok": True, "behaviour": table})
+
+    async def _bot_action(self, request: web.Request) -> web.Response:
+        action = (await request.json()).get("action")
+        if action == "kill":
+            await self.bot.kill()
+        elif action == "stop":
+            await self.bot.stop()
+        elif action == "start":
+            await self.start_bot()
+        else:
+            return web.json_response({"ok": False, "error": "action must be kill, stop or start"}, status=400)
+        return web.json_response({"ok": True, "running": self.bot.running, "bot": self.bot.url})
+
+    async def _aws(self, _request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(self.world.snapshot), dumps=lambda o: json.dumps(
+            o, default=str))
+
+
+async def run_sandbox(args: Any) -> int:
+    sandbox = Sandbox(config=args.config, db=args.db, speed=args.speed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with sandbox:
+        if args.headless:
+            print(json.dumps(sandbox.info()), flush=True)
+            await stop.wait()
+        else:
+            from bot.sandbox.console import Console
+
+            console = Console(sandbox)
+            done = loop.create_task(console.run())
+            stopper = loop.create_task(stop.wait())
+            await asyncio.wait({done, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (done, stopper):
+                t.cancel()
+    return 0

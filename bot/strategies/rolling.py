@@ -1,0 +1,215 @@
+"""Rolling: update the live slot's ECS service in place to a new task definition revision, wait for ECS to
+roll it out and for the ALB targets to be healthy, bake, succeed. Rollback puts the previous revision back.
+
+Context keys written here: slot, previous_task_definition, previous_version, task_definition, changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.cloud import CloudError
+from bot.settings import Target
+from bot.strategies import Step, StepContext, StepFailed
+
+
+def image_tag(image: str) -> str:
+    """'registry/web:v2' -> 'v2' (a digest or untagged image gives the whole reference)."""
+    name = image.rsplit("/", 1)[-1]
+    return name.split(":", 1)[1] if ":" in name else image
+
+
+@dataclass
+class CaptureCurrent(Step):
+    """Remember what runs now (slot, task definition, version): the rollback target."""
+
+    kind = "capture_current"
+
+    def describe(self) -> str:
+        return "Record the running version (the rollback target)"
+
+    async def run(self, ctx: StepContext) -> None:
+        if "previous_task_definition" in ctx.data:
+            return
+        slot = await ctx.cloud.live_slot(ctx.target)
+        svc = await ctx.cloud.service(ctx.target, slot)
+        arn = svc["taskDefinition"]
+        td = await ctx.cloud.task_definition(ctx.target, arn)
+        container = next((c for c in td["containerDefinitions"] if c["name"] == ctx.target.service.container),
+                         None)
+        if container is None:
+            raise StepFailed(f"task definition {arn} has no container {ctx.target.service.container!r}")
+        ctx.data.update(slot=slot, previous_task_definition=arn, previous_version=image_tag(container["image"]),
+                        desired_count=svc.get("desiredCount", 0))
+        await ctx.report(f"Running now: {image_tag(container['image'])} ({_short(arn)}) on "
+                         f"{ctx.target.ecs_service(slot)}, {svc.get('desiredCount', 0)} tasks")
+
+
+@dataclass
+class RegisterRevision(Step):
+    """A task definition revision like the running one, with the new image."""
+
+    kind = "register_revision"
+
+    def describe(self) -> str:
+        return "Register a task definition revision with the new image"
+
+    async def run(self, ctx: StepContext) -> None:
+        if "task_definition" in ctx.data:
+            return
+        version = ctx.version or ctx.data["previous_version"]
+        image = ctx.target.image(version)
+        arn = await ctx.cloud.register_revision(ctx.target, ctx.data["previous_task_definition"], image)
+        ctx.data["task_definition"] = arn
+        await ctx.report(f"Registered {_short(arn)} with image {image}")
+
+
+@dataclass
+class UpdateService(Step):
+    """The slot's ECS service should run the task definition named by context key `use`."""
+
+    use: str = "task_definition"
+    kind = "update_service"
+
+    def describe(self) -> str:
+        what = "the previous" if self.use == "previous_task_definition" else "the new"
+        return f"Update the ECS service to {what} revision"
+
+    async def run(self, ctx: StepContext) -> None:
+        arn = ctx.data[self.use]
+        ctx.data["changed"] = True
+        await ctx.save()  # before the call: a crash right after it must still know to roll back
+        await ctx.cloud.update_service(ctx.target, ctx.data["slot"], task_definition=arn)
+        await ctx.report(f"Updated {ctx.target.ecs_service(ctx.data['slot'])} to {_short(arn)}")
+
+
+@dataclass
+class WaitForRollout(Step):
+    """ECS's newest deployment of the slot runs `use` and has completed."""
+
+    use: str = "task_definition"
+    timeout_seconds: float = 900.0
+    kind = "wait_for_rollout"
+
+    def describe(self) -> str:
+        return f"Wait for ECS to roll out (at most {_duration(self.timeout_seconds)})"
+
+    async def run(self, ctx: StepContext) -> None:
+        arn, slot = ctx.data[self.use], ctx.data["slot"]
+        deadline = ctx.clock.now() + self.timeout_seconds
+        last = None
+        while True:
+            r = await ctx.cloud.rollout(ctx.target, slot)
+            if r.task_definition == arn:
+                if r.rollout_state == "COMPLETED":
+                    await ctx.report(f"Rollout complete: {r.running}/{r.desired} tasks on {_short(arn)}")
+                    return
+                if r.rollout_state == "FAILED":
+                    raise StepFailed(f"ECS rollout failed: {r.reason or 'no reason given'}")
+                line = f"Rolling out {_short(arn)}: {r.running}/{r.desired} tasks running"
+            else:
+                line = f"Waiting for ECS to start the rollout of {_short(arn)}"
+            if line != last:
+                await ctx.progress(line)
+                last = line
+            if ctx.clock.now() >= deadline:
+                raise StepFailed(f"rollout did not complete within {_duration(self.timeout_seconds)} ({line})")
+            await ctx.poll()
+
+
+@dataclass
+class WaitForHealthyTargets(Step):
+    """Every target of the slot's target group is healthy, and there are as many as desired tasks."""
+
+    timeout_seconds: float = 300.0
+    kind = "wait_for_healthy_targets"
+
+    def describe(self) -> str:
+        return f"Wait for healthy load balancer targets (at most {_duration(self.timeout_seconds)})"
+
+    async def run(self, ctx: StepContext) -> None:
+        slot = ctx.data["slot"]
+        deadline = ctx.clock.now() + self.timeout_seconds
+        while True:
+            problem = await unhealthy_targets(ctx, slot)
+            if problem is None:
+                await ctx.report(f"Targets healthy in {ctx.target.target_group(slot)}")
+                return
+            if ctx.clock.now() >= deadline:
+                raise StepFailed(problem)
+            await ctx.progress(problem)
+            await ctx.poll()
+
+
+async def unhealthy_targets(ctx: StepContext, slot: str) -> str | None:
+    """None when the slot's targets are all healthy and enough; else what is wrong, in words."""
+    health = await ctx.cloud.target_health(ctx.target, slot)
+    wanted = int(ctx.data.get("desired_count", 0))
+    healthy = [t for t in health if t.state == "healthy"]
+    bad = [t for t in health if t.state not in ("healthy", "draining")]
+    if not bad and len(healthy) >= wanted:
+        return None
+    reasons = sorted({t.reason or t.state for t in bad})
+    return (f"{len(bad)} of {len(health)} targets unhealthy in {ctx.target.target_group(slot)}"
+            f"{' (' + ', '.join(reasons) + ')' if reasons else ''}; {len(healthy)}/{wanted} healthy")
+
+
+@dataclass
+class Bake(Step):
+    """Watch the new version for a while: the rollout must stay complete and the targets healthy."""
+
+    duration: float = 60.0
+    kind = "bake"
+
+    def describe(self) -> str:
+        return f"Bake for {_duration(self.duration)}, watching rollout and target health"
+
+    def min_seconds(self) -> float:
+        return self.duration
+
+    async def run(self, ctx: StepContext) -> None:
+        slot = ctx.data["slot"]
+        end = ctx.clock.now() + self.duration
+        while (left := end - ctx.clock.now()) > 0:
+            await ctx.progress(f"Baking: {_duration(left)} left")
+            r = await ctx.cloud.rollout(ctx.target, slot)
+            if r.task_definition != ctx.data["task_definition"] or r.rollout_state == "FAILED":
+                raise StepFailed(f"during bake the service left the new revision ({r.rollout_state}: {r.reason})")
+            problem = await unhealthy_targets(ctx, slot)
+            if problem is not None:
+                raise StepFailed(f"during bake: {problem}")
+            await ctx.poll(min(ctx.target.poll_seconds, left))
+        await ctx.report(f"Baked {_duration(self.duration)}: rollout steady, targets healthy")
+
+
+def plan(target: Target) -> list[Step]:
+    return [
+        CaptureCurrent(),
+        RegisterRevision(),
+        UpdateService("task_definition"),
+        WaitForRollout("task_definition", target.rollout_timeout_seconds),
+        WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0)),
+        Bake(target.bake_seconds),
+    ]
+
+
+def rollback_plan(target: Target) -> list[Step]:
+    return [
+        UpdateService("previous_task_definition"),
+        WaitForRollout("previous_task_definition", target.rollout_timeout_seconds),
+        WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0)),
+    ]
+
+
+def _short(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+

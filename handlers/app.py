@@ -1,0 +1,35 @@
+"""Wires the Slack app: one AsyncApp, every handler module's register(app, engine), one error handler."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import slack_ui
+from bot.engine import Engine
+from handlers import actions, commands
+
+log = logging.getLogger(__name__)
+
+
+def build_app(engine: Engine, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
+    app = AsyncApp(client=client, signing_secret=signing_secret, request_verification_enabled=True,
+                   raise_error_for_unhandled_request=False)
+    commands.register(app, engine)
+    actions.register(app, engine)
+
+    @app.error
+    async def on_error(error: Exception, body: dict[str, Any], respond: Any = None) -> None:
+        # Never a stack trace to the user: log it, and say something went wrong, with no internals.
+        log.exception("handler failed: %s", type(error).__name__, exc_info=error)
+        if respond is not None and body.get("response_url"):
+            try:
+                await respond(slack_ui.refused("Something went wrong on our side; it was logged. "
+                                               "Nothing was changed by this request."), replace_original=False)
+            except Exception:
+                log.exception("could not report the error to the user")
+
+    return app
