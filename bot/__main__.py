@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 from bot.settings import ConfigError, Settings, load_settings
 
@@ -35,18 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the bot (HTTP on --port, or --socket-mode)")
     serve.add_argument("--config", help="config file (default $DEPLOYBOT_CONFIG or config/deploybot.toml)")
-    serve.add_argument("--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)")
+    serve.add_argument(
+        "--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)"
+    )
     serve.add_argument("--host", default="0.0.0.0", help="HTTP bind address (default 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")),
-                       help="HTTP port (default $PORT or 3000; 0 picks a free one)")
-    serve.add_argument("--socket-mode", action="store_true", help="connect over Socket Mode (SLACK_APP_TOKEN)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "3000")),
+        help="HTTP port (default $PORT or 3000; 0 picks a free one)",
+    )
+    serve.add_argument(
+        "--socket-mode", action="store_true", help="connect over Socket Mode (SLACK_APP_TOKEN)"
+    )
 
-    sandbox = sub.add_parser("sandbox", help="run the bot in a local world: no Slack workspace, no AWS account")
+    sandbox = sub.add_parser(
+        "sandbox", help="run the bot in a local world: no Slack workspace, no AWS account"
+    )
     sandbox.add_argument("--config", help="config file (default config/deploybot.toml)")
-    sandbox.add_argument("--db", default=None, help="keep the database at PATH (default: a fresh temporary one)")
+    sandbox.add_argument(
+        "--db", default=None, help="keep the database at PATH (default: a fresh temporary one)"
+    )
     sandbox.add_argument("--speed", type=float, default=10.0, help="how much faster time runs (default 10)")
-    sandbox.add_argument("--headless", action="store_true",
-                         help="no console: print one JSON 'ready' line, run until SIGTERM/SIGINT")
+    sandbox.add_argument(
+        "--headless",
+        action="store_true",
+        help="no console: print one JSON 'ready' line, run until SIGTERM/SIGINT",
+    )
 
     check = sub.add_parser("check-config", help="validate a config file; non-zero exit naming what is wrong")
     check.add_argument("--config", help="config file (default $DEPLOYBOT_CONFIG or config/deploybot.toml)")
@@ -62,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "check-config":
             s = load_settings(args.config)
-            print(f"{s.path}: OK — {len(s.services)} services ({', '.join(s.services)}), "
-                  f"{len(s.environments)} environments ({', '.join(s.environments)})")
+            print(
+                f"{s.path}: OK — {len(s.services)} services ({', '.join(s.services)}), "
+                f"{len(s.environments)} environments ({', '.join(s.environments)})"
+            )
             return 0
         if args.cmd == "serve":
             return asyncio.run(serve(args))
@@ -134,8 +150,12 @@ async def serve(args: argparse.Namespace) -> int:
         port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
         host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
         _ready({"listening": f"http://{host}:{port}", "db": db_path})
-    log.info("deploybot serving (%s) with config %s, database %s", "socket mode" if args.socket_mode else
-             "HTTP", settings.path, db_path)
+    log.info(
+        "deploybot serving (%s) with config %s, database %s",
+        "socket mode" if args.socket_mode else "HTTP",
+        settings.path,
+        db_path,
+    )
     await engine.resume_in_flight()
     await stop.wait()
     log.info("shutting down: in-flight deployments stay recorded and resume at the next start")
@@ -150,13 +170,20 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def _require_secrets(settings: Settings, socket_mode: bool) -> None:
-    missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.secrets.bot_token),
-                                        ("SLACK_SIGNING_SECRET", settings.secrets.signing_secret),
-                                        ("SLACK_APP_TOKEN", settings.secrets.app_token if socket_mode else "x"))
-               if not value]
+    missing = [
+        name
+        for name, value in (
+            ("SLACK_BOT_TOKEN", settings.secrets.bot_token),
+            ("SLACK_SIGNING_SECRET", settings.secrets.signing_secret),
+            ("SLACK_APP_TOKEN", settings.secrets.app_token if socket_mode else "x"),
+        )
+        if not value
+    ]
     if missing:
-        raise UsageError(f"deploybot serve: set {', '.join(missing)} in the environment "
-                         f"(see README: connecting a real Slack workspace)")
+        raise UsageError(
+            f"deploybot serve: set {', '.join(missing)} in the environment "
+            f"(see README: connecting a real Slack workspace)"
+        )
 
 
 def _ready(info: dict) -> None:

@@ -88,30 +88,52 @@ class Engine:
         target, strategy = self._check_target(command.service, command.env, command.strategy)
         return Planned(command.service, command.env, command.version, strategy, plan(strategy, target))
 
-    async def request(self, command: cmds.Deploy | cmds.Rollback | cmds.Promote, user: str,
-                      request_key: str | None = None) -> Deployment | LockInfo:
+    async def request(
+        self, command: cmds.Deploy | cmds.Rollback | cmds.Promote, user: str, request_key: str | None = None
+    ) -> Deployment | LockInfo:
         """Create the deployment (or answer who holds the lock) and start it in the background."""
         if isinstance(command, cmds.Deploy):
-            service, env, version, kind, reason = (command.service, command.env, command.version, "deploy",
-                                                   command.reason)
+            service, env, version, kind, reason = (
+                command.service,
+                command.env,
+                command.version,
+                "deploy",
+                command.reason,
+            )
             strategy = command.strategy
         elif isinstance(command, cmds.Rollback):
-            service, env, kind, reason, strategy = command.service, command.env, "rollback", command.reason, None
+            service, env, kind, reason, strategy = (
+                command.service,
+                command.env,
+                "rollback",
+                command.reason,
+                None,
+            )
             version = command.version or await self._known_good(service, env)
         else:
             service, env, kind, reason, strategy = command.service, command.target_env, "promote", None, None
             source = await self.store.last_succeeded(service, command.source_env)
             if source is None:
-                raise Refused(f"Cannot promote {service} from {command.source_env}: no deployment of {service} "
-                              f"has succeeded in {command.source_env} yet.")
+                raise Refused(
+                    f"Cannot promote {service} from {command.source_env}: no deployment of {service} "
+                    f"has succeeded in {command.source_env} yet."
+                )
             version = source.version
             reason = f"promoted from {command.source_env} (deployment #{source.id})"
         target, strategy = self._check_target(service, env, strategy)
         steps = plan(strategy, target)
         result = await self.store.create_deployment(
-            service=service, env=env, version=version, strategy=strategy, kind=kind, requested_by=user,
-            reason=reason, plan=[s.to_dict() for s in steps], channel=target.env.channel,
-            request_key=request_key)
+            service=service,
+            env=env,
+            version=version,
+            strategy=strategy,
+            kind=kind,
+            requested_by=user,
+            reason=reason,
+            plan=[s.to_dict() for s in steps],
+            channel=target.env.channel,
+            request_key=request_key,
+        )
         if isinstance(result, LockInfo) or result.state != State.REQUESTED or result.id in self._tasks:
             return result  # locked, or the same request seen again
         await self.emit(Notice(result, "update"))
@@ -127,8 +149,10 @@ class Engine:
                 return d.version
         if current is not None and current.previous_version and current.previous_version != current.version:
             return current.previous_version
-        raise Refused(f"No known-good version of {service} in {env} to roll back to. "
-                      f"Name one: /rollback {service} in {env} to VERSION")
+        raise Refused(
+            f"No known-good version of {service} in {env} to roll back to. "
+            f"Name one: /rollback {service} in {env} to VERSION"
+        )
 
     # ------------------------------------------------------------------------------------ actions
 
@@ -155,10 +179,13 @@ class Engine:
     # ------------------------------------------------------------------------------------ running
 
     def start(self, deployment_id: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(deployment_id), name=f"deployment-{deployment_id}")
+        task = asyncio.get_running_loop().create_task(
+            self._run(deployment_id), name=f"deployment-{deployment_id}"
+        )
         self._tasks[deployment_id] = task
-        task.add_done_callback(lambda t: self._tasks.pop(deployment_id, None) if self._tasks.get(
-            deployment_id) is t else None)
+        task.add_done_callback(
+            lambda t: self._tasks.pop(deployment_id, None) if self._tasks.get(deployment_id) is t else None
+        )
 
     async def _stop_task(self, deployment_id: int) -> None:
         task = self._tasks.pop(deployment_id, None)
@@ -175,8 +202,9 @@ class Engine:
     async def resume_in_flight(self) -> list[Deployment]:
         """After a restart: release stale locks, then carry on every deployment that was mid-plan."""
         for lock in await self.store.release_stale_locks():
-            log.warning("released stale lock on %s/%s (deployment #%s)", lock.service, lock.env,
-                        lock.deployment_id)
+            log.warning(
+                "released stale lock on %s/%s (deployment #%s)", lock.service, lock.env, lock.deployment_id
+            )
         resumed = []
         for d in await self.store.in_flight():
             if d.state == State.PAUSED:
@@ -216,20 +244,36 @@ class Engine:
             await self.store.save_progress(deployment_id, context=data)
 
         target = self.settings.target(d.service, d.env)
-        return StepContext(deployment_id=d.id, version=d.version, target=target, cloud=self.cloud,
-                           clock=self.clock, data=data, report=report, progress=progress,
-                           checkpoint=checkpoint, save=save)
+        return StepContext(
+            deployment_id=d.id,
+            version=d.version,
+            target=target,
+            cloud=self.cloud,
+            clock=self.clock,
+            data=data,
+            report=report,
+            progress=progress,
+            checkpoint=checkpoint,
+            save=save,
+        )
 
-    async def _transition(self, d: Deployment, action: str, *, outcome: str | None = None,
-                          details: dict | None = None, level: str = "info", text: str = "") -> Deployment:
+    async def _transition(
+        self,
+        d: Deployment,
+        action: str,
+        *,
+        outcome: str | None = None,
+        details: dict | None = None,
+        level: str = "info",
+        text: str = "",
+    ) -> Deployment:
         d = await self.store.transition(d.id, action, BOT, details=details, outcome=outcome)
         await self.emit(Notice(d, "update", text or outcome or "", level))
         return d
 
     async def _run(self, deployment_id: int) -> None:
         d = await self.store.get(deployment_id)
-        data = dict(d.context)
-        ctx = self._context(d, data)
+        ctx = self._context(d, dict(d.context))
         try:
             if d.state in BEFORE_START:
                 d = await self._transition(d, "start")
@@ -239,15 +283,8 @@ class Engine:
                 await self._rollback(d, ctx)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug or an unexpected AWS answer: never leave it half-done unrecorded
-            log.exception("deployment #%s crashed", deployment_id)
-            d = await self.store.get(deployment_id)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            if d.state in (State.RUNNING, State.PAUSED) and data.get("changed"):
-                d = await self._transition(d, "rollback", outcome=reason, level="critical")
-                await self._rollback(d, ctx)
-            elif not d.state.terminal:
-                await self._transition(d, "fail", outcome=reason, level="critical")
+        except Exception as exc:  # the store itself failed: log loudly; the state left is resumable
+            log.exception("deployment #%s stopped: %s", deployment_id, exc)
 
     async def _forward(self, d: Deployment, ctx: StepContext) -> Deployment:
         steps = [step_from_dict(s) for s in d.plan]
@@ -255,27 +292,46 @@ class Engine:
             for index in range(d.step_index, len(steps)):
                 step = steps[index]
                 await ctx.checkpoint()
-                await self.store.save_progress(d.id, context=ctx.data, event=(
-                    BOT, "step_started", {"index": index, "step": step.kind, "description": step.describe()}))
+                await self.store.save_progress(
+                    d.id,
+                    context=ctx.data,
+                    event=(
+                        BOT,
+                        "step_started",
+                        {"index": index, "step": step.kind, "description": step.describe()},
+                    ),
+                )
                 await self.emit(Notice(await self.store.get(d.id), "progress", step.describe()))
                 await step.run(ctx)
                 if index == 0 and ctx.data.get("previous_version"):
                     version = d.version or ctx.data["previous_version"]
-                    await self.store.save_progress(d.id, version=version,
-                                                   previous_version=ctx.data["previous_version"])
+                    await self.store.save_progress(
+                        d.id, version=version, previous_version=ctx.data["previous_version"]
+                    )
                     ctx.version = version
-                d = await self.store.save_progress(d.id, step_index=index + 1, context=ctx.data, event=(
-                    BOT, "step_finished", {"index": index, "step": step.kind}))
+                d = await self.store.save_progress(
+                    d.id,
+                    step_index=index + 1,
+                    context=ctx.data,
+                    event=(BOT, "step_finished", {"index": index, "step": step.kind}),
+                )
             return await self._transition(d, "succeed", outcome=f"{d.service} {d.version} is live in {d.env}")
-        except (StepFailed, CloudError) as exc:
-            reason = str(exc)
+        except Exception as exc:
+            reason = failure_reason(exc, d.id)
             await self.store.save_progress(d.id, context=ctx.data)
             d = await self.store.get(d.id)
             if not ctx.data.get("changed"):
-                return await self._transition(d, "fail", outcome=f"{reason} (nothing was changed)",
-                                              level="critical")
-            return await self._transition(d, "rollback", outcome=reason, details={"reason": reason},
-                                          level="critical", text=f"Rolling back: {reason}")
+                return await self._transition(
+                    d, "fail", outcome=f"{reason} (nothing was changed)", level="critical"
+                )
+            return await self._transition(
+                d,
+                "rollback",
+                outcome=reason,
+                details={"reason": reason},
+                level="critical",
+                text=f"Rolling back: {reason}",
+            )
 
     async def _rollback(self, d: Deployment, ctx: StepContext) -> Deployment:
         why = d.outcome or "rollback requested"
@@ -285,16 +341,37 @@ class Engine:
         try:
             for index in range(int(ctx.data.get("rollback_index", 0)), len(steps)):
                 step = steps[index]
-                await self.store.save_progress(d.id, context=ctx.data, event=(
-                    BOT, "rollback_step_started", {"index": index, "step": step.kind}))
-                await self.emit(Notice(await self.store.get(d.id), "progress", "Rollback: " + step.describe()))
+                await self.store.save_progress(
+                    d.id,
+                    context=ctx.data,
+                    event=(BOT, "rollback_step_started", {"index": index, "step": step.kind}),
+                )
+                await self.emit(
+                    Notice(await self.store.get(d.id), "progress", "Rollback: " + step.describe())
+                )
                 await step.run(ctx)
                 ctx.data["rollback_index"] = index + 1
-                await self.store.save_progress(d.id, context=ctx.data, event=(
-                    BOT, "rollback_step_finished", {"index": index, "step": step.kind}))
-        except (StepFailed, CloudError) as exc:
-            return await self._transition(d, "fail", outcome=f"rollback failed: {exc} (after: {why})",
-                                          level="critical")
+                await self.store.save_progress(
+                    d.id,
+                    context=ctx.data,
+                    event=(BOT, "rollback_step_finished", {"index": index, "step": step.kind}),
+                )
+        except Exception as exc:
+            return await self._transition(
+                d,
+                "fail",
+                outcome=f"rollback failed: {failure_reason(exc, d.id)} (after: {why})",
+                level="critical",
+            )
         back_to = ctx.data.get("previous_version", "the previous version")
-        return await self._transition(d, "finish_rollback", outcome=f"{why}; back on {back_to}",
-                                      level="critical")
+        return await self._transition(
+            d, "finish_rollback", outcome=f"{why}; back on {back_to}", level="critical"
+        )
+
+
+def failure_reason(exc: Exception, deployment_id: int) -> str:
+    """Why a step failed, in words for people. Anything but a StepFailed or CloudError is a bug: logged."""
+    if isinstance(exc, StepFailed | CloudError):
+        return str(exc)
+    log.error("deployment #%s: unexpected error in a step", deployment_id, exc_info=exc)
+    return f"internal error ({type(exc).__name__}); the bot's log has the details"

@@ -46,7 +46,9 @@ class Transition:
     style: str | None = None  # Block Kit button style: primary | danger
 
 
-def _t(action: str, sources: set[State], target: State, label: str = "", style: str | None = None) -> Transition:
+def _t(
+    action: str, sources: set[State], target: State, label: str = "", style: str | None = None
+) -> Transition:
     return Transition(action, frozenset(sources), target, bool(label), label, style)
 
 

@@ -180,8 +180,14 @@ class _Table:
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., check: Callable | None = None,
-            expect: str = "") -> Any:
+    def get(
+        self,
+        name: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        check: Callable | None = None,
+        expect: str = "",
+    ) -> Any:
         self.seen.add(name)
         if name not in self.data:
             if default is ...:
@@ -190,7 +196,9 @@ class _Table:
         value = self.data[name]
         ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _as_tuple(kind))
         if not ok or (check is not None and not check(value)):
-            raise ConfigError(self.path, self.key(name), f"expected {expect or _kind_name(kind)}, got {_show(value)}")
+            raise ConfigError(
+                self.path, self.key(name), f"expected {expect or _kind_name(kind)}, got {_show(value)}"
+            )
         return value
 
     def table(self, name: str, default_empty: bool = True) -> _Table:
@@ -202,7 +210,9 @@ class _Table:
     def finish(self) -> None:
         for extra in self.data.keys() - self.seen:
             near = difflib.get_close_matches(extra, sorted(self.seen), n=1, cutoff=0.5)
-            hint = f' (did you mean "{near[0]}"?)' if near else f" (known keys: {', '.join(sorted(self.seen))})"
+            hint = (
+                f' (did you mean "{near[0]}"?)' if near else f" (known keys: {', '.join(sorted(self.seen))})"
+            )
             raise ConfigError(self.path, self.key(extra), f"unknown key{hint}")
 
 
@@ -229,8 +239,13 @@ def _strategy(t: _Table, name: str, default: Any = ...) -> Any:
 
 
 def _channels(t: _Table, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    value = t.get(name, list, list(default), lambda v: all(isinstance(c, str) and c for c in v),
-                  "a list of channel names")
+    value = t.get(
+        name,
+        list,
+        list(default),
+        lambda v: all(isinstance(c, str) and c for c in v),
+        "a list of channel names",
+    )
     return tuple(c.lstrip("#") for c in value)
 
 
@@ -238,8 +253,9 @@ def _environment(path: str, name: str, t: _Table) -> Environment:
     dc = t.table("deployment_configuration")
     deployment_configuration = DeploymentConfiguration(
         maximum_percent=dc.get("maximum_percent", int, 200, lambda v: 100 <= v <= 200, "an integer 100..200"),
-        minimum_healthy_percent=dc.get("minimum_healthy_percent", int, 100, lambda v: 0 <= v <= 100,
-                                       "an integer 0..100"),
+        minimum_healthy_percent=dc.get(
+            "minimum_healthy_percent", int, 100, lambda v: 0 <= v <= 100, "an integer 0..100"
+        ),
         circuit_breaker=dc.get("circuit_breaker", bool, True),
     )
     dc.finish()
@@ -251,8 +267,9 @@ def _environment(path: str, name: str, t: _Table) -> Environment:
         channel=t.get("channel", str, "").lstrip("#"),
         strategy=_strategy(t, "strategy", "rolling"),
         bake_seconds=float(t.get("bake_seconds", _NUMBER, 60, **_SECONDS)),
-        rollout_timeout_seconds=float(t.get("rollout_timeout_seconds", _NUMBER, 900, lambda v: v > 0,
-                                            "a number of seconds > 0")),
+        rollout_timeout_seconds=float(
+            t.get("rollout_timeout_seconds", _NUMBER, 900, lambda v: v > 0, "a number of seconds > 0")
+        ),
         poll_seconds=float(t.get("poll_seconds", _NUMBER, 5, lambda v: v > 0, "a number of seconds > 0")),
         deployment_configuration=deployment_configuration,
         aws_role_arn=t.get("aws_role_arn", str, None),
@@ -285,8 +302,11 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
         try:
             value.format(service="s", env="e", slot="x")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(path, t.key(key), f"bad template {value!r}: only {{service}}, {{env}}, {{slot}} "
-                                                f"may be used ({exc})") from None
+            raise ConfigError(
+                path,
+                t.key(key),
+                f"bad template {value!r}: only {{service}}, {{env}}, {{slot}} may be used ({exc})",
+            ) from None
         return value
 
     svc = Service(
@@ -315,14 +335,18 @@ def parse_settings(data: Mapping[str, Any], path: str = "<config>") -> Settings:
     services_t = root.table("services", default_empty=False) if "services" in data else None
     if services_t is None or not services_t.data:
         raise ConfigError(path, "services", "at least one [services.NAME] table is required")
-    services = {n: _service(path, n, services_t.table(n, default_empty=False), environments)
-                for n in services_t.data}
+    services = {
+        n: _service(path, n, services_t.table(n, default_empty=False), environments) for n in services_t.data
+    }
     services_t.finish()
 
     default_env = bot.get("default_environment", str, None)
     if default_env is not None and default_env not in environments:
-        raise ConfigError(path, "bot.default_environment",
-                          f"{default_env!r} is not one of the environments ({', '.join(environments)})")
+        raise ConfigError(
+            path,
+            "bot.default_environment",
+            f"{default_env!r} is not one of the environments ({', '.join(environments)})",
+        )
     deploy_channel = bot.get("deploy_channel", str, "deploys").lstrip("#")
     bot.finish()
     aws = AwsSettings(
@@ -338,13 +362,22 @@ def parse_settings(data: Mapping[str, Any], path: str = "<config>") -> Settings:
     )
     alerts_t.finish()
     root.finish()
-    environments = {n: e if e.channel else Environment(**{**e.__dict__, "channel": deploy_channel})
-                    for n, e in environments.items()}
+    environments = {
+        n: e if e.channel else Environment(**{**e.__dict__, "channel": deploy_channel})
+        for n, e in environments.items()
+    }
     for name, env in environments.items():
         if not env.load_balancer:
             raise ConfigError(path, f"environments.{name}.load_balancer", "is required but missing")
-    return Settings(path=path, default_environment=default_env, deploy_channel=deploy_channel, aws=aws,
-                    alerts=alerts, environments=environments, services=services)
+    return Settings(
+        path=path,
+        default_environment=default_env,
+        deploy_channel=deploy_channel,
+        aws=aws,
+        alerts=alerts,
+        environments=environments,
+        services=services,
+    )
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -367,7 +400,12 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError(path, "", f"invalid TOML: {exc}") from None
     settings = parse_settings(data, str(path))
     if env.get("DEPLOYBOT_AWS_ENDPOINT"):
-        settings = Settings(**{**settings.__dict__,
-                               "aws": AwsSettings(**{**settings.aws.__dict__,
-                                                     "endpoint_url": env["DEPLOYBOT_AWS_ENDPOINT"]})})
+        settings = Settings(
+            **{
+                **settings.__dict__,
+                "aws": AwsSettings(
+                    **{**settings.aws.__dict__, "endpoint_url": env["DEPLOYBOT_AWS_ENDPOINT"]}
+                ),
+            }
+        )
     return settings.with_secrets(Secrets.from_env(env))

@@ -69,7 +69,8 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
     done = total if d.state == State.SUCCEEDED else min(d.step_index, total)
     fields = [
         f"*Service*\n{d.service}",
-        f"*Version*\n{d.version or 'current'}" + (f" (was {d.previous_version})" if d.previous_version else ""),
+        f"*Version*\n{d.version or 'current'}"
+        + (f" (was {d.previous_version})" if d.previous_version else ""),
         f"*Environment*\n{d.env}",
         f"*Strategy*\n{d.strategy}",
         f"*Requested by*\n<@{d.requested_by}>",
@@ -78,16 +79,23 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
     blocks: list[dict[str, Any]] = [
         section(f"{STATE_EMOJI.get(d.state, '')} *{title(d)}* — *{d.state.word}*"),
         {"type": "section", "fields": [mrkdwn(f) for f in fields]},
-        context(f"{progress_bar(done, total)} step {done}/{total}" + (f" · {live}" if live and not
-                                                                       d.state.terminal else "")),
+        context(
+            f"{progress_bar(done, total)} step {done}/{total}"
+            + (f" · {live}" if live and not d.state.terminal else "")
+        ),
     ]
     if d.reason:
         blocks.append(context(f"Reason: {clip(d.reason, 500)}"))
     if d.outcome and (d.state.terminal or d.state == State.ROLLING_BACK):
         blocks.append(section(f"*{'Why' if d.state != State.SUCCEEDED else 'Result'}:* {d.outcome}"))
     buttons = [
-        {"type": "button", "action_id": ACTION_PREFIX + t.action, "value": str(d.id),
-         "text": {"type": "plain_text", "text": t.label}, **({"style": t.style} if t.style else {})}
+        {
+            "type": "button",
+            "action_id": ACTION_PREFIX + t.action,
+            "value": str(d.id),
+            "text": {"type": "plain_text", "text": t.label},
+            **({"style": t.style} if t.style else {}),
+        }
         for t in user_actions(d.state)
     ]
     if buttons:
@@ -120,14 +128,18 @@ def requested(d: Deployment, channel_id: str | None) -> dict[str, Any]:
 
 def locked(lock: LockInfo, holder: Deployment | None) -> dict[str, Any]:
     if holder is not None:
-        text = (f":lock: {lock.service} in {lock.env} is locked by deployment {holder.ref} "
-                f"({holder.service} {holder.version or 'current'}, {holder.state.word}), "
-                f"started by <@{holder.requested_by}> at {holder.created_at[:19].replace('T', ' ')} UTC. "
-                f"Try again when it has finished.")
+        text = (
+            f":lock: {lock.service} in {lock.env} is locked by deployment {holder.ref} "
+            f"({holder.service} {holder.version or 'current'}, {holder.state.word}), "
+            f"started by <@{holder.requested_by}> at {holder.created_at[:19].replace('T', ' ')} UTC. "
+            f"Try again when it has finished."
+        )
     else:
-        text = (f":lock: {lock.service} in {lock.env} is locked by <@{lock.holder}>: {lock.reason or 'no reason'} "
-                f"(since {lock.acquired_at[:19].replace('T', ' ')} UTC). /deploy unlock {lock.service} {lock.env} "
-                f"when it is safe.")
+        text = (
+            f":lock: {lock.service} in {lock.env} is locked by <@{lock.holder}>: {lock.reason or 'no reason'} "
+            f"(since {lock.acquired_at[:19].replace('T', ' ')} UTC). /deploy unlock {lock.service} {lock.env} "
+            f"when it is safe."
+        )
     return ephemeral(text)
 
 
@@ -135,21 +147,28 @@ def refused(message: str) -> dict[str, Any]:
     return ephemeral(f":no_entry: {message}")
 
 
-def dry_run(service: str, env: str, version: str | None, strategy: str, steps: list[str], eta: str
-            ) -> dict[str, Any]:
+def dry_run(
+    service: str, env: str, version: str | None, strategy: str, steps: list[str], eta: str
+) -> dict[str, Any]:
     lines = "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
     head = f"*Dry run* — {service} {version or '(current version)'} → {env} with *{strategy}*. Nothing was touched."
-    return ephemeral(f"{head}\n{lines}\nAt least {eta}.",
-                     [section(head), section(lines), context(f"Takes at least {eta} (bakes and pauses).")])
+    return ephemeral(
+        f"{head}\n{lines}\nAt least {eta}.",
+        [section(head), section(lines), context(f"Takes at least {eta} (bakes and pauses).")],
+    )
 
 
-def deployment_list(heading: str, deployments: list[Deployment], locks: list[LockInfo] | None = None
-                    ) -> dict[str, Any]:
+def deployment_list(
+    heading: str, deployments: list[Deployment], locks: list[LockInfo] | None = None
+) -> dict[str, Any]:
     if not deployments and not locks:
         return ephemeral(f"{heading}: nothing to show.")
-    lines = [f"{STATE_EMOJI.get(d.state, '')} {d.ref} {d.service} {d.version or 'current'} → {d.env}: "
-             f"*{d.state.word}* (<@{d.requested_by}>, {d.created_at[:16].replace('T', ' ')})" +
-             (f" — {clip(d.outcome, 200)}" if d.outcome else "") for d in deployments]
+    lines = [
+        f"{STATE_EMOJI.get(d.state, '')} {d.ref} {d.service} {d.version or 'current'} → {d.env}: "
+        f"*{d.state.word}* (<@{d.requested_by}>, {d.created_at[:16].replace('T', ' ')})"
+        + (f" — {clip(d.outcome, 200)}" if d.outcome else "")
+        for d in deployments
+    ]
     for lock in locks or []:
         if lock.deployment_id is None:
             lines.append(f":lock: {lock.service} in {lock.env} locked by <@{lock.holder}>: {lock.reason}")

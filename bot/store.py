@@ -28,10 +28,26 @@ migrations = Migrations("deploybot")
 def m001_initial(db: Database) -> None:
     db["deployments"].create(
         {
-            "id": int, "service": str, "env": str, "version": str, "previous_version": str,
-            "strategy": str, "kind": str, "requested_by": str, "reason": str, "state": str,
-            "step_index": int, "plan": str, "context": str, "channel": str, "message_ts": str,
-            "outcome": str, "created_at": str, "updated_at": str, "finished_at": str, "request_key": str,
+            "id": int,
+            "service": str,
+            "env": str,
+            "version": str,
+            "previous_version": str,
+            "strategy": str,
+            "kind": str,
+            "requested_by": str,
+            "reason": str,
+            "state": str,
+            "step_index": int,
+            "plan": str,
+            "context": str,
+            "channel": str,
+            "message_ts": str,
+            "outcome": str,
+            "created_at": str,
+            "updated_at": str,
+            "finished_at": str,
+            "request_key": str,
         },
         pk="id",
         not_null={"service", "env", "kind", "requested_by", "state", "created_at"},
@@ -41,8 +57,16 @@ def m001_initial(db: Database) -> None:
     # Slack's trigger_id: a retried or replayed request finds its deployment instead of making another.
     db["deployments"].create_index(["request_key"], unique=True)
     db["events"].create(
-        {"id": int, "deployment_id": int, "at": str, "actor": str, "action": str,
-         "from_state": str, "to_state": str, "details": str},
+        {
+            "id": int,
+            "deployment_id": int,
+            "at": str,
+            "actor": str,
+            "action": str,
+            "from_state": str,
+            "to_state": str,
+            "details": str,
+        },
         pk="id",
         not_null={"at", "actor", "action"},
         defaults={"details": "{}"},
@@ -50,10 +74,14 @@ def m001_initial(db: Database) -> None:
     )
     db["events"].create_index(["deployment_id", "id"])
     # Append-only: the audit trail can be added to, never edited.
-    db.execute("CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
-               "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END")
-    db.execute("CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
-               "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END")
+    db.execute(
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+    )
     db["locks"].create(
         {"service": str, "env": str, "deployment_id": int, "holder": str, "reason": str, "acquired_at": str},
         pk=("service", "env"),
@@ -104,8 +132,15 @@ class Deployment:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Deployment:
-        return cls(**{**row, "state": State(row["state"]), "plan": json.loads(row["plan"] or "[]"),
-                      "context": json.loads(row["context"] or "{}"), "step_index": row["step_index"] or 0})
+        return cls(
+            **{
+                **row,
+                "state": State(row["state"]),
+                "plan": json.loads(row["plan"] or "[]"),
+                "context": json.loads(row["context"] or "{}"),
+                "step_index": row["step_index"] or 0,
+            }
+        )
 
     @property
     def ref(self) -> str:
@@ -154,10 +189,22 @@ class Store:
 
     # ---------------------------------------------------------------------------------------- writes
 
-    def create_deployment(self, *, service: str, env: str, version: str | None, strategy: str, kind: str,
-                          requested_by: str, reason: str | None = None, plan: list[dict] | None = None,
-                          channel: str | None = None, previous_version: str | None = None,
-                          context: dict | None = None, request_key: str | None = None) -> Deployment | LockInfo:
+    def create_deployment(
+        self,
+        *,
+        service: str,
+        env: str,
+        version: str | None,
+        strategy: str,
+        kind: str,
+        requested_by: str,
+        reason: str | None = None,
+        plan: list[dict] | None = None,
+        channel: str | None = None,
+        previous_version: str | None = None,
+        context: dict | None = None,
+        request_key: str | None = None,
+    ) -> Deployment | LockInfo:
         """Create a deployment holding the service+env lock, atomically; or return the lock's holder.
 
         With a request_key already used, the deployment it created is returned unchanged (Slack retries)."""
@@ -170,24 +217,55 @@ class Store:
             held = self.lock_info(service, env)
             if held is not None:
                 return held
-            row = {"service": service, "env": env, "version": version, "strategy": strategy, "kind": kind,
-                   "requested_by": requested_by, "reason": reason, "state": State.REQUESTED.value,
-                   "plan": json.dumps(plan or []), "context": json.dumps(context or {}), "channel": channel,
-                   "previous_version": previous_version, "created_at": now, "updated_at": now,
-                   "request_key": request_key}
+            row = {
+                "service": service,
+                "env": env,
+                "version": version,
+                "strategy": strategy,
+                "kind": kind,
+                "requested_by": requested_by,
+                "reason": reason,
+                "state": State.REQUESTED.value,
+                "plan": json.dumps(plan or []),
+                "context": json.dumps(context or {}),
+                "channel": channel,
+                "previous_version": previous_version,
+                "created_at": now,
+                "updated_at": now,
+                "request_key": request_key,
+            }
             deployment_id = self.db["deployments"].insert(row).last_pk
             try:
-                self.db["locks"].insert({"service": service, "env": env, "deployment_id": deployment_id,
-                                         "holder": requested_by, "reason": f"deployment #{deployment_id}",
-                                         "acquired_at": now})
+                self.db["locks"].insert(
+                    {
+                        "service": service,
+                        "env": env,
+                        "deployment_id": deployment_id,
+                        "holder": requested_by,
+                        "reason": f"deployment #{deployment_id}",
+                        "acquired_at": now,
+                    }
+                )
             except sqlite3.IntegrityError:  # another process won between our read and insert
                 raise Conflict(f"{service} in {env} was locked concurrently") from None
-            self._event(deployment_id, requested_by, "request", None, State.REQUESTED,
-                        {"version": version, "strategy": strategy, "kind": kind, "reason": reason})
+            self._event(
+                deployment_id,
+                requested_by,
+                "request",
+                None,
+                State.REQUESTED,
+                {"version": version, "strategy": strategy, "kind": kind, "reason": reason},
+            )
         return self.get(deployment_id)
 
-    def transition(self, deployment_id: int, action: str, actor: str, details: dict | None = None,
-                   outcome: str | None = None) -> Deployment:
+    def transition(
+        self,
+        deployment_id: int,
+        action: str,
+        actor: str,
+        details: dict | None = None,
+        outcome: str | None = None,
+    ) -> Deployment:
         """Move a deployment by a machine action; append its event; release the lock on a terminal state."""
         now = self.now()
         with self.db.atomic():
@@ -210,15 +288,25 @@ class Store:
                 self.db.execute("DELETE FROM locks WHERE deployment_id = ?", [deployment_id])
         return self.get(deployment_id)
 
-    def record(self, deployment_id: int | None, actor: str, action: str, details: dict | None = None) -> Event:
+    def record(
+        self, deployment_id: int | None, actor: str, action: str, details: dict | None = None
+    ) -> Event:
         """Append an event that does not change state (a step reached, a refusal, a measurement)."""
         with self.db.atomic():
             state = self.get(deployment_id).state if deployment_id is not None else None
             return self._event(deployment_id, actor, action, state, state, details)
 
-    def save_progress(self, deployment_id: int, *, step_index: int | None = None, context: dict | None = None,
-                      version: str | None = None, previous_version: str | None = None,
-                      plan: list[dict] | None = None, event: tuple[str, str, dict] | None = None) -> Deployment:
+    def save_progress(
+        self,
+        deployment_id: int,
+        *,
+        step_index: int | None = None,
+        context: dict | None = None,
+        version: str | None = None,
+        previous_version: str | None = None,
+        plan: list[dict] | None = None,
+        event: tuple[str, str, dict] | None = None,
+    ) -> Deployment:
         """Persist where the plan is (and, in the same transaction, the event saying so)."""
         values: dict[str, Any] = {"updated_at": self.now()}
         if step_index is not None:
@@ -248,8 +336,16 @@ class Store:
             held = self.lock_info(service, env)
             if held is not None:
                 return held
-            self.db["locks"].insert({"service": service, "env": env, "deployment_id": None, "holder": holder,
-                                     "reason": reason, "acquired_at": self.now()})
+            self.db["locks"].insert(
+                {
+                    "service": service,
+                    "env": env,
+                    "deployment_id": None,
+                    "holder": holder,
+                    "reason": reason,
+                    "acquired_at": self.now(),
+                }
+            )
             self._event(None, holder, "lock", None, None, {"service": service, "env": env, "reason": reason})
         return None
 
@@ -265,22 +361,39 @@ class Store:
 
     def release_stale_locks(self) -> list[LockInfo]:
         """Locks whose deployment finished or vanished (after a crash between writes, or a hand edit)."""
-        rows = list(self.db.query(
-            "SELECT l.* FROM locks l LEFT JOIN deployments d ON d.id = l.deployment_id "
-            "WHERE l.deployment_id IS NOT NULL AND (d.id IS NULL OR d.state IN (?, ?, ?, ?))",
-            [s.value for s in (State.SUCCEEDED, State.ROLLED_BACK, State.FAILED, State.CANCELLED)]))
+        rows = list(
+            self.db.query(
+                "SELECT l.* FROM locks l LEFT JOIN deployments d ON d.id = l.deployment_id "
+                "WHERE l.deployment_id IS NOT NULL AND (d.id IS NULL OR d.state IN (?, ?, ?, ?))",
+                [s.value for s in (State.SUCCEEDED, State.ROLLED_BACK, State.FAILED, State.CANCELLED)],
+            )
+        )
         with self.db.atomic():
             for row in rows:
-                self.db.execute("DELETE FROM locks WHERE service = ? AND env = ?", [row["service"], row["env"]])
+                self.db.execute(
+                    "DELETE FROM locks WHERE service = ? AND env = ?", [row["service"], row["env"]]
+                )
                 self._event(None, "deploybot", "release_stale_lock", None, None, row)
         return [LockInfo(**r) for r in rows]
 
-    def _event(self, deployment_id: int | None, actor: str, action: str, from_state: State | None,
-               to_state: State | None, details: dict | None) -> Event:
-        row = {"deployment_id": deployment_id, "at": self.now(), "actor": actor, "action": action,
-               "from_state": from_state.value if from_state else None,
-               "to_state": to_state.value if to_state else None,
-               "details": json.dumps(details or {}, default=str, sort_keys=True)}
+    def _event(
+        self,
+        deployment_id: int | None,
+        actor: str,
+        action: str,
+        from_state: State | None,
+        to_state: State | None,
+        details: dict | None,
+    ) -> Event:
+        row = {
+            "deployment_id": deployment_id,
+            "at": self.now(),
+            "actor": actor,
+            "action": action,
+            "from_state": from_state.value if from_state else None,
+            "to_state": to_state.value if to_state else None,
+            "details": json.dumps(details or {}, default=str, sort_keys=True),
+        }
         row["id"] = self.db["events"].insert(row).last_pk
         return Event.from_row(row)
 
@@ -305,8 +418,9 @@ class Store:
     def locks(self) -> list[LockInfo]:
         return [LockInfo(**r) for r in self.db.query("SELECT * FROM locks ORDER BY service, env")]
 
-    def events(self, deployment_id: int | None = None, since: str | None = None,
-               service: str | None = None) -> list[Event]:
+    def events(
+        self, deployment_id: int | None = None, since: str | None = None, service: str | None = None
+    ) -> list[Event]:
         sql, args = "SELECT e.* FROM events e LEFT JOIN deployments d ON d.id = e.deployment_id WHERE 1=1", []
         if deployment_id is not None:
             sql += " AND e.deployment_id = ?"
@@ -321,8 +435,9 @@ class Store:
 
     def active(self) -> list[Deployment]:
         marks = ",".join("?" * len(ACTIVE))
-        rows = self.db.query(f"SELECT * FROM deployments WHERE state IN ({marks}) ORDER BY id",
-                             [s.value for s in ACTIVE])
+        rows = self.db.query(
+            f"SELECT * FROM deployments WHERE state IN ({marks}) ORDER BY id", [s.value for s in ACTIVE]
+        )
         return [Deployment.from_row(r) for r in rows]
 
     def in_flight(self) -> list[Deployment]:
@@ -343,8 +458,9 @@ class Store:
         if service is None:
             rows = self.db.query("SELECT * FROM deployments ORDER BY id DESC LIMIT ?", [limit])
         else:
-            rows = self.db.query("SELECT * FROM deployments WHERE service = ? ORDER BY id DESC LIMIT ?",
-                                 [service, limit])
+            rows = self.db.query(
+                "SELECT * FROM deployments WHERE service = ? ORDER BY id DESC LIMIT ?", [service, limit]
+            )
         return [Deployment.from_row(r) for r in rows]
 
     def last_succeeded(self, service: str, env: str, before: int | None = None) -> Deployment | None:

@@ -18,8 +18,9 @@ from bot.store import Conflict
 
 def register(app: AsyncApp, engine: Engine) -> None:
     @app.action(re.compile("^" + re.escape(slack_ui.ACTION_PREFIX)))
-    async def on_deployment_action(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                                   respond: AsyncRespond) -> None:
+    async def on_deployment_action(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
         await ack()
         verb = action["action_id"].removeprefix(slack_ui.ACTION_PREFIX)
         try:
@@ -29,7 +30,9 @@ def register(app: AsyncApp, engine: Engine) -> None:
             return
         d = await engine.store.find(deployment_id)
         if d is None:
-            await respond(slack_ui.refused(f"There is no deployment #{deployment_id}."), replace_original=False)
+            await respond(
+                slack_ui.refused(f"There is no deployment #{deployment_id}."), replace_original=False
+            )
             return
         try:
             await engine.act(deployment_id, verb, body["user"]["id"])

@@ -16,8 +16,12 @@ log = logging.getLogger(__name__)
 
 
 def build_app(engine: Engine, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
-    app = AsyncApp(client=client, signing_secret=signing_secret, request_verification_enabled=True,
-                   raise_error_for_unhandled_request=False)
+    app = AsyncApp(
+        client=client,
+        signing_secret=signing_secret,
+        request_verification_enabled=True,
+        raise_error_for_unhandled_request=False,
+    )
     commands.register(app, engine)
     actions.register(app, engine)
 
@@ -27,8 +31,13 @@ def build_app(engine: Engine, client: AsyncWebClient, signing_secret: str) -> As
         log.exception("handler failed: %s", type(error).__name__, exc_info=error)
         if respond is not None and body.get("response_url"):
             try:
-                await respond(slack_ui.refused("Something went wrong on our side; it was logged. "
-                                               "Nothing was changed by this request."), replace_original=False)
+                await respond(
+                    slack_ui.refused(
+                        "Something went wrong on our side; it was logged. "
+                        "Nothing was changed by this request."
+                    ),
+                    replace_original=False,
+                )
             except Exception:
                 log.exception("could not report the error to the user")
 

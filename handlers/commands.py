@@ -53,8 +53,14 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
             p = engine.dry_run(c)
             from bot.strategies.rolling import _duration
 
-            return slack_ui.dry_run(p.service, p.env, p.version, p.strategy, [s.describe() for s in p.steps],
-                                    _duration(p.eta_seconds))
+            return slack_ui.dry_run(
+                p.service,
+                p.env,
+                p.version,
+                p.strategy,
+                [s.describe() for s in p.steps],
+                _duration(p.eta_seconds),
+            )
         case cmds.Deploy(emergency=str()) | cmds.Deploy(window=True) | cmds.Deploy(at=str()):
             return slack_ui.refused("--emergency, --window and --at are not available yet.")
         case cmds.Deploy() | cmds.Rollback() | cmds.Promote():
@@ -86,8 +92,10 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
             if removed is None:
                 held = await store.lock_info(service, env)
                 if held is not None:
-                    return slack_ui.refused(f"{service} in {env} is held by deployment #{held.deployment_id}; "
-                                            "it is released when that deployment finishes.")
+                    return slack_ui.refused(
+                        f"{service} in {env} is held by deployment #{held.deployment_id}; "
+                        "it is released when that deployment finishes."
+                    )
                 return slack_ui.ephemeral(f"{service} in {env} was not locked.")
             return slack_ui.ephemeral(f":unlock: Unlocked {service} in {env}.")
         case _:

@@ -28,11 +28,13 @@ CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 
 def add_retry_handlers(client: AsyncWebClient) -> AsyncWebClient:
     """Rate limits (honouring Retry-After), 5xx and connection errors are retried by slack_sdk itself."""
-    client.retry_handlers.extend([
-        AsyncRateLimitErrorRetryHandler(max_retry_count=5),
-        AsyncServerErrorRetryHandler(max_retry_count=3),
-        AsyncConnectionErrorRetryHandler(max_retry_count=3),
-    ])
+    client.retry_handlers.extend(
+        [
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncServerErrorRetryHandler(max_retry_count=3),
+            AsyncConnectionErrorRetryHandler(max_retry_count=3),
+        ]
+    )
     return client
 
 
@@ -68,8 +70,11 @@ class SlackNotifier:
             try:
                 await self._handle(notice)
             except SlackApiError as exc:
-                log.error("Slack refused a message for deployment #%s: %s", notice.deployment.id,
-                          exc.response.get("error"))
+                log.error(
+                    "Slack refused a message for deployment #%s: %s",
+                    notice.deployment.id,
+                    exc.response.get("error"),
+                )
             except Exception:
                 log.exception("could not post to Slack for deployment #%s", notice.deployment.id)
 
@@ -80,8 +85,9 @@ class SlackNotifier:
             await self._render(d)
         if notice.kind == "detail" or (notice.kind == "update" and notice.text):
             d = await self._ensure_message(d)
-            await self.client.chat_postMessage(channel=d.channel, thread_ts=d.message_ts,
-                                               text=slack_ui.detail_text(d, notice.text))
+            await self.client.chat_postMessage(
+                channel=d.channel, thread_ts=d.message_ts, text=slack_ui.detail_text(d, notice.text)
+            )
 
     async def _ensure_message(self, d: Deployment) -> Deployment:
         if d.message_ts is None:
@@ -109,13 +115,16 @@ class SlackNotifier:
         if name not in self._channels:
             cursor = None
             while True:
-                page = await self.client.conversations_list(limit=200, cursor=cursor,
-                                                            types="public_channel,private_channel")
+                page = await self.client.conversations_list(
+                    limit=200, cursor=cursor, types="public_channel,private_channel"
+                )
                 for ch in page.get("channels", []):
                     self._channels[ch["name"]] = ch["id"]
                 cursor = page.get("response_metadata", {}).get("next_cursor")
                 if not cursor or name in self._channels:
                     break
         if name not in self._channels:
-            raise LookupError(f"no Slack channel named #{name} visible to the bot (invite it, or fix the config)")
+            raise LookupError(
+                f"no Slack channel named #{name} visible to the bot (invite it, or fix the config)"
+            )
         return self._channels[name]

@@ -2,7 +2,16 @@
 
 import pytest
 
-from bot.machine import ACTIVE, BY_ACTION, TERMINAL, TRANSITIONS, IllegalTransition, State, next_state, user_actions
+from bot.machine import (
+    ACTIVE,
+    BY_ACTION,
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    State,
+    next_state,
+    user_actions,
+)
 
 
 def test_terminal_states_have_no_way_out():

@@ -23,7 +23,10 @@ def test_example_config_loads_and_resolves_targets():
     assert t.bake_seconds == 180  # per-service override beats the environment's 120
     assert s.target("api", "production").bake_seconds == 120
     assert (t.ecs_service("green"), t.target_group("blue"), t.task_family) == (
-        "web-green", "web-production-blue", "web-production")
+        "web-green",
+        "web-production-blue",
+        "web-production",
+    )
     assert t.image("v2.3.1") == "web:v2.3.1"
     assert t.deployment_configuration.maximum_percent == 150
 
@@ -48,26 +51,63 @@ def mutate(path: list[str], value, delete: bool = False) -> dict:
     return data
 
 
-@pytest.mark.parametrize(("path", "value", "delete", "expected"), [
-    (["environments", "staging", "bake_seconds"], "ten", False,
-     "environments.staging.bake_seconds: expected a number of seconds >= 0, got 'ten'"),
-    (["environments", "staging", "bake_seconds"], -5, False, "environments.staging.bake_seconds"),
-    (["environments", "production", "strategy"], "yolo", False,
-     "environments.production.strategy: expected one of rolling, blue-green, canary, got 'yolo'"),
-    (["environments", "production", "load_balancer"], None, True,
-     "environments.production.load_balancer: is required but missing"),
-    (["environments", "staging", "bake_secnds"], 3, False,
-     'environments.staging.bake_secnds: unknown key (did you mean "bake_seconds"?)'),
-    (["environments", "staging", "deployment_configuration", "maximum_percent"], 300, False,
-     "maximum_percent: expected an integer 100..200, got 300"),
-    (["services", "web", "environments", "prod"], {"bake_seconds": 1}, False,
-     'services.web.environments.prod: no such environment (did you mean "production"?)'),
-    (["services", "web", "ecs_service"], "{service}-{colour}", False, "services.web.ecs_service: bad template"),
-    (["bot", "default_environment"], "qa", False, "bot.default_environment: 'qa' is not one of the environments"),
-    (["aws", "max_attempts"], True, False, "aws.max_attempts: expected an integer 1..20, got True"),
-    (["alerts", "critical"], "incidents", False, "alerts.critical: expected a list of channel names"),
-    (["services"], {}, False, "services: at least one"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "delete", "expected"),
+    [
+        (
+            ["environments", "staging", "bake_seconds"],
+            "ten",
+            False,
+            "environments.staging.bake_seconds: expected a number of seconds >= 0, got 'ten'",
+        ),
+        (["environments", "staging", "bake_seconds"], -5, False, "environments.staging.bake_seconds"),
+        (
+            ["environments", "production", "strategy"],
+            "yolo",
+            False,
+            "environments.production.strategy: expected one of rolling, blue-green, canary, got 'yolo'",
+        ),
+        (
+            ["environments", "production", "load_balancer"],
+            None,
+            True,
+            "environments.production.load_balancer: is required but missing",
+        ),
+        (
+            ["environments", "staging", "bake_secnds"],
+            3,
+            False,
+            'environments.staging.bake_secnds: unknown key (did you mean "bake_seconds"?)',
+        ),
+        (
+            ["environments", "staging", "deployment_configuration", "maximum_percent"],
+            300,
+            False,
+            "maximum_percent: expected an integer 100..200, got 300",
+        ),
+        (
+            ["services", "web", "environments", "prod"],
+            {"bake_seconds": 1},
+            False,
+            'services.web.environments.prod: no such environment (did you mean "production"?)',
+        ),
+        (
+            ["services", "web", "ecs_service"],
+            "{service}-{colour}",
+            False,
+            "services.web.ecs_service: bad template",
+        ),
+        (
+            ["bot", "default_environment"],
+            "qa",
+            False,
+            "bot.default_environment: 'qa' is not one of the environments",
+        ),
+        (["aws", "max_attempts"], True, False, "aws.max_attempts: expected an integer 1..20, got True"),
+        (["alerts", "critical"], "incidents", False, "alerts.critical: expected a list of channel names"),
+        (["services"], {}, False, "services: at least one"),
+    ],
+)
 def test_bad_config_names_key_and_value(path, value, delete, expected):
     with pytest.raises(ConfigError) as err:
         parse_settings(mutate(path, value, delete), "conf.toml")

@@ -10,8 +10,15 @@ from bot.store import Conflict, LockInfo, Store, migrations
 
 
 def new(store: Store, version: str = "v2", user: str = "U1", **kw):
-    return store.create_deployment(service="web", env="staging", version=version, strategy="rolling",
-                                   kind="deploy", requested_by=user, **kw)
+    return store.create_deployment(
+        service="web",
+        env="staging",
+        version=version,
+        strategy="rolling",
+        kind="deploy",
+        requested_by=user,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -41,8 +48,9 @@ def test_one_active_deployment_per_service_env_and_lock_names_holder(store):
     second = new(store, version="v3", user="U_BOB")
     assert isinstance(second, LockInfo)
     assert (second.deployment_id, second.holder) == (first.id, "U_ALICE")
-    other_env = store.create_deployment(service="web", env="production", version="v3", strategy="rolling",
-                                        kind="deploy", requested_by="U_BOB")
+    other_env = store.create_deployment(
+        service="web", env="production", version="v3", strategy="rolling", kind="deploy", requested_by="U_BOB"
+    )
     assert other_env.state == State.REQUESTED
 
 
@@ -53,8 +61,12 @@ def test_terminal_state_releases_the_lock_and_events_record_every_transition(sto
     assert d.state == State.ROLLED_BACK and d.finished_at
     assert store.lock_info("web", "staging") is None
     path = [(e.from_state, e.to_state) for e in store.events(d.id)]
-    assert path == [(None, "requested"), ("requested", "running"), ("running", "rolling_back"),
-                    ("rolling_back", "rolled_back")]
+    assert path == [
+        (None, "requested"),
+        ("requested", "running"),
+        ("running", "rolling_back"),
+        ("rolling_back", "rolled_back"),
+    ]
     assert isinstance(new(store, version="v4"), type(d))
 
 

@@ -89,25 +89,29 @@ class Cloud:
         """Cross-account environments: credentials of the environment's role, refreshed before expiry."""
         sts = boto3.session.Session().client("sts", config=self._config, endpoint_url=self.aws.endpoint_url)
         creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="deploybot")["Credentials"]
-        values = {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
-                  "aws_session_token": creds["SessionToken"]}
+        values = {
+            "aws_access_key_id": creds["AccessKeyId"],
+            "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"],
+        }
         self._role_credentials[role_arn] = (creds["Expiration"].timestamp(), values)
         return values
 
-    async def call(self, service: str, operation: str, role_arn: str | None = None, **params: Any) -> dict:
+    async def call(self, api: str, operation: str, role_arn: str | None = None, /, **params: Any) -> dict:
         """One AWS API call, off the event loop, with AWS errors turned into CloudError."""
 
         def run() -> dict:
-            method: Callable[..., dict] = getattr(self.client(service, role_arn), operation)
+            method: Callable[..., dict] = getattr(self.client(api, role_arn), operation)
             return method(**params)
 
-        name = f"{service.upper()} {''.join(p.title() for p in operation.split('_'))}"
+        name = f"{api.upper()} {''.join(p.title() for p in operation.split('_'))}"
         try:
             return await asyncio.to_thread(run)
         except ClientError as exc:
             err = exc.response.get("Error", {})
-            raise CloudError(name, f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip(),
-                             err.get("Code")) from None
+            raise CloudError(
+                name, f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip(), err.get("Code")
+            ) from None
         except BotoCoreError as exc:
             raise CloudError(name, str(exc)) from None
 
@@ -115,8 +119,9 @@ class Cloud:
 
     async def service(self, target: Target, slot: str) -> dict:
         name = target.ecs_service(slot)
-        out = await self.call("ecs", "describe_services", target.env.aws_role_arn, cluster=target.cluster,
-                              services=[name])
+        out = await self.call(
+            "ecs", "describe_services", target.env.aws_role_arn, cluster=target.cluster, services=[name]
+        )
         if not out.get("services"):
             reason = out.get("failures", [{}])[0].get("reason", "not found")
             raise CloudError("ECS DescribeServices", f"service {name} in cluster {target.cluster}: {reason}")
@@ -138,20 +143,47 @@ class Cloud:
             containers.append(c)
         if not found:
             names = ", ".join(c["name"] for c in base["containerDefinitions"])
-            raise CloudError("ECS RegisterTaskDefinition",
-                             f"task definition {base_arn} has no container {target.service.container!r} "
-                             f"(it has: {names})")
-        keep = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "volumes", "placementConstraints",
-                "requiresCompatibilities", "cpu", "memory", "runtimePlatform", "pidMode", "ipcMode")
+            raise CloudError(
+                "ECS RegisterTaskDefinition",
+                f"task definition {base_arn} has no container {target.service.container!r} (it has: {names})",
+            )
+        keep = (
+            "family",
+            "taskRoleArn",
+            "executionRoleArn",
+            "networkMode",
+            "volumes",
+            "placementConstraints",
+            "requiresCompatibilities",
+            "cpu",
+            "memory",
+            "runtimePlatform",
+            "pidMode",
+            "ipcMode",
+        )
         params = {k: base[k] for k in keep if base.get(k) not in (None, [], "")}
-        out = await self.call("ecs", "register_task_definition", target.env.aws_role_arn,
-                              containerDefinitions=containers, **params)
+        out = await self.call(
+            "ecs",
+            "register_task_definition",
+            target.env.aws_role_arn,
+            containerDefinitions=containers,
+            **params,
+        )
         return out["taskDefinition"]["taskDefinitionArn"]
 
-    async def update_service(self, target: Target, slot: str, *, task_definition: str | None = None,
-                             desired_count: int | None = None) -> None:
-        params: dict[str, Any] = {"cluster": target.cluster, "service": target.ecs_service(slot),
-                                  "deploymentConfiguration": target.deployment_configuration.to_ecs()}
+    async def update_service(
+        self,
+        target: Target,
+        slot: str,
+        *,
+        task_definition: str | None = None,
+        desired_count: int | None = None,
+    ) -> None:
+        params: dict[str, Any] = {
+            "cluster": target.cluster,
+            "service": target.ecs_service(slot),
+            "deploymentConfiguration": target.deployment_configuration.to_ecs(),
+        }
         if task_definition is not None:
             params["taskDefinition"] = task_definition
         if desired_count is not None:
@@ -163,8 +195,14 @@ class Cloud:
         deployments = svc.get("deployments", [])
         primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
         if primary is None:
-            return Rollout(svc.get("taskDefinition", ""), "IN_PROGRESS", "no deployment yet",
-                           svc.get("desiredCount", 0), svc.get("runningCount", 0), 0)
+            return Rollout(
+                svc.get("taskDefinition", ""),
+                "IN_PROGRESS",
+                "no deployment yet",
+                svc.get("desiredCount", 0),
+                svc.get("runningCount", 0),
+                0,
+            )
         return Rollout(
             task_definition=primary.get("taskDefinition", ""),
             rollout_state=primary.get("rolloutState", "IN_PROGRESS"),
@@ -187,8 +225,10 @@ class Cloud:
     async def target_health(self, target: Target, slot: str) -> list[TargetHealth]:
         arn = await self.target_group_arn(target, slot)
         out = await self.call("elbv2", "describe_target_health", target.env.aws_role_arn, TargetGroupArn=arn)
-        return [TargetHealth(d["Target"]["Id"], d["TargetHealth"]["State"], d["TargetHealth"].get("Reason"))
-                for d in out.get("TargetHealthDescriptions", [])]
+        return [
+            TargetHealth(d["Target"]["Id"], d["TargetHealth"]["State"], d["TargetHealth"].get("Reason"))
+            for d in out.get("TargetHealthDescriptions", [])
+        ]
 
     async def route(self, target: Target) -> Route:
         """Find the rule on the environment's listener that forwards to this service's target groups."""
@@ -199,9 +239,11 @@ class Cloud:
         listeners = await self.call("elbv2", "describe_listeners", role, LoadBalancerArn=lb_arn)
         listener = next((li for li in listeners["Listeners"] if li["Port"] == target.env.listener_port), None)
         if listener is None:
-            raise CloudError("ELBv2 DescribeListeners",
-                             f"load balancer {target.env.load_balancer} has no listener on port "
-                             f"{target.env.listener_port}")
+            raise CloudError(
+                "ELBv2 DescribeListeners",
+                f"load balancer {target.env.load_balancer} has no listener on port "
+                f"{target.env.listener_port}",
+            )
         rules = await self.call("elbv2", "describe_rules", role, ListenerArn=listener["ListenerArn"])
         for rule in rules["Rules"]:
             for action in rule.get("Actions", []):
@@ -210,9 +252,11 @@ class Cloud:
                     is_rule = not rule.get("IsDefault", False)
                     arn = rule["RuleArn"] if is_rule else listener["ListenerArn"]
                     return Route(arn, is_rule, weights)
-        raise CloudError("ELBv2 DescribeRules",
-                         f"no rule on {target.env.load_balancer}:{target.env.listener_port} forwards to "
-                         f"{', '.join(target.target_group(s) for s in target.slots)}")
+        raise CloudError(
+            "ELBv2 DescribeRules",
+            f"no rule on {target.env.load_balancer}:{target.env.listener_port} forwards to "
+            f"{', '.join(target.target_group(s) for s in target.slots)}",
+        )
 
     async def live_slot(self, target: Target) -> str:
         """The slot taking (most of) the traffic; the only slot for single-slot services."""

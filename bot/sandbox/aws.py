@@ -76,7 +76,9 @@ class AwsWorld:
         self._rpm: dict[str, float] = {}
         self._tick_lock = asyncio.Lock()  # re-made by reset(): a test may bring a new event loop
         self._client_lock = threading.Lock()
-        self.emulator = RolloutEmulator(self.behaviour, failure_after_seconds=failure_after_seconds)
+        self.emulator = RolloutEmulator(
+            self.behaviour, lambda: self.clock.now(), failure_after_seconds=failure_after_seconds
+        )
         self.traffic = TrafficSimulator(self.emulator, self.behaviour, self.requests_per_minute)
         self._reset_state()
 
@@ -100,7 +102,8 @@ class AwsWorld:
         if clock is not None:
             self.clock = clock
         request = urllib.request.Request(f"{self._require_endpoint()}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=30) as response:
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+        with no_proxy.open(request, timeout=30) as response:
             response.read()
         self._reset_state()
 
@@ -385,6 +388,10 @@ class AwsWorld:
     # --- looking at it ------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """Per environment and service: the rule's weights and each slot's ECS service and targets."""
+        with self.emulator.lock:  # callable from any thread: never half-way through a tick
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         ecs, elb = ecs_backends[ACCOUNT_ID][REGION], elbv2_backends[ACCOUNT_ID][REGION]
         out: dict[str, Any] = {}
         for env, env_res in self.resources.get("envs", {}).items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,7 +66,6 @@ class ServiceState:
     """The emulator's own view of one ECS service: its tasks, which moto does not model for services."""
 
     service: Any  # the moto Service object this state belongs to
-    primary_id: str = ""
     tasks: list[Task] = field(default_factory=list)
     started: dict[str, float] = field(default_factory=dict)  # deployment id -> virtual time it started
     failed_tasks: dict[str, int] = field(default_factory=dict)
@@ -93,14 +93,15 @@ def image_of(task_definition: str | None) -> str | None:
 
 
 # --- moto patches ----------------------------------------------------------------------------------------
-# moto reports every registered target `healthy` and sets an ECS service's runningCount to its new
-# desiredCount the moment update_service is called. The sandbox owns the emulation, not moto, so while at
-# least one RolloutEmulator is active two moto methods are wrapped (class attributes, restored by
-# uninstall_patches() when the last emulator stops):
+# moto reports every registered target `healthy`, and its update_service neither starts a deployment nor
+# leaves runningCount alone (it jumps to the new desiredCount). The sandbox owns the emulation, not moto, so
+# while at least one RolloutEmulator is active two moto methods are wrapped (class attributes, restored by
+# uninstall_patches() when the last emulator deactivates, i.e. AwsWorld.stop()):
 #   FakeTargetGroup.health_for: a target the emulator knows as starting / failing / draining reports
 #     initial / unhealthy / draining instead of moto's `healthy`; every other target is left to moto.
-#   EC2ContainerServiceBackend.update_service: the service's runningCount/pendingCount are kept as they
-#     were (the emulator moves them over ticks); everything else update_service does is unchanged.
+#   EC2ContainerServiceBackend.update_service: after moto's own update, the emulator puts runningCount /
+#     pendingCount back (they move over ticks) and, as ECS does within the call, adds the new PRIMARY
+#     deployment when the task definition changed or forceNewDeployment was asked.
 _ACTIVE: list[RolloutEmulator] = []
 _ORIGINALS: dict[str, Any] = {}
 
@@ -116,16 +117,21 @@ def _health_for(self: FakeTargetGroup, target: dict[str, Any], ec2_backend: Any)
 
 
 def _update_service(self: EC2ContainerServiceBackend, service_properties: dict[str, Any]) -> Any:
+    force = bool(service_properties.get("force_new_deployment"))
     try:
         cluster = self._get_cluster(service_properties.get("cluster", "default"))
         before = self.services.get(f"{cluster.name}:{service_properties['service'].split('/')[-1]}")
     except Exception:  # let moto raise its own error below
         before = None
-    counts = (before.running_count, before.pending_count) if before is not None else None
+    seen = None
+    if before is not None:
+        primary = dict(before.deployments[0]) if before.deployments else None
+        seen = (before.running_count, before.pending_count, primary)
     service = _ORIGINALS["update_service"](self, service_properties)
-    if counts is not None and any(e.manages(self) for e in _ACTIVE):
-        service.running_count, service.pending_count = counts
-        RolloutEmulator.recount_clusters(self)
+    for emulator in list(_ACTIVE):
+        if seen is not None and emulator.manages(self):
+            emulator.on_update_service(service, *seen, force=force)
+            break
     return service
 
 
@@ -153,11 +159,14 @@ class RolloutEmulator:
     def __init__(
         self,
         behaviour: Callable[[str, str], Behaviour],
+        now: Callable[[], float],
         *,
         failure_after_seconds: float = 60.0,
         rng: random.Random | None = None,
     ):
         self.behaviour = behaviour
+        self.now = now  # virtual time, for changes made inside update_service (the server's thread)
+        self.lock = threading.Lock()  # ticks (event loop) vs update_service (server threads), snapshots
         self.failure_after_seconds = failure_after_seconds
         self.rng = rng or random.Random(0)
         self.states: dict[str, ServiceState] = {}
@@ -223,9 +232,9 @@ class RolloutEmulator:
         state = self.states.get(key)
         if state is None or state.service is not svc:
             primary = next((d for d in svc.deployments if d["status"] == "PRIMARY"), None)
-            state = ServiceState(service=svc, primary_id=primary["id"] if primary else "")
-            if primary:
-                state.started[primary["id"]] = primary["createdAt"].timestamp()
+            state = ServiceState(service=svc)
+            if primary:  # a service created after provision(): its rollout starts when first seen
+                state.started[primary["id"]] = self.now()
             self.states[key] = state
         return state
 
@@ -276,6 +285,10 @@ class RolloutEmulator:
     # provisioning helper
     def seed_running(self, key: str, now: float) -> None:
         """Make a freshly created service look fully rolled out: desiredCount tasks running and healthy."""
+        with self.lock:
+            self._seed_running(key, now)
+
+    def _seed_running(self, key: str, now: float) -> None:
         svc = _ecs().services[key]
         state = self._state(key, svc)
         primary = next(d for d in svc.deployments if d["status"] == "PRIMARY")
@@ -292,43 +305,49 @@ class RolloutEmulator:
 
     # the tick
     def step(self, now: float) -> None:
-        backend = _ecs()
-        for key, svc in list(backend.services.items()):
-            if svc.status != "ACTIVE" or svc.deployment_controller.get("type", "ECS") != "ECS":
-                continue
-            try:
-                self._step_service(svc, self._state(key, svc), now)
-            except Exception:
-                log.exception("sandbox ECS emulator failed on %s", key)
-        self.recount_clusters(backend)
+        with self.lock:
+            backend = _ecs()
+            for key, svc in list(backend.services.items()):
+                if svc.status != "ACTIVE" or svc.deployment_controller.get("type", "ECS") != "ECS":
+                    continue
+                try:
+                    self._step_service(svc, self._state(key, svc), now)
+                except Exception:
+                    log.exception("sandbox ECS emulator failed on %s", key)
+            self.recount_clusters(backend)
 
-    def _step_service(self, svc: Any, state: ServiceState, now: float) -> None:
-        deployments = list(svc.deployments)
+    def on_update_service(
+        self, svc: Any, running: int, pending: int, primary: dict[str, Any] | None, *, force: bool
+    ) -> None:
+        """Right after moto's update_service: keep the counts, start the deployment ECS would start."""
+        with self.lock:
+            svc.running_count, svc.pending_count = running, pending
+            deployments = list(svc.deployments)
+            if force and deployments and primary is not None:
+                deployments[0].update(primary)  # moto re-labels the primary in place (id, times): undo that
+            if svc.deployment_controller.get("type", "ECS") == "ECS":
+                state = self._state(f"{svc.cluster_name}:{svc.name}", svc)
+                svc.deployments = self._sync_deployment(svc, state, deployments, self.now(), force=force)
+            self.recount_clusters(_ecs())
+
+    def _sync_deployment(
+        self, svc: Any, state: ServiceState, deployments: list[dict[str, Any]], now: float, *, force: bool
+    ) -> list[dict[str, Any]]:
+        """A new PRIMARY deployment when the service's task definition is not the primary's (or forced)."""
         primary = next((d for d in deployments if d["status"] == "PRIMARY"), None)
         if primary is None:
-            return
-        config = getattr(svc, "deployment_configuration", None) or {}
-        max_pct = int(config.get("maximumPercent", 200))
-        min_pct = int(config.get("minimumHealthyPercent", 100))
-        breaker = config.get("deploymentCircuitBreaker") or {}
-
-        # 1. A new deployment: the task definition changed, or moto's forceNewDeployment re-labelled the
-        #    primary in place (it only changes the id): put the old id back and deploy again.
-        forced_id = None
-        if state.primary_id and primary["id"] != state.primary_id:
-            forced_id, primary["id"] = primary["id"], state.primary_id
+            return deployments
         try:
             task_definition = _ecs().describe_task_definition(svc.task_definition).arn
             svc.task_definition = task_definition  # moto keeps what the caller typed; ECS returns the ARN
         except Exception:
             task_definition = svc.task_definition
-        if task_definition != primary["taskDefinition"] or forced_id:
+        if task_definition != primary["taskDefinition"] or force:
             new = {
                 **{k: v for k, v in primary.items() if k not in ("rolloutState", "rolloutStateReason")},
-                "id": forced_id or f"ecs-svc/{self.rng.randint(10**18, 10**19 - 1)}",
+                "id": f"ecs-svc/{self.rng.randint(10**18, 10**19 - 1)}",
                 "status": "PRIMARY",
                 "taskDefinition": task_definition,
-                "desiredCount": svc.desired_count,
                 "runningCount": 0,
                 "pendingCount": 0,
                 "failedTasks": 0,
@@ -341,11 +360,22 @@ class RolloutEmulator:
             primary["updatedAt"] = self._time(now)
             deployments.insert(0, new)
             primary = new
-            state.primary_id = new["id"]
             state.started[new["id"]] = now
             state.steady = False
+        primary["desiredCount"] = svc.desired_count
+        return deployments
+
+    def _step_service(self, svc: Any, state: ServiceState, now: float) -> None:
+        deployments = self._sync_deployment(svc, state, list(svc.deployments), now, force=False)
+        primary = next((d for d in deployments if d["status"] == "PRIMARY"), None)
+        if primary is None:
+            return
+        config = getattr(svc, "deployment_configuration", None) or {}
+        max_pct = int(config.get("maximumPercent", 200))
+        min_pct = int(config.get("minimumHealthyPercent", 100))
+        breaker = config.get("deploymentCircuitBreaker") or {}
+
         desired = svc.desired_count
-        primary["desiredCount"] = desired
 
         # 2. Health follows the version's behaviour; a started task needs one tick to pass health checks.
         for task in state.tasks:
@@ -367,8 +397,17 @@ class RolloutEmulator:
         for task in [t for t in state.tasks if t.state == DRAINING and t.drain_until <= now]:
             self._remove_task(state, task)
 
-        # 3. Stop and start tasks. A FAILED deployment is frozen: it launches nothing, stops nothing.
-        if primary["rolloutState"] != "FAILED":
+        # 3. Stop and start tasks. A FAILED deployment launches nothing and replaces nothing (the old tasks
+        #    keep serving); only a lower desiredCount stops tasks, the failing ones first.
+        if primary["rolloutState"] == "FAILED":
+            live = [t for t in state.tasks if t.state != DRAINING]
+            for group in (
+                [t for t in live if t.deployment_id == primary["id"]],
+                [t for t in live if t.deployment_id != primary["id"]],
+            ):
+                for task in sorted(group, key=lambda t: t.state == RUNNING)[: max(0, len(group) - desired)]:
+                    self._stop_task(state, task, now)
+        else:
             stopping: list[Task] = []
             live = [t for t in state.tasks if t.state != DRAINING]
             mine = [t for t in live if t.deployment_id == primary["id"]]
@@ -411,7 +450,7 @@ class RolloutEmulator:
             self._event(svc, f"(deployment {primary['id']}) deployment failed: tasks failed to start.", now)
             previous = next((d for d in deployments if d["status"] == "ACTIVE"), None)
             if breaker.get("rollback") and previous is not None:
-                svc.task_definition = previous["taskDefinition"]  # the next tick deploys it
+                svc.task_definition = previous["taskDefinition"]  # deployed from the next tick on
                 self._event(svc, f"rolling back to deployment {previous['id']}.", now)
 
         # 5. Old deployments leave the list when their last task is gone; completion; steady state.
@@ -452,7 +491,7 @@ class RolloutEmulator:
 # --- ALB traffic -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Route:
-    """One listener rule of the world: which service it serves and the target groups it can forward to."""
+    """One listener rule of the world: the service it serves and the load balancer it belongs to."""
 
     env: str
     service: str

@@ -35,18 +35,27 @@ class BotProcess:
         self.url: str | None = None
 
     async def start(self) -> str:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - a local file handed to the child
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "serve", *self.args,
-                stdout=asyncio.subprocess.PIPE, stderr=log, env=self.env)
+                sys.executable,
+                "-m",
+                "bot",
+                "serve",
+                *self.args,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                env=self.env,
+            )
         finally:
             log.close()
         try:
             line = await asyncio.wait_for(self._ready_line(), BOT_START_TIMEOUT)
         except TimeoutError:
             await self.kill()
-            raise RuntimeError(f"the bot did not start within {BOT_START_TIMEOUT:.0f}s; see {self.log_path}")
+            raise RuntimeError(
+                f"the bot did not start within {BOT_START_TIMEOUT:.0f}s; see {self.log_path}"
+            ) from None
         self.url = json.loads(line)["listening"]
         return self.url
 
@@ -71,20 +80,26 @@ class BotProcess:
             self.proc.kill()
             await self.proc.wait()
 
-    async def stop(self, timeout: float = 20.0) -> int | None:
+    async def stop(self, grace: float = 20.0) -> int | None:
         if not self.running:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
+            return await asyncio.wait_for(self.proc.wait(), grace)
         except TimeoutError:
             await self.kill()
             return self.proc.returncode
 
 
 class Sandbox:
-    def __init__(self, *, config: str | Path | None = None, db: str | Path | None = None, speed: float = 10.0,
-                 workdir: str | Path | None = None):
+    def __init__(
+        self,
+        *,
+        config: str | Path | None = None,
+        db: str | Path | None = None,
+        speed: float = 10.0,
+        workdir: str | Path | None = None,
+    ):
         self.config = str(Path(config or "config/deploybot.toml").resolve())
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="deploybot-sandbox-"))
         self.db = str(Path(db).resolve()) if db else str(self.workdir / "deploybot.db")
@@ -92,7 +107,9 @@ class Sandbox:
         self.signing_secret = secrets.token_hex(16)
         self.bot_token = "xoxb-sandbox-" + secrets.token_hex(12)
         self.world = AwsWorld(self.clock)
-        self.slack = LocalSlack(signing_secret=self.signing_secret, bot_token=self.bot_token, clock=self.clock)
+        self.slack = LocalSlack(
+            signing_secret=self.signing_secret, bot_token=self.bot_token, clock=self.clock
+        )
         self.bot: BotProcess | None = None
         self.aws_url = self.slack_url = ""
         self._emulator: asyncio.Task | None = None
@@ -111,32 +128,46 @@ class Sandbox:
 
     def bot_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_"))}
-        env.update({
-            "SLACK_BOT_TOKEN": self.bot_token,
-            "SLACK_SIGNING_SECRET": self.signing_secret,
-            "SLACK_API_URL": self.slack_url + "/api/",
-            "DEPLOYBOT_AWS_ENDPOINT": self.aws_url,
-            "DEPLOYBOT_CLOCK": self.clock.spec(),
-            "AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox", "AWS_DEFAULT_REGION": "us-east-1",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "SLACK_BOT_TOKEN": self.bot_token,
+                "SLACK_SIGNING_SECRET": self.signing_secret,
+                "SLACK_API_URL": self.slack_url + "/api/",
+                "DEPLOYBOT_AWS_ENDPOINT": self.aws_url,
+                "DEPLOYBOT_CLOCK": self.clock.spec(),
+                "AWS_ACCESS_KEY_ID": "sandbox",
+                "AWS_SECRET_ACCESS_KEY": "sandbox",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     async def start_bot(self) -> str:
         if self.bot is not None and self.bot.running:
             return self.bot.url or ""
-        self.bot = BotProcess(self.bot_env(),
-                              ["--host", "127.0.0.1", "--port", "0", "--config", self.config, "--db", self.db],
-                              self.workdir / "bot.log")
+        self.bot = BotProcess(
+            self.bot_env(),
+            ["--host", "127.0.0.1", "--port", "0", "--config", self.config, "--db", self.db],
+            self.workdir / "bot.log",
+        )
         url = await self.bot.start()
         self.slack.bot_events_url = url + "/slack/events"
         return url
 
     def info(self) -> dict[str, Any]:
-        return {"ready": True, "bot": self.bot.url if self.bot else None, "slack": self.slack_url,
-                "aws": self.aws_url, "db": self.db, "signing_secret": self.signing_secret,
-                "users": dict(self.slack.users), "channels": dict(self.slack.channels),
-                "log": str(self.workdir / "bot.log"), "speed": self.clock.speed}
+        return {
+            "ready": True,
+            "bot": self.bot.url if self.bot else None,
+            "slack": self.slack_url,
+            "aws": self.aws_url,
+            "db": self.db,
+            "signing_secret": self.signing_secret,
+            "users": dict(self.slack.users),
+            "channels": dict(self.slack.channels),
+            "log": str(self.workdir / "bot.log"),
+            "speed": self.clock.speed,
+        }
 
     async def stop(self) -> None:
         if self.bot is not None:
@@ -164,8 +195,11 @@ class Sandbox:
         try:
             body = await request.json()
             service = body["service"]
-            fields = {k: body[k] for k in ("error_rate", "latency_ms", "unhealthy", "requests_per_minute")
-                      if k in body}
+            fields = {
+                k: body[k]
+                for k in ("error_rate", "latency_ms", "unhealthy", "requests_per_minute")
+                if k in body
+            }
             table = self.world.inject(service, body.get("version"), **fields)
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"ok": False, "error": f"bad inject request: {exc}"}, status=400)
@@ -184,8 +218,9 @@ class Sandbox:
         return web.json_response({"ok": True, "running": self.bot.running, "bot": self.bot.url})
 
     async def _aws(self, _request: web.Request) -> web.Response:
-        return web.json_response(await asyncio.to_thread(self.world.snapshot), dumps=lambda o: json.dumps(
-            o, default=str))
+        return web.json_response(
+            await asyncio.to_thread(self.world.snapshot), dumps=lambda o: json.dumps(o, default=str)
+        )
 
 
 async def run_sandbox(args: Any) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.cloud import CloudError
 from bot.settings import Target
 from bot.strategies import Step, StepContext, StepFailed
 
@@ -34,14 +33,21 @@ class CaptureCurrent(Step):
         svc = await ctx.cloud.service(ctx.target, slot)
         arn = svc["taskDefinition"]
         td = await ctx.cloud.task_definition(ctx.target, arn)
-        container = next((c for c in td["containerDefinitions"] if c["name"] == ctx.target.service.container),
-                         None)
+        container = next(
+            (c for c in td["containerDefinitions"] if c["name"] == ctx.target.service.container), None
+        )
         if container is None:
             raise StepFailed(f"task definition {arn} has no container {ctx.target.service.container!r}")
-        ctx.data.update(slot=slot, previous_task_definition=arn, previous_version=image_tag(container["image"]),
-                        desired_count=svc.get("desiredCount", 0))
-        await ctx.report(f"Running now: {image_tag(container['image'])} ({_short(arn)}) on "
-                         f"{ctx.target.ecs_service(slot)}, {svc.get('desiredCount', 0)} tasks")
+        ctx.data.update(
+            slot=slot,
+            previous_task_definition=arn,
+            previous_version=image_tag(container["image"]),
+            desired_count=svc.get("desiredCount", 0),
+        )
+        await ctx.report(
+            f"Running now: {image_tag(container['image'])} ({_short(arn)}) on "
+            f"{ctx.target.ecs_service(slot)}, {svc.get('desiredCount', 0)} tasks"
+        )
 
 
 @dataclass
@@ -104,7 +110,11 @@ class WaitForRollout(Step):
                     await ctx.report(f"Rollout complete: {r.running}/{r.desired} tasks on {_short(arn)}")
                     return
                 if r.rollout_state == "FAILED":
-                    raise StepFailed(f"ECS rollout failed: {r.reason or 'no reason given'}")
+                    targets = await unhealthy_targets(ctx, slot)
+                    raise StepFailed(
+                        f"ECS rollout failed: {r.reason or 'no reason given'}"
+                        + (f"; {targets}" if targets else "")
+                    )
                 line = f"Rolling out {_short(arn)}: {r.running}/{r.desired} tasks running"
             else:
                 line = f"Waiting for ECS to start the rollout of {_short(arn)}"
@@ -112,7 +122,9 @@ class WaitForRollout(Step):
                 await ctx.progress(line)
                 last = line
             if ctx.clock.now() >= deadline:
-                raise StepFailed(f"rollout did not complete within {_duration(self.timeout_seconds)} ({line})")
+                raise StepFailed(
+                    f"rollout did not complete within {_duration(self.timeout_seconds)} ({line})"
+                )
             await ctx.poll()
 
 
@@ -149,8 +161,10 @@ async def unhealthy_targets(ctx: StepContext, slot: str) -> str | None:
     if not bad and len(healthy) >= wanted:
         return None
     reasons = sorted({t.reason or t.state for t in bad})
-    return (f"{len(bad)} of {len(health)} targets unhealthy in {ctx.target.target_group(slot)}"
-            f"{' (' + ', '.join(reasons) + ')' if reasons else ''}; {len(healthy)}/{wanted} healthy")
+    return (
+        f"{len(bad)} of {len(health)} targets unhealthy in {ctx.target.target_group(slot)}"
+        f"{' (' + ', '.join(reasons) + ')' if reasons else ''}; {len(healthy)}/{wanted} healthy"
+    )
 
 
 @dataclass
@@ -173,7 +187,9 @@ class Bake(Step):
             await ctx.progress(f"Baking: {_duration(left)} left")
             r = await ctx.cloud.rollout(ctx.target, slot)
             if r.task_definition != ctx.data["task_definition"] or r.rollout_state == "FAILED":
-                raise StepFailed(f"during bake the service left the new revision ({r.rollout_state}: {r.reason})")
+                raise StepFailed(
+                    f"during bake the service left the new revision ({r.rollout_state}: {r.reason})"
+                )
             problem = await unhealthy_targets(ctx, slot)
             if problem is not None:
                 raise StepFailed(f"during bake: {problem}")
@@ -211,5 +227,3 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-

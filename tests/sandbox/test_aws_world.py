@@ -166,13 +166,14 @@ async def test_provision_builds_the_demo_world(world):
 async def test_rollout_to_a_healthy_version_completes_with_only_new_targets(world):
     old = set(targets(world, "web", "blue"))
     deploy(world, "web-blue", new_revision(world, "web", "v2"))
-    assert rollout(world, "web-blue") == [("PRIMARY", "web-staging:1", "COMPLETED")]  # moto alone: static
+    deployment = [("PRIMARY", "web-staging:2", "IN_PROGRESS"), ("ACTIVE", "web-staging:1", "COMPLETED")]
+    assert rollout(world, "web-blue") == deployment  # at once, within update_service, as ECS does
+    svc = describe(world, "web-blue")
+    assert (svc["runningCount"], svc["deployments"][0]["runningCount"]) == (2, 0)
+    assert svc["deployments"][0]["createdAt"] == datetime.fromtimestamp(world.clock.now(), UTC)
 
     await ticks(world)
-    assert rollout(world, "web-blue") == [
-        ("PRIMARY", "web-staging:2", "IN_PROGRESS"),
-        ("ACTIVE", "web-staging:1", "COMPLETED"),
-    ]
+    assert rollout(world, "web-blue") == deployment
     health = targets(world, "web", "blue")
     new = set(health) - old
     assert len(new) == 2 and {health[ip][0] for ip in new} == {"initial"}
@@ -215,9 +216,7 @@ async def test_unhealthy_version_fails_after_the_failure_time_and_old_tasks_keep
     old = set(targets(world, "web", "blue"))
     world.inject("web", "v2", unhealthy=True)
     deploy(world, "web-blue", new_revision(world, "web", "v2"))
-    await ticks(world)  # the emulator sees the new task definition: the deployment starts now
     started = world.clock.now()
-    assert describe(world, "web-blue")["deployments"][0]["createdAt"] == datetime.fromtimestamp(started, UTC)
     while world.clock.now() - started < 60:
         await ticks(world)
         health = targets(world, "web", "blue")
@@ -279,7 +278,6 @@ async def test_circuit_breaker_with_rollback_rolls_back_by_itself(world):
 async def test_force_new_deployment_replaces_the_tasks(world):
     old = set(targets(world, "api", "blue", "production"))
     world.client("ecs").update_service(cluster="production", service="api-blue", forceNewDeployment=True)
-    await ticks(world)
     assert rollout(world, "api-blue", "production") == [
         ("PRIMARY", "api-production:1", "IN_PROGRESS"),
         ("ACTIVE", "api-production:1", "COMPLETED"),

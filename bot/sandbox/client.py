@@ -1,0 +1,99 @@
+"""A client for the sandbox's control API over HTTP: act as a user, read messages, inject faults, and wait
+for a condition with a deadline. Tests, benchmarks and scripts use it; it knows only the HTTP routes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+
+T = TypeVar("T")
+
+
+class SandboxClient:
+    def __init__(self, slack_url: str):
+        self.url = slack_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> SandboxClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.session.post(f"{self.url}{path}", json=body) as resp:
+            return await resp.json(content_type=None)
+
+    async def _get(self, path: str, **params: str) -> dict[str, Any]:
+        async with self.session.get(f"{self.url}{path}", params=params) as resp:
+            return await resp.json(content_type=None)
+
+    async def slash(self, user: str, command: str, text: str, channel: str = "deploys", **extra: Any) -> dict:
+        return await self._post(
+            "/_sandbox/slash", {"user": user, "channel": channel, "command": command, "text": text, **extra}
+        )
+
+    async def click(
+        self,
+        user: str,
+        channel: str,
+        ts: str,
+        *,
+        action_id: str | None = None,
+        label: str | None = None,
+        **extra: Any,
+    ) -> dict:
+        body = {"user": user, "channel": channel, "ts": ts, **extra}
+        if action_id is not None:
+            body["action_id"] = action_id
+        if label is not None:
+            body["label"] = label
+        return await self._post("/_sandbox/click", body)
+
+    async def messages(self, channel: str = "deploys") -> list[dict[str, Any]]:
+        return (await self._get("/_sandbox/messages", channel=channel))["messages"]
+
+    async def calls(self) -> dict[str, Any]:
+        return await self._get("/_sandbox/calls")
+
+    async def inject(self, service: str, version: str | None = None, **behaviour: Any) -> dict:
+        return await self._post("/_sandbox/inject", {"service": service, "version": version, **behaviour})
+
+    async def bot(self, action: str) -> dict:
+        return await self._post("/_sandbox/bot", {"action": action})
+
+    async def aws(self) -> dict[str, Any]:
+        return await self._get("/_sandbox/aws")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]],
+    within: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll `probe` until it returns something truthy, or fail after `within` seconds of wall time."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while True:
+        last = await probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(interval)
