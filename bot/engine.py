@@ -283,8 +283,24 @@ class Engine:
                 await self._rollback(d, ctx)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the store itself failed: log loudly; the state left is resumable
+        except Exception as exc:
+            # Outside any step (a corrupt plan, a store error): never leave it silently "running" with the
+            # lock held. Fail it on the record, loudly, and tell people to look at the service.
             log.exception("deployment #%s stopped: %s", deployment_id, exc)
+            try:
+                d = await self.store.get(deployment_id)
+                if not d.state.terminal:
+                    await self._transition(
+                        d,
+                        "fail",
+                        level="critical",
+                        outcome=(
+                            f"internal error ({type(exc).__name__}) stopped the deployment at step "
+                            f"{d.step_index + 1}; check {d.service} in {d.env} by hand — the bot's log has details"
+                        ),
+                    )
+            except Exception:
+                log.exception("deployment #%s: could not record the failure either", deployment_id)
 
     async def _forward(self, d: Deployment, ctx: StepContext) -> Deployment:
         steps = [step_from_dict(s) for s in d.plan]

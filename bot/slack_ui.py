@@ -118,7 +118,9 @@ def ephemeral(text: str, blocks: list[dict] | None = None) -> dict[str, Any]:
 
 
 def usage_error(message: str, usage: str) -> dict[str, Any]:
-    return ephemeral(f"{message}\n{usage}", [section(f":warning: {message}"), context(f"Usage: {usage}")])
+    return ephemeral(
+        f"{message}\nUsage: {usage}", [section(f":warning: {message}"), context(f"Usage: {usage}")]
+    )
 
 
 def requested(d: Deployment, channel_id: str | None) -> dict[str, Any]:

@@ -78,14 +78,15 @@ def step_from_dict(data: dict[str, Any]) -> Step:
 
 
 def plan(strategy: str, target: Target) -> list[Step]:
-    from bot.strategies import rolling
-
     if strategy == "rolling":
         return rolling.plan(target)
     raise StepFailed(f'the "{strategy}" strategy is not available yet; use --strategy rolling')
 
 
 def rollback_plan(strategy: str, target: Target) -> list[Step]:
-    from bot.strategies import rolling
-
     return rolling.rollback_plan(target)
+
+
+# Importing the strategy modules registers their step kinds, so step_from_dict works in a fresh process
+# (resuming after a restart) before any plan has been built.
+from bot.strategies import rolling  # noqa: E402, F401

@@ -1,0 +1,122 @@
+"""Shared fixtures: the sandbox (moto world + local Slack + the real bot process), its control-API
+client, and readers of the bot's database and AWS world for assertions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import aiohttp
+import boto3
+import pytest
+from slack_sdk.signature import SignatureVerifier
+
+from bot.sandbox.client import SandboxClient, wait_for
+from bot.sandbox.run import Sandbox
+
+CONFIG = Path(__file__).parent.parent / "config" / "deploybot.toml"
+TERMINAL_WORDS = ("succeeded", "rolled back", "failed", "cancelled")
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """boto3 in the test process talks to moto only, with dummy credentials."""
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+async def sandbox(tmp_path, aws_env):
+    async with Sandbox(config=CONFIG, speed=60, workdir=tmp_path) as sb:
+        yield sb
+
+
+@pytest.fixture
+async def client(sandbox):
+    async with SandboxClient(sandbox.slack_url) as c:
+        yield c
+
+
+def db_rows(sb: Sandbox, sql: str, args: tuple = ()) -> list[dict]:
+    conn = sqlite3.connect(sb.db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
+
+
+def ecs(sb: Sandbox):
+    return boto3.client("ecs", endpoint_url=sb.aws_url, region_name="us-east-1")
+
+
+def service_image(sb: Sandbox, cluster: str, service: str) -> tuple[str, str]:
+    """(task definition ARN, image of its first container) the ECS service runs."""
+    client = ecs(sb)
+    arn = client.describe_services(cluster=cluster, services=[service])["services"][0]["taskDefinition"]
+    td = client.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    return arn, td["containerDefinitions"][0]["image"]
+
+
+def top_level(messages: list[dict]) -> list[dict]:
+    """The channel's own messages: no thread replies, nothing only one user sees."""
+    return [m for m in messages if not m.get("thread_ts") and not m.get("ephemeral_for")]
+
+
+async def wait_terminal(client: SandboxClient, deployment_id: int, within: float = 60.0) -> dict:
+    """Wait until deployment #id's message shows a terminal state word; return that message."""
+
+    async def probe():
+        for m in top_level(await client.messages("deploys")):
+            if f"#{deployment_id} " in m["text"] and any(f": {w}" in m["text"] for w in TERMINAL_WORDS):
+                return m
+        return None
+
+    return await wait_for(probe, within, what=f"deployment #{deployment_id} to finish")
+
+
+async def signed_post(
+    sb: Sandbox,
+    form: dict,
+    headers: dict | None = None,
+    secret: str | None = None,
+    timestamp: int | None = None,
+) -> tuple[int, str]:
+    """POST a Slack-shaped, signed form to the bot exactly as Slack would (for replays and raw payloads)."""
+    body = urlencode({k: json.dumps(v) if isinstance(v, dict) else v for k, v in form.items()})
+    ts = str(timestamp or int(time.time()))
+    sig = SignatureVerifier(secret or sb.signing_secret).generate_signature(timestamp=ts, body=body)
+    hdrs = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": sig,
+        **(headers or {}),
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sb.bot.url + "/slack/events", data=body, headers=hdrs) as r,
+    ):
+        return r.status, await r.text()
+
+
+def slash_form(sb: Sandbox, user: str, text: str, trigger_id: str, command: str = "/deploy") -> dict:
+    return {
+        "token": "x",
+        "team_id": "T0SANDBOX",
+        "team_domain": "deploybot-sandbox",
+        "channel_id": sb.slack.channels["deploys"],
+        "channel_name": "deploys",
+        "user_id": sb.slack.users[user],
+        "user_name": user,
+        "command": command,
+        "text": text,
+        "api_app_id": "A0DEPLOYBOT",
+        "response_url": sb.slack_url + "/_sandbox/response/none",
+        "trigger_id": trigger_id,
+    }
