@@ -119,7 +119,7 @@ async def serve(args: argparse.Namespace) -> int:
     engine = Engine(settings, store, Cloud(settings.aws), clock)
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
-    notifier = SlackNotifier(client, store)
+    notifier = SlackNotifier(client, store, settings.alerts)
     engine.subscribe(notifier)
     app = build_app(engine, client, settings.secrets.signing_secret)
 

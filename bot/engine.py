@@ -17,7 +17,7 @@ from bot.cloud import Cloud, CloudError
 from bot.machine import BEFORE_START, IllegalTransition, State
 from bot.settings import Settings
 from bot.store import AsyncStore, Deployment, LockInfo
-from bot.strategies import Step, StepContext, StepFailed, plan, rollback_plan, step_from_dict
+from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, plan, rollback_plan, step_from_dict
 
 log = logging.getLogger(__name__)
 BOT = "deploybot"
@@ -62,6 +62,7 @@ class Engine:
         self._listeners: list[Listener] = []
         self._tasks: dict[int, asyncio.Task] = {}
         self._gates: dict[int, asyncio.Event] = {}  # set = may run; cleared while paused
+        self._contexts: dict[int, StepContext] = {}  # the running plans' context, for promote
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -84,6 +85,14 @@ class Engine:
             raise Refused(f"Cannot deploy {service} to {env}: {exc}.") from None
         return target, strategy
 
+    @staticmethod
+    def _rollback_strategy(configured: str, gradual: bool) -> str:
+        """Rollbacks go back in one switch (blue-green, using the warm slot when there is one), or, with
+        --gradual on a two-slot service, step by step with analysis (canary weights)."""
+        if configured == "rolling":
+            return "rolling"
+        return "canary" if gradual else "blue-green"
+
     def dry_run(self, command: cmds.Deploy) -> Planned:
         target, strategy = self._check_target(command.service, command.env, command.strategy)
         return Planned(command.service, command.env, command.version, strategy, plan(strategy, target))
@@ -92,24 +101,15 @@ class Engine:
         self, command: cmds.Deploy | cmds.Rollback | cmds.Promote, user: str, request_key: str | None = None
     ) -> Deployment | LockInfo:
         """Create the deployment (or answer who holds the lock) and start it in the background."""
+        gradual = False
         if isinstance(command, cmds.Deploy):
-            service, env, version, kind, reason = (
-                command.service,
-                command.env,
-                command.version,
-                "deploy",
-                command.reason,
-            )
-            strategy = command.strategy
+            service, env, version, kind = command.service, command.env, command.version, "deploy"
+            reason, strategy = command.reason, command.strategy
         elif isinstance(command, cmds.Rollback):
-            service, env, kind, reason, strategy = (
-                command.service,
-                command.env,
-                "rollback",
-                command.reason,
-                None,
-            )
+            service, env, kind, reason = command.service, command.env, "rollback", command.reason
             version = command.version or await self._known_good(service, env)
+            gradual = command.gradual
+            strategy = self._rollback_strategy(self.settings.target(service, env).strategy, gradual)
         else:
             service, env, kind, reason, strategy = command.service, command.target_env, "promote", None, None
             source = await self.store.last_succeeded(service, command.source_env)
@@ -121,7 +121,7 @@ class Engine:
             version = source.version
             reason = f"promoted from {command.source_env} (deployment #{source.id})"
         target, strategy = self._check_target(service, env, strategy)
-        steps = plan(strategy, target)
+        steps = plan(strategy, target, gradual=gradual)
         result = await self.store.create_deployment(
             service=service,
             env=env,
@@ -168,12 +168,43 @@ class Engine:
             await self.emit(Notice(d, "update", f"Aborted by {user}; rolling back", "warning"))
             self.start(deployment_id)
             return d
+        if action == "promote":
+            return await self.promote(deployment_id, user)
         d = await self.store.transition(deployment_id, action, user)
         if action == "pause":
             self._gate(deployment_id).clear()
         elif action == "resume":
             self._gate(deployment_id).set()
         await self.emit(Notice(d, "update", f"{action.title()}d by {user}"))
+        return d
+
+    async def promote(self, deployment_id: int, user: str, full: bool = False) -> Deployment:
+        """Carry a paused deployment on past the step that paused it; `full`: skip straight to 100%."""
+        d = await self.store.get(deployment_id)
+        ctx = self._contexts.get(deployment_id)
+        if d.state not in (State.PAUSED, State.RUNNING) or (d.state == State.RUNNING and not full):
+            if d.state == State.RUNNING:
+                raise Refused(
+                    f"Deployment #{deployment_id} is running, not waiting for anyone; "
+                    f"/promote {deployment_id} --full skips to 100%."
+                )
+            raise IllegalTransition("promote", d.state)
+        if d.strategy == "rolling":
+            raise Refused(f"Deployment #{deployment_id} is a rolling deploy: there is nothing to promote.")
+        data = ctx.data if ctx is not None else dict(d.context)
+        if d.state == State.PAUSED:
+            data.setdefault("promoted", []).append(d.step_index)
+        if full:
+            data["full"] = True
+        await self.store.save_progress(
+            deployment_id,
+            context=data,
+            event=(user, "promote_requested", {"full": full, "step_index": d.step_index}),
+        )
+        if d.state == State.PAUSED:
+            d = await self.store.transition(deployment_id, "promote", user, details={"full": full})
+            self._gate(deployment_id).set()
+        await self.emit(Notice(d, "update", f"Promoted by <@{user}>" + (" to 100%" if full else "")))
         return d
 
     # ------------------------------------------------------------------------------------ running
@@ -243,6 +274,9 @@ class Engine:
         async def save() -> None:
             await self.store.save_progress(deployment_id, context=data)
 
+        async def record(action: str, details: dict) -> None:
+            await self.store.record(deployment_id, BOT, action, details)
+
         target = self.settings.target(d.service, d.env)
         return StepContext(
             deployment_id=d.id,
@@ -255,6 +289,7 @@ class Engine:
             progress=progress,
             checkpoint=checkpoint,
             save=save,
+            record=record,
         )
 
     async def _transition(
@@ -274,6 +309,7 @@ class Engine:
     async def _run(self, deployment_id: int) -> None:
         d = await self.store.get(deployment_id)
         ctx = self._context(d, dict(d.context))
+        self._contexts[deployment_id] = ctx
         try:
             if d.state in BEFORE_START:
                 d = await self._transition(d, "start")
@@ -307,18 +343,24 @@ class Engine:
         try:
             for index in range(d.step_index, len(steps)):
                 step = steps[index]
-                await ctx.checkpoint()
-                await self.store.save_progress(
-                    d.id,
-                    context=ctx.data,
-                    event=(
-                        BOT,
-                        "step_started",
-                        {"index": index, "step": step.kind, "description": step.describe()},
-                    ),
-                )
-                await self.emit(Notice(await self.store.get(d.id), "progress", step.describe()))
-                await step.run(ctx)
+                ctx.index = index
+                while True:
+                    await ctx.checkpoint()
+                    await self.store.save_progress(
+                        d.id,
+                        context=ctx.data,
+                        event=(
+                            BOT,
+                            "step_started",
+                            {"index": index, "step": step.kind, "description": step.describe()},
+                        ),
+                    )
+                    await self.emit(Notice(await self.store.get(d.id), "progress", step.describe()))
+                    try:
+                        await step.run(ctx)
+                        break
+                    except NeedsHuman as ask:
+                        await self._ask_a_human(d, ctx, str(ask))
                 if index == 0 and ctx.data.get("previous_version"):
                     version = d.version or ctx.data["previous_version"]
                     await self.store.save_progress(
@@ -348,6 +390,19 @@ class Engine:
                 level="critical",
                 text=f"Rolling back: {reason}",
             )
+
+    async def _ask_a_human(self, d: Deployment, ctx: StepContext, question: str) -> None:
+        """Pause (on the record, with the question) and wait until someone promotes, resumes or aborts."""
+        await self.store.save_progress(d.id, context=ctx.data)
+        current = await self.store.get(d.id)
+        if current.state == State.RUNNING:
+            self._gate(d.id).clear()
+            paused = await self.store.transition(d.id, "pause", BOT, details={"reason": question})
+            await self.emit(Notice(paused, "update", f":raised_hand: Paused: {question}", "warning"))
+        await ctx.checkpoint()
+        # promote/resume wrote the context through the store; the running copy is the same dict
+        promoted = (await self.store.get(d.id)).context.get("promoted", [])
+        ctx.data["promoted"] = sorted(set(ctx.data.get("promoted", [])) | set(promoted))
 
     async def _rollback(self, d: Deployment, ctx: StepContext) -> Deployment:
         why = d.outcome or "rollback requested"

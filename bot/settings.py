@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.analysis import AnalysisConfig
+from bot.configfile import ConfigError, _show, _Table
+
 STRATEGIES = ("rolling", "blue-green", "canary")
 DEFAULT_CONFIG = Path("config/deploybot.toml")
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used: `str()` says file, key, value and what is expected."""
-
-    def __init__(self, path: str | Path, key: str, problem: str):
-        self.path, self.key, self.problem = str(path), key, problem
-        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +59,19 @@ class DeploymentConfiguration:
 
 
 @dataclass(frozen=True)
+class SmokeCheck:
+    """An HTTP request the new slot must answer as expected before it gets traffic (blue-green)."""
+
+    url: str  # may use {service}, {env}, {slot}, {version}, and ${ENV_VAR}
+    expect_status: int = 200
+    expect_body: str | None = None  # a substring the body must contain
+    timeout_seconds: float = 60.0  # keep trying until then
+
+    def resolve(self, service: str, env: str, slot: str, version: str) -> str:
+        return self.url.format(service=service, env=env, slot=slot, version=version)
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     cluster: str
@@ -75,6 +84,11 @@ class Environment:
     poll_seconds: float = 5.0
     deployment_configuration: DeploymentConfiguration = DeploymentConfiguration()
     aws_role_arn: str | None = None
+    canary_steps: tuple[int | str, ...] = (5, 25, 50, 100)  # weights toward the new slot; "pause" waits
+    step_bake_seconds: float = 60.0  # analysis time at each canary weight
+    keep_warm_seconds: float = 300.0  # the old slot stays up this long after the switch (instant rollback)
+    analysis: AnalysisConfig = AnalysisConfig()
+    smoke_checks: tuple[SmokeCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,17 @@ class Target:
     rollout_timeout_seconds: float
     poll_seconds: float
     deployment_configuration: DeploymentConfiguration
+    canary_steps: tuple[int | str, ...] = (5, 25, 50, 100)
+    step_bake_seconds: float = 60.0
+    keep_warm_seconds: float = 300.0
+
+    @property
+    def analysis(self) -> AnalysisConfig:
+        return self.env.analysis
+
+    @property
+    def smoke_checks(self) -> tuple[SmokeCheck, ...]:
+        return self.env.smoke_checks
 
     @property
     def cluster(self) -> str:
@@ -158,6 +183,9 @@ class Settings:
             rollout_timeout_seconds=o.get("rollout_timeout_seconds", environment.rollout_timeout_seconds),
             poll_seconds=o.get("poll_seconds", environment.poll_seconds),
             deployment_configuration=environment.deployment_configuration,
+            canary_steps=o.get("canary_steps", environment.canary_steps),
+            step_bake_seconds=o.get("step_bake_seconds", environment.step_bake_seconds),
+            keep_warm_seconds=o.get("keep_warm_seconds", environment.keep_warm_seconds),
         )
 
     def with_secrets(self, secrets: Secrets) -> Settings:
@@ -165,69 +193,6 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-
-
-class _Table:
-    """A TOML table being read: every key read is marked, so leftovers are reported as unknown keys."""
-
-    def __init__(self, path: str, prefix: str, data: Any):
-        self.path, self.prefix = path, prefix
-        if not isinstance(data, dict):
-            raise ConfigError(path, prefix, f"expected a table, got {_show(data)}")
-        self.data = data
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def get(
-        self,
-        name: str,
-        kind: type | tuple[type, ...],
-        default: Any = ...,
-        check: Callable | None = None,
-        expect: str = "",
-    ) -> Any:
-        self.seen.add(name)
-        if name not in self.data:
-            if default is ...:
-                raise ConfigError(self.path, self.key(name), "is required but missing")
-            return default
-        value = self.data[name]
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _as_tuple(kind))
-        if not ok or (check is not None and not check(value)):
-            raise ConfigError(
-                self.path, self.key(name), f"expected {expect or _kind_name(kind)}, got {_show(value)}"
-            )
-        return value
-
-    def table(self, name: str, default_empty: bool = True) -> _Table:
-        self.seen.add(name)
-        if name not in self.data and default_empty:
-            return _Table(self.path, self.key(name), {})
-        return _Table(self.path, self.key(name), self.data.get(name))
-
-    def finish(self) -> None:
-        for extra in self.data.keys() - self.seen:
-            near = difflib.get_close_matches(extra, sorted(self.seen), n=1, cutoff=0.5)
-            hint = (
-                f' (did you mean "{near[0]}"?)' if near else f" (known keys: {', '.join(sorted(self.seen))})"
-            )
-            raise ConfigError(self.path, self.key(extra), f"unknown key{hint}")
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
-    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _NUMBER = (int, float)
@@ -249,7 +214,67 @@ def _channels(t: _Table, name: str, default: tuple[str, ...]) -> tuple[str, ...]
     return tuple(c.lstrip("#") for c in value)
 
 
-def _environment(path: str, name: str, t: _Table) -> Environment:
+def _canary_steps(t: _Table, name: str, default: Any = ...) -> tuple[int | str, ...]:
+    def ok(v: list) -> bool:
+        weights = [w for w in v if w != "pause"]
+        return (
+            bool(weights)
+            and all(isinstance(w, int) and not isinstance(w, bool) and 0 < w <= 100 for w in weights)
+            and weights == sorted(set(weights))
+            and weights[-1] == 100
+        )
+
+    value = t.get(
+        name,
+        list,
+        default,
+        ok,
+        'rising weights 1..100 ending at 100, with optional "pause" (e.g. [5, 25, "pause", 50, 100])',
+    )
+    return tuple(value)
+
+
+def _smoke_checks(path: str, t: _Table, env: Mapping[str, str]) -> tuple[SmokeCheck, ...]:
+    t.seen.add("smoke_checks")
+    raw = t.data.get("smoke_checks", [])
+    if not isinstance(raw, list):
+        raise ConfigError(path, t.key("smoke_checks"), f"expected a list of tables, got {_show(raw)}")
+    checks = []
+    for i, item in enumerate(raw):
+        c = _Table(path, f"{t.key('smoke_checks')}[{i}]", item)
+        url = _expand(path, c.key("url"), c.get("url", str, ..., lambda v: bool(v.strip()), "a URL"), env)
+        try:
+            url.format(service="s", env="e", slot="x", version="v")
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(
+                path,
+                c.key("url"),
+                f"bad template {url!r}: only {{service}}, {{env}}, {{slot}}, {{version}} may be used",
+            ) from None
+        checks.append(
+            SmokeCheck(
+                url=url,
+                expect_status=c.get("expect_status", int, 200, lambda v: 100 <= v <= 599, "an HTTP status"),
+                expect_body=c.get("expect_body", str, None),
+                timeout_seconds=float(c.get("timeout_seconds", _NUMBER, 60, lambda v: v > 0, "seconds > 0")),
+            )
+        )
+        c.finish()
+    return tuple(checks)
+
+
+def _expand(path: str, key: str, value: str, env: Mapping[str, str]) -> str:
+    """${VAR} from the environment (where a URL differs per machine, like the sandbox's port)."""
+
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in env:
+            raise ConfigError(path, key, f"${{{m.group(1)}}} is not set in the environment")
+        return env[m.group(1)]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, value)
+
+
+def _environment(path: str, name: str, t: _Table, env: Mapping[str, str] | None = None) -> Environment:
     dc = t.table("deployment_configuration")
     deployment_configuration = DeploymentConfiguration(
         maximum_percent=dc.get("maximum_percent", int, 200, lambda v: 100 <= v <= 200, "an integer 100..200"),
@@ -259,7 +284,7 @@ def _environment(path: str, name: str, t: _Table) -> Environment:
         circuit_breaker=dc.get("circuit_breaker", bool, True),
     )
     dc.finish()
-    env = Environment(
+    environment = Environment(
         name=name,
         cluster=t.get("cluster", str, name),
         load_balancer=t.get("load_balancer", str, ""),
@@ -273,9 +298,14 @@ def _environment(path: str, name: str, t: _Table) -> Environment:
         poll_seconds=float(t.get("poll_seconds", _NUMBER, 5, lambda v: v > 0, "a number of seconds > 0")),
         deployment_configuration=deployment_configuration,
         aws_role_arn=t.get("aws_role_arn", str, None),
+        canary_steps=_canary_steps(t, "canary_steps", [5, 25, 50, 100]),
+        step_bake_seconds=float(t.get("step_bake_seconds", _NUMBER, 60, **_SECONDS)),
+        keep_warm_seconds=float(t.get("keep_warm_seconds", _NUMBER, 300, **_SECONDS)),
+        analysis=AnalysisConfig.from_toml(t.table("analysis").data, path, t.key("analysis")),
+        smoke_checks=_smoke_checks(path, t, os.environ if env is None else env),
     )
     t.finish()
-    return env
+    return environment
 
 
 def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environment]) -> Service:
@@ -290,9 +320,17 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
         values: dict[str, Any] = {}
         if "strategy" in o.data:
             values["strategy"] = _strategy(o, "strategy")
-        for key in ("bake_seconds", "rollout_timeout_seconds", "poll_seconds"):
+        for key in (
+            "bake_seconds",
+            "rollout_timeout_seconds",
+            "poll_seconds",
+            "step_bake_seconds",
+            "keep_warm_seconds",
+        ):
             if key in o.data:
                 values[key] = float(o.get(key, _NUMBER, **_SECONDS))
+        if "canary_steps" in o.data:
+            values["canary_steps"] = _canary_steps(o, "canary_steps")
         o.finish()
         overrides[env_name] = values
     envs.finish()
@@ -322,7 +360,9 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
     return svc
 
 
-def parse_settings(data: Mapping[str, Any], path: str = "<config>") -> Settings:
+def parse_settings(
+    data: Mapping[str, Any], path: str = "<config>", env: Mapping[str, str] | None = None
+) -> Settings:
     root = _Table(path, "", dict(data))
     bot = root.table("bot")
     aws_t = root.table("aws")
@@ -330,7 +370,7 @@ def parse_settings(data: Mapping[str, Any], path: str = "<config>") -> Settings:
     envs_t = root.table("environments", default_empty=False) if "environments" in data else None
     if envs_t is None or not envs_t.data:
         raise ConfigError(path, "environments", "at least one [environments.NAME] table is required")
-    environments = {n: _environment(path, n, envs_t.table(n, default_empty=False)) for n in envs_t.data}
+    environments = {n: _environment(path, n, envs_t.table(n, default_empty=False), env) for n in envs_t.data}
     envs_t.finish()
     services_t = root.table("services", default_empty=False) if "services" in data else None
     if services_t is None or not services_t.data:
@@ -398,7 +438,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError(path, "", "is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"invalid TOML: {exc}") from None
-    settings = parse_settings(data, str(path))
+    settings = parse_settings(data, str(path), env)
     if env.get("DEPLOYBOT_AWS_ENDPOINT"):
         settings = Settings(
             **{

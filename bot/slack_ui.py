@@ -97,6 +97,7 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
             **({"style": t.style} if t.style else {}),
         }
         for t in user_actions(d.state)
+        if not (t.action == "promote" and d.strategy == "rolling")  # a rolling deploy has no steps to skip
     ]
     if buttons:
         blocks.append({"type": "actions", "block_id": f"deployment-{d.id}", "elements": buttons})
@@ -180,3 +181,16 @@ def deployment_list(
 
 def stale_click(d: Deployment) -> str:
     return f"This deployment is already {d.state.word}; nothing was changed."
+
+
+LEVEL_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
+
+
+def alert(d: Deployment, level: str, text: str, link: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """An alert about a deployment for the channels of its level."""
+    head = f"{LEVEL_EMOJI.get(level, '')} *{level.upper()}* · {title(d)}"
+    body = clip(text, 2500, f"(full record: /deploy audit {d.id})")
+    blocks = [section(f"{head}\n{body}")]
+    if link:
+        blocks.append(context(f"<{link}|Open the deployment>"))
+    return f"{level.upper()}: {title(d)}: {body}", blocks

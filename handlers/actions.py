@@ -11,7 +11,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot import slack_ui
-from bot.engine import Engine
+from bot.engine import Engine, Refused
 from bot.machine import IllegalTransition
 from bot.store import Conflict
 
@@ -36,6 +36,8 @@ def register(app: AsyncApp, engine: Engine) -> None:
             return
         try:
             await engine.act(deployment_id, verb, body["user"]["id"])
+        except Refused as exc:
+            await respond(slack_ui.refused(str(exc)), replace_original=False)
         except (IllegalTransition, Conflict):
             d = await engine.store.get(deployment_id)
             await respond(slack_ui.ephemeral(slack_ui.stale_click(d)), replace_original=False)

@@ -13,7 +13,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from bot import commands as cmds
 from bot import slack_ui
 from bot.engine import Engine, Refused
+from bot.machine import IllegalTransition
 from bot.store import LockInfo
+from bot.strategies import duration
 
 log = logging.getLogger(__name__)
 NAMES = ("/deploy", "/promote", "/rollback")
@@ -51,15 +53,13 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
             return slack_ui.ephemeral(cmds.help_text("/deploy"))
         case cmds.Deploy(dry_run=True):
             p = engine.dry_run(c)
-            from bot.strategies.rolling import _duration
-
             return slack_ui.dry_run(
                 p.service,
                 p.env,
                 p.version,
                 p.strategy,
                 [s.describe() for s in p.steps],
-                _duration(p.eta_seconds),
+                duration(p.eta_seconds),
             )
         case cmds.Deploy(emergency=str()) | cmds.Deploy(window=True) | cmds.Deploy(at=str()):
             return slack_ui.refused("--emergency, --window and --at are not available yet.")
@@ -81,6 +81,17 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
         case cmds.History(service=service, env=env):
             where = f" in {env}" if env else ""
             return slack_ui.deployment_list(f"History of {service}{where}", await store.history(service, env))
+        case cmds.PromoteDeployment(deployment_id=deployment_id, full=full):
+            d = await store.find(deployment_id)
+            if d is None:
+                return slack_ui.refused(f"There is no deployment #{deployment_id}.")
+            try:
+                d = await engine.promote(deployment_id, user, full)
+            except IllegalTransition:
+                return slack_ui.ephemeral(slack_ui.stale_click(d))
+            return slack_ui.ephemeral(
+                f"Promoted {d.ref}" + (" straight to 100%." if full else "; it carries on.")
+            )
         case cmds.Lock(service=service, env=env, reason=reason):
             held = await store.lock(service, env, user, reason)
             if held is not None:

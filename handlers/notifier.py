@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import slack_ui
 from bot.engine import Notice
+from bot.settings import AlertRouting
 from bot.store import AsyncStore, Deployment
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ def add_retry_handlers(client: AsyncWebClient) -> AsyncWebClient:
 
 
 class SlackNotifier:
-    def __init__(self, client: AsyncWebClient, store: AsyncStore):
+    def __init__(self, client: AsyncWebClient, store: AsyncStore, alerts: AlertRouting | None = None):
         self.client, self.store = client, store
+        self.alerts = alerts or AlertRouting()
         self._queue: asyncio.Queue[Notice | None] = asyncio.Queue()
         self._dirty: set[int] = set()
         self._live: dict[int, str] = {}
@@ -53,8 +55,10 @@ class SlackNotifier:
         if notice.kind == "progress":
             self._live[notice.deployment.id] = notice.text
         if notice.kind in ("update", "progress"):
-            if notice.deployment.id in self._dirty:
-                return  # an update for it is queued already; it will render the latest state
+            # A bare re-render can wait for the one already queued (it renders the latest state); a notice
+            # that carries words for the thread or an alert is never dropped.
+            if notice.deployment.id in self._dirty and (notice.kind == "progress" or not notice.text):
+                return
             self._dirty.add(notice.deployment.id)
         self._queue.put_nowait(notice)
 
@@ -80,7 +84,7 @@ class SlackNotifier:
 
     async def _handle(self, notice: Notice) -> None:
         d = await self.store.get(notice.deployment.id)
-        if notice.kind in ("update", "progress"):
+        if notice.kind in ("update", "progress") and d.id in self._dirty:
             self._dirty.discard(d.id)
             await self._render(d)
         if notice.kind == "detail" or (notice.kind == "update" and notice.text):
@@ -88,6 +92,22 @@ class SlackNotifier:
             await self.client.chat_postMessage(
                 channel=d.channel, thread_ts=d.message_ts, text=slack_ui.detail_text(d, notice.text)
             )
+        if notice.level in ("critical", "warning") and notice.text:
+            await self._alert(d, notice)
+
+    async def _alert(self, d: Deployment, notice: Notice) -> None:
+        """A critical or warning notice also goes to the channels configured for its level."""
+        channels = self.alerts.critical if notice.level == "critical" else self.alerts.warning
+        link = None
+        if d.message_ts:
+            out = await self.client.chat_getPermalink(channel=d.channel, message_ts=d.message_ts)
+            link = out.get("permalink")
+        for name in channels:
+            channel = await self.channel_id(name)
+            if channel == d.channel:
+                continue  # the deployment's own thread has it already
+            text, blocks = slack_ui.alert(d, notice.level, notice.text, link)
+            await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
 
     async def _ensure_message(self, d: Deployment) -> Deployment:
         if d.message_ts is None:

@@ -136,8 +136,8 @@ async def test_rollback_returns_to_the_last_known_good_version_and_promote_uses_
 
 async def test_unknown_strategy_is_refused_before_anything_is_created(world, store):
     engine, _ = make_engine(world, store)
-    command = dataclasses.replace(deploy("v2"), strategy="canary")
-    with pytest.raises(Refused, match="canary"):
+    command = dataclasses.replace(deploy("v2"), strategy="big-bang")
+    with pytest.raises(Refused, match='no "big-bang" strategy'):
         await engine.request(command, "U0ALICE")
     assert await store.latest() == []
 

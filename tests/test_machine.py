@@ -33,7 +33,7 @@ def test_every_active_state_can_reach_a_terminal_state():
 
 def test_buttons_are_exactly_the_legal_user_moves():
     assert [t.action for t in user_actions(State.RUNNING)] == ["pause", "abort"]
-    assert [t.action for t in user_actions(State.PAUSED)] == ["resume", "abort"]
+    assert [t.action for t in user_actions(State.PAUSED)] == ["promote", "resume", "abort"]
     assert [t.action for t in user_actions(State.REQUESTED)] == ["cancel"]
     for s in TERMINAL:
         assert user_actions(s) == []

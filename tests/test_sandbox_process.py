@@ -69,7 +69,7 @@ async def test_headless_sandbox_prints_ready_line_serves_and_shuts_down_cleanly(
 
 
 async def test_bot_killed_mid_deploy_resumes_after_restart(sandbox, client):
-    r = await client.slash("alice", "/deploy", "web v2 to production")
+    r = await client.slash("alice", "/deploy", "web v2 to production --strategy rolling")
     deployment_id = int(r["body"]["text"].split("#")[1].split()[0])
 
     def step_index():

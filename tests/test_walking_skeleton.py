@@ -158,12 +158,12 @@ async def test_a_retried_request_creates_one_deployment(sandbox, client):
 
 
 async def test_dry_run_lists_the_plan_and_touches_nothing(sandbox, client):
-    r = await client.slash("alice", "/deploy", "web v2 to production --dry-run")
+    r = await client.slash("alice", "/deploy", "web v2 to staging --dry-run")
     text = r["body"]["text"]
-    assert "Dry run" in text and "rolling" in text and "Bake for 3m" in text
+    assert "Dry run" in text and "rolling" in text and "Bake for 30s" in text
     assert "Wait for ECS to roll out" in text
     assert db_rows(sandbox, "SELECT * FROM deployments") == []
-    _, image = service_image(sandbox, "production", "web-blue")
+    _, image = service_image(sandbox, "staging", "web-blue")
     assert image == "web:v1"
 
 
@@ -184,7 +184,7 @@ async def test_status_history_and_manual_locks(sandbox, client):
 
 
 async def test_pause_resume_and_abort_buttons_and_a_stale_click(sandbox, client):
-    d = await deploy(client, "alice", "web v2 to production")
+    d = await deploy(client, "alice", "web v2 to production --strategy rolling")
 
     async def message():
         tops = [m for m in top_level(await client.messages("deploys")) if f"#{d} " in m["text"]]

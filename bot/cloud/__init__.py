@@ -10,14 +10,15 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot.settings import AwsSettings, Target
+if TYPE_CHECKING:  # settings read the analysis config, which uses this module: no runtime import
+    from bot.settings import AwsSettings, Target
 
 
 class CloudError(Exception):
@@ -54,6 +55,7 @@ class Route:
     arn: str
     is_rule: bool
     weights: dict[str, int]  # target group ARN -> weight
+    action: dict = field(default_factory=dict)  # the forward action as AWS has it (stickiness kept)
 
 
 class Cloud:
@@ -70,6 +72,7 @@ class Cloud:
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
         self._arns: dict[tuple[str, str], str] = {}
+        self._lb_arns: dict[str, str] = {}
         self._role_credentials: dict[str, tuple[float, dict[str, str]]] = {}
 
     # ------------------------------------------------------------------------------------ plumbing
@@ -251,11 +254,57 @@ class Cloud:
                 if weights and tg_arns & weights.keys():
                     is_rule = not rule.get("IsDefault", False)
                     arn = rule["RuleArn"] if is_rule else listener["ListenerArn"]
-                    return Route(arn, is_rule, weights)
+                    self._lb_arns[target.env.load_balancer] = lb_arn
+                    return Route(arn, is_rule, weights, action)
         raise CloudError(
             "ELBv2 DescribeRules",
             f"no rule on {target.env.load_balancer}:{target.env.listener_port} forwards to "
             f"{', '.join(target.target_group(s) for s in target.slots)}",
+        )
+
+    async def slot_weights(self, target: Target, route: Route | None = None) -> dict[str, int]:
+        route = route or await self.route(target)
+        return {s: route.weights.get(await self.target_group_arn(target, s), 0) for s in target.slots}
+
+    async def set_weights(self, target: Target, weights: dict[str, int], route: Route | None = None) -> None:
+        """Move traffic between the slots in ONE listener/rule modification (all or nothing at the ALB)."""
+        route = route or await self.route(target)
+        groups = [
+            {"TargetGroupArn": await self.target_group_arn(target, s), "Weight": int(w)}
+            for s, w in weights.items()
+        ]
+        forward = {**route.action.get("ForwardConfig", {}), "TargetGroups": groups}
+        action = {"Type": "forward", "ForwardConfig": forward}
+        if route.is_rule:
+            await self.call(
+                "elbv2", "modify_rule", target.env.aws_role_arn, RuleArn=route.arn, Actions=[action]
+            )
+        else:
+            await self.call(
+                "elbv2",
+                "modify_listener",
+                target.env.aws_role_arn,
+                ListenerArn=route.arn,
+                DefaultActions=[action],
+            )
+
+    async def deregistration_delay(self, target: Target, slot: str) -> float:
+        arn = await self.target_group_arn(target, slot)
+        out = await self.call(
+            "elbv2", "describe_target_group_attributes", target.env.aws_role_arn, TargetGroupArn=arn
+        )
+        for attr in out.get("Attributes", []):
+            if attr["Key"] == "deregistration_delay.timeout_seconds":
+                return float(attr["Value"])
+        return 300.0  # AWS's default
+
+    async def metric_dimensions(self, target: Target, slot: str) -> list[dict[str, str]]:
+        from bot.cloud.metrics import alb_dimensions
+
+        if target.env.load_balancer not in self._lb_arns:
+            await self.route(target)
+        return alb_dimensions(
+            await self.target_group_arn(target, slot), self._lb_arns[target.env.load_balancer]
         )
 
     async def live_slot(self, target: Target) -> str:

@@ -39,7 +39,7 @@ __all__ = ["ACCOUNT_ID", "REGION", "SLOTS", "AwsWorld", "Behaviour"]
 SLOTS = ("blue", "green")
 CONTAINER_PORT = 8080
 DEREGISTRATION_DELAY = 30
-DEFAULT_RPM = 600.0
+DEFAULT_RPM = 3000.0  # enough that a 5% canary sees > 50 requests a minute (analysis min_requests)
 # Dummy credentials for the boto3 clients the sandbox makes: real ones are never read.
 DUMMY_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
 DEPLOYMENT_CONFIGURATION = {

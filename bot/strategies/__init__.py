@@ -18,6 +18,10 @@ class StepFailed(Exception):
     """The world did not reach the step's desired state; the message says why, for people."""
 
 
+class NeedsHuman(Exception):
+    """The step cannot decide (inconclusive analysis, a planned pause): the deployment pauses and asks."""
+
+
 @dataclass
 class StepContext:
     """What a running step may use. `data` is the deployment's persisted context (ARNs, slots, versions)."""
@@ -32,6 +36,8 @@ class StepContext:
     progress: Callable[[str], Awaitable[None]]  # the live "what is happening now" line on its message
     checkpoint: Callable[[], Awaitable[None]]  # waits while paused; call between polls
     save: Callable[[], Awaitable[None]] = field(default=lambda: _noop())  # persist `data` now
+    record: Callable[[str, dict], Awaitable[None]] = field(default=lambda action, details: _noop())  # audit
+    index: int = 0  # the running step's place in the plan
 
     async def poll(self, seconds: float | None = None) -> None:
         await self.checkpoint()
@@ -77,16 +83,37 @@ def step_from_dict(data: dict[str, Any]) -> Step:
     return cls(**values)
 
 
-def plan(strategy: str, target: Target) -> list[Step]:
+def duration(seconds: float) -> str:
+    """Seconds as people read them: 45s, 3m, 2m30s, 1h05m."""
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+GRADUAL_ROLLBACK_WEIGHTS = (25, 50, 75, 100)
+
+
+def plan(strategy: str, target: Target, *, gradual: bool = False) -> list[Step]:
+    """The steps of a deployment. `gradual` (rollbacks): traffic moves back in steps, with analysis."""
     if strategy == "rolling":
         return rolling.plan(target)
-    raise StepFailed(f'the "{strategy}" strategy is not available yet; use --strategy rolling')
+    if strategy == "blue-green" and not gradual:
+        return traffic.blue_green_plan(target)
+    if strategy in ("canary", "blue-green"):
+        return traffic.canary_plan(target, GRADUAL_ROLLBACK_WEIGHTS if gradual else None)
+    raise StepFailed(f'there is no "{strategy}" strategy; use rolling, blue-green or canary')
 
 
 def rollback_plan(strategy: str, target: Target) -> list[Step]:
-    return rolling.rollback_plan(target)
+    """What undoes a failed deployment of that strategy."""
+    if strategy == "rolling":
+        return rolling.rollback_plan(target)
+    return traffic.rollback_plan(target)
 
 
 # Importing the strategy modules registers their step kinds, so step_from_dict works in a fresh process
 # (resuming after a restart) before any plan has been built.
-from bot.strategies import rolling  # noqa: E402, F401
+from bot.strategies import rolling, traffic  # noqa: E402

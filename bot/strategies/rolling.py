@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.settings import Target
-from bot.strategies import Step, StepContext, StepFailed
+from bot.strategies import Step, StepContext, StepFailed, duration
 
 
 def image_tag(image: str) -> str:
@@ -94,13 +94,14 @@ class WaitForRollout(Step):
 
     use: str = "task_definition"
     timeout_seconds: float = 900.0
+    slot_key: str = "slot"
     kind = "wait_for_rollout"
 
     def describe(self) -> str:
-        return f"Wait for ECS to roll out (at most {_duration(self.timeout_seconds)})"
+        return f"Wait for ECS to roll out (at most {duration(self.timeout_seconds)})"
 
     async def run(self, ctx: StepContext) -> None:
-        arn, slot = ctx.data[self.use], ctx.data["slot"]
+        arn, slot = ctx.data[self.use], ctx.data[self.slot_key]
         deadline = ctx.clock.now() + self.timeout_seconds
         last = None
         while True:
@@ -122,9 +123,7 @@ class WaitForRollout(Step):
                 await ctx.progress(line)
                 last = line
             if ctx.clock.now() >= deadline:
-                raise StepFailed(
-                    f"rollout did not complete within {_duration(self.timeout_seconds)} ({line})"
-                )
+                raise StepFailed(f"rollout did not complete within {duration(self.timeout_seconds)} ({line})")
             await ctx.poll()
 
 
@@ -133,13 +132,14 @@ class WaitForHealthyTargets(Step):
     """Every target of the slot's target group is healthy, and there are as many as desired tasks."""
 
     timeout_seconds: float = 300.0
+    slot_key: str = "slot"
     kind = "wait_for_healthy_targets"
 
     def describe(self) -> str:
-        return f"Wait for healthy load balancer targets (at most {_duration(self.timeout_seconds)})"
+        return f"Wait for healthy load balancer targets (at most {duration(self.timeout_seconds)})"
 
     async def run(self, ctx: StepContext) -> None:
-        slot = ctx.data["slot"]
+        slot = ctx.data[self.slot_key]
         deadline = ctx.clock.now() + self.timeout_seconds
         while True:
             problem = await unhealthy_targets(ctx, slot)
@@ -175,7 +175,7 @@ class Bake(Step):
     kind = "bake"
 
     def describe(self) -> str:
-        return f"Bake for {_duration(self.duration)}, watching rollout and target health"
+        return f"Bake for {duration(self.duration)}, watching rollout and target health"
 
     def min_seconds(self) -> float:
         return self.duration
@@ -184,7 +184,7 @@ class Bake(Step):
         slot = ctx.data["slot"]
         end = ctx.clock.now() + self.duration
         while (left := end - ctx.clock.now()) > 0:
-            await ctx.progress(f"Baking: {_duration(left)} left")
+            await ctx.progress(f"Baking: {duration(left)} left")
             r = await ctx.cloud.rollout(ctx.target, slot)
             if r.task_definition != ctx.data["task_definition"] or r.rollout_state == "FAILED":
                 raise StepFailed(
@@ -194,7 +194,7 @@ class Bake(Step):
             if problem is not None:
                 raise StepFailed(f"during bake: {problem}")
             await ctx.poll(min(ctx.target.poll_seconds, left))
-        await ctx.report(f"Baked {_duration(self.duration)}: rollout steady, targets healthy")
+        await ctx.report(f"Baked {duration(self.duration)}: rollout steady, targets healthy")
 
 
 def plan(target: Target) -> list[Step]:
@@ -218,12 +218,3 @@ def rollback_plan(target: Target) -> list[Step]:
 
 def _short(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"

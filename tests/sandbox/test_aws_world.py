@@ -12,7 +12,7 @@ from moto.ecs.models import EC2ContainerServiceBackend
 from moto.elbv2.models import FakeTargetGroup
 
 from bot.clock import ManualClock
-from bot.sandbox.aws import AwsWorld
+from bot.sandbox.aws import DEFAULT_RPM, AwsWorld
 
 # Captured before any world starts, to check that stop()/deactivate() put moto back as it was.
 MOTO_HEALTH_FOR = FakeTargetGroup.health_for
@@ -362,12 +362,17 @@ async def test_traffic_is_split_by_weight_and_errors_follow_the_injected_rate(wo
     assert world.snapshot()["staging"]["web"]["weights"] == {"blue": 90, "green": 10}
 
     start = world.clock.now() + 1
-    await ticks(world, 12)  # one minute at 600 requests per minute
+    await ticks(world, 12)  # one minute of the default rate
+    rpm = DEFAULT_RPM
     requests = {slot: metric_sum(world, "RequestCount", "web", slot, start) for slot in ("blue", "green")}
-    assert requests == {"blue": 540, "green": 60}
+    assert requests == {"blue": pytest.approx(0.9 * rpm), "green": pytest.approx(0.1 * rpm)}
     assert metric_sum(world, "HTTPCode_Target_5XX_Count", "web", "blue", start) == 0
-    assert metric_sum(world, "HTTPCode_Target_5XX_Count", "web", "green", start) == 12  # 0.2 x 60
-    assert metric_sum(world, "HTTPCode_Target_2XX_Count", "web", "green", start) == 48
+    assert metric_sum(world, "HTTPCode_Target_5XX_Count", "web", "green", start) == pytest.approx(
+        0.2 * 0.1 * rpm
+    )
+    assert metric_sum(world, "HTTPCode_Target_2XX_Count", "web", "green", start) == pytest.approx(
+        0.8 * 0.1 * rpm
+    )
     blue_latency = metric_sum(world, "TargetResponseTime", "web", "blue", start, "Average")
     green_latency = metric_sum(world, "TargetResponseTime", "web", "green", start, "Average")
     assert blue_latency == pytest.approx(0.050, rel=0.05)
@@ -386,7 +391,9 @@ async def test_no_requests_per_minute_publishes_nothing(world):
     start = world.clock.now()
     await ticks(world, 3)
     assert metric_sum(world, "RequestCount", "web", "blue", start) == 0
-    assert metric_sum(world, "RequestCount", "api", "blue", start) == 150  # the other service still serves
+    assert (
+        metric_sum(world, "RequestCount", "api", "blue", start) == DEFAULT_RPM / 4
+    )  # 3 ticks of 5s: the other service still serves
     cloudwatch = world.client("cloudwatch")
     metrics = cloudwatch.list_metrics(Namespace="AWS/ApplicationELB", MetricName="RequestCount")["Metrics"]
     published = {d["Value"] for m in metrics for d in m["Dimensions"] if d["Name"] == "TargetGroup"}
@@ -421,7 +428,7 @@ def test_inject_sets_and_reports_behaviour():
     assert table["versions"] == {"web:v3": {"error_rate": 0.25, "latency_ms": 80.0, "unhealthy": False}}
     table = world.inject("web", "web:v3", latency_ms=900, requests_per_minute=60)
     assert table["versions"]["web:v3"] == {"error_rate": 0.25, "latency_ms": 900.0, "unhealthy": False}
-    assert table["requests_per_minute"] == {"web": 60.0, "api": 600.0}
+    assert table["requests_per_minute"] == {"web": 60.0, "api": DEFAULT_RPM}
     assert world.behaviour("api", "v1").error_rate == 0.001
     for bad in (
         lambda: world.inject("db", "v1", error_rate=0.1),

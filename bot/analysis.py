@@ -1,0 +1,533 @@
+"""Metric analysis for canary and blue-green bakes: each measurement (error rate, latency, alarms; absolute
+and relative to the stable baseline) is judged pass / fail / inconclusive / error, and a run of them is
+assessed with Argo Rollouts' semantics. No data is inconclusive, never a pass."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.clock import Clock
+from bot.cloud import Cloud, CloudError
+from bot.cloud.metrics import GroupMetrics, alarms_in_alarm, target_group_metrics
+from bot.configfile import _Table
+
+VERDICTS = ("pass", "fail", "inconclusive", "error")
+STATUSES = ("running", "successful", "failed", "inconclusive")
+_LATENCY_STAT = re.compile(r"^(Average|Minimum|Maximum|p(100|\d{1,2}(\.\d{1,2})?))$")
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """How a bake is judged. The limits follow Argo Rollouts (docs/features/analysis.md, analysis.go):
+    the run FAILS once failed measurements > failure_limit, is INCONCLUSIVE (pause, ask a human) once
+    inconclusive measurements > inconclusive_limit, and errors out, which aborts like a failure, once API
+    errors in a row > consecutive_error_limit (Argo's default 4)."""
+
+    interval_seconds: float = 30.0
+    window_seconds: int = 60  # look-back of each measurement; CloudWatch's ALB metrics come per minute
+    min_requests: int = 50  # in the canary group within the window; fewer is inconclusive
+    max_error_rate: float = 0.05
+    max_error_rate_delta: float | None = 0.02  # canary minus stable, in rate points (0.02 = 2 points)
+    max_latency_ms: float = 1000.0
+    max_latency_ratio: float | None = 1.5  # canary / stable
+    latency_statistic: str = "Average"
+    alarms: tuple[str, ...] = ()
+    failure_limit: int = 0
+    consecutive_error_limit: int = 4
+    inconclusive_limit: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "alarms": list(self.alarms)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AnalysisConfig:
+        """The inverse of to_dict (and of dataclasses.asdict, as a stored plan holds it)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "alarms" in values:
+            values["alarms"] = tuple(values["alarms"])
+        return cls(**values)
+
+    @classmethod
+    def from_toml(
+        cls,
+        table: Mapping[str, Any],
+        where: str,
+        prefix: str = "analysis",
+        defaults: AnalysisConfig | None = None,
+    ) -> AnalysisConfig:
+        """Read an `[... .analysis]` table. `where` is the config file and `prefix` the table's key (as in
+        "environments.production.analysis"); keys left out come from `defaults`. Bad values and unknown
+        keys raise ConfigError naming the file, the key and what is expected."""
+        base = defaults or cls()
+        t = _Table(where, prefix, dict(table) if isinstance(table, Mapping) else table)
+        number = (int, float)
+
+        def optional(name: str, check: Callable[[float], bool], expect: str) -> float | None:
+            value = t.get(
+                name,
+                (int, float, bool),
+                getattr(base, name) if getattr(base, name) is not None else False,
+                lambda v: v is False or (not isinstance(v, bool) and check(v)),
+                f"{expect}, or false to switch it off",
+            )
+            return None if value is False else float(value)
+
+        alarms = t.get(
+            "alarms",
+            list,
+            list(base.alarms),
+            lambda v: all(isinstance(a, str) and a.strip() for a in v),
+            "a list of CloudWatch alarm names",
+        )
+        config = cls(
+            interval_seconds=float(
+                t.get("interval_seconds", number, base.interval_seconds, lambda v: v > 0, "seconds > 0")
+            ),
+            window_seconds=t.get(
+                "window_seconds",
+                int,
+                base.window_seconds,
+                lambda v: v >= 60 and v % 60 == 0,
+                "whole minutes in seconds (60, 120, ...): ALB metrics come per minute",
+            ),
+            min_requests=t.get("min_requests", int, base.min_requests, lambda v: v >= 1, "an integer >= 1"),
+            max_error_rate=float(
+                t.get(
+                    "max_error_rate",
+                    number,
+                    base.max_error_rate,
+                    lambda v: 0 <= v <= 1,
+                    "a rate within 0..1 (0.05 = 5%)",
+                )
+            ),
+            max_error_rate_delta=optional(
+                "max_error_rate_delta", lambda v: 0 <= v <= 1, "a rate within 0..1 (0.02 = 2 points)"
+            ),
+            max_latency_ms=float(
+                t.get("max_latency_ms", number, base.max_latency_ms, lambda v: v > 0, "milliseconds > 0")
+            ),
+            max_latency_ratio=optional("max_latency_ratio", lambda v: v >= 1, "a ratio >= 1 (1.5 = +50%)"),
+            latency_statistic=t.get(
+                "latency_statistic",
+                str,
+                base.latency_statistic,
+                lambda v: bool(_LATENCY_STAT.match(v)),
+                'a CloudWatch statistic: "Average", "Maximum", "Minimum" or a percentile like "p99"',
+            ),
+            alarms=tuple(a.strip() for a in alarms),
+            failure_limit=t.get(
+                "failure_limit", int, base.failure_limit, lambda v: v >= 0, "an integer >= 0"
+            ),
+            consecutive_error_limit=t.get(
+                "consecutive_error_limit",
+                int,
+                base.consecutive_error_limit,
+                lambda v: v >= 0,
+                "an integer >= 0",
+            ),
+            inconclusive_limit=t.get(
+                "inconclusive_limit", int, base.inconclusive_limit, lambda v: v >= 0, "an integer >= 0"
+            ),
+        )
+        t.finish()
+        return config
+
+
+def from_toml(
+    table: Mapping[str, Any], where: str, prefix: str = "analysis", defaults: AnalysisConfig | None = None
+) -> AnalysisConfig:
+    return AnalysisConfig.from_toml(table, where, prefix, defaults)
+
+
+# ------------------------------------------------------------------------------------------ measurements
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One target group's numbers in one window; None where CloudWatch had no data."""
+
+    requests: float | None = None
+    errors: float | None = None
+    error_rate: float | None = None
+    latency_ms: float | None = None
+
+    @classmethod
+    def of(cls, metrics: GroupMetrics) -> Sample:
+        rate = None
+        if metrics.requests:  # an ALB publishes no 5XX datapoint when there was no 5XX: zero errors
+            rate = min(1.0, (metrics.errors or 0.0) / metrics.requests)
+        return cls(metrics.requests, metrics.errors, rate, metrics.latency_ms)
+
+    def describe(self) -> str:
+        if not self.requests:
+            return "no requests"
+        parts = [f"{_count(self.requests)} requests", f"{_pct(self.error_rate)} errors"]
+        parts.append("no latency data" if self.latency_ms is None else _ms(self.latency_ms))
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One judged measurement, stored with the deployment (to_dict) and posted to its thread (line)."""
+
+    at: float  # epoch seconds: the end of the window
+    label: str  # the phase, e.g. "canary 25%"
+    verdict: str  # pass | fail | inconclusive | error
+    reasons: list[str] = field(default_factory=list)  # why it is not a pass, one sentence each
+    canary: Sample | None = None  # None when the measurement could not be taken (error)
+    stable: Sample | None = None  # None without a stable group (blue-green after the switch)
+    alarms: list[dict[str, str]] = field(default_factory=list)  # [{"name", "reason"}] in ALARM
+    notes: list[str] = field(default_factory=list)  # what was not judged, and why
+    window_seconds: int = 60
+    latency_statistic: str = "Average"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        values = dict(data)
+        for key in ("canary", "stable"):
+            if values.get(key) is not None:
+                values[key] = Sample(**values[key])
+        return cls(**values)
+
+    def line(self) -> str:
+        """One line for Slack: phase, verdict, the numbers, and the reasons."""
+        head = f"{self.label} at {_hms(self.at)}: {self.verdict}"
+        if self.canary is not None:
+            head += f": canary {self.canary.describe()}"
+            if self.stable is not None:
+                head += f"; stable {self.stable.describe()}"
+            if self.canary.latency_ms is not None or (self.stable and self.stable.latency_ms is not None):
+                head += f" (latency {self.latency_statistic}, {self.window_seconds}s window)"
+        return "; ".join([head, *self.reasons])
+
+
+def judge(
+    config: AnalysisConfig,
+    canary: GroupMetrics,
+    stable: GroupMetrics | None,
+    alarms: list[dict[str, str]],
+    at: float,
+    label: str,
+) -> Measurement:
+    """Judge one measurement. Any alarm in ALARM fails it; without enough canary traffic it is
+    inconclusive (never a pass); otherwise a breached threshold fails it, missing latency data makes it
+    inconclusive. The stable group is a baseline only with at least min_requests in the window."""
+    c = Sample.of(canary)
+    s = Sample.of(stable) if stable is not None else None
+    window = config.window_seconds
+    stat = config.latency_statistic
+    failed: list[str] = []
+    unsure: list[str] = []
+    notes: list[str] = []
+
+    for alarm in alarms:
+        reason = f": {alarm['reason']}" if alarm.get("reason") else ""
+        failed.append(f'CloudWatch alarm "{alarm["name"]}" is in ALARM{reason}')
+
+    if c.requests is None or c.requests < config.min_requests:
+        got = "no requests" if not c.requests else f"{_count(c.requests)} requests"
+        unsure.append(
+            f"not enough traffic: {got} in {window}s on the canary, at least {config.min_requests} needed"
+        )
+    else:
+        relative = config.max_error_rate_delta is not None or config.max_latency_ratio is not None
+        baseline = s is not None and s.requests is not None and s.requests >= config.min_requests
+        if s is None:
+            stable_rate = stable_latency = "no stable baseline"
+            if relative:
+                notes.append("no stable group to compare with: judged on absolute thresholds only")
+        elif not baseline:
+            stable_rate = stable_latency = "stable baseline unavailable"
+            if relative:
+                got = "no requests" if not s.requests else f"{_count(s.requests)} requests"
+                notes.append(
+                    f"stable baseline unavailable ({got} in {window}s, at least {config.min_requests} "
+                    "needed): judged on absolute thresholds only"
+                )
+        else:
+            stable_rate = f"stable: {_pct(s.error_rate)}"
+            stable_latency = "stable: no data" if s.latency_ms is None else f"stable: {_ms(s.latency_ms)}"
+
+        rate = c.error_rate or 0.0
+        if rate > config.max_error_rate:
+            failed.append(
+                f"error rate {_pct(rate)} on the canary > {_pct(config.max_error_rate)} threshold "
+                f"({stable_rate})"
+            )
+        if baseline and config.max_error_rate_delta is not None:
+            base_rate = s.error_rate or 0.0  # type: ignore[union-attr]
+            if rate - base_rate > config.max_error_rate_delta + 1e-12:
+                failed.append(
+                    f"error rate {_pct(rate)} on the canary is {_points(rate - base_rate)} points above the "
+                    f"stable {_pct(base_rate)} (more than {_points(config.max_error_rate_delta)} allowed)"
+                )
+
+        if c.latency_ms is None:
+            unsure.append(
+                f"no latency data ({stat} TargetResponseTime) for the canary in {window}s: latency not judged"
+            )
+        else:
+            if c.latency_ms > config.max_latency_ms:
+                failed.append(
+                    f"latency {_ms(c.latency_ms)} ({stat}) on the canary > {_ms(config.max_latency_ms)} "
+                    f"threshold ({stable_latency})"
+                )
+            if baseline and config.max_latency_ratio is not None:
+                base_latency = s.latency_ms  # type: ignore[union-attr]
+                if not base_latency:
+                    notes.append(f"no {stat} latency for the stable group: latency ratio not judged")
+                elif c.latency_ms / base_latency > config.max_latency_ratio + 1e-12:
+                    failed.append(
+                        f"latency {_ms(c.latency_ms)} ({stat}) on the canary is "
+                        f"{c.latency_ms / base_latency:.2f}x the stable {_ms(base_latency)} "
+                        f"(more than {config.max_latency_ratio:.2f}x allowed)"
+                    )
+
+    verdict = "fail" if failed else "inconclusive" if unsure else "pass"
+    return Measurement(
+        at=at,
+        label=label,
+        verdict=verdict,
+        reasons=failed + unsure,
+        canary=c,
+        stable=s,
+        alarms=[dict(a) for a in alarms],
+        notes=notes,
+        window_seconds=window,
+        latency_statistic=stat,
+    )
+
+
+def error_measurement(config: AnalysisConfig, error: Exception, at: float, label: str) -> Measurement:
+    """A measurement that could not be taken (an AWS API error): it counts toward consecutive errors."""
+    return Measurement(
+        at=at,
+        label=label,
+        verdict="error",
+        reasons=[_plain(str(error))],
+        window_seconds=config.window_seconds,
+        latency_statistic=config.latency_statistic,
+    )
+
+
+# -------------------------------------------------------------------------------------------------- a run
+
+
+class Analysis:
+    """The measurements of one run (one bake) and its status, assessed the way Argo Rollouts assesses a
+    metric: failed > failure_limit -> "failed"; inconclusive > inconclusive_limit -> "inconclusive";
+    errors in a row > consecutive_error_limit -> "failed" (Argo's Error phase, which aborts the rollout
+    like Failed; `errored` tells them apart). A status once reached sticks. finish() ends a run that is
+    still running: "successful" with at least one pass, else "inconclusive" (Argo would say Successful;
+    a bake that never saw a passing measurement proved nothing)."""
+
+    def __init__(self, config: AnalysisConfig, measurements: Iterable[Measurement] = ()):
+        self.config = config
+        self.measurements: list[Measurement] = []
+        self._status = "running"
+        self.errored = False
+        self.reason = ""
+        for m in measurements:
+            self.add(m)
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for m in self.measurements if m.verdict == verdict)
+
+    @property
+    def consecutive_errors(self) -> int:
+        n = 0
+        for m in reversed(self.measurements):
+            if m.verdict != "error":
+                break
+            n += 1
+        return n
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def done(self) -> bool:
+        return self._status != "running"
+
+    def add(self, m: Measurement) -> None:
+        if m.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {m.verdict!r}; expected one of {', '.join(VERDICTS)}")
+        self.measurements.append(m)
+        if self.done:
+            return
+        c = self.config
+        if (failed := self.count("fail")) > c.failure_limit:
+            self._status = "failed"
+            self.reason = f"{failed} failed measurement{_s(failed)} > failure limit {c.failure_limit}"
+        elif (unsure := self.count("inconclusive")) > c.inconclusive_limit:
+            self._status = "inconclusive"
+            self.reason = (
+                f"{unsure} inconclusive measurement{_s(unsure)} > inconclusive limit {c.inconclusive_limit}"
+            )
+        elif (errors := self.consecutive_errors) > c.consecutive_error_limit:
+            self._status, self.errored = "failed", True
+            self.reason = (
+                f"{errors} measurement errors in a row > consecutive error limit {c.consecutive_error_limit}"
+            )
+
+    def finish(self) -> str:
+        """The bake time is over: settle a running status (see the class docstring); returns it."""
+        if not self.done:
+            if self.count("pass"):
+                self._status = "successful"
+                self.reason = f"{self.count('pass')} of {len(self.measurements)} measurements passed"
+            else:
+                self._status = "inconclusive"
+                self.reason = "no measurement passed: the bake proved nothing"
+        return self._status
+
+    def summary(self) -> str:
+        """Short text for the deployment's thread: status and why, counts, the last measurement."""
+        head = {
+            "running": "Analysis running",
+            "successful": "Analysis successful",
+            "failed": "Analysis errored" if self.errored else "Analysis failed",
+            "inconclusive": "Analysis inconclusive (a person decides)",
+        }[self._status]
+        lines = [f"{head}{': ' + self.reason if self.reason else ''}."]
+        counts = ", ".join(f"{self.count(v)} {v}" for v in VERDICTS if self.count(v))
+        lines.append(f"{len(self.measurements)} measurement{_s(len(self.measurements))}: {counts or 'none'}.")
+        if self.measurements:
+            last = self.measurements[-1]
+            lines.append(f"Last: {last.line()}")
+            lines.extend(f"Note: {n}" for n in last.notes)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self._status,
+            "reason": self.reason,
+            "errored": self.errored,
+            "measurements": [m.to_dict() for m in self.measurements],
+        }
+
+
+# ------------------------------------------------------------------------------------------ talking to AWS
+
+
+async def measure(
+    cloud: Cloud,
+    config: AnalysisConfig,
+    *,
+    role_arn: str | None,
+    canary: list[dict[str, str]],
+    stable: list[dict[str, str]] | None,
+    clock: Clock,
+    label: str,
+) -> Measurement:
+    """Take and judge one measurement: ONE GetMetricData call for both groups over the last window (and
+    one DescribeAlarms when alarms are configured, concurrently). An AWS error gives verdict "error"."""
+    at = float(math.floor(clock.now()))
+    end = datetime.fromtimestamp(at, UTC)
+    start = datetime.fromtimestamp(at - config.window_seconds, UTC)
+    groups = {"canary": canary} if stable is None else {"canary": canary, "stable": stable}
+    metrics, alarms = await asyncio.gather(
+        target_group_metrics(cloud, role_arn, groups, start, end, config.latency_statistic),
+        alarms_in_alarm(cloud, role_arn, list(config.alarms)),
+        return_exceptions=True,
+    )
+    for result in (metrics, alarms):
+        if isinstance(result, CloudError):
+            return error_measurement(config, result, at, label)
+        if isinstance(result, BaseException):
+            raise result
+    return judge(config, metrics["canary"], metrics.get("stable"), alarms, at, label)
+
+
+async def run_analysis(
+    cloud: Cloud,
+    config: AnalysisConfig,
+    *,
+    duration_seconds: float,
+    clock: Clock,
+    role_arn: str | None,
+    canary: list[dict[str, str]],
+    stable: list[dict[str, str]] | None,
+    label: str,
+    on_measurement: Callable[[Measurement], Awaitable[None]],
+    checkpoint: Callable[[], Awaitable[None]] | None = None,
+    analysis: Analysis | None = None,
+) -> Analysis:
+    """The bake: a measurement every interval_seconds for duration_seconds (the first after one interval,
+    so it sees the new weights; at least one), each handed to on_measurement, stopping early once the run
+    has failed or is inconclusive. Time spent paused in checkpoint() does not count toward the bake.
+    Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart."""
+    run = analysis if analysis is not None else Analysis(config)
+    deadline = clock.now() + max(0.0, duration_seconds)
+
+    async def gate() -> None:
+        nonlocal deadline
+        if checkpoint is not None:
+            before = clock.now()
+            await checkpoint()
+            deadline += clock.now() - before
+
+    while True:
+        await gate()
+        await clock.sleep(min(config.interval_seconds, max(0.0, deadline - clock.now())))
+        await gate()
+        m = await measure(
+            cloud, config, role_arn=role_arn, canary=canary, stable=stable, clock=clock, label=label
+        )
+        run.add(m)
+        await on_measurement(m)
+        if run.done or clock.now() >= deadline:
+            break
+    run.finish()
+    return run
+
+
+# -------------------------------------------------------------------------------------------- formatting
+
+
+def _plain(text: str, limit: int = 300) -> str:
+    """An error message fit for a Slack line: an HTML error page (moto's 500s) loses its tags, and the
+    whole is kept short."""
+    text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _pct(rate: float | None) -> str:
+    if rate is None:
+        return "n/a"
+    pct = rate * 100
+    return f"{pct:.2f}%" if 0 < pct < 0.1 else f"{pct:.1f}%"
+
+
+def _points(rate: float) -> str:
+    return f"{rate * 100:.1f}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _count(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _hms(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S UTC")
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"

@@ -1,0 +1,364 @@
+"""Blue-green and canary over two slots behind one weighted ALB rule.
+
+The live slot keeps serving; the idle slot gets the new version; weights move traffic (each move is ONE
+modify_rule/modify_listener call); analysis judges each bake; the old slot stays warm for instant rollback,
+then is scaled down after the target group's deregistration delay. Rollback: all traffic back to the stable
+slot in one call, then the candidate scaled down.
+
+Context keys written here (besides rolling's): stable_slot, weight, promoted (step indices a person
+promoted past), full (skip to 100%), stable_scaled_down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from bot.analysis import Analysis, run_analysis
+from bot.settings import Target
+from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, duration
+from bot.strategies.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout, image_tag
+
+
+def other(slot: str, slots: tuple[str, ...]) -> str:
+    return next(s for s in slots if s != slot)
+
+
+@dataclass
+class CaptureTraffic(Step):
+    """Which slot is live (all the traffic) and what it runs: the stable side and the rollback target."""
+
+    kind = "capture_traffic"
+
+    def describe(self) -> str:
+        return "Find the live slot and what it runs (the rollback target)"
+
+    async def run(self, ctx: StepContext) -> None:
+        if "stable_slot" in ctx.data:
+            return
+        if len(ctx.target.slots) != 2:
+            raise StepFailed(
+                f"{ctx.target.service.name} has one slot; blue-green and canary need two "
+                "(ecs_service must use {slot})"
+            )
+        weights = await ctx.cloud.slot_weights(ctx.target)
+        live = [s for s, w in weights.items() if w > 0]
+        if len(live) != 1:
+            split = ", ".join(f"{s} {w}%" for s, w in weights.items())
+            raise StepFailed(f"traffic is split ({split}); finish or roll back whatever split it first")
+        stable = live[0]
+        svc = await ctx.cloud.service(ctx.target, stable)
+        arn = svc["taskDefinition"]
+        td = await ctx.cloud.task_definition(ctx.target, arn)
+        image = next(
+            (c["image"] for c in td["containerDefinitions"] if c["name"] == ctx.target.service.container),
+            None,
+        )
+        if image is None:
+            raise StepFailed(f"task definition {arn} has no container {ctx.target.service.container!r}")
+        ctx.data.update(
+            stable_slot=stable,
+            slot=other(stable, ctx.target.slots),
+            previous_task_definition=arn,
+            previous_version=image_tag(image),
+            desired_count=max(1, svc.get("desiredCount", 0)),
+            weight=0,
+        )
+        await ctx.report(
+            f"Live: {stable} runs {image_tag(image)} with all the traffic; "
+            f"{ctx.data['slot']} gets the new version"
+        )
+
+
+@dataclass
+class UseRevision(RegisterRevision):
+    """The idle slot's task definition if it already runs the wanted image (a warm slot), else a new one."""
+
+    kind = "use_revision"
+
+    async def run(self, ctx: StepContext) -> None:
+        if "task_definition" in ctx.data:
+            return
+        version = ctx.version or ctx.data["previous_version"]
+        svc = await ctx.cloud.service(ctx.target, ctx.data["slot"])
+        td = await ctx.cloud.task_definition(ctx.target, svc["taskDefinition"])
+        images = [c["image"] for c in td["containerDefinitions"] if c["name"] == ctx.target.service.container]
+        if images and images[0] == ctx.target.image(version):
+            ctx.data["task_definition"] = svc["taskDefinition"]
+            warm = svc.get("runningCount", 0)
+            await ctx.report(
+                f"{ctx.data['slot']} already has {images[0]}" + (f" ({warm} tasks warm)" if warm else "")
+            )
+            return
+        await super().run(ctx)
+
+
+@dataclass
+class PrepareSlot(Step):
+    """The idle slot runs the new revision with as many tasks as the live one."""
+
+    kind = "prepare_slot"
+
+    def describe(self) -> str:
+        return "Start the new version in the idle slot (no traffic yet)"
+
+    async def run(self, ctx: StepContext) -> None:
+        ctx.data["changed"] = True
+        await ctx.save()
+        await ctx.cloud.update_service(
+            ctx.target,
+            ctx.data["slot"],
+            task_definition=ctx.data["task_definition"],
+            desired_count=int(ctx.data["desired_count"]),
+        )
+        await ctx.report(
+            f"Starting {ctx.data['desired_count']} tasks of {ctx.version} in "
+            f"{ctx.target.ecs_service(ctx.data['slot'])}"
+        )
+
+
+@dataclass
+class SmokeCheck(Step):
+    """Configured HTTP checks against the new slot answer as expected, retried until their deadline."""
+
+    kind = "smoke_check"
+
+    def describe(self) -> str:
+        return "Smoke-check the new slot over HTTP"
+
+    async def run(self, ctx: StepContext) -> None:
+        for check in ctx.target.smoke_checks:
+            url = check.resolve(
+                ctx.target.service.name,
+                ctx.target.env.name,
+                ctx.data["slot"],
+                ctx.version or ctx.data["previous_version"],
+            )
+            deadline = ctx.clock.now() + check.timeout_seconds
+            last = "no answer"
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                while True:
+                    try:
+                        async with session.get(url) as resp:
+                            body = await resp.text()
+                            if resp.status == check.expect_status and (check.expect_body or "") in body:
+                                await ctx.report(f"Smoke check passed: GET {url} → {resp.status}")
+                                break
+                            last = f"HTTP {resp.status}, body {body[:120]!r}"
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        last = f"{type(exc).__name__}: {exc}"[:200]
+                    if ctx.clock.now() >= deadline:
+                        want = f"HTTP {check.expect_status}" + (
+                            f" with {check.expect_body!r}" if check.expect_body else ""
+                        )
+                        raise StepFailed(f"smoke check failed: GET {url} wanted {want}, got {last}")
+                    await ctx.poll()
+
+
+@dataclass
+class SetWeights(Step):
+    """`candidate`% of the traffic to the new slot, the rest to the stable one: one ALB call."""
+
+    candidate: int = 100
+    kind = "set_weights"
+
+    def describe(self) -> str:
+        return f"Shift traffic: {self.candidate}% to the new version"
+
+    async def run(self, ctx: StepContext) -> None:
+        if ctx.data.get("full") and 0 < self.candidate < 100:
+            return  # promoted to full: only the 100% step moves traffic
+        new, stable = ctx.data["slot"], ctx.data["stable_slot"]
+        await ctx.cloud.set_weights(ctx.target, {new: self.candidate, stable: 100 - self.candidate})
+        ctx.data["weight"] = self.candidate
+        await ctx.report(f"Traffic: {new} {self.candidate}% / {stable} {100 - self.candidate}%")
+
+
+@dataclass
+class Analyze(Step):
+    """Bake with metric analysis: the new slot's error rate and latency against thresholds and the stable
+    slot's baseline. Failed -> rollback. Inconclusive (no data, too little traffic) -> ask a person."""
+
+    seconds: float = 60.0
+    label: str = ""
+    kind = "analyze"
+
+    def describe(self) -> str:
+        return f"Analyse {self.label or 'the new version'} for {duration(self.seconds)}"
+
+    def min_seconds(self) -> float:
+        return self.seconds
+
+    async def run(self, ctx: StepContext) -> None:
+        if ctx.index in ctx.data.get("promoted", []):
+            await ctx.report(f"Analysis at {self.label} skipped: promoted by a person")
+            return
+        if ctx.data.get("full") and ctx.data.get("weight", 0) < 100:
+            return
+        new, stable = ctx.data["slot"], ctx.data["stable_slot"]
+        canary = await ctx.cloud.metric_dimensions(ctx.target, new)
+        baseline = (
+            await ctx.cloud.metric_dimensions(ctx.target, stable) if ctx.data.get("weight", 0) < 100 else None
+        )
+
+        async def on_measurement(m) -> None:
+            await ctx.record("measurement", m.to_dict())
+            await ctx.report(
+                f"{'✓' if m.verdict == 'pass' else '✗' if m.verdict == 'fail' else '?'} {m.line()}"
+            )
+
+        analysis: Analysis = await run_analysis(
+            ctx.cloud,
+            ctx.target.analysis,
+            duration_seconds=self.seconds,
+            clock=ctx.clock,
+            role_arn=ctx.target.env.aws_role_arn,
+            canary=canary,
+            stable=baseline,
+            label=self.label,
+            on_measurement=on_measurement,
+            checkpoint=ctx.checkpoint,
+        )
+        status = analysis.finish()
+        if status == "failed":
+            last = next((m for m in reversed(analysis.measurements) if m.reasons), None)
+            why = "; ".join(last.reasons) if last else analysis.reason
+            raise StepFailed(f"analysis failed at {self.label}: {why}")
+        if status == "inconclusive":
+            last = analysis.measurements[-1] if analysis.measurements else None
+            why = "; ".join(last.reasons) if last and last.reasons else analysis.reason
+            raise NeedsHuman(
+                f"analysis inconclusive at {self.label}: {why}. Promote to carry on, Resume to "
+                "measure again, or Abort to roll back."
+            )
+        await ctx.report(f"Analysis at {self.label} passed: {analysis.reason}")
+
+
+@dataclass
+class ManualPause(Step):
+    """Wait for a person: /promote ID or the Promote button."""
+
+    label: str = ""
+    kind = "manual_pause"
+
+    def describe(self) -> str:
+        return f"Pause for a person to promote ({self.label})"
+
+    async def run(self, ctx: StepContext) -> None:
+        if ctx.index in ctx.data.get("promoted", []) or ctx.data.get("full"):
+            return
+        raise NeedsHuman(
+            f"paused at {self.label} as planned: /promote {ctx.deployment_id} or the Promote button "
+            "carries on"
+        )
+
+
+@dataclass
+class ScaleDown(Step):
+    """After `warm_seconds` (instant rollback stays possible) and the target group's deregistration delay,
+    the slot named by `slot_key` runs no tasks."""
+
+    slot_key: str = "stable_slot"
+    warm_seconds: float = 0.0
+    kind = "scale_down"
+
+    def describe(self) -> str:
+        which = "old" if self.slot_key == "stable_slot" else "new"
+        warm = f"keep it warm {duration(self.warm_seconds)}, then " if self.warm_seconds else ""
+        return f"Scale down the {which} slot ({warm}after the deregistration delay)"
+
+    def min_seconds(self) -> float:
+        return self.warm_seconds
+
+    async def run(self, ctx: StepContext) -> None:
+        slot = ctx.data[self.slot_key]
+        end = ctx.clock.now() + self.warm_seconds
+        while (left := end - ctx.clock.now()) > 0:
+            await ctx.progress(f"{slot} kept warm for instant rollback: {duration(left)} left")
+            problem = await unhealthy_live(ctx)
+            if problem:
+                raise StepFailed(f"after the switch: {problem}")
+            await ctx.poll(min(ctx.target.poll_seconds, left))
+        delay = await ctx.cloud.deregistration_delay(ctx.target, slot)
+        if delay > 0 and not ctx.data.get(f"drained_{slot}"):
+            await ctx.progress(f"Draining {slot}: {duration(delay)}")
+            await ctx.clock.sleep(delay)
+            ctx.data[f"drained_{slot}"] = True
+        await ctx.cloud.update_service(ctx.target, slot, desired_count=0)
+        if self.slot_key == "stable_slot":
+            ctx.data["stable_scaled_down"] = True
+        await ctx.report(f"Scaled {ctx.target.ecs_service(slot)} down to 0 tasks")
+
+
+async def unhealthy_live(ctx: StepContext) -> str | None:
+    health = await ctx.cloud.target_health(ctx.target, ctx.data["slot"])
+    bad = [t for t in health if t.state not in ("healthy", "draining", "initial")]
+    if bad:
+        return (
+            f"{len(bad)} of {len(health)} targets unhealthy in {ctx.target.target_group(ctx.data['slot'])} "
+            f"({', '.join(sorted({t.reason or t.state for t in bad}))})"
+        )
+    return None
+
+
+@dataclass
+class RestoreStable(Step):
+    """Rollback's first move: the stable slot runs its tasks again (if it had been scaled down)."""
+
+    kind = "restore_stable"
+
+    def describe(self) -> str:
+        return "Make sure the stable slot is running"
+
+    async def run(self, ctx: StepContext) -> None:
+        stable = ctx.data["stable_slot"]
+        svc = await ctx.cloud.service(ctx.target, stable)
+        if svc.get("desiredCount", 0) < int(ctx.data["desired_count"]):
+            await ctx.cloud.update_service(ctx.target, stable, desired_count=int(ctx.data["desired_count"]))
+            await ctx.report(
+                f"Scaling {ctx.target.ecs_service(stable)} back up to {ctx.data['desired_count']}"
+            )
+
+
+def _preparation(target: Target) -> list[Step]:
+    steps: list[Step] = [
+        CaptureTraffic(),
+        UseRevision(),
+        PrepareSlot(),
+        WaitForRollout("task_definition", target.rollout_timeout_seconds),
+        WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0)),
+    ]
+    if target.smoke_checks:
+        steps.append(SmokeCheck())
+    return steps
+
+
+def blue_green_plan(target: Target) -> list[Step]:
+    return [
+        *_preparation(target),
+        SetWeights(100),
+        Analyze(target.bake_seconds, "100% after the switch"),
+        ScaleDown("stable_slot", target.keep_warm_seconds),
+    ]
+
+
+def canary_plan(target: Target, weights: tuple[int | str, ...] | None = None) -> list[Step]:
+    steps = _preparation(target)
+    last = 0
+    for w in weights or target.canary_steps:
+        if w == "pause":
+            steps.append(ManualPause(f"{last}%"))
+            continue
+        steps += [SetWeights(int(w)), Analyze(target.step_bake_seconds, f"canary {w}%")]
+        last = int(w)
+    return [*steps, ScaleDown("stable_slot", target.keep_warm_seconds)]
+
+
+def rollback_plan(target: Target) -> list[Step]:
+    return [
+        RestoreStable(),
+        WaitForRollout("previous_task_definition", target.rollout_timeout_seconds, slot_key="stable_slot"),
+        WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0), slot_key="stable_slot"),
+        SetWeights(0),
+        ScaleDown("slot", 0.0),
+    ]
