@@ -435,9 +435,7 @@ class Engine:
                 level="critical",
             )
         back_to = ctx.data.get("previous_version", "the previous version")
-        return await self._transition(
-            d, "finish_rollback", outcome=f"{why}; back on {back_to}", level="critical"
-        )
+        return await self._transition(d, "finish_rollback", outcome=f"{why}; back on {back_to}", level="info")
 
 
 def failure_reason(exc: Exception, deployment_id: int) -> str:

@@ -120,3 +120,62 @@ def slash_form(sb: Sandbox, user: str, text: str, trigger_id: str, command: str 
         "response_url": sb.slack_url + "/_sandbox/response/none",
         "trigger_id": trigger_id,
     }
+
+
+def recorder(sb: Sandbox, what: str) -> str:
+    """moto's request recorder: 'start-recording', 'reset-recording' or 'download-recording'."""
+    import urllib.request
+
+    method = "GET" if what == "download-recording" else "POST"
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{sb.aws_url}/moto-api/recorder/{what}", method=method)
+    ) as r:
+        return r.read().decode()
+
+
+def recorded_actions(sb: Sandbox) -> list[str]:
+    """The AWS actions of every request recorded since start-recording, in order."""
+    import base64
+    from urllib.parse import parse_qs
+
+    actions = []
+    for line in recorder(sb, "download-recording").splitlines():
+        r = json.loads(line)
+        target = r.get("headers", {}).get("X-Amz-Target")
+        if target:
+            actions.append(target.rsplit(".", 1)[-1])
+            continue
+        body = r.get("body") or ""
+        if r.get("body_encoded"):
+            body = base64.b64decode(body).decode(errors="replace")
+        actions.append(parse_qs(body).get("Action", ["?"])[0])
+    return actions
+
+
+def listener_weights(sb: Sandbox, service: str, env: str) -> dict[str, int]:
+    """The weights the ALB rule for service+env forwards with, read through the real ELBv2 API."""
+    elb = boto3.client("elbv2", endpoint_url=sb.aws_url, region_name="us-east-1")
+    lb = elb.describe_load_balancers(Names=[f"deploybot-{env}"])["LoadBalancers"][0]["LoadBalancerArn"]
+    listener = elb.describe_listeners(LoadBalancerArn=lb)["Listeners"][0]["ListenerArn"]
+    names = {}
+    for slot in ("blue", "green"):
+        tg = elb.describe_target_groups(Names=[f"{service}-{env}-{slot}"])["TargetGroups"][0]
+        names[tg["TargetGroupArn"]] = slot
+    for rule in elb.describe_rules(ListenerArn=listener)["Rules"]:
+        for action in rule["Actions"]:
+            groups = action.get("ForwardConfig", {}).get("TargetGroups", [])
+            if any(g["TargetGroupArn"] in names for g in groups):
+                return {names[g["TargetGroupArn"]]: g["Weight"] for g in groups}
+    raise AssertionError(f"no rule forwards to {service} in {env}")
+
+
+def desired_count(sb: Sandbox, cluster: str, service: str) -> int:
+    return ecs(sb).describe_services(cluster=cluster, services=[service])["services"][0]["desiredCount"]
+
+
+async def wait_state(sb: Sandbox, deployment_id: int, state: str, within: float = 60.0) -> bool:
+    async def probe():
+        rows = db_rows(sb, "SELECT state FROM deployments WHERE id = ?", (deployment_id,))
+        return bool(rows) and rows[0]["state"] == state
+
+    return await wait_for(probe, within, what=f"deployment #{deployment_id} to be {state}")
