@@ -76,14 +76,16 @@ class Engine:
 
     # ----------------------------------------------------------------------------------- requests
 
-    def _check_target(self, service: str, env: str, strategy: str | None) -> tuple[Any, str]:
+    def _plan(
+        self, service: str, env: str, strategy: str | None, gradual: bool = False
+    ) -> tuple[str, list[Step]]:
+        """The strategy (the environment's when none is asked for) and its steps; Refused if unknown."""
         target = self.settings.target(service, env)
         strategy = strategy or target.strategy
         try:
-            plan(strategy, target)
+            return strategy, plan(strategy, target, gradual=gradual)
         except StepFailed as exc:
             raise Refused(f"Cannot deploy {service} to {env}: {exc}.") from None
-        return target, strategy
 
     @staticmethod
     def _rollback_strategy(configured: str, gradual: bool) -> str:
@@ -94,8 +96,8 @@ class Engine:
         return "canary" if gradual else "blue-green"
 
     def dry_run(self, command: cmds.Deploy) -> Planned:
-        target, strategy = self._check_target(command.service, command.env, command.strategy)
-        return Planned(command.service, command.env, command.version, strategy, plan(strategy, target))
+        strategy, steps = self._plan(command.service, command.env, command.strategy)
+        return Planned(command.service, command.env, command.version, strategy, steps)
 
     async def request(
         self, command: cmds.Deploy | cmds.Rollback | cmds.Promote, user: str, request_key: str | None = None
@@ -120,8 +122,8 @@ class Engine:
                 )
             version = source.version
             reason = f"promoted from {command.source_env} (deployment #{source.id})"
-        target, strategy = self._check_target(service, env, strategy)
-        steps = plan(strategy, target, gradual=gradual)
+        strategy, steps = self._plan(service, env, strategy, gradual)
+        target = self.settings.target(service, env)
         result = await self.store.create_deployment(
             service=service,
             env=env,

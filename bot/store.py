@@ -105,6 +105,7 @@ class LockInfo:
     holder: str
     reason: str | None
     acquired_at: str
+    deployment: Deployment | None = None  # the deployment holding it (None for a manual lock)
 
 
 @dataclass(frozen=True)
@@ -412,8 +413,16 @@ class Store:
             return None
 
     def lock_info(self, service: str, env: str) -> LockInfo | None:
+        """The lock on service+env with the deployment holding it, in one call (an ack names the holder)."""
         rows = list(self.db.query("SELECT * FROM locks WHERE service = ? AND env = ?", [service, env]))
-        return LockInfo(**rows[0]) if rows else None
+        if not rows:
+            return None
+        holder = self.find(rows[0]["deployment_id"]) if rows[0]["deployment_id"] is not None else None
+        return LockInfo(**rows[0], deployment=holder)
+
+    def overview(self) -> tuple[list[Deployment], list[LockInfo]]:
+        """Active deployments and all locks, for /deploy status, in one call."""
+        return self.active(), self.locks()
 
     def locks(self) -> list[LockInfo]:
         return [LockInfo(**r) for r in self.db.query("SELECT * FROM locks ORDER BY service, env")]

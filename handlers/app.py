@@ -21,6 +21,9 @@ def build_app(engine: Engine, client: AsyncWebClient, signing_secret: str) -> As
         signing_secret=signing_secret,
         request_verification_enabled=True,
         raise_error_for_unhandled_request=False,
+        # Answer each request as soon as the listener returns, instead of bolt polling for the ack every
+        # 10 ms: listeners ack with what they know and leave slow work to background tasks.
+        process_before_response=True,
     )
     commands.register(app, engine)
     actions.register(app, engine)

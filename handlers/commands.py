@@ -66,11 +66,10 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
         case cmds.Deploy() | cmds.Rollback() | cmds.Promote():
             result = await engine.request(c, user, request_key)
             if isinstance(result, LockInfo):
-                holder = await store.find(result.deployment_id) if result.deployment_id else None
-                return slack_ui.locked(result, holder)
+                return slack_ui.locked(result, result.deployment)
             return slack_ui.requested(result, None)
         case cmds.Status(target=None):
-            return slack_ui.deployment_list("Active deployments", await store.active(), await store.locks())
+            return slack_ui.deployment_list("Active deployments", *(await store.overview()))
         case cmds.Status(target=str(t)) if t.lstrip("#").isdigit():
             d = await store.find(int(t.lstrip("#")))
             if d is None:
@@ -95,8 +94,7 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
         case cmds.Lock(service=service, env=env, reason=reason):
             held = await store.lock(service, env, user, reason)
             if held is not None:
-                holder = await store.find(held.deployment_id) if held.deployment_id else None
-                return slack_ui.locked(held, holder)
+                return slack_ui.locked(held, held.deployment)
             return slack_ui.ephemeral(f":lock: Locked {service} in {env}: {reason}")
         case cmds.Unlock(service=service, env=env):
             removed = await store.unlock(service, env, user)
