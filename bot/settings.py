@@ -67,8 +67,10 @@ class SmokeCheck:
     expect_body: str | None = None  # a substring the body must contain
     timeout_seconds: float = 60.0  # keep trying until then
 
-    def resolve(self, service: str, env: str, slot: str, version: str) -> str:
-        return self.url.format(service=service, env=env, slot=slot, version=version)
+    def resolve(self, service: str, env: str, slot: str, version: str) -> tuple[str, str | None]:
+        """The URL and the expected body text for this slot and version."""
+        values = {"service": service, "env": env, "slot": slot, "version": version}
+        return self.url.format(**values), self.expect_body.format(**values) if self.expect_body else None
 
 
 @dataclass(frozen=True)
@@ -264,14 +266,19 @@ def _smoke_checks(path: str, t: _Table, env: Mapping[str, str]) -> tuple[SmokeCh
 
 
 def _expand(path: str, key: str, value: str, env: Mapping[str, str]) -> str:
-    """${VAR} from the environment (where a URL differs per machine, like the sandbox's port)."""
+    """${VAR} or ${VAR:-default} from the environment (where a URL differs per machine, like the sandbox's)."""
 
     def sub(m: re.Match) -> str:
-        if m.group(1) not in env:
-            raise ConfigError(path, key, f"${{{m.group(1)}}} is not set in the environment")
-        return env[m.group(1)]
+        name, default = m.group(1), m.group(3)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            path, key, f"${{{name}}} is not set in the environment (or give ${{{name}:-default}})"
+        )
 
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, value)
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", sub, value)
 
 
 def _environment(path: str, name: str, t: _Table, env: Mapping[str, str] | None = None) -> Environment:

@@ -203,3 +203,43 @@ async def test_planned_pause_waits_for_promote_and_promote_full_skips_to_100(tmp
             sb, "SELECT actor FROM events WHERE deployment_id = ? AND action = 'promote'", (d,)
         )
         assert promotes == [{"actor": "U0BOB"}]
+
+
+async def test_a_failed_smoke_check_rolls_back_before_any_traffic_moves(tmp_path, aws_env):
+    config = tmp_path / "smoke.toml"
+    config.write_text(
+        Path(CONFIG)
+        .read_text()
+        .replace('expect_body = "{version}"', 'expect_body = "{version}-ready"')
+        .replace("timeout_seconds = 60", "timeout_seconds = 20")
+    )
+    async with (
+        Sandbox(config=config, speed=60, workdir=tmp_path) as sb,
+        SandboxClient(sb.slack_url) as client,
+    ):
+        d = await deploy(client, "api v2 to production")
+        final = await wait_terminal(client, d, within=90)
+        assert "rolled back" in final["text"]
+        assert "smoke check failed" in final["text"] and "v2-ready" in final["text"]
+        assert listener_weights(sb, "api", "production") == {"blue": 100, "green": 0}
+        assert desired_count(sb, "production", "api-green") == 0
+        recorded = db_rows(
+            sb, "SELECT details FROM events WHERE deployment_id = ? AND action = 'step_started'", (d,)
+        )
+        assert "set_weights" not in [json.loads(r["details"])["step"] for r in recorded]
+
+
+async def test_gradual_rollback_walks_the_weights_back_with_analysis(sandbox, client):
+    d = await deploy(client, "api v2 to production")
+    assert "succeeded" in (await wait_terminal(client, d, within=90))["text"]
+    r = await client.slash("bob", "/rollback", "api in production --gradual")
+    assert "Rollback #2 · api v1 → production requested (canary)" in r["body"]["text"]
+    final = await wait_terminal(client, 2, within=120)
+    assert "succeeded" in final["text"]
+    thread = thread_of(await client.messages("deploys"), 2)
+    assert [t for t in thread if t.startswith("Traffic: ")] == [
+        f"Traffic: blue {w}% / green {100 - w}%" for w in (25, 50, 75, 100)
+    ]
+    assert {m["label"] for m in measurements(sandbox, 2)} >= {"canary 25%", "canary 50%", "canary 75%"}
+    assert listener_weights(sandbox, "api", "production") == {"blue": 100, "green": 0}
+    assert service_image(sandbox, "production", "api-blue")[1] == "api:v1"

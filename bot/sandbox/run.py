@@ -122,6 +122,7 @@ class Sandbox:
         app.router.add_post("/_sandbox/inject", self._inject)
         app.router.add_post("/_sandbox/bot", self._bot_action)
         app.router.add_get("/_sandbox/aws", self._aws)
+        app.router.add_get("/_sandbox/app/{env}/{service}/{slot}/healthz", self._app_health)
         self.slack_url = await self.slack.start()
         await self.start_bot()
         return self.info()
@@ -135,6 +136,7 @@ class Sandbox:
                 "SLACK_API_URL": self.slack_url + "/api/",
                 "DEPLOYBOT_AWS_ENDPOINT": self.aws_url,
                 "DEPLOYBOT_CLOCK": self.clock.spec(),
+                "SANDBOX_APP_URL": self.slack_url + "/_sandbox/app",  # the smoke checks' target in the config
                 "AWS_ACCESS_KEY_ID": "sandbox",
                 "AWS_SECRET_ACCESS_KEY": "sandbox",
                 "AWS_DEFAULT_REGION": "us-east-1",
@@ -216,6 +218,21 @@ class Sandbox:
         else:
             return web.json_response({"ok": False, "error": "action must be kill, stop or start"}, status=400)
         return web.json_response({"ok": True, "running": self.bot.running, "bot": self.bot.url})
+
+    async def _app_health(self, request: web.Request) -> web.Response:
+        """What a slot's service answers on /healthz: its version when its tasks run and are healthy."""
+        env, service, slot = (request.match_info[k] for k in ("env", "service", "slot"))
+        snapshot = await asyncio.to_thread(self.world.snapshot)
+        try:
+            state = snapshot[env][service]["slots"][slot]
+        except KeyError:
+            return web.Response(status=404, text=f"no {service} {slot} slot in {env}")
+        version = state["image"].rsplit(":", 1)[-1]
+        if state["running"] == 0:
+            return web.Response(status=503, text=f"{service} {slot}: no tasks running")
+        if self.world.behaviour(service, version).unhealthy:
+            return web.Response(status=503, text=f"{service} {version}: unhealthy")
+        return web.Response(text=f"ok {service} {version}")
 
     async def _aws(self, _request: web.Request) -> web.Response:
         return web.json_response(

@@ -128,7 +128,7 @@ class SmokeCheck(Step):
 
     async def run(self, ctx: StepContext) -> None:
         for check in ctx.target.smoke_checks:
-            url = check.resolve(
+            url, expect_body = check.resolve(
                 ctx.target.service.name,
                 ctx.target.env.name,
                 ctx.data["slot"],
@@ -141,7 +141,7 @@ class SmokeCheck(Step):
                     try:
                         async with session.get(url) as resp:
                             body = await resp.text()
-                            if resp.status == check.expect_status and (check.expect_body or "") in body:
+                            if resp.status == check.expect_status and (expect_body or "") in body:
                                 await ctx.report(f"Smoke check passed: GET {url} → {resp.status}")
                                 break
                             last = f"HTTP {resp.status}, body {body[:120]!r}"
@@ -149,7 +149,7 @@ class SmokeCheck(Step):
                         last = f"{type(exc).__name__}: {exc}"[:200]
                     if ctx.clock.now() >= deadline:
                         want = f"HTTP {check.expect_status}" + (
-                            f" with {check.expect_body!r}" if check.expect_body else ""
+                            f" with {expect_body!r}" if expect_body else ""
                         )
                         raise StepFailed(f"smoke check failed: GET {url} wanted {want}, got {last}")
                     await ctx.poll()
