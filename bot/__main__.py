@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from bot.settings import ConfigError, Settings, load_settings
 
@@ -62,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="no console: print one JSON 'ready' line, run until SIGTERM/SIGINT",
     )
 
+    audit = sub.add_parser("audit", help="export the audit trail (every event, with who and when)")
+    audit.add_argument(
+        "--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)"
+    )
+    audit.add_argument("--service", help="only this service's deployments (and its locks)")
+    audit.add_argument(
+        "--since", help="only events at or after this date/time (ISO 8601, UTC), e.g. 2026-11-01"
+    )
+    audit.add_argument(
+        "--format", choices=("json", "csv"), default="json", help="output format (default json)"
+    )
+
     check = sub.add_parser("check-config", help="validate a config file; non-zero exit naming what is wrong")
     check.add_argument("--config", help="config file (default $DEPLOYBOT_CONFIG or config/deploybot.toml)")
     return p
@@ -81,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(s.environments)} environments ({', '.join(s.environments)})"
             )
             return 0
+        if args.cmd == "audit":
+            return export_audit(args)
         if args.cmd == "serve":
             return asyncio.run(serve(args))
         if args.cmd == "sandbox":
@@ -95,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`deploybot audit | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 2
 
 
@@ -106,12 +124,20 @@ async def serve(args: argparse.Namespace) -> int:
     from bot.cloud import Cloud
     from bot.engine import Engine
     from bot.logs import setup_logging
+    from bot.pagerduty import PagerDuty
     from bot.store import AsyncStore, Store
     from handlers.app import build_app
+    from handlers.events import HomeTab
     from handlers.notifier import SlackNotifier, add_retry_handlers
 
     settings = load_settings(args.config)
-    setup_logging(settings.secrets.values(), os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"))
+    paging = settings.alerts.pagerduty
+    pagerduty_key = os.environ.get(paging.routing_key_env, "") if paging.enabled else ""
+    setup_logging([*settings.secrets.values(), pagerduty_key], os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"))
+    if paging.enabled and not pagerduty_key:
+        raise UsageError(
+            f"deploybot serve: [alerts.pagerduty] is enabled: set {paging.routing_key_env} in the environment"
+        )
     _require_secrets(settings, args.socket_mode)
     clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
     db_path = args.db or _db_default()
@@ -119,9 +145,16 @@ async def serve(args: argparse.Namespace) -> int:
     engine = Engine(settings, store, Cloud(settings.aws), clock)
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
-    notifier = SlackNotifier(client, store, settings.alerts)
+    pagerduty = (
+        PagerDuty(pagerduty_key, paging.url, timeout_seconds=paging.timeout_seconds)
+        if paging.enabled
+        else None
+    )
+    notifier = SlackNotifier(client, store, settings.alerts, clock=clock, pagerduty=pagerduty)
+    home = HomeTab(client, store, clock, live=notifier.live)
+    notifier.on_change = home.changed
     engine.subscribe(notifier)
-    app = build_app(engine, client, settings.secrets.signing_secret)
+    app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -156,6 +189,8 @@ async def serve(args: argparse.Namespace) -> int:
         settings.path,
         db_path,
     )
+    await notifier.start()  # alert timers rebuilt from the store before anything else is said
+    engine.start_scheduler()
     await engine.resume_in_flight()
     await stop.wait()
     log.info("shutting down: in-flight deployments stay recorded and resume at the next start")
@@ -165,7 +200,65 @@ async def serve(args: argparse.Namespace) -> int:
         await socket_handler.close_async()
     await engine.shutdown()
     await notifier.drain()
+    await home.close()
+    if pagerduty is not None:
+        await pagerduty.close()
     store.close()
+    return 0
+
+
+def export_audit(args: argparse.Namespace) -> int:
+    """Every event, joined with its deployment, oldest first; an emergency deploy's events are flagged."""
+    import csv
+    from datetime import datetime
+
+    from bot.store import Store
+
+    path = args.db or _db_default()
+    if not Path(path).exists():
+        raise UsageError(f"deploybot audit: no database at {path} (give --db PATH or set DEPLOYBOT_DB)")
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since).isoformat()
+        except ValueError:
+            raise UsageError(
+                f"deploybot audit: --since {args.since!r} is not a date like 2026-11-01 or 2026-11-01T09:00"
+            ) from None
+    store = Store(path)
+    try:
+        deployments = {}
+        rows = []
+        for e in store.events(since=since, service=args.service):
+            d = deployments.get(e.deployment_id)
+            if d is None and e.deployment_id is not None:
+                d = deployments[e.deployment_id] = store.find(e.deployment_id)
+            rows.append(
+                {
+                    "event_id": e.id,
+                    "at": e.at,
+                    "deployment_id": e.deployment_id,
+                    "service": d.service if d else e.details.get("service"),
+                    "env": d.env if d else e.details.get("env"),
+                    "version": d.version if d else None,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "from_state": e.from_state,
+                    "to_state": e.to_state,
+                    "emergency": bool(d and d.context.get("emergency")) or e.action == "emergency",
+                    "details": e.details,
+                }
+            )
+    finally:
+        store.close()
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["event_id"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "details": json.dumps(row["details"], sort_keys=True, default=str)})
     return 0
 
 

@@ -18,6 +18,8 @@ SUBCOMMANDS = (
     "lock",
     "unlock",
     "audit",
+    "approve",
+    "reject",
     "schedule",
     "windows",
     "freeze",
@@ -99,6 +101,17 @@ class Audit:
 
 
 @dataclass(frozen=True)
+class Approve:
+    deployment_id: int
+
+
+@dataclass(frozen=True)
+class Reject:
+    deployment_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Schedule:
     pass
 
@@ -151,6 +164,8 @@ Command = (
     | Lock
     | Unlock
     | Audit
+    | Approve
+    | Reject
     | Schedule
     | Windows
     | Freeze
@@ -186,6 +201,8 @@ _FORMS: dict[str, tuple[str, str]] = {
     "lock": ("/deploy lock SERVICE ENV REASON...", "/deploy lock web production database migration running"),
     "unlock": ("/deploy unlock SERVICE ENV", "/deploy unlock web production"),
     "audit": ("/deploy audit ID", "/deploy audit 42"),
+    "approve": ("/deploy approve ID", "/deploy approve 42"),
+    "reject": ("/deploy reject ID REASON...", "/deploy reject 42 migration not tested on a copy of prod"),
     "schedule": ("/deploy schedule", "/deploy schedule"),
     "windows": ("/deploy windows SERVICE [in ENV]", "/deploy windows web in production"),
     "freeze": (
@@ -459,6 +476,26 @@ def _parse_audit(args: list[str], vocab: Vocabulary) -> Audit:
     return Audit(_deployment_id(words[0], key))
 
 
+def _parse_approve(args: list[str], vocab: Vocabulary) -> Approve:
+    key = "approve"
+    words, _, _ = _split_flags(args, key)
+    if not words:
+        raise CommandError(f"Which deployment? Give its ID, e.g. `{_FORMS[key][1]}`.", _line(key))
+    if len(words) > 1:
+        raise _unexpected(words[1:], words[0], key)
+    return Approve(_deployment_id(words[0], key))
+
+
+def _parse_reject(args: list[str], vocab: Vocabulary) -> Reject:
+    key = "reject"
+    words, flags, _ = _split_flags(args, key)
+    if not words:
+        raise CommandError(f"Which deployment, and why? e.g. `{_FORMS[key][1]}`.", _line(key))
+    deployment_id = _deployment_id(words[0], key)
+    reason = _reason(words[1:], flags, key, f"Say why you reject it, e.g. `{_FORMS[key][1]}`.")
+    return Reject(deployment_id, reason)
+
+
 def _parse_schedule(args: list[str], vocab: Vocabulary) -> Schedule:
     key = "schedule"
     words, _, _ = _split_flags(args, key)
@@ -509,6 +546,8 @@ _SUBCOMMAND_PARSERS = {
     "lock": _parse_lock,
     "unlock": _parse_unlock,
     "audit": _parse_audit,
+    "approve": _parse_approve,
+    "reject": _parse_reject,
     "schedule": _parse_schedule,
     "windows": _parse_windows,
     "freeze": _parse_freeze,

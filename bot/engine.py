@@ -9,12 +9,27 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bot import commands as cmds
 from bot.clock import Clock
 from bot.cloud import Cloud, CloudError
 from bot.machine import BEFORE_START, IllegalTransition, State
+from bot.schedule import (
+    Freeze,
+    Scheduler,
+    active_freeze,
+    decide,
+    describe_windows,
+    format_when,
+    lowest_traffic_hours,
+    next_allowed,
+    overdue,
+    parse_when,
+    suggest_text,
+    window_at,
+)
 from bot.settings import Settings
 from bot.store import AsyncStore, Deployment, LockInfo
 from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, plan, rollback_plan, step_from_dict
@@ -38,6 +53,25 @@ class Refused(Exception):
     """A request that cannot be carried out, with a message saying why and what to do instead."""
 
 
+class Forbidden(Refused):
+    """The person lacks the role the environment requires for the action (recorded in the audit)."""
+
+    def __init__(self, message: str, action: str, env: str):
+        self.action, self.env = action, env
+        super().__init__(message)
+
+
+ACTION_WORDS = {
+    "deploy": "deploy",
+    "approve": "approve deployments",
+    "promote": "promote",
+    "rollback": "roll back",
+    "lock": "lock or unlock services",
+    "override_freeze": "override a freeze",
+    "emergency": "deploy with --emergency",
+}
+
+
 @dataclass(frozen=True)
 class Planned:
     """A dry run's answer: what would happen, touching nothing."""
@@ -53,6 +87,13 @@ class Planned:
         return sum(s.min_seconds() for s in self.steps)
 
 
+@dataclass(frozen=True)
+class Amended:
+    """The requester asked again, with another version or strategy, before their request started."""
+
+    deployment: Deployment
+
+
 Listener = Callable[[Notice], Awaitable[None]]
 
 
@@ -63,6 +104,12 @@ class Engine:
         self._tasks: dict[int, asyncio.Task] = {}
         self._gates: dict[int, asyncio.Event] = {}  # set = may run; cleared while paused
         self._contexts: dict[int, StepContext] = {}  # the running plans' context, for promote
+        self._admitting: set[int] = set()
+        self.scheduler = Scheduler(
+            clock, self._scheduled_due, misfire_grace_seconds=300.0, on_missed=self._scheduled_missed
+        )
+        self._admission_locks: dict[int, asyncio.Lock] = {}
+        self._background: set[asyncio.Task] = set()
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -99,10 +146,34 @@ class Engine:
         strategy, steps = self._plan(command.service, command.env, command.strategy)
         return Planned(command.service, command.env, command.version, strategy, steps)
 
+    # ------------------------------------------------------------------------------------ access
+
+    async def check_access(self, action: str, env: str, user: str, roles: frozenset[str] | set[str]) -> None:
+        """Raise Forbidden (and record the refusal) unless `roles` may do `action` in `env`."""
+        policy = self.settings.environments[env].policy
+        if policy.allowed(action, roles):
+            return
+        needed = " or ".join(policy.needed_roles(action))
+        message = f"You need the {needed} role to {ACTION_WORDS.get(action, action)} in {env}."
+        await self.store.record(None, user, "refused", {"action": action, "env": env, "reason": message})
+        raise Forbidden(message, action, env)
+
     async def request(
-        self, command: cmds.Deploy | cmds.Rollback | cmds.Promote, user: str, request_key: str | None = None
-    ) -> Deployment | LockInfo:
-        """Create the deployment (or answer who holds the lock) and start it in the background."""
+        self,
+        command: cmds.Deploy | cmds.Rollback | cmds.Promote,
+        user: str,
+        request_key: str | None = None,
+        roles: frozenset[str] | set[str] | None = None,
+    ) -> Deployment | LockInfo | Amended:
+        """Check access and guards, create the deployment (or answer who holds the lock), then admit it in
+        the background: checklist, approvals, start."""
+        roles = frozenset(roles or ())
+        action = {cmds.Deploy: "deploy", cmds.Rollback: "rollback", cmds.Promote: "promote"}[type(command)]
+        env_name = command.target_env if isinstance(command, cmds.Promote) else command.env
+        await self.check_access(action, env_name, user, roles)
+        emergency = command.emergency if isinstance(command, cmds.Deploy) else None
+        if emergency:
+            await self.check_access("emergency", env_name, user, roles)
         gradual = False
         if isinstance(command, cmds.Deploy):
             service, env, version, kind = command.service, command.env, command.version, "deploy"
@@ -124,6 +195,28 @@ class Engine:
             reason = f"promoted from {command.source_env} (deployment #{source.id})"
         strategy, steps = self._plan(service, env, strategy, gradual)
         target = self.settings.target(service, env)
+        timing = await self._timing(command, kind, target, user, roles, reason)
+        guards = target.env.policy.guards
+        if (
+            guards.refuse_all_at_once
+            and strategy == "rolling"
+            and (target.deployment_configuration.minimum_healthy_percent == 0)
+        ):
+            raise Refused(
+                f"Refused: a rolling deploy with minimum_healthy_percent 0 stops every task of {service} "
+                f"at once in {env}. Set environments.{env}.deployment_configuration.minimum_healthy_"
+                "percent above 0, or use --strategy canary or blue-green."
+            )
+        held = await self.store.lock_info(service, env)
+        if (
+            held is not None
+            and held.deployment is not None
+            and held.deployment.state in BEFORE_START
+            and held.deployment.requested_by == user
+            and kind == "deploy"
+            and (held.deployment.version, held.deployment.strategy) != (version, strategy)
+        ):
+            return await self._amend(held.deployment, user, version, strategy, steps)
         result = await self.store.create_deployment(
             service=service,
             env=env,
@@ -135,12 +228,437 @@ class Engine:
             plan=[s.to_dict() for s in steps],
             channel=target.env.channel,
             request_key=request_key,
+            context={**({"emergency": emergency} if emergency else {}), **timing},
         )
-        if isinstance(result, LockInfo) or result.state != State.REQUESTED or result.id in self._tasks:
+        if isinstance(result, LockInfo) or result.state != State.REQUESTED or result.id in self._admitting:
             return result  # locked, or the same request seen again
         await self.emit(Notice(result, "update"))
-        self.start(result.id)
+        self._admitting.add(result.id)
+        self._spawn(self._admit(result.id))
         return result
+
+    # ---------------------------------------------------------------------- windows, freezes, schedule
+
+    async def freezes(self) -> list[Freeze]:
+        return [*self.settings.freezes, *(await self.store.freezes())]
+
+    async def _timing(
+        self, command: Any, kind: str, target: Any, user: str, roles: frozenset[str], reason: str | None
+    ) -> dict[str, Any]:
+        """When it may run: refuse during a freeze (unless overridden), or schedule it (--at, --window).
+        Returns context keys: run_at (epoch, future only), window_override, freeze_override."""
+        now = self.clock.utcnow()
+        env = target.env.name
+        freezes = await self.freezes()
+        may_override = target.env.policy.allowed("override_freeze", roles)
+        hint = (
+            ' To override, an allowed role adds --reason "...".'
+            if not may_override
+            else ' To override it, add --reason "..." (a critical alert is raised).'
+        )
+        at_text = getattr(command, "at", None)
+        if isinstance(command, cmds.Deploy) and (command.window or at_text):
+            if at_text:
+                try:
+                    at = parse_when(at_text, now=now, default_tz=_tz_of(target.windows))
+                except ValueError as exc:
+                    raise Refused(f"--at {at_text!r}: {exc}") from None
+                decision = decide(at, target.windows, freezes, env, now=now)
+                if decision.ok:
+                    return {"run_at": at.timestamp()} if at > now else {}
+                if decision.freeze is None and may_override and reason:
+                    await self.store.record(None, user, "window_override", {"env": env, "reason": reason})
+                    return {"run_at": at.timestamp(), "window_override": reason}
+                raise Refused(f"Not scheduled: {decision.reason}." + ("" if decision.freeze else hint))
+            run_at = next_allowed(target.windows, freezes, env, now)
+            if run_at is None:
+                raise Refused(
+                    f"No allowed time for {env} in the next 30 days (windows: "
+                    f"{describe_windows(target.windows) or 'none'})."
+                )
+            return {"run_at": run_at.timestamp()} if run_at > now else {}
+        frozen = active_freeze(freezes, env, now)
+        if frozen and kind != "rollback":  # rolling back is how a frozen service gets fixed
+            if may_override and reason:
+                await self.store.record(
+                    None, user, "freeze_override", {"env": env, "reason": reason, "freeze": frozen.reason}
+                )
+                return {"freeze_override": reason}
+            raise Refused(f"Refused: {frozen.describe()}." + hint)
+        return {}
+
+    async def _schedule_or_start(self, d: Deployment) -> bool:
+        """A deployment with a future run_at waits in SCHEDULED for the scheduler; True when it does."""
+        run_at = d.context.get("run_at")
+        if not run_at or run_at <= self.clock.now():
+            return False
+        if d.state != State.SCHEDULED:
+            d = await self.store.transition(d.id, "schedule", BOT, details={"run_at": run_at})
+        self.scheduler.schedule(str(d.id), run_at)
+        return True
+
+    async def _scheduled_due(self, key: str) -> None:
+        """The scheduler's callback at a scheduled deployment's time: run it if allowed and approved, or
+        move it to the next window with a warning."""
+        d = await self.store.find(int(key))
+        if d is None or d.state != State.SCHEDULED:
+            return
+        target = self.settings.target(d.service, d.env)
+        now = self.clock.utcnow()
+        windows = () if d.context.get("window_override") else target.windows
+        decision = decide(now, windows, await self.freezes(), d.env, now=now)
+        if not decision.ok:
+            await self._move(d, decision.run_at, f"it could not run: {decision.reason}")
+            return
+        policy = target.env.policy
+        ready = await self._readiness(d, policy, bool(d.context.get("emergency")) or d.kind == "rollback")
+        if not ready.ready:
+            span = window_at(windows, now)
+            after = span[1] if span else now
+            await self._move(
+                d,
+                next_allowed(windows, await self.freezes(), d.env, after) if windows else None,
+                f"the window opened while it still waited for {ready.waiting_for()}",
+            )
+            return
+        await self.store.save_progress(d.id, context={**d.context, "run_at": None})
+        await self._reconsider(d.id)
+
+    async def _scheduled_missed(self, key: str, due: float) -> None:
+        await self._reschedule_after_downtime(int(key))
+
+    async def _move(self, d: Deployment, run_at: datetime | None, why: str) -> None:
+        tz = _tz_of(self.settings.target(d.service, d.env).windows)
+        if run_at is None:
+            d = await self.store.transition(
+                d.id,
+                "cancel",
+                BOT,
+                outcome=f"Skipped: {why}; no later window to move it to",
+                details={"why": why},
+            )
+            await self.emit(Notice(d, "update", d.outcome or "", "warning"))
+            return
+        await self.store.save_progress(
+            d.id,
+            context={**d.context, "run_at": run_at.timestamp()},
+            event=(BOT, "moved", {"why": why, "run_at": run_at.isoformat()}),
+        )
+        self.scheduler.schedule(str(d.id), run_at.timestamp())
+        d = await self.store.get(d.id)
+        await self.emit(
+            Notice(d, "update", f":warning: Skipped: {why}. Moved to {format_when(run_at, tz)}.", "warning")
+        )
+
+    async def _reschedule_after_downtime(self, deployment_id: int) -> None:
+        d = await self.store.get(deployment_id)
+        if d.state != State.SCHEDULED or not d.context.get("run_at"):
+            return
+        target = self.settings.target(d.service, d.env)
+        windows = () if d.context.get("window_override") else target.windows
+        due = datetime.fromtimestamp(d.context["run_at"], UTC)
+        decision = overdue(
+            due,
+            windows,
+            await self.freezes(),
+            d.env,
+            now=self.clock.utcnow(),
+            grace_seconds=self.scheduler.misfire_grace_seconds,
+        )
+        if decision.ok:
+            self.scheduler.schedule(str(d.id), max(d.context["run_at"], self.clock.now()))
+        else:
+            await self._move(d, decision.run_at, decision.reason)
+
+    async def freeze(self, env: str, until: str, reason: str, user: str) -> Freeze:
+        now = self.clock.utcnow()
+        try:
+            end = parse_when(until, now=now, default_tz=_tz_of(self.settings.environments[env].windows))
+        except ValueError as exc:
+            raise Refused(f"until {until!r}: {exc}") from None
+        return await self.store.add_freeze(Freeze(env, now, end, reason, user))
+
+    async def unfreeze(self, env: str, user: str) -> tuple[int, str]:
+        lifted = await self.store.lift_freezes(env, user)
+        now = self.clock.utcnow()
+        remaining = [f.describe() for f in self.settings.freezes if f.env in (env, "*") and f.end > now]
+        return lifted, "; ".join(remaining)
+
+    async def windows_report(self, service: str, env: str) -> str:
+        target = self.settings.target(service, env)
+        dims = [await self.cloud.metric_dimensions(target, s) for s in target.slots]
+        tz = _tz_of(target.windows)
+        hours = await lowest_traffic_hours(
+            self.cloud, target.env.aws_role_arn, dims, now=self.clock.utcnow(), tz=tz
+        )
+        return f"*{service} in {env}*\n" + suggest_text(target.windows, hours, tz)
+
+    def start_scheduler(self) -> None:
+        if not self.scheduler.running:
+            self.scheduler.start()
+
+    async def _amend(
+        self, d: Deployment, user: str, version: str | None, strategy: str, steps: list[Step]
+    ) -> Amended:
+        """The requester changed the version or strategy before it started: approvals no longer count."""
+        d = await self.store.amend(
+            d.id, user, version=version, strategy=strategy, plan=[s.to_dict() for s in steps]
+        )
+        await self.emit(
+            Notice(
+                d,
+                "detail",
+                f"<@{user}> changed it to {version or 'the current version'} with "
+                f"{strategy}; approvals given so far no longer count.",
+            )
+        )
+        await self.recheck(d.id, user)
+        return Amended(await self.store.get(d.id))
+
+    # ------------------------------------------------------------------------------ admission gate
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _admit(self, deployment_id: int) -> None:
+        """Run the automatic checks and guards; start when the checklist and approvals allow, else wait."""
+        try:
+            d = await self.store.get(deployment_id)
+            emergency = d.context.get("emergency")
+            if emergency:
+                await self.store.record(d.id, d.requested_by, "emergency", {"reason": emergency})
+                await self.emit(
+                    Notice(
+                        d,
+                        "update",
+                        f":rotating_light: Emergency deploy by <@{d.requested_by}>: "
+                        f"{emergency}. Manual items and approvals are skipped.",
+                        "critical",
+                    )
+                )
+            if d.context.get("freeze_override"):
+                await self.emit(
+                    Notice(
+                        d,
+                        "update",
+                        f":rotating_light: Freeze override by <@{d.requested_by}>: "
+                        f"{d.context['freeze_override']}",
+                        "critical",
+                    )
+                )
+            await self._run_checks(d)
+            refusal = await self._guard_refusal(d)
+            if refusal:
+                d = await self.store.transition(
+                    d.id, "cancel", BOT, outcome=refusal, details={"guard": refusal}
+                )
+                await self.emit(Notice(d, "update", refusal, "warning"))
+                return
+            await self._reconsider(d.id, checks_fresh=True)
+        except Exception:
+            log.exception("admitting deployment #%s failed", deployment_id)
+            d = await self.store.get(deployment_id)
+            if d.state in BEFORE_START:
+                d = await self.store.transition(
+                    d.id,
+                    "cancel",
+                    BOT,
+                    outcome="internal error while checking it; nothing was changed (see the bot's log)",
+                )
+                await self.emit(Notice(d, "update", d.outcome or "", "warning"))
+        finally:
+            self._admitting.discard(deployment_id)
+
+    async def _run_checks(self, d: Deployment) -> None:
+        from bot.checks import run_check
+
+        target = self.settings.target(d.service, d.env)
+        for item in target.env.policy.automatic_items:
+            ok, evidence = await run_check(item, d, target, self.cloud, self.store)
+            await self.store.set_item(d.id, item.id, ok, BOT, evidence)
+
+    async def _guard_refusal(self, d: Deployment) -> str | None:
+        policy = self.settings.environments[d.env].policy
+        states = await self.store.items(d.id)
+        by_check = {i.check: states.get(i.id) for i in policy.automatic_items}
+        if policy.guards.require_rollback_target and d.kind != "rollback":
+            state = by_check.get("rollback_target")
+            if state is None:
+                from bot.checklist import Item
+                from bot.checks import run_check
+
+                ok, evidence = await run_check(
+                    Item("rollback_target", "Rollback target", "automatic", "rollback_target"),
+                    d,
+                    self.settings.target(d.service, d.env),
+                    self.cloud,
+                    self.store,
+                )
+            else:
+                ok, evidence = state.done, state.evidence
+            if not ok:
+                return (
+                    f"Refused: no rollback target ({evidence}). Deploy a known-good version first, so there "
+                    f"is something to return to."
+                )
+        if (
+            policy.guards.require_health_and_monitoring
+            and not d.context.get("emergency")
+            and d.kind != "rollback"
+        ):
+            for check, what in (("no_alarms", "monitoring"), ("targets_healthy", "the health check")):
+                state = by_check.get(check)
+                if check == "no_alarms" and state is None:
+                    return (
+                        f'Refused: {d.env} has no monitoring item (check = "no_alarms") in its checklist. '
+                        f"Add one naming the service's CloudWatch alarms."
+                    )
+                if state is not None and not state.done:
+                    return f"Refused: {what} is not satisfied ({state.evidence}). Fix it, then deploy again."
+        return None
+
+    async def _reconsider(self, deployment_id: int, checks_fresh: bool = False) -> None:
+        """Start the deployment if everything is in place (automatic checks run again right before), else
+        record what it waits for and show it."""
+        async with self._admission_lock(deployment_id):
+            d = await self.store.get(deployment_id)
+            if d.state not in BEFORE_START:
+                return
+            policy = self.settings.environments[d.env].policy
+            # A rollback returns to a known-good version and is usually urgent: like an emergency, it does not
+            # wait for manual items or approvals (the rollback role is its control); automatic checks show.
+            emergency = bool(d.context.get("emergency")) or d.kind == "rollback"
+            ready = await self._readiness(d, policy, emergency)
+            if ready.ready and not checks_fresh and policy.automatic_items:
+                await self._run_checks(d)  # again, right before execution
+                ready = await self._readiness(d, policy, emergency)
+            await self._save_gate(d, policy, ready, emergency)
+            d = await self.store.get(deployment_id)
+            if await self._schedule_or_start(d):
+                await self.emit(Notice(await self.store.get(deployment_id), "update"))
+                return
+            if ready.ready:
+                if deployment_id not in self._tasks:
+                    self.start(deployment_id)
+                return
+            if d.state == State.REQUESTED:
+                d = await self.store.transition(
+                    d.id, "await_approval", BOT, details={"waiting_for": ready.waiting_for()}
+                )
+            await self.emit(Notice(d, "update"))
+
+    async def _readiness(self, d: Deployment, policy: Any, emergency: bool) -> Any:
+        from bot.checklist import readiness
+
+        states = await self.store.items(d.id)
+        approvals = await self.store.approvals(d.id)
+        return readiness(policy, states, approvals, d.requested_by, self.clock.now(), emergency)
+
+    async def _save_gate(self, d: Deployment, policy: Any, ready: Any, emergency: bool) -> None:
+        """What the deployment's message shows while it waits: items, approvals, what is missing."""
+        states = await self.store.items(d.id)
+        items = []
+        for item in policy.items:
+            st = states.get(item.id)
+            items.append(
+                {
+                    "id": item.id,
+                    "label": item.label,
+                    "kind": item.kind,
+                    "done": bool(st and st.done),
+                    "by": st.by if st else None,
+                    "at": st.at if st else None,
+                    "evidence": st.evidence if st else None,
+                    "skipped": emergency and item.kind == "manual",
+                }
+            )
+        gate = {
+            "items": items,
+            "approvals": [{"user": a.user, "at": a.at} for a in ready.valid_approvals],
+            "required": 0 if emergency else policy.approvals.required,
+            "approver_roles": list(policy.approvals.roles),
+            "waiting_for": ready.waiting_for(),
+            "emergency": d.context.get("emergency"),
+        }
+        await self.store.save_progress(d.id, context={**d.context, "gate": gate})
+
+    def _admission_lock(self, deployment_id: int) -> asyncio.Lock:
+        return self._admission_locks.setdefault(deployment_id, asyncio.Lock())
+
+    async def approve(self, deployment_id: int, user: str, roles: frozenset[str] | set[str]) -> Deployment:
+        d = await self.store.get(deployment_id)
+        if d.state not in BEFORE_START:
+            raise IllegalTransition("approve", d.state)
+        if user == d.requested_by:
+            await self.store.record(d.id, user, "refused", {"action": "approve", "reason": "own deployment"})
+            raise Refused(f"You requested deployment #{d.id}; someone else has to approve it (four eyes).")
+        await self.check_access("approve", d.env, user, roles)
+        policy = self.settings.environments[d.env].policy
+        if policy.approvals.roles and not set(policy.approvals.roles) & set(roles):
+            raise Forbidden(
+                f"Approvals in {d.env} come from the {' or '.join(policy.approvals.roles)} role.",
+                "approve",
+                d.env,
+            )
+        from bot.checklist import valid_approvals
+
+        if any(
+            a.user == user
+            for a in valid_approvals(
+                policy, await self.store.approvals(d.id), d.requested_by, self.clock.now()
+            )
+        ):
+            raise Refused(f"You already approved deployment #{d.id}.")
+        await self.store.approve(d.id, user)
+        await self.emit(Notice(await self.store.get(d.id), "detail", f"Approved by <@{user}>"))
+        await self._reconsider(d.id)
+        return await self.store.get(d.id)
+
+    async def reject(
+        self, deployment_id: int, user: str, roles: frozenset[str] | set[str], reason: str
+    ) -> Deployment:
+        d = await self.store.get(deployment_id)
+        if d.state not in BEFORE_START:
+            raise IllegalTransition("reject", d.state)
+        await self.check_access("approve", d.env, user, roles)
+        d = await self.store.transition(
+            d.id, "cancel", user, details={"rejected": reason}, outcome=f"rejected by <@{user}>: {reason}"
+        )
+        await self.emit(Notice(d, "update", f"Rejected by <@{user}>: {reason}", "warning"))
+        return d
+
+    async def tick(
+        self, deployment_id: int, user: str, roles: frozenset[str] | set[str], selected: set[str]
+    ) -> Deployment:
+        """The manual items ticked on the message are now exactly `selected` (what Slack sends)."""
+        d = await self.store.get(deployment_id)
+        if d.state not in BEFORE_START:
+            raise IllegalTransition("tick", d.state)
+        policy = self.settings.environments[d.env].policy
+        states = await self.store.items(d.id)
+        for item in policy.manual_items:
+            want = item.id in selected
+            if want == bool(states.get(item.id) and states[item.id].done):
+                continue
+            if item.roles and not set(item.roles) & set(roles):
+                raise Forbidden(
+                    f"Ticking “{item.label}” needs the {' or '.join(item.roles)} role.", "tick", d.env
+                )
+            if not item.roles:
+                await self.check_access("deploy", d.env, user, roles)
+            await self.store.set_item(d.id, item.id, want, user)
+        await self._reconsider(d.id, checks_fresh=False)
+        return await self.store.get(d.id)
+
+    async def recheck(self, deployment_id: int, user: str) -> Deployment:
+        d = await self.store.get(deployment_id)
+        if d.state not in BEFORE_START:
+            raise IllegalTransition("recheck", d.state)
+        await self._run_checks(d)
+        await self._reconsider(d.id, checks_fresh=True)
+        return await self.store.get(d.id)
 
     async def _known_good(self, service: str, env: str) -> str:
         """The version before the current one that last succeeded here."""
@@ -172,6 +690,8 @@ class Engine:
             return d
         if action == "promote":
             return await self.promote(deployment_id, user)
+        if action == "cancel":
+            self.scheduler.cancel(str(deployment_id))
         d = await self.store.transition(deployment_id, action, user)
         if action == "pause":
             self._gate(deployment_id).clear()
@@ -246,6 +766,12 @@ class Engine:
             await self.emit(Notice(d, "detail", f"Bot restarted; carrying on from step {d.step_index + 1}."))
             self.start(d.id)
             resumed.append(d)
+        for d in await self.store.scheduled():
+            await self._reschedule_after_downtime(d.id)
+        for d in await self.store.active():
+            if d.state == State.REQUESTED:  # the crash came while its checks ran: check it again
+                self._admitting.add(d.id)
+                self._spawn(self._admit(d.id))
         return resumed
 
     async def wait(self, deployment_id: int) -> None:
@@ -255,7 +781,9 @@ class Engine:
 
     async def shutdown(self) -> None:
         """Stop running plans where they are; the store has everything needed to resume them."""
-        tasks = list(self._tasks.values())
+        if self.scheduler.running:
+            self.scheduler.shutdown()
+        tasks = list(self._tasks.values()) + list(self._background)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -446,3 +974,8 @@ def failure_reason(exc: Exception, deployment_id: int) -> str:
         return str(exc)
     log.error("deployment #%s: unexpected error in a step", deployment_id, exc_info=exc)
     return f"internal error ({type(exc).__name__}); the bot's log has the details"
+
+
+def _tz_of(windows: Any) -> str:
+    """The time zone people think in for an environment: its windows', else UTC."""
+    return windows[0].tz.key if windows else "UTC"

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.alerts import AlertConfig
 from bot.analysis import AnalysisConfig
+from bot.checklist import Policy, Roles, parse_policy, parse_roles
 from bot.configfile import ConfigError, _show, _Table
+from bot.schedule import Freeze, Window, parse_freezes, parse_windows
 
 STRATEGIES = ("rolling", "blue-green", "canary")
 DEFAULT_CONFIG = Path("config/deploybot.toml")
@@ -91,6 +94,8 @@ class Environment:
     keep_warm_seconds: float = 300.0  # the old slot stays up this long after the switch (instant rollback)
     analysis: AnalysisConfig = AnalysisConfig()
     smoke_checks: tuple[SmokeCheck, ...] = ()
+    policy: Policy = Policy()  # checklist, approvals, access, guards
+    windows: tuple[Window, ...] = ()  # when scheduled deploys may run; none: any time
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class Target:
     canary_steps: tuple[int | str, ...] = (5, 25, 50, 100)
     step_bake_seconds: float = 60.0
     keep_warm_seconds: float = 300.0
+    windows: tuple[Window, ...] = ()
 
     @property
     def analysis(self) -> AnalysisConfig:
@@ -156,11 +162,9 @@ class AwsSettings:
     max_attempts: int = 5
 
 
-@dataclass(frozen=True)
-class AlertRouting:
-    critical: tuple[str, ...] = ("incidents",)
-    warning: tuple[str, ...] = ("deploys",)
-    info: tuple[str, ...] = ()
+# The [alerts] table: channels per level (per environment, with a default), on-call, escalation and
+# PagerDuty. Parsed and documented in bot.alerts; `.critical`, `.warning`, `.info` are the default channels.
+AlertRouting = AlertConfig
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,10 @@ class Settings:
     environments: Mapping[str, Environment]
     services: Mapping[str, Service]
     secrets: Secrets = Secrets()
+    roles: Roles = Roles()
+    freezes: tuple[
+        Freeze, ...
+    ] = ()  # configured freeze periods (more come from /deploy freeze, in the store)
 
     def target(self, service: str, env: str) -> Target:
         svc, environment = self.services[service], self.environments[env]
@@ -188,6 +196,7 @@ class Settings:
             canary_steps=o.get("canary_steps", environment.canary_steps),
             step_bake_seconds=o.get("step_bake_seconds", environment.step_bake_seconds),
             keep_warm_seconds=o.get("keep_warm_seconds", environment.keep_warm_seconds),
+            windows=o.get("windows", environment.windows),
         )
 
     def with_secrets(self, secrets: Secrets) -> Settings:
@@ -281,7 +290,14 @@ def _expand(path: str, key: str, value: str, env: Mapping[str, str]) -> str:
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", sub, value)
 
 
-def _environment(path: str, name: str, t: _Table, env: Mapping[str, str] | None = None) -> Environment:
+def _environment(
+    path: str, name: str, t: _Table, env: Mapping[str, str] | None = None, roles: Roles | None = None
+) -> Environment:
+    windows = parse_windows(t.data.get("windows"), path, t.key("windows"))
+    t.seen.add("windows")
+    policy_keys = [k for k in ("checklist", "approvals", "access", "guards") if k in t.data]
+    t.seen.update(("checklist", "approvals", "access", "guards"))
+    policy = parse_policy({k: t.data[k] for k in policy_keys}, path, t.prefix, name, roles or Roles())
     dc = t.table("deployment_configuration")
     deployment_configuration = DeploymentConfiguration(
         maximum_percent=dc.get("maximum_percent", int, 200, lambda v: 100 <= v <= 200, "an integer 100..200"),
@@ -310,6 +326,8 @@ def _environment(path: str, name: str, t: _Table, env: Mapping[str, str] | None 
         keep_warm_seconds=float(t.get("keep_warm_seconds", _NUMBER, 300, **_SECONDS)),
         analysis=AnalysisConfig.from_toml(t.table("analysis").data, path, t.key("analysis")),
         smoke_checks=_smoke_checks(path, t, os.environ if env is None else env),
+        policy=policy,
+        windows=windows,
     )
     t.finish()
     return environment
@@ -338,6 +356,9 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
                 values[key] = float(o.get(key, _NUMBER, **_SECONDS))
         if "canary_steps" in o.data:
             values["canary_steps"] = _canary_steps(o, "canary_steps")
+        if "windows" in o.data:
+            values["windows"] = parse_windows(o.data["windows"], path, o.key("windows"))
+            o.seen.add("windows")
         o.finish()
         overrides[env_name] = values
     envs.finish()
@@ -377,7 +398,12 @@ def parse_settings(
     envs_t = root.table("environments", default_empty=False) if "environments" in data else None
     if envs_t is None or not envs_t.data:
         raise ConfigError(path, "environments", "at least one [environments.NAME] table is required")
-    environments = {n: _environment(path, n, envs_t.table(n, default_empty=False), env) for n in envs_t.data}
+    roles = parse_roles(data.get("roles"), path)
+    root.seen.add("roles")
+    root.seen.add("freezes")
+    environments = {
+        n: _environment(path, n, envs_t.table(n, default_empty=False), env, roles) for n in envs_t.data
+    }
     envs_t.finish()
     services_t = root.table("services", default_empty=False) if "services" in data else None
     if services_t is None or not services_t.data:
@@ -386,6 +412,7 @@ def parse_settings(
         n: _service(path, n, services_t.table(n, default_empty=False), environments) for n in services_t.data
     }
     services_t.finish()
+    freezes = parse_freezes(data.get("freezes"), path, environments=tuple(environments))
 
     default_env = bot.get("default_environment", str, None)
     if default_env is not None and default_env not in environments:
@@ -402,11 +429,7 @@ def parse_settings(
         max_attempts=aws_t.get("max_attempts", int, 5, lambda v: 1 <= v <= 20, "an integer 1..20"),
     )
     aws_t.finish()
-    alerts = AlertRouting(
-        critical=_channels(alerts_t, "critical", ("incidents",)),
-        warning=_channels(alerts_t, "warning", (deploy_channel,)),
-        info=_channels(alerts_t, "info", ()),
-    )
+    alerts = AlertRouting.from_table(alerts_t, deploy_channel, list(environments))
     alerts_t.finish()
     root.finish()
     environments = {
@@ -424,6 +447,8 @@ def parse_settings(
         alerts=alerts,
         environments=environments,
         services=services,
+        roles=roles,
+        freezes=freezes,
     )
 
 

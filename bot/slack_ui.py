@@ -5,12 +5,15 @@ only offer moves that are legal now. Every text is clipped to Slack's limits her
 
 from __future__ import annotations
 
+import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.machine import State, user_actions
 from bot.store import Deployment, LockInfo
 
 ACTION_PREFIX = "deployment:"  # action_id = ACTION_PREFIX + machine action; value = deployment id
+APPROVE, REJECT, TICK, RECHECK = "approval:approve", "approval:reject", "checklist:tick", "checklist:recheck"
 MAX_TEXT = 3000
 MAX_BLOCKS = 50
 
@@ -86,8 +89,19 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
     ]
     if d.reason:
         blocks.append(context(f"Reason: {clip(d.reason, 500)}"))
+    if d.state == State.SCHEDULED and d.context.get("run_at"):
+        blocks.append(
+            section(
+                f":calendar: *Scheduled for {_when(d.context['run_at'])}* — it starts then if its "
+                "checklist and approvals are complete; Cancel to drop it."
+            )
+        )
     if d.outcome and (d.state.terminal or d.state == State.ROLLING_BACK):
         blocks.append(section(f"*{'Why' if d.state != State.SUCCEEDED else 'Result'}:* {d.outcome}"))
+    gate = d.context.get("gate")
+    waiting = d.state in (State.REQUESTED, State.AWAITING_APPROVAL, State.SCHEDULED)
+    if gate:
+        blocks += gate_blocks(d, gate, waiting)
     buttons = [
         {
             "type": "button",
@@ -99,9 +113,169 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
         for t in user_actions(d.state)
         if not (t.action == "promote" and d.strategy == "rolling")  # a rolling deploy has no steps to skip
     ]
+    if gate and waiting:
+        buttons = gate_buttons(d, gate) + buttons
     if buttons:
         blocks.append({"type": "actions", "block_id": f"deployment-{d.id}", "elements": buttons})
     return blocks
+
+
+def _when(at: str | float | None) -> str:
+    if at is None:
+        return ""
+    if isinstance(at, int | float):
+        fallback = datetime.fromtimestamp(at, UTC).strftime("%H:%M UTC")
+        return f"<!date^{int(at)}^{{time}}|{fallback}>"
+    return at[11:16] + " UTC"
+
+
+def gate_blocks(d: Deployment, gate: dict[str, Any], waiting: bool) -> list[dict[str, Any]]:
+    """The checklist and approvals: every item with who/when or its evidence; checkboxes while waiting."""
+    lines = []
+    for item in gate["items"]:
+        if item.get("skipped"):
+            mark, note = ":fast_forward:", "skipped (emergency)"
+        elif item["done"]:
+            mark = ":white_check_mark:"
+            note = (
+                (item.get("evidence") or "")
+                if item["kind"] == "automatic"
+                else f"<@{item['by']}> {_when(item.get('at'))}"
+            )
+        else:
+            mark = ":x:" if item["kind"] == "automatic" and item.get("evidence") else ":white_large_square:"
+            note = item.get("evidence") or (
+                "waiting for a person" if item["kind"] == "manual" else "not checked yet"
+            )
+        lines.append(f"{mark} *{item['label']}* — {clip(note, 300)}")
+    approvals = ", ".join(f"<@{a['user']}> {_when(a['at'])}" for a in gate["approvals"]) or "none yet"
+    blocks = [
+        section(clip("*Checklist*\n" + "\n".join(lines), MAX_TEXT, f"(full record: /deploy audit {d.id})"))
+    ]
+    if gate.get("emergency"):
+        blocks.append(
+            section(
+                f":rotating_light: *Emergency:* {clip(gate['emergency'], 500)} — manual items and "
+                "approvals skipped"
+            )
+        )
+    elif gate["required"]:
+        roles = " or ".join(gate.get("approver_roles") or ["any"])
+        blocks.append(
+            section(
+                f"*Approvals* {len(gate['approvals'])}/{gate['required']} ({roles}, not the "
+                f"requester): {approvals}"
+            )
+        )
+    if waiting and gate.get("waiting_for"):
+        blocks.append(context(f":hourglass: Waiting for {clip(gate['waiting_for'], 500)}"))
+    manual = [i for i in gate["items"] if i["kind"] == "manual" and not i.get("skipped")]
+    if waiting and manual:
+        options = [
+            {"text": {"type": "plain_text", "text": clip(i["label"], 75)}, "value": i["id"]} for i in manual
+        ]
+        ticked = [o for o, i in zip(options, manual, strict=True) if i["done"]]
+        element: dict[str, Any] = {"type": "checkboxes", "action_id": TICK, "options": options[:10]}
+        if ticked:
+            element["initial_options"] = ticked[:10]
+        blocks.append(
+            {
+                "type": "section",
+                "block_id": f"checklist-{d.id}",
+                "text": mrkdwn("Tick what is done:"),
+                "accessory": element,
+            }
+        )
+    return blocks
+
+
+def gate_buttons(d: Deployment, gate: dict[str, Any]) -> list[dict[str, Any]]:
+    buttons: list[dict[str, Any]] = []
+    if gate["required"] and not gate.get("emergency"):
+        buttons.append(
+            _button(
+                APPROVE,
+                "Approve",
+                d.id,
+                "primary",
+                confirm=(
+                    f"Approve {title(d)}?",
+                    f"You vouch for {d.service} {d.version or 'current'} going to {d.env}.",
+                ),
+            )
+        )
+        buttons.append(
+            _button(
+                REJECT,
+                "Reject",
+                d.id,
+                "danger",
+                confirm=(
+                    f"Reject {title(d)}?",
+                    "It will be cancelled. You will be asked for the reason, kept in its audit.",
+                ),
+            )
+        )
+    if any(i["kind"] == "automatic" for i in gate["items"]):
+        buttons.append(_button(RECHECK, "Re-check", d.id))
+    return buttons
+
+
+def _button(
+    action_id: str,
+    label: str,
+    deployment_id: int,
+    style: str | None = None,
+    confirm: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    b: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "value": str(deployment_id),
+        "text": {"type": "plain_text", "text": label},
+    }
+    if style:
+        b["style"] = style
+    if confirm:
+        b["confirm"] = {
+            "title": {"type": "plain_text", "text": clip(confirm[0], 100)},
+            "text": {"type": "plain_text", "text": clip(confirm[1], 300)},
+            "confirm": {"type": "plain_text", "text": label},
+            "deny": {"type": "plain_text", "text": "Not yet"},
+        }
+    return b
+
+
+def audit(d: Deployment, events: list[Any]) -> dict[str, Any]:
+    """/deploy audit ID: the whole record, one line per event, within Slack's limits."""
+    head = (
+        f"*Audit of {title(d)}* — {d.state.word}\nRequested by <@{d.requested_by}> at "
+        f"{d.created_at[:19].replace('T', ' ')} UTC ({d.kind}, {d.strategy})"
+        + (f"\nReason: {d.reason}" if d.reason else "")
+        + (f"\nOutcome: {d.outcome}" if d.outcome else "")
+    )
+    lines = []
+    for e in events:
+        move = f" {e.from_state or '∅'} → {e.to_state}" if e.from_state != e.to_state else ""
+        detail = {k: v for k, v in e.details.items() if k not in ("description",)}
+        flag = " :rotating_light: EMERGENCY" if e.action == "emergency" else ""
+        summary = ", ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, "", [], {}))
+        lines.append(
+            f"`{e.at[11:19]}` <@{e.actor}> *{e.action}*{move}{flag}"
+            + (f" — {clip(summary, 200)}" if summary else "")
+        )
+    blocks = [section(clip(head, MAX_TEXT))]
+    chunk: list[str] = []
+    for line in lines:
+        if sum(len(x) + 1 for x in chunk) + len(line) > 2800:
+            blocks.append(section("\n".join(chunk)))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(section("\n".join(chunk)))
+    if len(blocks) > MAX_BLOCKS - 1:
+        blocks = blocks[: MAX_BLOCKS - 1] + [context("More in `deploybot audit --format json`.")]
+    return ephemeral(head + "\n" + "\n".join(lines), blocks)
 
 
 def detail_text(d: Deployment, text: str) -> str:
@@ -126,7 +300,8 @@ def usage_error(message: str, usage: str) -> dict[str, Any]:
 
 def requested(d: Deployment, channel_id: str | None) -> dict[str, Any]:
     where = f" Follow it in <#{channel_id}>." if channel_id else ""
-    return ephemeral(f"{title(d)} requested ({d.strategy}).{where}")
+    when = f" Scheduled for {_when(d.context['run_at'])}." if d.context.get("run_at") else ""
+    return ephemeral(f"{title(d)} requested ({d.strategy}).{when}{where}")
 
 
 def locked(lock: LockInfo, holder: Deployment | None) -> dict[str, Any]:
@@ -144,6 +319,28 @@ def locked(lock: LockInfo, holder: Deployment | None) -> dict[str, Any]:
             f"when it is safe."
         )
     return ephemeral(text)
+
+
+def amended(d: Deployment) -> dict[str, Any]:
+    return ephemeral(
+        f":pencil2: Your request {d.ref} now deploys {d.service} {d.version or '(current version)'} to "
+        f"{d.env} with {d.strategy}; approvals given before no longer count."
+    )
+
+
+def in_channel(text: str) -> dict[str, Any]:
+    return {"response_type": "in_channel", "text": clip(text)}
+
+
+def schedule_list(deployments: list[Deployment]) -> dict[str, Any]:
+    if not deployments:
+        return ephemeral("Nothing is scheduled.")
+    lines = [
+        f":calendar: {d.ref} {d.service} {d.version or 'current'} → {d.env} at {_when(d.context.get('run_at'))}"
+        f" (<@{d.requested_by}>)"
+        for d in deployments
+    ]
+    return ephemeral("*Scheduled*\n" + "\n".join(lines), [section("*Scheduled*\n" + "\n".join(lines))])
 
 
 def refused(message: str) -> dict[str, Any]:
@@ -185,12 +382,186 @@ def stale_click(d: Deployment) -> str:
 
 LEVEL_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
 
+# ------------------------------------------------------------------------------------------------ alerts
 
-def alert(d: Deployment, level: str, text: str, link: str | None) -> tuple[str, list[dict[str, Any]]]:
-    """An alert about a deployment for the channels of its level."""
-    head = f"{LEVEL_EMOJI.get(level, '')} *{level.upper()}* · {title(d)}"
-    body = clip(text, 2500, f"(full record: /deploy audit {d.id})")
+ACK_ALERT = "alert:acknowledge"  # the Acknowledge button; value = the alert's id
+MAX_FIELD = 2000
+MAX_CONTEXT_ELEMENTS = 10
+ALERT_TITLES = {
+    "automatic_rollback": "Automatic rollback",
+    "deploy_failed": "Deploy failed",
+    "rollback_failed": "Rollback failed",
+    "unhealthy_after_switch": "Unhealthy targets after the switch",
+    "freeze_override": "Freeze overridden",
+    "emergency_deploy": "Emergency deploy",
+    "inconclusive_analysis": "Analysis inconclusive",
+    "approval_waiting": "Approval waiting",
+    "slow_rollout": "Slow rollout",
+    "missed_window": "Missed its window",
+    "aborted": "Aborted",
+}
+
+
+def at_time(ts: float) -> str:
+    """A moment as Slack shows it, in each reader's own time zone; the fallback reads HH:MM UTC."""
+    return f"<!date^{int(ts)}^{{time}}|{hhmm(ts)} UTC>"
+
+
+def hhmm(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
+
+
+def span(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m" + (f" {s}s" if s else "")
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h" + (f" {m}m" if m else "")
+
+
+def _audit_pointer(d: Deployment) -> str:
+    return f"(full record: /deploy audit {d.id})"
+
+
+def alert(
+    d: Deployment, level: str, text: str, link: str | None, event: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """A warning or info alert about a deployment for the channels of its level (no acknowledgement)."""
+    what = f" · {ALERT_TITLES[event]}" if event in ALERT_TITLES else ""
+    head = f"{LEVEL_EMOJI.get(level, '')} *{level.upper()}{what}* · {title(d)}"
+    body = clip(text, 2500, _audit_pointer(d))
     blocks = [section(f"{head}\n{body}")]
     if link:
         blocks.append(context(f"<{link}|Open the deployment>"))
     return f"{level.upper()}: {title(d)}: {body}", blocks
+
+
+def critical_alert(
+    d: Deployment,
+    a: Any,
+    *,
+    link: str | None,
+    oncall: str | None,
+    rounds: int,
+    next_target: str | None = None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """A critical alert (bot.alerts.Alert `a`): what happened, on-call mentioned, a link to the deployment's
+    message, and — until someone acknowledges it — an Acknowledge button. Updated in place as it is
+    acknowledged, escalated and resolved."""
+    what = ALERT_TITLES.get(a.event, "Critical")
+    body = clip(a.text, 2500, _audit_pointer(d))
+    blocks = [section(f":rotating_light: *CRITICAL · {what}* · {title(d)}\n{body}")]
+    about = [oncall or "", f"raised {at_time(a.raised_ts)}"]
+    if link:
+        about.append(f"<{link}|Open the deployment>")
+    blocks.append(context(" · ".join(p for p in about if p)))
+    if a.acked_by:
+        status = f":white_check_mark: Acknowledged by <@{a.acked_by}> at {at_time(a.acked_ts)}"
+        fallback = f"acknowledged by <@{a.acked_by}> at {hhmm(a.acked_ts)} UTC"
+        if a.rounds_sent:
+            status += f" (after {a.rounds_sent} escalation{'s' if a.rounds_sent > 1 else ''})"
+        blocks.append(section(status))
+    else:
+        fallback = f"{oncall} please acknowledge" if oncall else "not acknowledged yet"
+        waiting = "Not acknowledged yet"
+        if a.rounds_sent:
+            waiting += f" · escalated {a.rounds_sent}/{rounds}"
+        if a.next_escalation_at is not None and next_target:
+            waiting += f" · escalates to {next_target} at {at_time(a.next_escalation_at)}"
+        blocks.append(context(waiting))
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"alert-{a.id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ACK_ALERT,
+                        "value": str(a.id),
+                        "style": "primary",
+                        "text": {"type": "plain_text", "text": "Acknowledge"},
+                    }
+                ],
+            }
+        )
+    if a.resolved_at:
+        blocks.append(context(f":large_green_circle: Resolved at {at_time(a.resolved_ts)}: {a.resolution}"))
+    text = f"CRITICAL · {what} · {title(d)}: {body} — {fallback}"
+    return clip(text), blocks
+
+
+def escalation(
+    d: Deployment,
+    a: Any,
+    round_: int,
+    rounds: int,
+    target: str | None,
+    waited_seconds: float,
+    link: str | None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """Round `round_` of an unacknowledged critical alert's escalation, posted in the alert's thread (which
+    names the deployment; the notification names the service, version and environment)."""
+    what = ALERT_TITLES.get(a.event, "Critical alert")
+    who = f"{target} please take a look" if target else "Please take a look"
+    text = (
+        f":rotating_light: Escalation {round_}/{rounds}: {what} — {d.service} {d.version or 'current'} → "
+        f"{d.env} — not acknowledged after {span(waited_seconds)}. {who}."
+    )
+    more = "Acknowledge it on the alert above"
+    if link:
+        more += f" · <{link}|Open the deployment>"
+    blocks = [
+        {"type": "section", "block_id": escalation_block_id(a.id, round_), "text": mrkdwn(text)},
+        context(more),
+    ]
+    return clip(text), blocks
+
+
+def escalation_block_id(alert_id: int, round_: int) -> str:
+    """Marks an escalation message, so a restart can tell whether a round it claimed was posted."""
+    return f"alert-{alert_id}-escalation-{round_}"
+
+
+def already_acknowledged(a: Any, user: str) -> dict[str, Any]:
+    who = "You" if a.acked_by == user else f"<@{a.acked_by}>"
+    return ephemeral(f"{who} acknowledged this alert at {at_time(a.acked_ts)} already; nothing was changed.")
+
+
+def alert_gone(alert_id: int) -> dict[str, Any]:
+    return refused(f"There is no alert #{alert_id}.")
+
+
+def fit(
+    blocks: list[dict[str, Any]], pointer: str = "", max_blocks: int = MAX_BLOCKS
+) -> list[dict[str, Any]]:
+    """Blocks within Slack's limits whatever built them: texts clipped (3000 characters; 2000 per field;
+    150 per header), at most 10 fields or context elements, 25 buttons, `max_blocks` blocks — whatever is
+    cut says where the rest is (`pointer`)."""
+    out = []
+    for raw in blocks:
+        b = copy.deepcopy(raw)
+        kind = b.get("type")
+        if kind in ("section", "header") and isinstance(b.get("text"), dict):
+            limit = 150 if kind == "header" else MAX_TEXT
+            b["text"]["text"] = clip(
+                str(b["text"].get("text", "")), limit, pointer if kind == "section" else ""
+            )
+        if kind == "section" and b.get("fields"):
+            b["fields"] = [
+                {**f, "text": clip(str(f.get("text", "")), MAX_FIELD, pointer)} for f in b["fields"][:10]
+            ]
+        if kind == "context":
+            b["elements"] = [
+                {**e, "text": clip(str(e["text"]), MAX_TEXT, pointer)} if "text" in e else e
+                for e in b.get("elements", [])[:MAX_CONTEXT_ELEMENTS]
+            ]
+        if kind == "actions":
+            b["elements"] = b.get("elements", [])[:25]
+        out.append(b)
+    if len(out) > max_blocks:
+        hidden = len(out) - (max_blocks - 1)
+        out = out[: max_blocks - 1] + [context(clip(f"{hidden} more blocks not shown {pointer}".strip()))]
+    return out

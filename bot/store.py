@@ -18,8 +18,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlite_utils import Database, Migrations
 
+from bot.alerts import Alert
+from bot.checklist import Approval, ItemState
 from bot.clock import Clock
 from bot.machine import ACTIVE, State, next_state
+from bot.schedule import Freeze
 
 migrations = Migrations("deploybot")
 
@@ -86,6 +89,78 @@ def m001_initial(db: Database) -> None:
         {"service": str, "env": str, "deployment_id": int, "holder": str, "reason": str, "acquired_at": str},
         pk=("service", "env"),
         not_null={"holder", "acquired_at"},
+    )
+
+
+@migrations()
+def m002_alerts(db: Database) -> None:
+    # One row per alert raised about a deployment. Escalation is a timer kept here (next_escalation_at, in
+    # the clock's epoch seconds) so a restart rebuilds it; a round is claimed before it is posted and
+    # confirmed after (rounds_claimed / rounds_sent), so it is never sent twice.
+    db["alerts"].create(
+        {
+            "id": int,
+            "deployment_id": int,
+            "event": str,
+            "level": str,
+            "text": str,
+            "key": str,
+            "raised_at": str,
+            "raised_ts": float,
+            "messages": str,
+            "acked_by": str,
+            "acked_at": str,
+            "acked_ts": float,
+            "resolved_at": str,
+            "resolved_ts": float,
+            "resolution": str,
+            "rounds_claimed": int,
+            "rounds_sent": int,
+            "next_escalation_at": float,
+        },
+        pk="id",
+        not_null={"deployment_id", "event", "level", "raised_at", "raised_ts"},
+        defaults={"messages": "[]", "rounds_claimed": 0, "rounds_sent": 0},
+        foreign_keys=[("deployment_id", "deployments", "id")],
+    )
+    db["alerts"].create_index(["deployment_id"])
+    db["alerts"].create_index(["next_escalation_at"])
+    db["alerts"].create_index(["key"], unique=True)  # a timer's warning is raised once
+
+
+@migrations()
+def m010_checklist_and_approvals(db: Database) -> None:
+    db["checklist"].create(
+        {"deployment_id": int, "item_id": str, "done": int, "by": str, "at": str, "evidence": str},
+        pk=("deployment_id", "item_id"),
+        foreign_keys=[("deployment_id", "deployments", "id")],
+    )
+    db["approvals"].create(
+        {"id": int, "deployment_id": int, "user": str, "at": float, "voided": int},
+        pk="id",
+        not_null={"deployment_id", "user", "at"},
+        defaults={"voided": 0},
+        foreign_keys=[("deployment_id", "deployments", "id")],
+    )
+    db["approvals"].create_index(["deployment_id"])
+
+
+@migrations()
+def m020_freezes(db: Database) -> None:
+    db["freezes"].create(
+        {
+            "id": int,
+            "env": str,
+            "start": str,
+            "end": str,
+            "reason": str,
+            "created_by": str,
+            "created_at": str,
+            "lifted_by": str,
+            "lifted_at": str,
+        },
+        pk="id",
+        not_null={"env", "start", "end", "reason", "created_by", "created_at"},
     )
 
 
@@ -397,6 +472,297 @@ class Store:
         }
         row["id"] = self.db["events"].insert(row).last_pk
         return Event.from_row(row)
+
+    # -------------------------------------------------------------------- checklist and approvals
+
+    def set_item(
+        self, deployment_id: int, item_id: str, done: bool, by: str, evidence: str | None = None
+    ) -> ItemState:
+        """Record a checklist item's state (ticked by a person, or seen by an automatic check)."""
+        now = self.now()
+        with self.db.atomic():
+            self.db["checklist"].upsert(
+                {
+                    "deployment_id": deployment_id,
+                    "item_id": item_id,
+                    "done": int(done),
+                    "by": by,
+                    "at": now,
+                    "evidence": evidence,
+                },
+                pk=("deployment_id", "item_id"),
+            )
+            self._record_in_tx(
+                deployment_id, by, "checklist", {"item": item_id, "done": done, "evidence": evidence}
+            )
+        return ItemState(item_id, done, by, now, evidence)
+
+    def items(self, deployment_id: int) -> dict[str, ItemState]:
+        rows = self.db.query("SELECT * FROM checklist WHERE deployment_id = ?", [deployment_id])
+        return {
+            r["item_id"]: ItemState(r["item_id"], bool(r["done"]), r["by"], r["at"], r["evidence"])
+            for r in rows
+        }
+
+    def approve(self, deployment_id: int, user: str) -> None:
+        with self.db.atomic():
+            self.db["approvals"].insert(
+                {"deployment_id": deployment_id, "user": user, "at": self.clock.now()}
+            )
+            self._record_in_tx(deployment_id, user, "approve", {})
+
+    def approvals(self, deployment_id: int) -> list[Approval]:
+        rows = self.db.query("SELECT * FROM approvals WHERE deployment_id = ? ORDER BY id", [deployment_id])
+        return [Approval(r["user"], r["at"], bool(r["voided"])) for r in rows]
+
+    def amend(
+        self, deployment_id: int, actor: str, *, version: str | None, strategy: str, plan: list[dict]
+    ) -> Deployment:
+        """A changed version or strategy for a request not started yet: its approvals no longer count."""
+        with self.db.atomic():
+            before = self.get(deployment_id)
+            if before.state not in (State.REQUESTED, State.AWAITING_APPROVAL, State.SCHEDULED):
+                raise Conflict(
+                    f"deployment #{deployment_id} is {before.state.word}; it can no longer change",
+                    before.state,
+                )
+            self.db["deployments"].update(
+                deployment_id,
+                {
+                    "version": version,
+                    "strategy": strategy,
+                    "plan": json.dumps(plan),
+                    "updated_at": self.now(),
+                },
+            )
+            voided = self.db.execute(
+                "UPDATE approvals SET voided = 1 WHERE deployment_id = ? AND voided = 0", [deployment_id]
+            ).rowcount
+            self._record_in_tx(
+                deployment_id,
+                actor,
+                "amend",
+                {
+                    "from": {"version": before.version, "strategy": before.strategy},
+                    "to": {"version": version, "strategy": strategy},
+                    "approvals_voided": voided,
+                },
+            )
+        return self.get(deployment_id)
+
+    def _record_in_tx(self, deployment_id: int, actor: str, action: str, details: dict) -> Event:
+        state = self.get(deployment_id).state
+        return self._event(deployment_id, actor, action, state, state, details)
+
+    # ---------------------------------------------------------------------------------------- alerts
+
+    def raise_alert(
+        self,
+        deployment_id: int,
+        event: str,
+        level: str,
+        text: str,
+        *,
+        escalate_at: float | None = None,
+        key: str | None = None,
+    ) -> Alert | None:
+        """Record an alert (and its audit event). With a `key` already raised, nothing: None."""
+        with self.db.atomic():
+            if key is not None and list(self.db.query("SELECT id FROM alerts WHERE key = ?", [key])):
+                return None
+            row = {
+                "deployment_id": deployment_id,
+                "event": event,
+                "level": level,
+                "text": text,
+                "key": key,
+                "raised_at": self.now(),
+                "raised_ts": self.clock.now(),
+                "messages": "[]",
+                "rounds_claimed": 0,
+                "rounds_sent": 0,
+                "next_escalation_at": escalate_at,
+            }
+            alert_id = self.db["alerts"].insert(row).last_pk
+            state = self.get(deployment_id).state
+            self._event(
+                deployment_id, "deploybot", "alert_raised", state, state,
+                {"alert": alert_id, "event": event, "level": level},
+            )  # fmt: skip
+        return self.alert(alert_id)
+
+    def alert(self, alert_id: int) -> Alert:
+        rows = list(self.db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
+        if not rows:
+            raise KeyError(f"no alert #{alert_id}")
+        return Alert.from_row(rows[0])
+
+    def add_alert_message(self, alert_id: int, channel: str, ts: str) -> Alert:
+        """Remember a Slack message showing the alert (the first one's thread gets the escalations)."""
+        with self.db.atomic():
+            messages = self.alert(alert_id).messages
+            if {"channel": channel, "ts": ts} not in messages:
+                messages.append({"channel": channel, "ts": ts})
+                self.db["alerts"].update(alert_id, {"messages": json.dumps(messages)})
+        return self.alert(alert_id)
+
+    def acknowledge_alert(self, alert_id: int, user: str) -> tuple[bool, Alert]:
+        """Acknowledge, as a compare-and-set: (True, alert) when THIS call acknowledged it, (False, alert
+        as it is) when it was acknowledged already. Escalation stops with the acknowledgement."""
+        with self.db.atomic():
+            current = self.alert(alert_id)
+            cursor = self.db.execute(
+                "UPDATE alerts SET acked_by = ?, acked_at = ?, acked_ts = ?, next_escalation_at = NULL "
+                "WHERE id = ? AND acked_by IS NULL",
+                [user, self.now(), self.clock.now(), alert_id],
+            )
+            won = cursor.rowcount == 1
+            if won:
+                state = self.get(current.deployment_id).state
+                self._event(
+                    current.deployment_id, user, "alert_acknowledged", state, state,
+                    {"alert": alert_id, "rounds_sent": current.rounds_sent},
+                )  # fmt: skip
+        return won, self.alert(alert_id)
+
+    def resolve_alerts(self, alert_ids: list[int], resolution: str, stop_escalation: bool) -> list[Alert]:
+        """Mark alerts resolved (the deployment recovered); returns those THIS call resolved."""
+        resolved = []
+        with self.db.atomic():
+            for alert_id in alert_ids:
+                sets = "resolved_at = ?, resolved_ts = ?, resolution = ?"
+                if stop_escalation:
+                    sets += ", next_escalation_at = NULL"
+                cursor = self.db.execute(
+                    f"UPDATE alerts SET {sets} WHERE id = ? AND resolved_at IS NULL",
+                    [self.now(), self.clock.now(), resolution, alert_id],
+                )
+                if cursor.rowcount == 1:
+                    a = self.alert(alert_id)
+                    state = self.get(a.deployment_id).state
+                    self._event(
+                        a.deployment_id, "deploybot", "alert_resolved", state, state,
+                        {"alert": alert_id, "resolution": resolution},
+                    )  # fmt: skip
+                    resolved.append(a)
+        return resolved
+
+    def open_alerts(
+        self, deployment_id: int | None = None, service: str | None = None, env: str | None = None
+    ) -> list[Alert]:
+        """Alerts not resolved yet, for one deployment or one service+env, oldest first."""
+        sql, args = "SELECT a.* FROM alerts a JOIN deployments d ON d.id = a.deployment_id", []
+        sql += " WHERE a.resolved_at IS NULL"
+        for column, value in (("d.id", deployment_id), ("d.service", service), ("d.env", env)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        return [Alert.from_row(r) for r in self.db.query(sql + " ORDER BY a.id", args)]
+
+    def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]:
+        rows = self.db.query("SELECT * FROM alerts WHERE level = ? AND acked_by IS NULL ORDER BY id", [level])
+        return [Alert.from_row(r) for r in rows]
+
+    def due_escalations(self, now: float) -> list[Alert]:
+        """Unacknowledged alerts whose next escalation round is due and not being sent."""
+        rows = self.db.query(
+            "SELECT * FROM alerts WHERE acked_by IS NULL AND next_escalation_at IS NOT NULL "
+            "AND next_escalation_at <= ? AND rounds_claimed = rounds_sent ORDER BY next_escalation_at, id",
+            [now],
+        )
+        return [Alert.from_row(r) for r in rows]
+
+    def next_escalation_due(self) -> float | None:
+        rows = list(
+            self.db.query(
+                "SELECT MIN(next_escalation_at) AS due FROM alerts WHERE acked_by IS NULL "
+                "AND next_escalation_at IS NOT NULL AND rounds_claimed = rounds_sent"
+            )
+        )
+        return rows[0]["due"] if rows else None
+
+    def claim_escalation(self, alert_id: int, round_: int, next_at: float | None) -> bool:
+        """Take round `round_` of an alert's escalation for sending, atomically: True for exactly one
+        caller, and only while the alert is unacknowledged and the previous round has been sent."""
+        cursor = self.db.execute(
+            "UPDATE alerts SET rounds_claimed = ?, next_escalation_at = ? WHERE id = ? AND acked_by IS NULL "
+            "AND rounds_claimed = ? AND rounds_sent = ?",
+            [round_, next_at, alert_id, round_ - 1, round_ - 1],
+        )
+        return cursor.rowcount == 1
+
+    def confirm_escalation(self, alert_id: int, round_: int, details: dict | None = None) -> bool:
+        """Round `round_` was posted (or found posted): record it and its audit event."""
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE alerts SET rounds_sent = ? WHERE id = ? AND rounds_sent = ? AND rounds_claimed >= ?",
+                [round_, alert_id, round_ - 1, round_],
+            )
+            if cursor.rowcount != 1:
+                return False
+            a = self.alert(alert_id)
+            state = self.get(a.deployment_id).state
+            self._event(
+                a.deployment_id, "deploybot", "alert_escalated", state, state,
+                {"alert": alert_id, "round": round_, **(details or {})},
+            )  # fmt: skip
+        return True
+
+    def in_doubt_escalations(self) -> list[Alert]:
+        """Rounds claimed but not confirmed: the bot stopped while posting them (checked at start)."""
+        rows = self.db.query("SELECT * FROM alerts WHERE rounds_claimed > rounds_sent ORDER BY id")
+        return [Alert.from_row(r) for r in rows]
+
+    # ---------------------------------------------------------------------------- freezes, schedules
+
+    def add_freeze(self, freeze: Freeze) -> Freeze:
+        with self.db.atomic():
+            self.db["freezes"].insert(
+                {
+                    "env": freeze.env,
+                    "start": freeze.start.isoformat(),
+                    "end": freeze.end.isoformat(),
+                    "reason": freeze.reason,
+                    "created_by": freeze.created_by or "deploybot",
+                    "created_at": self.now(),
+                }
+            )
+            self._event(
+                None,
+                freeze.created_by or "deploybot",
+                "freeze",
+                None,
+                None,
+                {"env": freeze.env, "until": freeze.end.isoformat(), "reason": freeze.reason},
+            )
+        return freeze
+
+    def lift_freezes(self, env: str, actor: str) -> int:
+        with self.db.atomic():
+            n = self.db.execute(
+                "UPDATE freezes SET lifted_by = ?, lifted_at = ? WHERE env = ? AND lifted_at IS NULL",
+                [actor, self.now(), env],
+            ).rowcount
+            self._event(None, actor, "unfreeze", None, None, {"env": env, "lifted": n})
+        return n
+
+    def freezes(self) -> list[Freeze]:
+        """Freezes declared in Slack and not lifted (config freezes live in settings)."""
+        rows = self.db.query("SELECT * FROM freezes WHERE lifted_at IS NULL ORDER BY id")
+        return [
+            Freeze(
+                r["env"],
+                datetime.fromisoformat(r["start"]),
+                datetime.fromisoformat(r["end"]),
+                r["reason"],
+                r["created_by"],
+            )
+            for r in rows
+        ]
+
+    def scheduled(self) -> list[Deployment]:
+        rows = self.db.query("SELECT * FROM deployments WHERE state = ? ORDER BY id", [State.SCHEDULED.value])
+        return [Deployment.from_row(r) for r in rows]
 
     # ----------------------------------------------------------------------------------------- reads
 

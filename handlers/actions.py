@@ -16,6 +16,7 @@ from bot import slack_ui
 from bot.engine import Engine, Refused
 from bot.machine import IllegalTransition
 from bot.store import Conflict
+from handlers.notifier import SlackNotifier
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 _background: set[asyncio.Task] = set()  # referenced until done, so the loop cannot drop them
 
 
-def register(app: AsyncApp, engine: Engine) -> None:
+def register(app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None) -> None:
     @app.action(re.compile("^" + re.escape(slack_ui.ACTION_PREFIX)))
     async def on_deployment_action(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
@@ -32,6 +33,17 @@ def register(app: AsyncApp, engine: Engine) -> None:
         task = asyncio.get_running_loop().create_task(apply(engine, body, action, respond))
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+    if alerts is not None:
+
+        @app.action(slack_ui.ACK_ALERT)
+        async def on_acknowledge(
+            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+        ) -> None:
+            await ack()  # the acknowledgement is recorded after; the alert updates in place
+            task = asyncio.get_running_loop().create_task(acknowledge(alerts, body, action, respond))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
 
 async def apply(engine: Engine, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
@@ -57,3 +69,23 @@ async def apply(engine: Engine, body: dict[str, Any], action: dict[str, Any], re
         await respond(
             slack_ui.refused("That did not work; it was logged. Nothing was changed."), replace_original=False
         )
+
+
+async def acknowledge(
+    alerts: SlackNotifier, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+) -> None:
+    """Acknowledge a critical alert: the first click records who and when and stops its escalation; any
+    later click (a second one, or someone else's) changes nothing and is told who acknowledged it."""
+    user = body["user"]["id"]
+    answer = None
+    try:
+        result = await alerts.acknowledge(int(action.get("value", "")), user)
+        if not result.now:
+            answer = slack_ui.already_acknowledged(result.alert, user)
+    except (ValueError, KeyError):
+        answer = slack_ui.refused(f"There is no alert {action.get('value', '')!r}; nothing was changed.")
+    except Exception:
+        log.exception("acknowledging alert %r failed", action.get("value"))
+        answer = slack_ui.refused("That did not work; it was logged. Nothing was changed.")
+    if answer is not None and body.get("response_url"):  # a click on the Home tab has no response_url
+        await respond(answer, replace_original=False)

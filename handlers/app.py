@@ -10,12 +10,21 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import slack_ui
 from bot.engine import Engine
-from handlers import actions, commands
+from handlers import actions, approvals, commands, events
+from handlers.events import HomeTab
+from handlers.notifier import SlackNotifier
+from handlers.roles import RoleResolver
 
 log = logging.getLogger(__name__)
 
 
-def build_app(engine: Engine, client: AsyncWebClient, signing_secret: str) -> AsyncApp:
+def build_app(
+    engine: Engine,
+    client: AsyncWebClient,
+    signing_secret: str,
+    notifier: SlackNotifier | None = None,
+    home: HomeTab | None = None,
+) -> AsyncApp:
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
@@ -25,8 +34,12 @@ def build_app(engine: Engine, client: AsyncWebClient, signing_secret: str) -> As
         # 10 ms: listeners ack with what they know and leave slow work to background tasks.
         process_before_response=True,
     )
-    commands.register(app, engine)
-    actions.register(app, engine)
+    resolver = RoleResolver(client, engine.settings.roles)
+    commands.register(app, engine, resolver)
+    actions.register(app, engine, notifier)
+    if home is not None:
+        events.register(app, home)
+    approvals.register(app, engine, resolver)
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], respond: Any = None) -> None:

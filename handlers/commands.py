@@ -5,17 +5,20 @@ learns at once whether it started or who holds the lock; the deployment itself r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands as cmds
 from bot import slack_ui
-from bot.engine import Engine, Refused
+from bot.engine import ACTION_WORDS, Amended, Engine, Forbidden, Refused
 from bot.machine import IllegalTransition
 from bot.store import LockInfo
 from bot.strategies import duration
+from handlers.roles import RoleResolver
 
 log = logging.getLogger(__name__)
 NAMES = ("/deploy", "/promote", "/rollback")
@@ -26,27 +29,87 @@ def vocabulary(engine: Engine) -> cmds.Vocabulary:
     return cmds.Vocabulary(tuple(s.services), tuple(s.environments), s.default_environment)
 
 
-def register(app: AsyncApp, engine: Engine) -> None:
+def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
     vocab = vocabulary(engine)
 
-    async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+    async def on_command(
+        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
         try:
             text = command.get("text", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
             parsed = cmds.parse(command["command"], text, vocab)
         except cmds.CommandError as err:
             await ack(slack_ui.usage_error(err.message, err.usage))
             return
+        user = command["user_id"]
         try:
-            answer = await dispatch(engine, parsed, command["user_id"], command.get("trigger_id"))
+            roles = await resolver.roles_of(user)
+            answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles)
+        except Forbidden as exc:
+            answer = slack_ui.refused(str(exc))
+            if exc.env == "production":
+                warn_later(
+                    client,
+                    engine,
+                    f":warning: <@{user}> tried to {ACTION_WORDS.get(exc.action, exc.action)}"
+                    f" in {exc.env} without the role: `{command['command']} {text}`",
+                )
         except Refused as exc:
             answer = slack_ui.refused(str(exc))
+        except IllegalTransition as exc:
+            answer = slack_ui.refused(f"Deployment is already {exc.state.word}; nothing was changed.")
         await ack(answer)
+        if isinstance(parsed, cmds.Windows):  # slow (14 days of CloudWatch): answered after the ack
+            later(windows_answer(engine, parsed, respond))
 
     for name in NAMES:
         app.command(name)(on_command)
 
 
-async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str | None) -> dict[str, Any]:
+_warnings: set[asyncio.Task] = set()
+
+
+def later(coro: Any) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _warnings.add(task)
+    task.add_done_callback(_warnings.discard)
+
+
+async def windows_answer(engine: Engine, c: cmds.Windows, respond: AsyncRespond) -> None:
+    env = c.env or engine.settings.default_environment or next(iter(engine.settings.environments))
+    try:
+        text = await engine.windows_report(c.service, env)
+    except Exception as exc:
+        log.exception("windows report failed")
+        text = f"Could not read the traffic data: {type(exc).__name__}: {exc}"[:500]
+    await respond(slack_ui.ephemeral(text), replace_original=False)
+
+
+_channel_ids: dict[str, str] = {}
+
+
+def warn_later(client: AsyncWebClient, engine: Engine, text: str) -> None:
+    """A warning to the warning channels, after the ack (never before it)."""
+
+    async def post() -> None:
+        try:
+            for name in engine.settings.alerts.warning:
+                if name not in _channel_ids:
+                    page = await client.conversations_list(limit=1000, types="public_channel,private_channel")
+                    _channel_ids.update({c["name"]: c["id"] for c in page.get("channels", [])})
+                if name in _channel_ids:
+                    await client.chat_postMessage(channel=_channel_ids[name], text=text)
+        except Exception:
+            log.exception("could not post a warning")
+
+    task = asyncio.get_running_loop().create_task(post())
+    _warnings.add(task)
+    task.add_done_callback(_warnings.discard)
+
+
+async def dispatch(
+    engine: Engine, c: cmds.Command, user: str, request_key: str | None, roles: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     store = engine.store
     match c:
         case cmds.Help():
@@ -61,12 +124,12 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
                 [s.describe() for s in p.steps],
                 duration(p.eta_seconds),
             )
-        case cmds.Deploy(emergency=str()) | cmds.Deploy(window=True) | cmds.Deploy(at=str()):
-            return slack_ui.refused("--emergency, --window and --at are not available yet.")
         case cmds.Deploy() | cmds.Rollback() | cmds.Promote():
-            result = await engine.request(c, user, request_key)
+            result = await engine.request(c, user, request_key, roles)
             if isinstance(result, LockInfo):
                 return slack_ui.locked(result, result.deployment)
+            if isinstance(result, Amended):
+                return slack_ui.amended(result.deployment)
             return slack_ui.requested(result, None)
         case cmds.Status(target=None):
             return slack_ui.deployment_list("Active deployments", *(await store.overview()))
@@ -84,6 +147,7 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
             d = await store.find(deployment_id)
             if d is None:
                 return slack_ui.refused(f"There is no deployment #{deployment_id}.")
+            await engine.check_access("promote", d.env, user, roles)
             try:
                 d = await engine.promote(deployment_id, user, full)
             except IllegalTransition:
@@ -91,12 +155,47 @@ async def dispatch(engine: Engine, c: cmds.Command, user: str, request_key: str 
             return slack_ui.ephemeral(
                 f"Promoted {d.ref}" + (" straight to 100%." if full else "; it carries on.")
             )
+        case cmds.Approve(deployment_id=deployment_id):
+            d = await engine.approve(deployment_id, user, roles)
+            return slack_ui.ephemeral(
+                f"You approved {d.ref}."
+                + (
+                    f" It still waits for {d.context['gate']['waiting_for']}."
+                    if d.state.value == "awaiting_approval" and d.context.get("gate", {}).get("waiting_for")
+                    else ""
+                )
+            )
+        case cmds.Reject(deployment_id=deployment_id, reason=reason):
+            d = await engine.reject(deployment_id, user, roles, reason)
+            return slack_ui.ephemeral(f"You rejected {d.ref}; it is cancelled.")
+        case cmds.Audit(deployment_id=deployment_id):
+            d = await store.find(deployment_id)
+            if d is None:
+                return slack_ui.refused(f"There is no deployment #{deployment_id}.")
+            return slack_ui.audit(d, await store.events(deployment_id))
+        case cmds.Schedule():
+            return slack_ui.schedule_list(await store.scheduled())
+        case cmds.Freeze(env=env, until=until, reason=reason):
+            await engine.check_access("override_freeze", env, user, roles)
+            freeze = await engine.freeze(env, until, reason, user)
+            return slack_ui.in_channel(f":snowflake: <@{user}> froze {env}: {freeze.describe()}")
+        case cmds.Unfreeze(env=env):
+            await engine.check_access("override_freeze", env, user, roles)
+            lifted, remaining = await engine.unfreeze(env, user)
+            text = f":sunny: <@{user}> lifted {lifted} freeze{'s' if lifted != 1 else ''} of {env}."
+            if remaining:
+                text += f" Still in force (from the config file): {remaining}."
+            return slack_ui.in_channel(text)
+        case cmds.Windows():
+            return slack_ui.ephemeral("Reading 14 days of traffic from CloudWatch…")
         case cmds.Lock(service=service, env=env, reason=reason):
+            await engine.check_access("lock", env, user, roles)
             held = await store.lock(service, env, user, reason)
             if held is not None:
                 return slack_ui.locked(held, held.deployment)
             return slack_ui.ephemeral(f":lock: Locked {service} in {env}: {reason}")
         case cmds.Unlock(service=service, env=env):
+            await engine.check_access("lock", env, user, roles)
             removed = await store.unlock(service, env, user)
             if removed is None:
                 held = await store.lock_info(service, env)

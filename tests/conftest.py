@@ -22,7 +22,7 @@ TERMINAL_WORDS = ("succeeded", "rolled back", "failed", "cancelled")
 
 
 @pytest.fixture
-def aws_env(monkeypatch):
+def aws_env(monkeypatch, tmp_path):
     """boto3 in the test process talks to moto only, with dummy credentials."""
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(key, raising=False)
@@ -179,3 +179,38 @@ async def wait_state(sb: Sandbox, deployment_id: int, state: str, within: float 
         return bool(rows) and rows[0]["state"] == state
 
     return await wait_for(probe, within, what=f"deployment #{deployment_id} to be {state}")
+
+
+MANUAL_ITEMS = ("Tests passing", "Code review approved", "Database migrations tested", "Team notified")
+
+
+async def through_gate(
+    client: SandboxClient, sb: Sandbox, deployment_id: int, approver: str = "bob", ticker: str = "alice"
+) -> None:
+    """Walk a production deployment through its checklist and approval the way people do: tick the manual
+    items on its message, and approve it as someone other than the requester."""
+    await wait_state(sb, deployment_id, "awaiting_approval")
+
+    async def message():  # rendered with its checklist (the message follows the state a moment later)
+        for m in top_level(await client.messages("deploys")):
+            if f"#{deployment_id} " in m["text"] and MANUAL_ITEMS[0] in json.dumps(m.get("blocks")):
+                return m
+        return None
+
+    m = await wait_for(message, 10, what="the deployment's message with its checklist")
+    for label in MANUAL_ITEMS:
+        r = await client.click(ticker, "deploys", m["ts"], label=label)
+        assert r["status"] == 200, r
+
+        async def ticked(label=label):
+            items = db_rows(
+                sb,
+                "SELECT c.done FROM checklist c WHERE c.deployment_id = ? AND c.item_id IN "
+                "(SELECT item_id FROM checklist WHERE deployment_id = ?) AND c.by != 'deploybot'",
+                (deployment_id, deployment_id),
+            )
+            return len([i for i in items if i["done"]]) >= MANUAL_ITEMS.index(label) + 1
+
+        await wait_for(ticked, 10, what=f"{label} to be ticked")
+    r = await client.slash(approver, "/deploy", f"approve {deployment_id}")
+    assert "You approved" in r["body"]["text"], r

@@ -19,6 +19,8 @@ from bot.settings import load_settings
 from bot.store import AsyncStore, Store
 from tests.conftest import CONFIG
 
+EVERYONE = frozenset({"engineers", "release-managers", "oncall"})  # roles, as Slack groups would give
+
 
 @pytest.fixture
 async def world(aws_env):
@@ -70,7 +72,7 @@ async def finished(store: AsyncStore, deployment_id: int):
 
 async def test_an_aws_error_before_any_change_fails_cleanly_and_says_what_aws_said(world, store):
     engine, notices = make_engine(world, store, cluster="no-such-cluster")
-    d = await engine.request(deploy("v2"), "U0ALICE")
+    d = await engine.request(deploy("v2"), "U0ALICE", roles=EVERYONE)
     d = await finished(store, d.id)
     assert d.state == State.FAILED
     assert "nothing was changed" in d.outcome
@@ -82,7 +84,7 @@ async def test_an_aws_error_before_any_change_fails_cleanly_and_says_what_aws_sa
 
 async def test_a_crash_mid_plan_resumes_from_the_persisted_step(world, store):
     first, _ = make_engine(world, store)
-    d = await first.request(deploy("v2"), "U0ALICE")
+    d = await first.request(deploy("v2"), "U0ALICE", roles=EVERYONE)
 
     async def past_update():
         row = await store.get(d.id)
@@ -109,15 +111,15 @@ async def test_a_crash_mid_plan_resumes_from_the_persisted_step(world, store):
 async def test_rollback_refuses_without_a_known_good_version(world, store):
     engine, _ = make_engine(world, store)
     with pytest.raises(Refused, match="No known-good version of web in staging"):
-        await engine.request(cmds.Rollback("web", "staging", None, False, None), "U0BOB")
+        await engine.request(cmds.Rollback("web", "staging", None, False, None), "U0BOB", roles=EVERYONE)
 
 
 async def test_rollback_returns_to_the_last_known_good_version_and_promote_uses_staging(world, store):
     engine, _ = make_engine(world, store)
     for version in ("v2", "v3"):
-        d = await engine.request(deploy(version), "U0ALICE")
+        d = await engine.request(deploy(version), "U0ALICE", roles=EVERYONE)
         assert (await finished(store, d.id)).state == State.SUCCEEDED
-    back = await engine.request(cmds.Rollback("web", "staging", None, False, None), "U0BOB")
+    back = await engine.request(cmds.Rollback("web", "staging", None, False, None), "U0BOB", roles=EVERYONE)
     back = await finished(store, back.id)
     assert (back.kind, back.version, back.state) == ("rollback", "v2", State.SUCCEEDED)
     ecs = world.client("ecs")
@@ -127,18 +129,27 @@ async def test_rollback_returns_to_the_last_known_good_version_and_promote_uses_
     ]
     assert image == "web:v2"
 
-    promoted = await engine.request(cmds.Promote("web", "staging", "production"), "U0BOB")
+    promoted = await engine.request(cmds.Promote("web", "staging", "production"), "U0BOB", roles=EVERYONE)
     assert (promoted.version, promoted.env, promoted.kind) == ("v2", "production", "promote")
     with pytest.raises(Refused, match="no deployment of api has succeeded in staging"):
-        await engine.request(cmds.Promote("api", "staging", "production"), "U0BOB")
-    await finished(store, promoted.id)
+        await engine.request(cmds.Promote("api", "staging", "production"), "U0BOB", roles=EVERYONE)
+
+    async def waiting_for_people():
+        d = await store.get(promoted.id)
+        return d if d.state == State.AWAITING_APPROVAL else None
+
+    waiting = await wait_for(waiting_for_people, 30, what="the promotion to wait for its checklist")
+    assert (
+        "1 approval" in waiting.context["gate"]["waiting_for"]
+    )  # production's checklist applies to promotions
+    assert (await engine.act(promoted.id, "cancel", "U0BOB")).state == State.CANCELLED
 
 
 async def test_unknown_strategy_is_refused_before_anything_is_created(world, store):
     engine, _ = make_engine(world, store)
     command = dataclasses.replace(deploy("v2"), strategy="big-bang")
     with pytest.raises(Refused, match='no "big-bang" strategy'):
-        await engine.request(command, "U0ALICE")
+        await engine.request(command, "U0ALICE", roles=EVERYONE)
     assert await store.latest() == []
 
 

@@ -13,7 +13,7 @@ import time
 import aiohttp
 
 from bot.sandbox.client import SandboxClient, wait_for
-from tests.conftest import CONFIG, db_rows, service_image, top_level, wait_terminal
+from tests.conftest import CONFIG, db_rows, service_image, through_gate, top_level, wait_terminal
 
 
 async def test_headless_sandbox_prints_ready_line_serves_and_shuts_down_cleanly(tmp_path):
@@ -71,6 +71,7 @@ async def test_headless_sandbox_prints_ready_line_serves_and_shuts_down_cleanly(
 async def test_bot_killed_mid_deploy_resumes_after_restart(sandbox, client):
     r = await client.slash("alice", "/deploy", "web v2 to production --strategy rolling")
     deployment_id = int(r["body"]["text"].split("#")[1].split()[0])
+    await through_gate(client, sandbox, deployment_id)
 
     def step_index():
         return db_rows(sandbox, "SELECT step_index FROM deployments WHERE id = ?", (deployment_id,))[0][

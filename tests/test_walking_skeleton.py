@@ -8,7 +8,15 @@ import json
 import time
 
 from bot.sandbox.client import wait_for
-from tests.conftest import db_rows, service_image, signed_post, slash_form, top_level, wait_terminal
+from tests.conftest import (
+    db_rows,
+    service_image,
+    signed_post,
+    slash_form,
+    through_gate,
+    top_level,
+    wait_terminal,
+)
 
 ROLLING_STEPS = [
     "capture_current",
@@ -178,13 +186,15 @@ async def test_status_history_and_manual_locks(sandbox, client):
     unlock = await client.slash("bob", "/deploy", "unlock api production")
     assert "Unlocked" in unlock["body"]["text"]
     d = await deploy(client, "alice", "api v2 to production")
-    await wait_terminal(client, d)
+    await through_gate(client, sandbox, d)
+    await wait_terminal(client, d, within=90)
     history = await client.slash("alice", "/deploy", "history api in production")
     assert f"#{d} api v2 → production: *succeeded*" in history["body"]["text"]
 
 
 async def test_pause_resume_and_abort_buttons_and_a_stale_click(sandbox, client):
     d = await deploy(client, "alice", "web v2 to production --strategy rolling")
+    await through_gate(client, sandbox, d)
 
     async def message():
         tops = [m for m in top_level(await client.messages("deploys")) if f"#{d} " in m["text"]]

@@ -198,6 +198,25 @@ class AwsWorld:
                 self.traffic.routes.append(
                     Route(env, service, res["services"][service]["rule"], res["load_balancer"])
                 )
+        self._provision_alarms()
+
+    def _provision_alarms(self) -> None:
+        """One 5XX alarm per service and environment, as a monitored service would have: `{service}-{env}-5xx`
+        on the ALB's target 5XX count of its blue slot (the config's monitoring item checks them)."""
+        cloudwatch = self.client("cloudwatch")
+        for env in self.environments:
+            for service in self.services:
+                cloudwatch.put_metric_alarm(
+                    AlarmName=f"{service}-{env}-5xx",
+                    Namespace="AWS/ApplicationELB",
+                    MetricName="HTTPCode_Target_5XX_Count",
+                    Statistic="Sum",
+                    Period=60,
+                    EvaluationPeriods=1,
+                    Threshold=50.0,
+                    ComparisonOperator="GreaterThanThreshold",
+                    Dimensions=self.metric_dimensions(service, env, "blue"),
+                )
 
     def _provision_service(
         self, env: str, service: str, priority: int, vpc: str, network: dict[str, Any]

@@ -1,0 +1,273 @@
+"""The pre-deployment checklist, approvals (four eyes, expiry) and role-based access, per environment.
+
+Config and pure judgement only: who may do what, which items are done, whether approvals count. The
+automatic items' checks (AWS, HTTP, the store) run in the engine; Slack group membership is resolved by
+handlers and handed in as a set of role names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.configfile import ConfigError, _Table
+
+ACTIONS = ("deploy", "approve", "promote", "rollback", "lock", "override_freeze", "emergency")
+CHECKS = ("no_alarms", "promoted_from", "rollback_target", "targets_healthy", "http_status")
+DEFAULT_ITEMS = (
+    # The six items every production deploy answers for; automatic where the bot can see the answer.
+    ("tests", "Tests passing", "manual", None),
+    ("review", "Code review approved", "manual", None),
+    ("migrations", "Database migrations tested", "manual", None),
+    ("rollback_plan", "Rollback plan ready", "automatic", "rollback_target"),
+    ("monitoring", "Monitoring in place", "automatic", "no_alarms"),
+    ("team", "Team notified", "manual", None),
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    label: str
+    kind: str  # manual | automatic
+    check: str | None = None  # for automatic items: one of CHECKS
+    params: Mapping[str, Any] = field(default_factory=dict)  # alarms, source_env, url, expect_status
+    roles: tuple[str, ...] = ()  # who may tick a manual item (empty: anyone who may deploy)
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    required: int = 0
+    roles: tuple[str, ...] = ()  # approvers must hold one of these
+    expire_after_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Anti-patterns refused before anything starts (on by default in production)."""
+
+    refuse_all_at_once: bool = False
+    require_rollback_target: bool = False
+    require_health_and_monitoring: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An environment's checklist, approvals, access and guards."""
+
+    items: tuple[Item, ...] = ()
+    approvals: ApprovalPolicy = ApprovalPolicy()
+    access: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # action -> roles; absent: anyone
+    guards: Guards = Guards()
+
+    def allowed(self, action: str, roles: Iterable[str]) -> bool:
+        needed = self.access.get(action)
+        return needed is None or bool(set(needed) & set(roles))
+
+    def needed_roles(self, action: str) -> tuple[str, ...]:
+        return self.access.get(action, ())
+
+    @property
+    def manual_items(self) -> tuple[Item, ...]:
+        return tuple(i for i in self.items if i.kind == "manual")
+
+    @property
+    def automatic_items(self) -> tuple[Item, ...]:
+        return tuple(i for i in self.items if i.kind == "automatic")
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Role name -> members: Slack user ids and user group handles."""
+
+    users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def of(self, user: str, group_members: Mapping[str, Iterable[str]]) -> set[str]:
+        """The roles `user` holds, given the members of each user group (handle -> user ids)."""
+        held = {role for role, users in self.users.items() if user in users}
+        for role, handles in self.groups.items():
+            if any(user in group_members.get(h, ()) for h in handles):
+                held.add(role)
+        return held
+
+    @property
+    def handles(self) -> set[str]:
+        return {h for hs in self.groups.values() for h in hs}
+
+
+# --------------------------------------------------------------------------------------------- judgement
+
+
+@dataclass(frozen=True)
+class ItemState:
+    item_id: str
+    done: bool
+    by: str | None = None  # who ticked it (manual), or "deploybot" (automatic)
+    at: str | None = None
+    evidence: str | None = None  # what an automatic check saw
+
+
+@dataclass(frozen=True)
+class Approval:
+    user: str
+    at: float  # epoch seconds
+    voided: bool = False
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    missing_items: tuple[Item, ...]
+    valid_approvals: tuple[Approval, ...]
+    approvals_needed: int
+
+    def waiting_for(self) -> str:
+        parts = []
+        if self.approvals_needed:
+            parts.append(f"{self.approvals_needed} approval{'s' if self.approvals_needed > 1 else ''}")
+        if self.missing_items:
+            parts.append(", ".join(i.label for i in self.missing_items))
+        return " and ".join(parts)
+
+
+def valid_approvals(
+    policy: Policy, approvals: Iterable[Approval], requester: str, now: float
+) -> list[Approval]:
+    """Approvals that count: not voided, not expired, not the requester's own, one per person."""
+    seen: dict[str, Approval] = {}
+    for a in approvals:
+        if a.voided or a.user == requester or now - a.at > policy.approvals.expire_after_seconds:
+            continue
+        seen.setdefault(a.user, a)
+    return list(seen.values())
+
+
+def readiness(
+    policy: Policy,
+    states: Mapping[str, ItemState],
+    approvals: Iterable[Approval],
+    requester: str,
+    now: float,
+    emergency: bool = False,
+) -> Readiness:
+    """Whether a deployment may start. An emergency skips manual items and approvals, never automatic ones."""
+    missing = tuple(
+        i
+        for i in policy.items
+        if not (emergency and i.kind == "manual") and not states.get(i.id, ItemState(i.id, False)).done
+    )
+    valid = tuple(valid_approvals(policy, approvals, requester, now))
+    needed = 0 if emergency else max(0, policy.approvals.required - len(valid))
+    return Readiness(not missing and needed == 0, missing, valid, needed)
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def parse_roles(raw: Any, path: str) -> Roles:
+    t = _Table(path, "roles", raw if raw is not None else {})
+    users: dict[str, tuple[str, ...]] = {}
+    groups: dict[str, tuple[str, ...]] = {}
+    for name in list(t.data):
+        r = t.table(name, default_empty=False)
+        users[name] = tuple(r.get("users", list, [], _strings, "a list of Slack user ids"))
+        groups[name] = tuple(
+            g.lstrip("@") for g in r.get("groups", list, [], _strings, "a list of Slack user group handles")
+        )
+        r.finish()
+    t.finish()
+    return Roles(users, groups)
+
+
+def parse_policy(raw: Mapping[str, Any], path: str, prefix: str, env_name: str, roles: Roles) -> Policy:
+    """[environments.X.checklist], .approvals, .access, .guards. Production gets the guards by default."""
+    t = _Table(path, prefix, dict(raw))
+    items = _items(t, path, roles)
+    a = t.table("approvals")
+    approvals = ApprovalPolicy(
+        required=a.get("required", int, 0, lambda v: 0 <= v <= 10, "an integer 0..10"),
+        roles=tuple(a.get("roles", list, [], _strings, "a list of role names")),
+        expire_after_seconds=float(
+            a.get("expire_after_seconds", (int, float), 3600, lambda v: v > 0, "seconds > 0")
+        ),
+    )
+    for role in approvals.roles:
+        _known_role(path, a.key("roles"), role, roles)
+    if approvals.required and not approvals.roles:
+        raise ConfigError(path, a.key("roles"), "approvals are required, so say who may approve (role names)")
+    a.finish()
+    acc = t.table("access")
+    access: dict[str, tuple[str, ...]] = {}
+    for action in list(acc.data):
+        if action not in ACTIONS:
+            acc.get(action, list, [])  # mark seen; report below with a suggestion
+            raise ConfigError(path, acc.key(action), f"unknown action (actions: {', '.join(ACTIONS)})")
+        access[action] = tuple(acc.get(action, list, [], _strings, "a list of role names"))
+        for role in access[action]:
+            _known_role(path, acc.key(action), role, roles)
+    acc.finish()
+    production = env_name == "production"
+    g = t.table("guards")
+    guards = Guards(
+        refuse_all_at_once=g.get("refuse_all_at_once", bool, production),
+        require_rollback_target=g.get("require_rollback_target", bool, production),
+        require_health_and_monitoring=g.get("require_health_and_monitoring", bool, production),
+    )
+    g.finish()
+    t.finish()
+    return Policy(items, approvals, access, guards)
+
+
+def _items(t: _Table, path: str, roles: Roles) -> tuple[Item, ...]:
+    t.seen.add("checklist")
+    raw = t.data.get("checklist")
+    if raw is None:
+        return ()
+    if raw == "default":
+        return tuple(Item(i, label, kind, check) for i, label, kind, check in DEFAULT_ITEMS)
+    if not isinstance(raw, list):
+        raise ConfigError(path, t.key("checklist"), 'expected "default" or a list of item tables')
+    items: list[Item] = []
+    for n, entry in enumerate(raw):
+        it = _Table(path, f"{t.key('checklist')}[{n}]", entry)
+        kind = it.get(
+            "kind", str, "manual", lambda v: v in ("manual", "automatic"), '"manual" or "automatic"'
+        )
+        check = it.get("check", str, None, lambda v: v in CHECKS, "one of " + ", ".join(CHECKS))
+        if kind == "automatic" and check is None:
+            raise ConfigError(path, it.key("check"), "an automatic item needs a check: " + ", ".join(CHECKS))
+        params = {}
+        for key in ("alarms", "source_env", "url", "expect_status", "expect_body"):
+            if key in it.data:
+                params[key] = it.get(key, (list, str, int), None)
+        item = Item(
+            id=it.get("id", str, ..., lambda v: v.replace("_", "").replace("-", "").isalnum(), "a short id"),
+            label=it.get("label", str, ..., lambda v: 0 < len(v) <= 75, "1..75 characters (a Slack option)"),
+            kind=kind,
+            check=check,
+            params=params,
+            roles=tuple(it.get("roles", list, [], _strings, "a list of role names")),
+        )
+        for role in item.roles:
+            _known_role(path, it.key("roles"), role, roles)
+        it.finish()
+        items.append(item)
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(path, t.key("checklist"), f"item ids must be unique: {ids}")
+    if len([i for i in items if i.kind == "manual"]) > 10:
+        raise ConfigError(
+            path, t.key("checklist"), "at most 10 manual items (a Slack checkbox group's limit)"
+        )
+    return tuple(items)
+
+
+def _strings(v: list) -> bool:
+    return all(isinstance(x, str) and x.strip() for x in v)
+
+
+def _known_role(path: str, key: str, role: str, roles: Roles) -> None:
+    if role not in roles.users:
+        known = ", ".join(sorted(roles.users)) or "none defined: add [roles.NAME]"
+        raise ConfigError(path, key, f"unknown role {role!r} (roles: {known})")

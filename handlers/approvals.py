@@ -1,0 +1,84 @@
+"""The checklist and approval controls on a deployment's message: Approve, Reject, the manual items'
+checkboxes and Re-check. Ack at once; the engine decides (four eyes, roles, expiry) and the message
+is re-rendered from the store. Refusals are answered to the clicker alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+
+from bot import slack_ui
+from bot.engine import Engine, Refused
+from bot.machine import IllegalTransition
+from bot.store import Conflict
+from handlers.roles import RoleResolver
+
+log = logging.getLogger(__name__)
+_background: set[asyncio.Task] = set()
+
+
+def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
+    def on(
+        action_id: str, work: Callable[[int, str, frozenset[str], dict[str, Any]], Awaitable[Any]]
+    ) -> None:
+        @app.action(action_id)
+        async def handler(
+            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+        ) -> None:
+            await ack()
+            task = asyncio.get_running_loop().create_task(run(body, action, respond, work))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def run(body: dict, action: dict, respond: AsyncRespond, work: Callable) -> None:
+        user = body["user"]["id"]
+        try:
+            deployment_id = int(action.get("value") or action.get("block_id", "").rsplit("-", 1)[-1])
+        except ValueError:
+            await respond(
+                slack_ui.refused("That control does not name a deployment."), replace_original=False
+            )
+            return
+        try:
+            await work(deployment_id, user, await resolver.roles_of(user), action)
+        except Refused as exc:
+            await respond(slack_ui.refused(str(exc)), replace_original=False)
+        except (IllegalTransition, Conflict, KeyError):
+            d = await engine.store.find(deployment_id)
+            text = slack_ui.stale_click(d) if d else f"There is no deployment #{deployment_id}."
+            await respond(slack_ui.ephemeral(text), replace_original=False)
+        except Exception:
+            log.exception("%s on deployment #%s failed", action.get("action_id"), deployment_id)
+            await respond(
+                slack_ui.refused("That did not work; it was logged. Nothing was changed."),
+                replace_original=False,
+            )
+
+    async def approve(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
+        await engine.approve(deployment_id, user, roles)
+
+    async def reject(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
+        d = await engine.store.get(deployment_id)
+        await engine.check_access("approve", d.env, user, roles)
+        if not d.state.terminal:
+            raise Refused(
+                f"To reject {d.ref}, say why: `/deploy reject {d.id} REASON`. It will be cancelled "
+                "and the reason kept in its audit trail."
+            )
+        raise IllegalTransition("reject", d.state)
+
+    async def tick(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
+        selected = {o["value"] for o in action.get("selected_options") or []}
+        await engine.tick(deployment_id, user, roles, selected)
+
+    async def recheck(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
+        await engine.recheck(deployment_id, user)
+
+    on(slack_ui.APPROVE, approve)
+    on(slack_ui.REJECT, reject)
+    on(slack_ui.TICK, tick)
+    on(slack_ui.RECHECK, recheck)

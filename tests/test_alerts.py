@@ -1,0 +1,289 @@
+"""bot.alerts (levels, routing, escalation schedule, the [alerts] table) and the store's alert records:
+acknowledgement as a compare-and-set, escalation rounds claimed and confirmed exactly once."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.alerts import (
+    CRITICAL,
+    EVENT_LEVELS,
+    INFO,
+    WARNING,
+    AlertConfig,
+    approval_overdue,
+    classify,
+    pagerduty_dedup_key,
+    rollout_overdue,
+)
+from bot.clock import ManualClock
+from bot.configfile import ConfigError
+from bot.machine import State
+from bot.settings import parse_settings
+from bot.store import Store
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "deploybot.toml"
+
+
+# ------------------------------------------------------------------------------------------ levels
+
+
+@pytest.mark.parametrize(
+    "event",
+    ["automatic_rollback", "deploy_failed", "rollback_failed", "unhealthy_after_switch", "freeze_override",
+     "emergency_deploy"],
+)  # fmt: skip
+def test_the_issue_s_critical_events_are_critical(event):
+    assert EVENT_LEVELS[event] == CRITICAL
+
+
+@pytest.mark.parametrize(
+    "event", ["inconclusive_analysis", "approval_waiting", "slow_rollout", "missed_window"]
+)
+def test_the_issue_s_warning_events_are_warnings(event):
+    assert EVENT_LEVELS[event] == WARNING
+
+
+@pytest.mark.parametrize("event", ["requested", "started", "step_reached", "succeeded"])
+def test_the_issue_s_info_events_are_info(event):
+    assert EVENT_LEVELS[event] == INFO
+
+
+@pytest.fixture
+def store():
+    s = Store(":memory:", ManualClock())
+    yield s
+    s.close()
+
+
+def deployment(store: Store, **kw):
+    return store.create_deployment(
+        service=kw.pop("service", "web"),
+        env=kw.pop("env", "production"),
+        version="v2",
+        strategy="canary",
+        kind="deploy",
+        requested_by="U0ALICE",
+        plan=[{"kind": "x"}] * 3,
+        **kw,
+    )
+
+
+def moved(store: Store, d, *actions: str, outcome: str | None = None):
+    for action in actions:
+        d = store.transition(d.id, action, "deploybot", outcome=outcome)
+    return d
+
+
+def test_classify_derives_the_event_from_the_deployment_s_state(store):
+    d = deployment(store)
+    assert classify(d, "update") == ("requested", INFO)
+    running = moved(store, d, "start")
+    assert classify(running, "progress", text="Shift traffic: 5%") == ("step_reached", INFO)
+    assert classify(running, "detail", text="Traffic: green 5%") == ("detail", INFO)
+    rolling_back = moved(store, running, "rollback", outcome="analysis failed")
+    assert classify(rolling_back, "update", CRITICAL, "Rolling back: analysis failed") == (
+        "automatic_rollback",
+        CRITICAL,
+    )
+    assert classify(rolling_back, "update", CRITICAL, "after the switch: 2 of 2 targets unhealthy")[0] == (
+        "unhealthy_after_switch"
+    )
+    assert classify(rolling_back, "update", WARNING, "Aborted by bob; rolling back") == ("aborted", WARNING)
+    failed = moved(store, rolling_back, "fail", outcome="rollback failed: boom (after: x)")
+    assert classify(failed, "update", CRITICAL, failed.outcome) == ("rollback_failed", CRITICAL)
+
+
+def test_classify_never_reports_an_event_below_its_level(store):
+    d = moved(store, deployment(store), "start", "pause")
+    assert classify(d, "update", WARNING, "Paused: analysis inconclusive") == (
+        "inconclusive_analysis",
+        WARNING,
+    )
+    # whoever emits a failed deploy, it is critical even when the notice says info
+    failed = moved(store, deployment(store, service="api"), "start", "fail", outcome="no capacity")
+    assert classify(failed, "update", INFO, "no capacity") == ("deploy_failed", CRITICAL)
+    assert classify(failed, "update", INFO, "Freeze overridden by bob")[0] == "freeze_override"
+    emergency = deployment(store, service="db", context={"emergency": "prod down"})
+    assert classify(emergency, "update", CRITICAL, ":rotating_light: Emergency deploy") == (
+        "emergency_deploy",
+        CRITICAL,
+    )
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+def test_example_config_s_alerts_section_parses():
+    settings = parse_settings(tomllib.loads(EXAMPLE.read_text()), str(EXAMPLE))
+    alerts = settings.alerts
+    assert isinstance(alerts, AlertConfig)
+    assert alerts.channels(CRITICAL, "production") == ("incidents",)
+    assert alerts.channels(INFO, "staging") == ()
+    assert alerts.oncall == "oncall" and alerts.escalation_rounds >= 1
+    assert alerts.pagerduty.enabled is False
+    assert alerts.warning == ("deploys",)  # the default channels stay readable as before
+
+
+def test_per_environment_routes_override_only_their_levels():
+    alerts = AlertConfig.parse(
+        {
+            "critical": ["#incidents"],
+            "warning": ["deploys"],
+            "environments": {"staging": {"critical": ["staging-alerts"], "info": ["deploys-log"]}},
+        },
+        "conf.toml",
+        environments=["staging", "production"],
+    )
+    assert alerts.channels(CRITICAL, "production") == ("incidents",)
+    assert alerts.channels(CRITICAL, "staging") == ("staging-alerts",)
+    assert alerts.channels(WARNING, "staging") == ("deploys",)  # not overridden: the default
+    assert alerts.channels(INFO, "staging") == ("deploys-log",)
+    assert alerts.channels(INFO, "production") == ()
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"critical": "incidents"}, "alerts.critical: expected a list of channel names, got 'incidents'"),
+        ({"environments": {"prod": {}}}, 'alerts.environments.prod: no such environment (did you mean "production"?)'),
+        ({"environments": {"production": {"critcal": []}}}, 'alerts.environments.production.critcal: unknown key (did you mean "critical"?)'),
+        ({"escalate_after_seconds": 0}, "alerts.escalate_after_seconds: expected a number of seconds > 0, got 0"),
+        ({"escalation_rounds": -1}, "alerts.escalation_rounds: expected an integer 0..20, got -1"),
+        ({"escalate_to": ["oncall", ""]}, "alerts.escalate_to: expected a list of user groups or users"),
+        ({"oncall": True}, "alerts.oncall: expected a group handle, or false, got True"),
+        ({"pagerduty": {"enabled": "yes"}}, "alerts.pagerduty.enabled: expected true or false, got 'yes'"),
+        ({"pagerduty": {"url": "events.pagerduty.com"}}, "alerts.pagerduty.url: expected an http(s) URL"),
+        ({"pagerduty": {"routing_key_env": "my key"}}, "alerts.pagerduty.routing_key_env: expected an environment"),
+        ({"escalation_round": 2}, 'alerts.escalation_round: unknown key (did you mean "escalation_rounds"?)'),
+    ],
+)  # fmt: skip
+def test_bad_alerts_config_names_the_key_and_the_value(raw, expected):
+    with pytest.raises(ConfigError) as err:
+        AlertConfig.parse(raw, "conf.toml", environments=["staging", "production"])
+    assert str(err.value).startswith("conf.toml: ") and expected in str(err.value), str(err.value)
+
+
+def test_bad_alerts_config_is_caught_by_the_whole_settings_parse():
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["alerts"]["environments"] = {"qa": {"critical": ["x"]}}
+    with pytest.raises(ConfigError, match=r"alerts\.environments\.qa: no such environment"):
+        parse_settings(data, "conf.toml")
+
+
+def test_oncall_false_means_no_mention_and_escalations_mention_the_configured_targets():
+    assert AlertConfig.parse({"oncall": False}).oncall is None
+    assert AlertConfig.parse({"oncall": "@carol"}).oncall == "carol"
+    targets = AlertConfig.parse({"escalate_to": ["@dave", "release-managers"]})
+    assert [targets.escalation_target(r) for r in (1, 2, 3)] == [
+        "@dave",
+        "release-managers",
+        "release-managers",
+    ]
+    assert AlertConfig.parse({}).escalation_target(1) == "oncall"  # none configured: on-call again
+    assert AlertConfig.parse({"oncall": False}).escalation_target(1) is None
+
+
+# ---------------------------------------------------------------------------------------- schedule
+
+
+def test_escalation_schedule_keeps_its_cadence_and_stops_after_n_rounds():
+    c = AlertConfig(escalate_after_seconds=300, escalation_rounds=3)
+    assert c.first_escalation(1000.0) == 1300.0
+    assert c.following_escalation(1, due=1300.0, now=1300.5) == 1600.0  # from when it was due, not sent
+    assert c.following_escalation(2, due=1600.0, now=1601.0) == 1900.0
+    assert c.following_escalation(3, due=1900.0, now=1900.0) is None  # that was the last round
+    assert AlertConfig(escalation_rounds=0).first_escalation(1000.0) is None
+
+
+def test_a_round_sent_late_does_not_pull_the_next_into_a_burst():
+    c = AlertConfig(escalate_after_seconds=300, escalation_rounds=3)
+    # the bot was down from 1300 to 2000: round 1 goes at 2000, round 2 a full delay later
+    assert c.following_escalation(1, due=1300.0, now=2000.0) == 2300.0
+
+
+def test_timer_warnings_thresholds():
+    c = AlertConfig(approval_warning_seconds=600, slow_rollout_seconds=900)
+    assert not approval_overdue(1000.0, 1599.0, c) and approval_overdue(1000.0, 1600.0, c)
+    assert not approval_overdue(0.0, 10**9, AlertConfig(approval_warning_seconds=None))
+    plan = [{"kind": "analyze", "seconds": 300.0, "label": "canary 5%"}]
+    assert not rollout_overdue(0.0, 1199.0, plan, c)  # the plan's 300 s plus 900 s
+    assert rollout_overdue(0.0, 1200.0, plan, c)
+
+
+def test_pagerduty_dedup_key_is_one_per_deployment():
+    assert pagerduty_dedup_key(7) == pagerduty_dedup_key(7) != pagerduty_dedup_key(8)
+
+
+# ------------------------------------------------------------------------------------------- store
+
+
+def test_acknowledge_is_a_compare_and_set_recorded_in_the_audit(store):
+    d = deployment(store)
+    a = store.raise_alert(d.id, "automatic_rollback", CRITICAL, "rolling back", escalate_at=2000.0)
+    won, acked = store.acknowledge_alert(a.id, "U0CAROL")
+    assert won and acked.acked_by == "U0CAROL" and acked.acked_ts == store.clock.now()
+    assert acked.next_escalation_at is None  # escalation stops
+    again, same = store.acknowledge_alert(a.id, "U0DAVE")
+    assert not again and same.acked_by == "U0CAROL" and same.acked_at == acked.acked_at
+    actions = [(e.actor, e.action) for e in store.events(d.id)]
+    assert ("deploybot", "alert_raised") in actions and ("U0CAROL", "alert_acknowledged") in actions
+    assert ("U0DAVE", "alert_acknowledged") not in actions
+    with pytest.raises(KeyError):
+        store.acknowledge_alert(999, "U0CAROL")
+
+
+def test_an_escalation_round_is_claimed_once_and_confirmed_once(store):
+    d = deployment(store)
+    a = store.raise_alert(d.id, "deploy_failed", CRITICAL, "failed", escalate_at=100.0)
+    assert store.next_escalation_due() == 100.0
+    assert store.due_escalations(99.0) == []
+    assert [x.id for x in store.due_escalations(100.0)] == [a.id]
+    assert store.claim_escalation(a.id, 1, next_at=400.0)
+    assert not store.claim_escalation(a.id, 1, next_at=400.0)  # a second claimer loses
+    assert store.due_escalations(10_000.0) == []  # claimed, not yet sent: nobody else picks it up
+    assert [x.id for x in store.in_doubt_escalations()] == [a.id]
+    assert store.confirm_escalation(a.id, 1, {"target": "oncall"})
+    assert not store.confirm_escalation(a.id, 1)
+    assert store.in_doubt_escalations() == []
+    assert [x.id for x in store.due_escalations(400.0)] == [a.id]
+    store.acknowledge_alert(a.id, "U0CAROL")
+    assert not store.claim_escalation(a.id, 2, next_at=None)  # acknowledged: no more rounds
+    assert store.next_escalation_due() is None
+    escalated = [e.details for e in store.events(d.id) if e.action == "alert_escalated"]
+    assert escalated == [{"alert": a.id, "round": 1, "target": "oncall"}]
+
+
+def test_resolve_once_and_keyed_alerts_are_raised_once(store):
+    d = deployment(store)
+    a = store.raise_alert(d.id, "automatic_rollback", CRITICAL, "x", escalate_at=50.0)
+    assert [x.id for x in store.open_alerts(service="web", env="production")] == [a.id]
+    (resolved,) = store.resolve_alerts([a.id], "#1 rolled back", stop_escalation=False)
+    assert resolved.resolution == "#1 rolled back" and resolved.next_escalation_at == 50.0
+    assert store.resolve_alerts([a.id], "again", stop_escalation=True) == []
+    assert store.open_alerts(deployment_id=d.id) == []
+    assert [x.id for x in store.unacknowledged_alerts()] == [a.id]  # resolved, still not acknowledged
+    assert store.raise_alert(d.id, "approval_waiting", WARNING, "w", key="approval_waiting:1") is not None
+    assert store.raise_alert(d.id, "approval_waiting", WARNING, "w", key="approval_waiting:1") is None
+
+
+def test_alerts_survive_a_reopen_of_the_database(tmp_path):
+    path = tmp_path / "bot.db"
+    first = Store(path, ManualClock())
+    d = deployment(first)
+    a = first.raise_alert(d.id, "automatic_rollback", CRITICAL, "x", escalate_at=123.0)
+    first.add_alert_message(a.id, "C0INCIDENTS", "1.000100")
+    first.add_alert_message(a.id, "C0INCIDENTS", "1.000100")  # idempotent
+    first.close()
+    again = Store(path, ManualClock())
+    kept = again.alert(a.id)
+    assert kept.next_escalation_at == 123.0 and kept.messages == [
+        {"channel": "C0INCIDENTS", "ts": "1.000100"}
+    ]
+    assert kept.thread == {"channel": "C0INCIDENTS", "ts": "1.000100"}
+    assert "m002_alerts" in {m.name for m in __import__("bot.store").store.migrations.applied(again.db)}
+    assert again.get(d.id).state == State.REQUESTED
+    again.close()
