@@ -7,6 +7,7 @@ CloudError with the operation and AWS's own message: strategies turn them into f
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +74,7 @@ class Cloud:
         self._lock = threading.Lock()
         self._arns: dict[tuple[str, str], str] = {}
         self._lb_arns: dict[str, str] = {}
+        self._task_definitions: dict[str, dict] = {}
         self._role_credentials: dict[str, tuple[float, dict[str, str]]] = {}
 
     # ------------------------------------------------------------------------------------ plumbing
@@ -131,8 +133,13 @@ class Cloud:
         return out["services"][0]
 
     async def task_definition(self, target: Target, arn: str) -> dict:
+        """A task definition by full ARN is immutable, so it is read once ("family:rev" names are not cached)."""
+        if arn in self._task_definitions:
+            return copy.deepcopy(self._task_definitions[arn])
         out = await self.call("ecs", "describe_task_definition", target.env.aws_role_arn, taskDefinition=arn)
-        return out["taskDefinition"]
+        if arn.startswith("arn:"):
+            self._task_definitions[arn] = out["taskDefinition"]
+        return copy.deepcopy(out["taskDefinition"])
 
     async def register_revision(self, target: Target, base_arn: str, image: str) -> str:
         """A new revision of base_arn's family with the service's container image replaced."""
