@@ -61,6 +61,7 @@ class Forbidden(Refused):
         super().__init__(message)
 
 
+BUTTON_ACCESS = {"abort": "rollback", "promote": "promote"}  # pause, resume, cancel: deploy
 ACTION_WORDS = {
     "deploy": "deploy",
     "approve": "approve deployments",
@@ -676,9 +677,13 @@ class Engine:
 
     # ------------------------------------------------------------------------------------ actions
 
-    async def act(self, deployment_id: int, action: str, user: str) -> Deployment:
-        """A person's action on a deployment. Raises IllegalTransition when its state does not allow it."""
+    async def act(self, deployment_id: int, action: str, user: str, roles: frozenset[str] | None = None
+                  ) -> Deployment:
+        """A person's action on a deployment. Raises IllegalTransition when its state does not allow it, and
+        Forbidden when `roles` (given by handlers; None for the bot itself) lack the role it needs."""
         d = await self.store.get(deployment_id)
+        if roles is not None:
+            await self.check_access(BUTTON_ACCESS.get(action, "deploy"), d.env, user, roles)
         if action == "abort":
             if d.state not in (State.RUNNING, State.PAUSED):
                 raise IllegalTransition(action, d.state)

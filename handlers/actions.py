@@ -17,6 +17,7 @@ from bot.engine import Engine, Refused
 from bot.machine import IllegalTransition
 from bot.store import Conflict
 from handlers.notifier import SlackNotifier
+from handlers.roles import RoleResolver
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,14 @@ log = logging.getLogger(__name__)
 _background: set[asyncio.Task] = set()  # referenced until done, so the loop cannot drop them
 
 
-def register(app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None) -> None:
+def register(app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None,
+             resolver: RoleResolver | None = None) -> None:
     @app.action(re.compile("^" + re.escape(slack_ui.ACTION_PREFIX)))
     async def on_deployment_action(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await ack()  # Slack hears back at once; the state change happens after
-        task = asyncio.get_running_loop().create_task(apply(engine, body, action, respond))
+        task = asyncio.get_running_loop().create_task(apply(engine, body, action, respond, resolver))
         _background.add(task)
         task.add_done_callback(_background.discard)
 
@@ -46,7 +48,8 @@ def register(app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None)
             task.add_done_callback(_background.discard)
 
 
-async def apply(engine: Engine, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
+async def apply(engine: Engine, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
+                resolver: RoleResolver | None = None) -> None:
     verb = action["action_id"].removeprefix(slack_ui.ACTION_PREFIX)
     try:
         deployment_id = int(action.get("value", ""))
@@ -58,7 +61,9 @@ async def apply(engine: Engine, body: dict[str, Any], action: dict[str, Any], re
         await respond(slack_ui.refused(f"There is no deployment #{deployment_id}."), replace_original=False)
         return
     try:
-        await engine.act(deployment_id, verb, body["user"]["id"])
+        user = body["user"]["id"]
+        roles = await resolver.roles_of(user) if resolver is not None else None
+        await engine.act(deployment_id, verb, user, roles)
     except Refused as exc:
         await respond(slack_ui.refused(str(exc)), replace_original=False)
     except (IllegalTransition, Conflict):

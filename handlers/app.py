@@ -36,7 +36,7 @@ def build_app(
     )
     resolver = RoleResolver(client, engine.settings.roles)
     commands.register(app, engine, resolver)
-    actions.register(app, engine, notifier)
+    actions.register(app, engine, notifier, resolver)
     if home is not None:
         events.register(app, home)
     approvals.register(app, engine, resolver)
