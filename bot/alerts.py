@@ -63,8 +63,8 @@ def _event(d: Deployment, kind: str, level: str, text: str) -> str:
         return "detail"
     if "freeze" in words and "overrid" in words:
         return "freeze_override"
-    if "missed" in words and "window" in words:
-        return "missed_window"
+    if "window" in words and ("missed" in words or "skipped" in words):
+        return "missed_window"  # a scheduled deploy whose window passed (moved on, or cancelled)
     if d.state in BEFORE_START:
         emergency = d.context.get("emergency") and (level == CRITICAL or "emergency" in words)
         return "emergency_deploy" if emergency else "requested"

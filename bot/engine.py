@@ -677,8 +677,9 @@ class Engine:
 
     # ------------------------------------------------------------------------------------ actions
 
-    async def act(self, deployment_id: int, action: str, user: str, roles: frozenset[str] | None = None
-                  ) -> Deployment:
+    async def act(
+        self, deployment_id: int, action: str, user: str, roles: frozenset[str] | None = None
+    ) -> Deployment:
         """A person's action on a deployment. Raises IllegalTransition when its state does not allow it, and
         Forbidden when `roles` (given by handlers; None for the bot itself) lack the role it needs."""
         d = await self.store.get(deployment_id)

@@ -214,17 +214,6 @@ def _strategy(t: _Table, name: str, default: Any = ...) -> Any:
     return t.get(name, str, default, lambda v: v in STRATEGIES, "one of " + ", ".join(STRATEGIES))
 
 
-def _channels(t: _Table, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    value = t.get(
-        name,
-        list,
-        list(default),
-        lambda v: all(isinstance(c, str) and c for c in v),
-        "a list of channel names",
-    )
-    return tuple(c.lstrip("#") for c in value)
-
-
 def _canary_steps(t: _Table, name: str, default: Any = ...) -> tuple[int | str, ...]:
     def ok(v: list) -> bool:
         weights = [w for w in v if w != "pause"]

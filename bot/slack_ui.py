@@ -530,10 +530,6 @@ def already_acknowledged(a: Any, user: str) -> dict[str, Any]:
     return ephemeral(f"{who} acknowledged this alert at {at_time(a.acked_ts)} already; nothing was changed.")
 
 
-def alert_gone(alert_id: int) -> dict[str, Any]:
-    return refused(f"There is no alert #{alert_id}.")
-
-
 def fit(
     blocks: list[dict[str, Any]], pointer: str = "", max_blocks: int = MAX_BLOCKS
 ) -> list[dict[str, Any]]:

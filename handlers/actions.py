@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 _background: set[asyncio.Task] = set()  # referenced until done, so the loop cannot drop them
 
 
-def register(app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None,
-             resolver: RoleResolver | None = None) -> None:
+def register(
+    app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None, resolver: RoleResolver | None = None
+) -> None:
     @app.action(re.compile("^" + re.escape(slack_ui.ACTION_PREFIX)))
     async def on_deployment_action(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
@@ -48,8 +49,13 @@ def register(app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None,
             task.add_done_callback(_background.discard)
 
 
-async def apply(engine: Engine, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond,
-                resolver: RoleResolver | None = None) -> None:
+async def apply(
+    engine: Engine,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    resolver: RoleResolver | None = None,
+) -> None:
     verb = action["action_id"].removeprefix(slack_ui.ACTION_PREFIX)
     try:
         deployment_id = int(action.get("value", ""))

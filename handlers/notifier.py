@@ -528,7 +528,8 @@ class SlackNotifier:
         a = await self.store.raise_alert(
             d.id, event, CRITICAL, text, escalate_at=self.alerts.first_escalation(self.clock.now())
         )
-        assert a is not None
+        if a is None:  # only keyed alerts are ever refused
+            return
         for channel, in_thread in await self._alert_channels(CRITICAL, d, always=True):
             if in_thread:
                 await self._ensure_message(d)
@@ -715,16 +716,21 @@ class SlackNotifier:
             except Exception:
                 log.exception("alert timers failed; trying again")
                 due = self.clock.now() + self.watch_interval
-            now = self.clock.now()
-            waits = [t - now for t in (due, next_watch if watching else None) if t is not None]
-            await self._sleep(min(waits) if waits else None)
+            deadlines = [t for t in (due, next_watch if watching else None) if t is not None]
+            await self._sleep_until(min(deadlines) if deadlines else None)
 
-    async def _sleep(self, seconds: float | None) -> None:
-        """Sleep `seconds` of clock time, or until something changes the timers."""
+    async def _sleep_until(self, deadline: float | None) -> None:
+        """Sleep until `deadline` on the clock (None: for ever), or until something changes the timers."""
+
+        async def until() -> None:
+            assert deadline is not None
+            while (left := deadline - self.clock.now()) > 0:
+                await self.clock.sleep(left)  # measured as the sleep starts: a clock jump cannot stretch it
+
         waiter = asyncio.ensure_future(self._timer_wake.wait())
         tasks = {waiter}
-        if seconds is not None:
-            tasks.add(asyncio.ensure_future(self.clock.sleep(max(0.0, seconds))))
+        if deadline is not None:
+            tasks.add(asyncio.ensure_future(until()))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -814,7 +820,8 @@ class SlackNotifier:
         """Warnings raised by time passing: an approval waiting too long, a rollout running too long."""
         for d in await self.store.active():
             if d.state == State.AWAITING_APPROVAL:
-                since = _epoch(d.updated_at or d.created_at)
+                waits = [e for e in await self.store.events(d.id) if e.action == "await_approval"]
+                since = _epoch(waits[-1].at if waits else d.created_at)
                 if policy.approval_overdue(since, now, self.alerts):
                     waiting_for = (d.context.get("gate") or {}).get("waiting_for") or "approval"
                     text = f"{d.ref} has been waiting {slack_ui.span(now - since)} for {waiting_for}."
@@ -850,7 +857,7 @@ class SlackNotifier:
             action, a, d = item
             key = policy.pagerduty_dedup_key(d.id)
             try:
-                if action == "trigger":
+                if action == "trigger":  # at once, Slack or not: the link is there if the message is
                     link = await self._deployment_link(await self.store.get(d.id))
                     what = slack_ui.ALERT_TITLES.get(a.event, "Critical")
                     await self.pagerduty.trigger(

@@ -107,6 +107,9 @@ def test_classify_never_reports_an_event_below_its_level(store):
     failed = moved(store, deployment(store, service="api"), "start", "fail", outcome="no capacity")
     assert classify(failed, "update", INFO, "no capacity") == ("deploy_failed", CRITICAL)
     assert classify(failed, "update", INFO, "Freeze overridden by bob")[0] == "freeze_override"
+    scheduled = moved(store, deployment(store, service="jobs"), "schedule")
+    skipped = ":warning: Skipped: the window opened with approvals missing. Moved to 2026-12-01 02:00 UTC."
+    assert classify(scheduled, "update", WARNING, skipped) == ("missed_window", WARNING)
     emergency = deployment(store, service="db", context={"emergency": "prod down"})
     assert classify(emergency, "update", CRITICAL, ":rotating_light: Emergency deploy") == (
         "emergency_deploy",

@@ -114,6 +114,7 @@ async def rolled_back_alert(w: World, n: SlackNotifier):
     await n(Notice(d, "update"))
     d = await w.move(d, "start")
     await n(Notice(d, "update"))
+    await settled(n)  # the canary ran a while: its message is there before anything goes wrong
     d = await w.move(d, "rollback", outcome="analysis failed at canary 5%: error rate 20.0% > 5.0%")
     await n(Notice(d, "update", f"Rolling back: {d.outcome}", "critical"))
     await settled(n)

@@ -204,8 +204,12 @@ async def test_pause_resume_and_abort_buttons_and_a_stale_click(sandbox, client)
     await client.click("dave", "deploys", m["ts"], label="Pause")  # no role in production: refused
 
     async def told_dave():
-        return [x for x in await client.messages("deploys") if x.get("ephemeral_for") == "U0DAVE"
-                and "You need the engineers or release-managers role to deploy in production" in x["text"]]
+        return [
+            x
+            for x in await client.messages("deploys")
+            if x.get("ephemeral_for") == "U0DAVE"
+            and "You need the engineers or release-managers role to deploy in production" in x["text"]
+        ]
 
     assert await wait_for(told_dave, 10, what="dave's refusal")
     assert await _state(sandbox, d, "running")
