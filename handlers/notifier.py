@@ -279,7 +279,7 @@ class SlackNotifier:
         on_change: Callable[[], None] | None = None,
         post_interval: float = 1.0,
         update_interval: float = 1.0,
-        merge_backlog: int = 20,
+        merge_backlog: int = 1,
         watch_interval: float = 60.0,
     ):
         self.client, self.store = client, store
@@ -288,7 +288,9 @@ class SlackNotifier:
         self.pagerduty, self.on_change = pagerduty, on_change
         self.post_interval = post_interval  # the least time between two new messages in a channel
         self.update_interval = update_interval  # ... between two updates of one message
-        self.merge_backlog = merge_backlog  # thread lines waiting before they are sent joined
+        # thread lines waiting before they are sent joined: 1 = whatever piled up while the channel waited
+        # its second goes out as one message (fewer notifications, and a busy canary's thread keeps pace)
+        self.merge_backlog = merge_backlog
         self.watch_interval = watch_interval  # clock seconds between checks for slow approvals/rollouts
         self.live: dict[int, str] = {}  # deployment id -> its live progress line
         self._queue: asyncio.Queue[Notice | None] = asyncio.Queue()

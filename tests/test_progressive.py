@@ -36,8 +36,9 @@ async def deploy(client, text: str, user: str = "alice", command: str = "/deploy
 
 
 def thread_of(messages: list[dict], deployment_id: int) -> list[str]:
+    """The lines of a deployment's thread (lines queued together arrive joined in one message)."""
     top = next(m for m in top_level(messages) if f"#{deployment_id} " in m["text"])
-    return [m["text"] for m in messages if m.get("thread_ts") == top["ts"]]
+    return [line for m in messages if m.get("thread_ts") == top["ts"] for line in m["text"].split("\n")]
 
 
 def measurements(sb, deployment_id: int) -> list[dict]:
