@@ -131,6 +131,8 @@ def _when(at: str | float | None) -> str:
 
 def gate_blocks(d: Deployment, gate: dict[str, Any], waiting: bool) -> list[dict[str, Any]]:
     """The checklist and approvals: every item with who/when or its evidence; checkboxes while waiting."""
+    if not gate["items"] and not gate["required"] and not gate.get("emergency"):
+        return []  # an environment with no checklist and no approvals: nothing to show
     lines = []
     for item in gate["items"]:
         if item.get("skipped"):
@@ -149,9 +151,11 @@ def gate_blocks(d: Deployment, gate: dict[str, Any], waiting: bool) -> list[dict
             )
         lines.append(f"{mark} *{item['label']}* — {clip(note, 300)}")
     approvals = ", ".join(f"<@{a['user']}> {_when(a['at'])}" for a in gate["approvals"]) or "none yet"
-    blocks = [
-        section(clip("*Checklist*\n" + "\n".join(lines), MAX_TEXT, f"(full record: /deploy audit {d.id})"))
-    ]
+    blocks = (
+        [section(clip("*Checklist*\n" + "\n".join(lines), MAX_TEXT, f"(full record: /deploy audit {d.id})"))]
+        if lines
+        else []
+    )
     if gate.get("emergency"):
         blocks.append(
             section(

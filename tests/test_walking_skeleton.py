@@ -47,6 +47,7 @@ async def test_deploy_v2_to_staging_runs_end_to_end(sandbox, client):
 
     final = await wait_terminal(client, 1)
     assert "succeeded" in final["text"] and final["edited"]
+    assert "Checklist" not in json.dumps(final["blocks"])  # staging has no checklist: none is shown
 
     arn, image = service_image(sandbox, "staging", "web-blue")
     assert image == "web:v2" and arn.endswith("web-staging:2")
