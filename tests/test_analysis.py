@@ -549,11 +549,7 @@ def server():
 
 
 @pytest.fixture
-def world(server, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+def world(server, aws_env):
     server.reset(ManualClock())
     server.provision()
     return server

@@ -611,11 +611,7 @@ def world():
 
 
 @pytest.fixture
-def cloud(world, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "sandbox")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sandbox")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+def cloud(world, aws_env):
     return Cloud(AwsSettings(endpoint_url=world.endpoint, max_attempts=2))
 
 
