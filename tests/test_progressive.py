@@ -99,10 +99,13 @@ async def test_no_data_pauses_the_canary_as_inconclusive_instead_of_passing(sand
     await wait_state(sandbox, d, "paused", within=60)
     verdicts = [m["verdict"] for m in measurements(sandbox, d)]
     assert verdicts and set(verdicts) == {"inconclusive"}
-    messages = await client.messages("deploys")
-    top = next(m for m in top_level(messages) if f"#{d} " in m["text"])
-    buttons = {e["text"]["text"] for b in top["blocks"] if b["type"] == "actions" for e in b["elements"]}
-    assert buttons == {"Promote", "Resume", "Abort"}
+
+    async def paused_message():  # the message follows the state a moment later
+        top = next(m for m in top_level(await client.messages("deploys")) if f"#{d} " in m["text"])
+        buttons = {e["text"]["text"] for b in top["blocks"] if b["type"] == "actions" for e in b["elements"]}
+        return top if buttons == {"Promote", "Resume", "Abort"} else None
+
+    top = await wait_for(paused_message, 15, what="the paused message with Promote / Resume / Abort")
 
     async def asked():  # the thread follows at most one new message a second per channel
         return any(
