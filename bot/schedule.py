@@ -24,7 +24,8 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock
-from bot.cloud import Cloud, CloudError
+from bot.cloud import Cloud
+from bot.cloud.metrics import metric_series
 from bot.configfile import ConfigError, _show, _Table
 
 log = logging.getLogger(__name__)
@@ -848,29 +849,11 @@ async def lowest_traffic_hours(
         }
         for i, dims in enumerate(dimensions)
     ]
-    params: dict[str, Any] = {
-        "MetricDataQueries": queries,
-        "StartTime": start,
-        "EndTime": end,
-        "ScanBy": "TimestampAscending",
-    }
     per_hour: dict[datetime, float] = {}
-    while True:
-        out = await cloud.call("cloudwatch", "get_metric_data", role_arn, **params)
-        for result in out.get("MetricDataResults", []):
-            if result.get("StatusCode") in ("Forbidden", "InternalError"):
-                messages = "; ".join(m.get("Value", "") for m in out.get("Messages", [])) or "no message"
-                raise CloudError(
-                    "CLOUDWATCH GetMetricData", f"{result.get('Id')}: {result['StatusCode']}: {messages}"
-                )
-            for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
-                if value is None:
-                    continue
-                bucket = ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-                per_hour[bucket] = per_hour.get(bucket, 0.0) + float(value)
-        if not out.get("NextToken"):
-            break
-        params["NextToken"] = out["NextToken"]
+    for values in (await metric_series(cloud, role_arn, queries, start, end)).values():
+        for ts, value in values.items():
+            bucket = ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+            per_hour[bucket] = per_hour.get(bucket, 0.0) + value
     if not per_hour:
         return []
     totals, seen = [0.0] * 24, [0] * 24

@@ -82,6 +82,24 @@ async def target_group_metrics(
                     "ReturnData": True,
                 }
             )
+    series = await metric_series(cloud, role_arn, queries, start, end)
+
+    metrics = {}
+    for i, name in enumerate(names):
+        requests, errors, latency = (series[f"g{i}_{s}"] for s, _, _ in _QUERIES)
+        metrics[name] = GroupMetrics(
+            requests=sum(requests.values()) if requests else None,
+            errors=sum(errors.values()) if errors else None,
+            latency_ms=None if not latency else _combine_latency(latency, requests, latency_stat) * 1000,
+        )
+    return metrics
+
+
+async def metric_series(
+    cloud: Cloud, role_arn: str | None, queries: list[dict[str, Any]], start: datetime, end: datetime
+) -> dict[str, dict[datetime, float]]:
+    """One GetMetricData request (its pages followed): query id -> {timestamp: value}. A query CloudWatch
+    answers Forbidden or InternalError raises CloudError; missing values are simply absent."""
     series: dict[str, dict[datetime, float]] = {q["Id"]: {} for q in queries}
     params: dict[str, Any] = {
         "MetricDataQueries": queries,
@@ -101,20 +119,9 @@ async def target_group_metrics(
             for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
                 if value is not None:
                     values[ts] = float(value)
-        token = out.get("NextToken")
-        if not token:
-            break
-        params["NextToken"] = token
-
-    metrics = {}
-    for i, name in enumerate(names):
-        requests, errors, latency = (series[f"g{i}_{s}"] for s, _, _ in _QUERIES)
-        metrics[name] = GroupMetrics(
-            requests=sum(requests.values()) if requests else None,
-            errors=sum(errors.values()) if errors else None,
-            latency_ms=None if not latency else _combine_latency(latency, requests, latency_stat) * 1000,
-        )
-    return metrics
+        if not out.get("NextToken"):
+            return series
+        params["NextToken"] = out["NextToken"]
 
 
 def _combine_latency(latency: dict[datetime, float], requests: dict[datetime, float], stat: str) -> float:
