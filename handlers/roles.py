@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from slack_sdk.errors import SlackApiError
@@ -19,7 +20,9 @@ class RoleResolver:
     def __init__(self, client: AsyncWebClient, roles: Roles, ttl_seconds: float = 300.0):
         self.client, self.roles, self.ttl = client, roles, ttl_seconds
         self._members: dict[str, set[str]] = {}
-        self._fetched_at = 0.0
+        # -inf, not 0.0: time.monotonic() counts from boot, so on a machine up for less than `ttl` seconds
+        # a 0.0 start looked fresh and nobody had a role until the TTL had passed.
+        self._fetched_at = -math.inf
         self._lock = asyncio.Lock()
 
     async def roles_of(self, user: str) -> frozenset[str]:
@@ -47,4 +50,4 @@ class RoleResolver:
                 log.error("could not read Slack user groups: %s", exc.response.get("error"))
 
     def invalidate(self) -> None:
-        self._fetched_at = 0.0
+        self._fetched_at = -math.inf

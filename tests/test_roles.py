@@ -1,0 +1,41 @@
+"""Role resolution from Slack user groups, independent of how long the machine has been up."""
+
+from __future__ import annotations
+
+from bot.checklist import Roles
+from handlers import roles as roles_module
+from handlers.roles import RoleResolver
+
+
+class FakeSlack:
+    """The two user-group methods of Slack's Web API, counting calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def usergroups_list(self) -> dict:
+        self.calls += 1
+        return {"usergroups": [{"handle": "engineers", "id": "S1"}]}
+
+    async def usergroups_users_list(self, usergroup: str) -> dict:
+        return {"users": ["U0ALICE"] if usergroup == "S1" else []}
+
+
+async def test_roles_are_read_on_a_machine_booted_less_than_a_ttl_ago(monkeypatch):
+    # time.monotonic() counts from boot: 10 s after boot a resolver with a 300 s TTL must still fetch.
+    monkeypatch.setattr(roles_module.time, "monotonic", lambda: 10.0)
+    slack = FakeSlack()
+    resolver = RoleResolver(slack, Roles(groups={"engineers": ("engineers",)}), ttl_seconds=300)  # type: ignore[arg-type]
+    assert await resolver.roles_of("U0ALICE") == {"engineers"}
+    assert await resolver.roles_of("U0DAVE") == frozenset()
+    assert slack.calls == 1  # cached within the TTL
+
+
+async def test_invalidate_forces_a_fresh_read(monkeypatch):
+    monkeypatch.setattr(roles_module.time, "monotonic", lambda: 5.0)
+    slack = FakeSlack()
+    resolver = RoleResolver(slack, Roles(groups={"engineers": ("engineers",)}))  # type: ignore[arg-type]
+    await resolver.roles_of("U0ALICE")
+    resolver.invalidate()
+    await resolver.roles_of("U0ALICE")
+    assert slack.calls == 2
