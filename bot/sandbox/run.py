@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -108,6 +109,7 @@ class Sandbox:
         `speed` times faster than the wall from there (in this process and in the bot alike). Without it
         the clock starts at the wall time now and runs from the moment the Sandbox is made."""
         self.config = str(Path(config or "config/deploybot.toml").resolve())
+        self.own_workdir = workdir is None  # a temporary folder of its own: removed by stop()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="deploybot-sandbox-"))
         self.db = str(Path(db).resolve()) if db else str(self.workdir / "deploybot.db")
         if clock_start is None:
@@ -181,6 +183,7 @@ class Sandbox:
             "users": dict(self.slack.users),
             "channels": dict(self.slack.channels),
             "log": str(self.workdir / "bot.log"),
+            "workdir": str(self.workdir),
             "speed": self.clock.speed,
             "clock": self.clock.spec(),
         }
@@ -193,6 +196,8 @@ class Sandbox:
             await asyncio.gather(self._emulator, return_exceptions=True)
         await self.slack.stop()
         await asyncio.to_thread(self.world.stop)
+        if self.own_workdir:
+            await asyncio.to_thread(shutil.rmtree, self.workdir, True)
 
     async def __aenter__(self) -> Sandbox:
         try:
