@@ -4,9 +4,11 @@ that gives the bot process the same clock as the sandbox that starts it."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 
+from bot.__main__ import build_parser, main
 from bot.clock import Clock, ScaledClock
 
 START = 1_796_385_600.0  # 2026-12-04T12:00:00Z, far from the wall time a test runs at
@@ -48,3 +50,13 @@ def test_older_specs_still_parse():
 def test_a_bad_spec_is_a_clear_error(spec):
     with pytest.raises(ValueError, match="clock spec|speed must be"):
         ScaledClock.from_spec(spec)
+
+
+def test_deploybot_sandbox_takes_a_clock_start(capsys):
+    args = build_parser().parse_args(["sandbox", "--clock-start", "2026-12-04T12:00Z"])
+    assert args.clock_start == datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    assert args.clock_start.timestamp() == START
+    zoned = build_parser().parse_args(["sandbox", "--clock-start", "2026-12-04 13:00+01:00"])
+    assert zoned.clock_start.timestamp() == START
+    assert main(["sandbox", "--clock-start", "friday"]) == 2
+    assert "'friday' is not a date and time like 2026-12-04T12:00Z" in capsys.readouterr().err

@@ -104,6 +104,8 @@ class Console:
         SIGTERM or quit ends the console at once."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes] = asyncio.Queue()
+        if sys.stdin is None:  # no stdin at all: nothing will ever be typed
+            return
         fd = sys.stdin.fileno()
 
         def readable() -> None:
@@ -226,7 +228,7 @@ class Console:
         verb = ("untick" if item.checked else "tick") if item.kind == "checkbox" else "click"
         status = "" if result["status"] == 200 else f": HTTP {result['status']} {result['body']}"
         self.out(f"({verb} {item.label} on #{number}{status})")
-        self._print_new(self.slack._channel_name(message["channel"]))
+        self._print_new(message["channel"])
 
     # ------------------------------------------------------------------------------------------ printing
 
