@@ -232,6 +232,8 @@ async def test_a_click_goes_to_the_messages_own_channel_and_a_checkbox_ticks(wor
         await console.handle("click 9.1")
     with pytest.raises(LookupError, match="items 2.1 to 2.1"):
         await console.handle("click 2.5")
+    with pytest.raises(LookupError, match="click takes MESSAGE.ITEM"):
+        await console.handle("click Approve")
 
 
 async def test_an_edit_prints_one_line_and_show_prints_the_whole_message(world):

@@ -210,6 +210,8 @@ class Console:
 
     async def click(self, ref: str) -> None:
         number_text, dot, item_text = ref.lstrip("#").partition(".")
+        if not number_text.isdigit() or (dot and not item_text.isdigit()):
+            raise LookupError(f"{ref!r}: click takes MESSAGE.ITEM (e.g. click 2.1) or ITEM (e.g. click 1)")
         if not dot:
             if self.latest_clickable is None:
                 raise LookupError("no message with buttons yet")
