@@ -29,6 +29,17 @@ def _db_default() -> str:
     return os.environ.get("DEPLOYBOT_DB", "deploybot.db")
 
 
+def _instant(text: str):
+    """An ISO 8601 instant for --clock-start; a time without an offset is UTC."""
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date and time like 2026-12-04T12:00Z") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="deploybot", description="Slack ChatOps deployment bot.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -57,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=None, help="keep the database at PATH (default: a fresh temporary one)"
     )
     sandbox.add_argument("--speed", type=float, default=10.0, help="how much faster time runs (default 10)")
+    sandbox.add_argument(
+        "--clock-start",
+        type=_instant,
+        default=None,
+        metavar="WHEN",
+        help="the sandbox clock starts at this instant, e.g. 2026-12-04T12:00Z (default: now); "
+        "it stands still until the bot is ready",
+    )
     sandbox.add_argument(
         "--headless",
         action="store_true",
@@ -168,7 +187,7 @@ async def serve(args: argparse.Namespace) -> int:
 
         socket_handler = AsyncSocketModeHandler(app, settings.secrets.app_token)
         await socket_handler.connect_async()
-        _ready({"socket_mode": True, "db": db_path})
+        _ready({"socket_mode": True, "db": db_path}, clock)
     else:
         web_app = app.web_app(path="/slack/events")
 
@@ -182,7 +201,7 @@ async def serve(args: argparse.Namespace) -> int:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
         host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
-        _ready({"listening": f"http://{host}:{port}", "db": db_path})
+        _ready({"listening": f"http://{host}:{port}", "db": db_path}, clock)
     log.info(
         "deploybot serving (%s) with config %s, database %s",
         "socket mode" if args.socket_mode else "HTTP",
@@ -279,7 +298,15 @@ def _require_secrets(settings: Settings, socket_mode: bool) -> None:
         )
 
 
-def _ready(info: dict) -> None:
+def _ready(info: dict, clock=None) -> None:
+    """The one line a parent process waits for. A clock held at its start (the sandbox pins it so the
+    boot eats no virtual time) begins now, and the line tells the parent from which wall instant."""
+    from bot.clock import ScaledClock
+
+    if isinstance(clock, ScaledClock):
+        if clock.held:
+            clock.begin()
+        info = {**info, "clock": clock.spec()}
     print(json.dumps({"ready": True, **info}), flush=True)
 
 

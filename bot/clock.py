@@ -2,7 +2,9 @@
 five-minute bake in five seconds (ScaledClock) and unit tests can step time by hand (ManualClock).
 
 Virtual time is epoch seconds. A ScaledClock shared by two processes (the sandbox and the bot it runs)
-agrees on "now" because both are built from the same (speed, origin) pair: see ScaledClock.spec()."""
+agrees on "now" because both are built from the same (speed, origin, start) triple: see ScaledClock.spec().
+A clock may be pinned to a start instant and held there until begin(): the sandbox holds its clock while
+the bot boots, so a slow start-up eats no virtual time and a test's window opens when the test said."""
 
 from __future__ import annotations
 
@@ -34,30 +36,67 @@ class Clock:
 
 
 class ScaledClock(Clock):
-    """Time running `speed` times faster than the wall, from a shared origin (epoch seconds)."""
+    """Time running `speed` times faster than the wall. It reads `start` (virtual epoch seconds) at the wall
+    instant `origin` (epoch seconds). Without a start it reads the wall time at its origin; with `held` it
+    reads `start` and stands still until begin() gives it its origin."""
 
-    def __init__(self, speed: float, origin: float | None = None):
+    def __init__(
+        self, speed: float, origin: float | None = None, start: float | None = None, *, held: bool = False
+    ):
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.speed = float(speed)
+        self.origin: float | None = None
+        self.start = None if start is None else float(start)
+        if not held:
+            self.begin(origin)
+
+    @property
+    def held(self) -> bool:
+        return self.origin is None
+
+    def begin(self, origin: float | None = None) -> None:
+        """Let a held clock run from wall instant `origin` (default: now)."""
         self.origin = time.time() if origin is None else float(origin)
+        if self.start is None:
+            self.start = self.origin
 
     def now(self) -> float:
-        return self.origin + (time.time() - self.origin) * self.speed
+        if self.origin is None:
+            return self.start if self.start is not None else time.time()
+        return self.start + (time.time() - self.origin) * self.speed
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)
 
     def spec(self) -> str:
-        return f"{self.speed}@{self.origin}"
+        """'SPEED@ORIGIN@START' (running), or 'SPEED@held@START' (held until begin())."""
+        origin = "held" if self.origin is None else repr(self.origin)
+        return f"{self.speed!r}@{origin}@{self.start!r}"
 
     @classmethod
     def from_spec(cls, spec: str) -> Clock:
-        """'1' -> real time; '60@1764000000.5' -> 60x from that origin; '60' -> 60x from now."""
-        speed, _, origin = spec.partition("@")
-        if float(speed) == 1.0 and not origin:
-            return Clock()
-        return cls(float(speed), float(origin) if origin else None)
+        """'1' -> real time; '60@1764000000.5' -> 60x from that origin; '60' -> 60x from now;
+        '60@1764000000.5@1765000000' -> 60x, reading 1765000000 at that origin;
+        '60@held@1765000000' -> held at 1765000000 until begin()."""
+        try:
+            speed, *rest = spec.split("@")
+            if len(rest) > 2:
+                raise ValueError("too many '@'")
+            origin = rest[0] if rest else ""
+            start = float(rest[1]) if len(rest) > 1 else None
+            if float(speed) == 1.0 and not rest:
+                return Clock()
+            if origin == "held":
+                if start is None:
+                    raise ValueError("a held clock needs its start")
+                return cls(float(speed), start=start, held=True)
+            return cls(float(speed), float(origin) if origin else None, start)
+        except ValueError as exc:
+            raise ValueError(
+                f"clock spec {spec!r} is not SPEED, SPEED@ORIGIN, SPEED@ORIGIN@START or SPEED@held@START "
+                f"({exc})"
+            ) from None
 
 
 class ManualClock(Clock):

@@ -52,6 +52,8 @@ async def test_headless_sandbox_prints_ready_line_serves_and_shuts_down_cleanly(
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         stderr = (await proc.stderr.read()).decode()
         assert "Traceback" not in stderr
+        assert not os.path.exists(info["workdir"])  # its temporary folder (bot log) is gone, the --db kept
+        assert (tmp_path / "kept.db").exists()
 
         # the bot child went down with it
         async def bot_gone():

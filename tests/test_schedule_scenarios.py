@@ -14,13 +14,21 @@ from bot.sandbox.run import Sandbox
 from tests.conftest import CONFIG, db_rows, top_level, wait_state, wait_terminal
 
 SPEED = 60
+# Every scenario here runs on a sandbox clock pinned to this instant (held while the bot boots, so a slow
+# start-up eats no virtual time), never on the calendar: a Friday noon, when the shipped production window
+# (Mon-Thu 02:00-05:00 Europe/Berlin) is days away and the test's own daily window is always the next one.
+CLOCK_START = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+# Virtual minutes from the bot being ready to the window opening: the slash command and its scheduling must
+# fit in them (15 s of wall time at 60x, plenty on a busy machine).
+OPENS_IN = 15
 
 
 def config_with_windows(
-    tmp_path: Path, opens_in_minutes: float, lasts_minutes: int = 10
+    tmp_path: Path, opens_in_minutes: float = OPENS_IN, lasts_minutes: int = 10
 ) -> tuple[Path, datetime]:
-    """The shipped config plus a daily window for staging and production opening in a few virtual minutes."""
-    start = (datetime.now(UTC) + timedelta(minutes=opens_in_minutes)).replace(second=0, microsecond=0)
+    """The shipped config plus a daily window for staging and production opening `opens_in_minutes` after
+    CLOCK_START (whole minutes: the window's hours are HH:MM)."""
+    start = CLOCK_START + timedelta(minutes=opens_in_minutes)
     end = start + timedelta(minutes=lasts_minutes)
     window = f'days = "daily"\nhours = "{start:%H:%M}-{end:%H:%M}"\ntimezone = "UTC"\n'
     text = Path(CONFIG).read_text()
@@ -34,6 +42,10 @@ def config_with_windows(
     return path, start
 
 
+def pinned_sandbox(config: Path, tmp_path: Path) -> Sandbox:
+    return Sandbox(config=config, speed=SPEED, workdir=tmp_path, clock_start=CLOCK_START)
+
+
 def events(sb, d: int, *actions: str) -> list[dict]:
     marks = ",".join("?" * len(actions))
     return db_rows(
@@ -44,10 +56,33 @@ def events(sb, d: int, *actions: str) -> list[dict]:
     )
 
 
-async def test_a_window_deploy_waits_for_the_window_and_is_listed_until_then(tmp_path, aws_env):
-    config, opens = config_with_windows(tmp_path, opens_in_minutes=8)
+async def test_a_pinned_sandbox_clock_stands_still_while_the_bot_boots_and_the_bot_shares_it(
+    tmp_path, aws_env
+):
+    made = time.monotonic()
     async with (
-        Sandbox(config=config, speed=SPEED, workdir=tmp_path) as sb,
+        pinned_sandbox(CONFIG, tmp_path) as sb,
+        SandboxClient(sb.slack_url) as client,
+    ):
+        boot = time.monotonic() - made
+        assert sb.bot.ready["clock"] == sb.clock.spec()  # one clock: same speed, origin and start
+        # The moto world and the bot took `boot` wall seconds to start; at 60x that would be boot minutes
+        # of virtual time. Held until the bot was ready, the clock has moved only since then.
+        elapsed = sb.clock.now() - CLOCK_START.timestamp()
+        assert 0 <= elapsed < boot * SPEED / 2, (elapsed, boot)
+        # The bot reads the same pinned time: a freeze "until +2h" ends two hours after the sandbox's now.
+        before = sb.clock.utcnow()
+        r = await client.slash("bob", "/deploy", 'freeze staging until +2h "pinned clock"')
+        assert "froze staging" in r["body"]["text"], r
+        after = sb.clock.utcnow()
+        (end,) = [datetime.fromisoformat(f["end"]) for f in db_rows(sb, "SELECT end FROM freezes")]
+        assert before + timedelta(hours=2) - timedelta(minutes=1) <= end <= after + timedelta(hours=2)
+
+
+async def test_a_window_deploy_waits_for_the_window_and_is_listed_until_then(tmp_path, aws_env):
+    config, opens = config_with_windows(tmp_path)
+    async with (
+        pinned_sandbox(config, tmp_path) as sb,
         SandboxClient(sb.slack_url) as client,
     ):
         r = await client.slash("alice", "/deploy", "web v2 to staging --window")
@@ -64,18 +99,19 @@ async def test_a_window_deploy_waits_for_the_window_and_is_listed_until_then(tmp
         assert "succeeded" in final["text"]
         started = datetime.fromisoformat(events(sb, 1, "start")[0]["at"])
         assert started >= opens, (started, opens)  # not before the window
-        assert started < opens + timedelta(minutes=2)  # ... but when it opened
+        assert started < opens + timedelta(minutes=5)  # ... but when it opened (a busy loop may lag)
 
 
 async def test_missing_approvals_at_window_start_skip_it_with_a_warning_and_move_it(tmp_path, aws_env):
-    config, opens = config_with_windows(tmp_path, opens_in_minutes=8)
+    config, opens = config_with_windows(tmp_path)
     async with (
-        Sandbox(config=config, speed=SPEED, workdir=tmp_path) as sb,
+        pinned_sandbox(config, tmp_path) as sb,
         SandboxClient(sb.slack_url) as client,
     ):
         r = await client.slash("alice", "/deploy", "web v2 to production --window")
         assert "Scheduled for" in r["body"]["text"], r
         await wait_state(sb, 1, "scheduled")
+        assert sb.clock.utcnow() < opens  # scheduled before the window: its first run is this one
 
         async def moved():
             return events(sb, 1, "moved")
@@ -121,15 +157,16 @@ async def test_a_freeze_refuses_with_its_reason_and_an_authorised_override_raise
 async def test_the_bot_down_across_a_window_start_moves_the_deploy_and_never_runs_it_outside(
     tmp_path, aws_env
 ):
-    config, opens = config_with_windows(tmp_path, opens_in_minutes=6, lasts_minutes=2)
+    config, opens = config_with_windows(tmp_path, lasts_minutes=2)
     async with (
-        Sandbox(config=config, speed=SPEED, workdir=tmp_path) as sb,
+        pinned_sandbox(config, tmp_path) as sb,
         SandboxClient(sb.slack_url) as client,
     ):
         r = await client.slash("alice", "/deploy", "web v2 to staging --window")
         assert "Scheduled for" in r["body"]["text"], r
         await wait_state(sb, 1, "scheduled")
         await client.bot("kill")
+        assert sb.clock.utcnow() < opens  # down before the window opened
         closes = opens + timedelta(minutes=2)
         # wait (wall time, polled) until the whole window and the misfire grace have passed on the sandbox clock
         await wait_for(lambda: _after(sb, closes + timedelta(minutes=5)), 60, what="the window to pass")

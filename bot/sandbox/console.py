@@ -1,13 +1,18 @@
-"""The sandbox's terminal console: type slash commands as a chosen user, see the bot's messages as text
-with numbered buttons, click them by number, inject faults. For people; tests use the control API."""
+"""The sandbox's terminal console: type slash commands as a chosen user, see the bot's messages as the Slack
+client shows them (bot.sandbox.render) with numbered buttons and checkboxes, click them by number, inject
+faults. For people; tests use the control API."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import sys
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
+
+from bot.sandbox.render import Directory, change_line, mrkdwn, render_message
 
 if TYPE_CHECKING:
     from bot.sandbox.run import Sandbox
@@ -16,74 +21,124 @@ HELP = """Commands:
   /deploy ... | /promote ... | /rollback ...   send a slash command as the current user
   as NAME                  act as alice (engineer), bob (release manager), carol (on-call), dave
   in CHANNEL               post commands from deploys, incidents or deploys-log
+  click M.I                click item I of message #M: a button, or a checklist box (ticks or unticks it)
+  click I                  click item I of the latest message that has clickable items
+  show M                   print message #M in full (an edit prints one line: ~ #M ...)
   show [CHANNEL]           print a channel's messages again
-  click N                  click button N from the last messages printed
   inject SERVICE VERSION unhealthy|healthy|errors=0.2|latency=300
   traffic SERVICE RPM      simulated requests per minute (0: no metrics)
   aws                      the AWS world: slots, task definitions, counts, weights
   kill | start             SIGKILL the bot process / start it again on the same database
-  help | quit"""
-
-
-def render(message: dict[str, Any], buttons: list[tuple[str, str, str]]) -> str:
-    """A message as text; its buttons are appended to `buttons` and shown with their numbers."""
-    lines: list[str] = []
-    for block in message.get("blocks") or []:
-        kind = block.get("type")
-        if kind == "section":
-            if block.get("text"):
-                lines.append(block["text"]["text"])
-            for f in block.get("fields", []):
-                lines.append("  " + f["text"].replace("\n", ": "))
-        elif kind == "context":
-            lines.append("  " + " ".join(e.get("text", "") for e in block.get("elements", [])))
-        elif kind == "actions":
-            labels = []
-            for el in block.get("elements", []):
-                if el.get("type") == "button":
-                    buttons.append((message["ts"], el.get("action_id", ""), el["text"]["text"]))
-                    labels.append(f"[{len(buttons)}] {el['text']['text']}")
-            lines.append("  " + "  ".join(labels))
-    if not lines:
-        lines.append(message.get("text", ""))
-    head = "  └ " if message.get("thread_ts") and message["thread_ts"] != message["ts"] else ""
-    flags = " (only you)" if message.get("ephemeral_for") else ""
-    flags += " (edited)" if message.get("edited") else ""
-    return head + ("\n" + (" " * len(head))).join(lines) + flags
+  help | quit              quit stops the sandbox and removes its temporary folder"""
 
 
 class Console:
-    def __init__(self, sandbox: Sandbox):
+    """Messages are numbered #1, #2, ... in the order they first appear; their clickable items M.1, M.2, ...
+    A new message prints in full, an edit prints one line, `show M` prints the whole message again."""
+
+    def __init__(self, sandbox: Sandbox, out: Callable[[str], None] | None = None):
         self.sandbox, self.slack = sandbox, sandbox.slack
         self.user, self.channel = "alice", "deploys"
-        self.buttons: list[tuple[str, str, str]] = []
-        self.seen: dict[str, tuple[str, bool, str]] = {}
+        self.tty = sys.stdout.isatty()
+        self._out = out
+        self.numbers: dict[tuple[str, str], int] = {}  # (channel id, ts) -> message number
+        self.where: dict[int, tuple[str, str]] = {}  # message number -> (channel id, ts)
+        self.shown: dict[int, tuple[str, list[str]]] = {}  # number -> (signature, lines last printed)
+        self.latest_clickable: int | None = None
+        self._printed = 0  # lines printed so far (the watcher prompts again after printing)
+        self._busy = False  # a command is being handled: its end prompts
+        self._prompted = False  # the prompt is on screen: what is printed next starts on a line of its own
 
     def out(self, text: str = "") -> None:
+        self._printed += 1
+        if self._out is not None:
+            self._out(text)
+            return
+        if self._prompted:  # clear the prompt's line on a terminal; elsewhere leave it and start a new one
+            sys.stdout.write("\r\033[K" if self.tty else "\n")
+            self._prompted = False
         print(text, flush=True)
+
+    def directory(self) -> Directory:
+        people = getattr(self.slack, "_people", {})
+        tz = people.get(self.slack.users.get(self.user, ""), {}).get("tz", "UTC")
+        return Directory(
+            users={uid: name for name, uid in self.slack.users.items()},
+            channels={cid: name for name, cid in self.slack.channels.items()},
+            groups={g["id"]: handle for handle, g in self.slack.usergroups.items()},
+            tz=tz,
+            now=self.sandbox.clock.now(),
+            tty=self.tty,
+            emoji_chars=(sys.stdout.encoding or "").lower().replace("-", "") in ("utf8", "utf8mb4"),
+        )
 
     async def run(self) -> None:
         info = self.sandbox.info()
         self.out(f"deploybot sandbox — bot {info['bot']}, slack {info['slack']}, aws {info['aws']}")
         self.out(f"database {info['db']}, time runs {info['speed']:g}x. Type 'help'.")
+        self.out(f"temporary folder {info['workdir']} (removed at quit)")
         watcher = asyncio.get_running_loop().create_task(self._watch())
         try:
-            while True:
-                line = await asyncio.to_thread(self._read)
-                if line is None or line.strip() in ("quit", "exit"):
+            async for line in self._lines():
+                if line.strip() in ("quit", "exit"):
                     return
+                self._busy = True
                 try:
                     await self.handle(line.strip())
                 except Exception as exc:  # the console must survive any typo
                     self.out(f"! {type(exc).__name__}: {exc}")
+                finally:
+                    self._busy = False
         finally:
             watcher.cancel()
 
-    def _read(self) -> str | None:
+    def _prompt(self) -> None:
+        if self._out is not None:
+            return
+        sys.stdout.write(f"{self.user}@#{self.channel}> ")
+        sys.stdout.flush()
+        self._prompted = True
+
+    async def _lines(self) -> AsyncIterator[str]:
+        """Lines typed on stdin until EOF. Read in the event loop (not a thread blocked in input()), so
+        SIGTERM or quit ends the console at once."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        if sys.stdin is None:  # no stdin at all: nothing will ever be typed
+            return
+        fd = sys.stdin.fileno()
+
+        def readable() -> None:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            queue.put_nowait(chunk)
+            if not chunk:
+                loop.remove_reader(fd)
+
         try:
-            return input(f"{self.user}@#{self.channel}> ")
-        except EOFError:
-            return None
+            loop.add_reader(fd, readable)
+        except (PermissionError, OSError):  # stdin is a regular file: it never blocks
+            for line in sys.stdin:
+                yield line.rstrip("\n")
+            return
+        buffer = b""
+        try:
+            self._prompt()
+            while True:
+                chunk = await queue.get()
+                if not chunk:
+                    if buffer.strip():
+                        yield buffer.decode(errors="replace")
+                    return
+                buffer += chunk
+                while b"\n" in buffer:
+                    raw, buffer = buffer.split(b"\n", 1)
+                    yield raw.decode(errors="replace").rstrip("\r")
+                    self._prompt()
+        finally:
+            loop.remove_reader(fd)
 
     async def handle(self, line: str) -> None:
         if not line:
@@ -91,28 +146,34 @@ class Console:
         if line.startswith("/"):
             command, _, text = line.partition(" ")
             result = await self.slack.slash(self.user, self.channel, command, text)
-            body = result["body"]
-            self.out(
-                f"(HTTP {result['status']}) "
-                + (body.get("text", json.dumps(body)) if isinstance(body, dict) else str(body))
-            )
+            if result.get("message_ts"):  # the answer is a message: print it now, once
+                self._print_new(self.channel)
+            else:
+                body = result["body"]
+                shown = body.get("text", json.dumps(body)) if isinstance(body, dict) else str(body)
+                if result["status"] != 200 or shown.strip():
+                    self.out(f"(HTTP {result['status']}) {mrkdwn(shown, self.directory())}".rstrip())
             return
         word, *args = shlex.split(line)
         if word == "help":
             self.out(HELP)
         elif word == "as" and args:
             self.slack.user_id(args[0])
-            self.user = args[0]
+            self.user = args[0].lstrip("@")
         elif word == "in" and args:
             self.slack.channel_id(args[0])
             self.channel = args[0].lstrip("#")
+        elif word == "show" and args and args[0].lstrip("#").isdigit():
+            self.show(int(args[0].lstrip("#")))
         elif word == "show":
-            self.seen.clear()
-            self._print_new(args[0].lstrip("#") if args else self.channel)
+            channel = args[0].lstrip("#") if args else self.channel
+            for m in self._visible(channel):
+                number = self.numbers.get((m["channel"], m["ts"]))
+                if number is not None:
+                    self.shown.pop(number, None)
+            self._print_new(channel)
         elif word == "click" and args:
-            ts, action_id, label = self.buttons[int(args[0]) - 1]
-            result = await self.slack.click(self.user, self.channel, ts, action_id=action_id)
-            self.out(f"(clicked {label}: HTTP {result['status']})")
+            await self.click(args[0])
         elif word == "inject" and len(args) >= 3:
             fields: dict[str, Any] = {}
             for a in args[2:]:
@@ -136,19 +197,91 @@ class Console:
         else:
             self.out("? " + HELP.splitlines()[0] + " — type 'help'")
 
+    # ------------------------------------------------------------------------------------------ clicks
+
+    def _message(self, number: int) -> dict[str, Any]:
+        if number not in self.where:
+            raise LookupError(f"there is no message #{number} (messages are #1 to #{len(self.where)})")
+        cid, ts = self.where[number]
+        for m in self.slack.messages(cid):
+            if m["ts"] == ts:
+                return m
+        raise LookupError(f"message #{number} is gone")
+
+    async def click(self, ref: str) -> None:
+        number_text, dot, item_text = ref.lstrip("#").partition(".")
+        if not number_text.isdigit() or (dot and not item_text.isdigit()):
+            raise LookupError(f"{ref!r}: click takes MESSAGE.ITEM (e.g. click 2.1) or ITEM (e.g. click 1)")
+        if not dot:
+            if self.latest_clickable is None:
+                raise LookupError("no message with buttons yet")
+            number, item_text = self.latest_clickable, number_text
+        else:
+            number = int(number_text)
+        message = self._message(number)
+        _, items = render_message(message, self.directory(), number)
+        index = int(item_text)
+        if not 1 <= index <= len(items):
+            raise LookupError(f"message #{number} has items {number}.1 to {number}.{len(items)}")
+        item = items[index - 1]
+        result = await self.slack.click(
+            self.user, message["channel"], message["ts"], action_id=item.action_id, label=item.label
+        )
+        verb = ("untick" if item.checked else "tick") if item.kind == "checkbox" else "click"
+        status = "" if result["status"] == 200 else f": HTTP {result['status']} {result['body']}"
+        self.out(f"({verb} {item.label} on #{number}{status})")
+        self._print_new(message["channel"])
+
+    # ------------------------------------------------------------------------------------------ printing
+
+    def show(self, number: int) -> None:
+        message = self._message(number)
+        self._print_full(number, message)
+
     async def _watch(self) -> None:
         while True:
-            for channel in self.slack.channels:
+            printed = self._printed
+            for channel in list(self.slack.channels):
                 self._print_new(channel)
+            if self._printed != printed and not self._busy:
+                self._prompt()
             await asyncio.sleep(0.3)
 
+    def _visible(self, channel: str) -> list[dict[str, Any]]:
+        me = self.slack.user_id(self.user)
+        return [m for m in self.slack.messages(channel) if m.get("ephemeral_for") in (None, me)]
+
     def _print_new(self, channel: str) -> None:
-        for m in self.slack.messages(channel):
-            if m.get("ephemeral_for") and m["ephemeral_for"] != self.slack.user_id(self.user):
+        for m in self._visible(channel):
+            key = (m["channel"], m["ts"])
+            number = self.numbers.get(key)
+            if number is None:
+                number = self.numbers[key] = len(self.numbers) + 1
+                self.where[number] = key
+            signature = json.dumps([m.get("text"), m.get("blocks")], sort_keys=True)
+            before = self.shown.get(number)
+            if before is not None and before[0] == signature:
                 continue
-            key = (m.get("text", ""), bool(m.get("edited")), json.dumps(m.get("blocks"), sort_keys=True))
-            if self.seen.get(f"{channel}:{m['ts']}") == key:
-                continue
-            self.seen[f"{channel}:{m['ts']}"] = key
-            sys.stdout.write(f"\n#{channel} {m['ts']}\n{render(m, self.buttons)}\n")
-            sys.stdout.flush()
+            if before is None:
+                self._print_full(number, m, signature)
+            else:
+                d = self.directory()
+                self.out(change_line(number, before[1], m, d))
+                self.shown[number] = (signature, render_message(m, d, number)[0])
+
+    def _print_full(self, number: int, m: dict[str, Any], signature: str | None = None) -> None:
+        d = self.directory()
+        lines, items = render_message(m, d, number)
+        if items:
+            self.latest_clickable = max(number, self.latest_clickable or 0)
+        channel = self.slack._channel_name(m["channel"])
+        thread = m.get("thread_ts") and m["thread_ts"] != m["ts"]
+        parent = self.numbers.get((m["channel"], m["thread_ts"])) if thread else None
+        head = f"#{number} in #{channel}"
+        head += f", reply to #{parent}" if parent else (" (thread reply)" if thread else "")
+        head += " (only you)" if m.get("ephemeral_for") else ""
+        head += " (edited)" if m.get("edited") else ""
+        indent = "  │ " if thread else "  "
+        self.out("\n" + head + "\n" + "\n".join(indent + line for line in lines))
+        sig = signature or json.dumps([m.get("text"), m.get("blocks")], sort_keys=True)
+        self.shown[number] = (sig, lines)

@@ -11,9 +11,11 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ class BotProcess:
         self.env, self.args, self.log_path = env, args, log_path
         self.proc: asyncio.subprocess.Process | None = None
         self.url: str | None = None
+        self.ready: dict[str, Any] = {}
 
     async def start(self) -> str:
         log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - a local file handed to the child
@@ -56,7 +59,8 @@ class BotProcess:
             raise RuntimeError(
                 f"the bot did not start within {BOT_START_TIMEOUT:.0f}s; see {self.log_path}"
             ) from None
-        self.url = json.loads(line)["listening"]
+        self.ready = json.loads(line)
+        self.url = self.ready["listening"]
         return self.url
 
     async def _ready_line(self) -> str:
@@ -99,11 +103,20 @@ class Sandbox:
         db: str | Path | None = None,
         speed: float = 10.0,
         workdir: str | Path | None = None,
+        clock_start: datetime | float | None = None,
     ):
+        """`clock_start` pins the virtual clock: it reads that instant until the bot is ready, then runs
+        `speed` times faster than the wall from there (in this process and in the bot alike). Without it
+        the clock starts at the wall time now and runs from the moment the Sandbox is made."""
         self.config = str(Path(config or "config/deploybot.toml").resolve())
+        self.own_workdir = workdir is None  # a temporary folder of its own: removed by stop()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="deploybot-sandbox-"))
         self.db = str(Path(db).resolve()) if db else str(self.workdir / "deploybot.db")
-        self.clock = ScaledClock(speed)
+        if clock_start is None:
+            self.clock = ScaledClock(speed)
+        else:
+            start = clock_start.timestamp() if isinstance(clock_start, datetime) else float(clock_start)
+            self.clock = ScaledClock(speed, start=start, held=True)
         self.signing_secret = secrets.token_hex(16)
         self.bot_token = "xoxb-sandbox-" + secrets.token_hex(12)
         self.world = AwsWorld(self.clock)
@@ -154,6 +167,8 @@ class Sandbox:
             self.workdir / "bot.log",
         )
         url = await self.bot.start()
+        if self.clock.held:  # the bot began the pinned clock when it was ready: run from the same instant
+            self.clock.begin(ScaledClock.from_spec(self.bot.ready["clock"]).origin)
         self.slack.bot_events_url = url + "/slack/events"
         return url
 
@@ -168,7 +183,9 @@ class Sandbox:
             "users": dict(self.slack.users),
             "channels": dict(self.slack.channels),
             "log": str(self.workdir / "bot.log"),
+            "workdir": str(self.workdir),
             "speed": self.clock.speed,
+            "clock": self.clock.spec(),
         }
 
     async def stop(self) -> None:
@@ -179,6 +196,8 @@ class Sandbox:
             await asyncio.gather(self._emulator, return_exceptions=True)
         await self.slack.stop()
         await asyncio.to_thread(self.world.stop)
+        if self.own_workdir:
+            await asyncio.to_thread(shutil.rmtree, self.workdir, True)
 
     async def __aenter__(self) -> Sandbox:
         try:
@@ -241,7 +260,9 @@ class Sandbox:
 
 
 async def run_sandbox(args: Any) -> int:
-    sandbox = Sandbox(config=args.config, db=args.db, speed=args.speed)
+    sandbox = Sandbox(
+        config=args.config, db=args.db, speed=args.speed, clock_start=getattr(args, "clock_start", None)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
