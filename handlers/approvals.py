@@ -45,7 +45,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             )
             return
         if await engine.store.find(deployment_id) is not None and not await from_its_message(
-            engine, body, deployment_id, action.get("action_id", "")
+            engine, body, deployment_id, action.get("action_id", "").rsplit(":", 1)[-1]
         ):
             if body.get("response_url"):
                 await respond(slack_ui.refused(NOT_ITS_MESSAGE), replace_original=False)
