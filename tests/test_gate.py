@@ -179,3 +179,38 @@ async def test_an_action_the_access_table_does_not_list_needs_the_deploy_role(wo
     assert refusals == [("U0DAVE", "rollback")]
     back = await engine.request(rollback(), "U0ALICE", roles=ENGINEER)
     assert (await finished(store, back.id)).state == State.SUCCEEDED
+
+
+def test_check_config_says_which_actions_the_deploy_role_covers(tmp_path):
+    import subprocess
+    import sys
+
+    from bot.__main__ import access_report
+    from bot.settings import load_settings
+    from tests.conftest import CONFIG
+
+    shipped = subprocess.run(
+        [sys.executable, "-m", "bot", "check-config", "--config", str(CONFIG)], capture_output=True, text=True
+    )
+    assert shipped.returncode == 0
+    assert "environments.staging.access: every action listed" in shipped.stdout
+    assert "environments.production.access: every action listed" in shipped.stdout
+
+    text = CONFIG.read_text()
+    staging_rollback = (
+        'rollback = ["engineers", "release-managers", "oncall"]   # /rollback, the Abort button\n'
+    )
+    trimmed = tmp_path / "trimmed.toml"
+    trimmed.write_text(text.replace(staging_rollback, "", 1).replace('lock = ["release-managers"]\n', "", 1))
+    assert access_report(load_settings(trimmed, env={})) == [
+        "environments.staging.access: rollback not listed: covered by deploy (engineers or release-managers)",
+        "environments.production.access: lock not listed: covered by deploy (engineers or release-managers)",
+    ]
+    start = text.index("[environments.production.access]")
+    end = text.index("[environments.production.approvals]")
+    open_prod = tmp_path / "open.toml"
+    open_prod.write_text(text[:start] + text[end:])
+    assert access_report(load_settings(open_prod, env={}))[1] == (
+        "warning: environments.production has no access table: anyone may do anything there "
+        "(add [environments.production.access] to restrict it)"
+    )
