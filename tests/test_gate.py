@@ -22,7 +22,8 @@ ENGINEER = frozenset({"engineers"})
 
 
 def rollback(version: str | None = None, emergency: str | None = None) -> cmds.Rollback:
-    return cmds.Rollback("web", "staging", version, False, None, emergency)
+    extra = {"emergency": emergency} if emergency else {}
+    return cmds.Rollback("web", "staging", version, False, None, **extra)
 
 
 @pytest.mark.parametrize(
