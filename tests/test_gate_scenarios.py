@@ -10,7 +10,15 @@ from pathlib import Path
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import CONFIG, db_rows, signed_post, top_level, wait_state, wait_terminal
+from tests.conftest import (
+    CONFIG,
+    db_rows,
+    signed_post,
+    through_gate,
+    top_level,
+    wait_state,
+    wait_terminal,
+)
 
 NOT_ITS_MESSAGE = "That button belongs to another deployment's message; nothing was changed."
 
@@ -163,3 +171,40 @@ async def test_a_button_acts_only_on_the_deployment_whose_message_it_is_on(sandb
     assert r["status"] == 200
     await wait_state(sandbox, second, "cancelled")
     assert state(sandbox, first) == "awaiting_approval"
+
+
+async def test_a_production_rollback_to_a_version_that_never_succeeded_there_is_refused_or_breaks_glass(
+    sandbox, client
+):
+    d = await requested(client, "alice", "/deploy", "api v2 to production")  # blue-green
+    await through_gate(client, sandbox, d)
+    assert "succeeded" in (await wait_terminal(client, d, within=90))["text"]
+
+    r = await client.slash("alice", "/rollback", "api in production to v77")
+    assert r["body"]["text"] == (
+        ":no_entry: v77 never succeeded in production; known-good: v2 (#1), v1 (replaced by #1). Roll back "
+        "to one of those, or deploy v77 through the whole gate (/deploy api v77 to production), or add "
+        '--emergency "reason".'
+    )
+    emergency = 'api in production to v77 --emergency "checkout is down"'
+    r = await client.slash("alice", "/rollback", emergency)  # alice is an engineer only
+    assert (
+        "You need the release-managers or oncall role to deploy with --emergency in production"
+        in (r["body"]["text"])
+    )
+    assert len(db_rows(sandbox, "SELECT id FROM deployments")) == 1  # nothing was created
+
+    glass = await requested(client, "carol", "/rollback", emergency)
+    final = await wait_terminal(client, glass, within=90)  # nobody ticked or approved anything
+    assert "succeeded" in final["text"] and "api v77" in final["text"]
+    actions = [
+        r["action"] for r in db_rows(sandbox, "SELECT action FROM events WHERE deployment_id = ?", (glass,))
+    ]
+    assert "emergency" in actions and "await_approval" not in actions
+
+    async def alert():
+        found = [m for m in top_level(await client.messages("incidents")) if f"#{glass} " in m["text"]]
+        return found[0] if found else None
+
+    raised = await wait_for(alert, 30, what="the critical alert about the emergency rollback")
+    assert "CRITICAL" in raised["text"] and "Emergency" in raised["text"]
