@@ -1074,7 +1074,10 @@ def compare_versions(a: str, b: str) -> int | None:
         fields = v[1:].split(".") if v[:1] in ("v", "V") else v.split(".")
         if not all(_VERSION_PART.fullmatch(f) for f in fields):
             return None
-        parts.append(tuple(int(f) for f in fields))
+        numbers = [int(f) for f in fields]
+        while len(numbers) > 1 and numbers[-1] == 0:  # v2.3.0 is v2.3
+            numbers.pop()
+        parts.append(tuple(numbers))
     return (parts[0] > parts[1]) - (parts[0] < parts[1])
 
 

@@ -33,6 +33,7 @@ def rollback(version: str | None = None, emergency: str | None = None) -> cmds.R
         ("v2.3.10", "v2.3.9", 1),
         ("v2.3", "v2.3.1", -1),
         ("2.0", "v2.0", 0),
+        ("v2.3.0", "v2.3", 0),
         ("V10", "v9", 1),
         ("abc123", "v4", None),
         ("v2.3.1-rc1", "v2.3.1", None),
