@@ -216,3 +216,18 @@ def test_check_config_says_which_actions_the_deploy_role_covers(tmp_path):
         "warning: environments.production has no access table: anyone may do anything there "
         "(add [environments.production.access] to restrict it)"
     )
+
+
+def test_the_grammar_takes_emergency_on_rollback_and_allow_downgrade_on_promote():
+    vocab = cmds.Vocabulary(("web", "api"), ("staging", "production"), "staging")
+    assert cmds.parse("/rollback", 'web in production to v77 --emergency "checkout is down"', vocab) == (
+        cmds.Rollback("web", "production", "v77", False, None, "checkout is down")
+    )
+    assert cmds.parse("/promote", "web from staging to production --allow-downgrade", vocab) == (
+        cmds.Promote("web", "staging", "production", allow_downgrade=True)
+    )
+    with pytest.raises(
+        cmds.CommandError, match="--allow-downgrade works with `/promote SERVICE from ENV to ENV`"
+    ):
+        cmds.parse("/promote", "42 --allow-downgrade", vocab)
+    assert "--emergency" in cmds.help_text("/rollback") and "--allow-downgrade" in cmds.help_text("/promote")
