@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s.path}: OK — {len(s.services)} services ({', '.join(s.services)}), "
                 f"{len(s.environments)} environments ({', '.join(s.environments)})"
             )
+            for line in access_report(s):
+                print(line)
             return 0
         if args.cmd == "audit":
             return export_audit(args)
@@ -133,6 +135,34 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return 2
+
+
+def access_report(s: Settings) -> list[str]:
+    """What check-config says about access, per environment: the actions its access table does not list
+    (they need the roles of deploy), and warnings for an environment open to anyone or closed to all."""
+    lines = []
+    for name, environment in s.environments.items():
+        policy = environment.policy
+        if policy.access is None:
+            lines.append(
+                f"warning: environments.{name} has no access table: anyone may do anything there "
+                f"(add [environments.{name}.access] to restrict it)"
+            )
+            continue
+        implicit = policy.implicit_actions()
+        if "deploy" not in policy.access:
+            lines.append(
+                f"warning: environments.{name}.access lists no deploy roles: nobody may deploy there, nor "
+                f"{', '.join(implicit) or 'anything else'} (unlisted actions need deploy's roles)"
+            )
+        elif implicit:
+            roles = " or ".join(policy.access["deploy"]) or "nobody"
+            lines.append(
+                f"environments.{name}.access: {', '.join(implicit)} not listed: covered by deploy ({roles})"
+            )
+        else:
+            lines.append(f"environments.{name}.access: every action listed")
+    return lines
 
 
 async def serve(args: argparse.Namespace) -> int:

@@ -57,15 +57,32 @@ class Policy:
 
     items: tuple[Item, ...] = ()
     approvals: ApprovalPolicy = ApprovalPolicy()
-    access: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # action -> roles; absent: anyone
+    # action -> roles. Fail closed: an action the table does not list needs the roles of `deploy` (and, when
+    # `deploy` is not listed either, nobody may). None: the environment has no access table at all, an
+    # explicit choice for a sandbox or dev environment, where anyone may do anything (check-config warns).
+    access: Mapping[str, tuple[str, ...]] | None = None
     guards: Guards = Guards()
 
+    def roles_for(self, action: str) -> tuple[str, ...] | None:
+        """The roles that may do `action`; None: anyone (no access table)."""
+        if self.access is None:
+            return None
+        if action in self.access:
+            return self.access[action]
+        return self.access.get("deploy", ())
+
     def allowed(self, action: str, roles: Iterable[str]) -> bool:
-        needed = self.access.get(action)
+        needed = self.roles_for(action)
         return needed is None or bool(set(needed) & set(roles))
 
     def needed_roles(self, action: str) -> tuple[str, ...]:
-        return self.access.get(action, ())
+        return self.roles_for(action) or ()
+
+    def implicit_actions(self) -> tuple[str, ...]:
+        """The actions the access table does not list: covered by `deploy`'s roles."""
+        if self.access is None:
+            return ()
+        return tuple(a for a in ACTIONS if a != "deploy" and a not in self.access)
 
     @property
     def manual_items(self) -> tuple[Item, ...]:
@@ -197,6 +214,7 @@ def parse_policy(raw: Mapping[str, Any], path: str, prefix: str, env_name: str, 
     if approvals.required and not approvals.roles:
         raise ConfigError(path, a.key("roles"), "approvals are required, so say who may approve (role names)")
     a.finish()
+    has_access_table = "access" in t.data
     acc = t.table("access")
     access: dict[str, tuple[str, ...]] = {}
     for action in list(acc.data):
@@ -216,7 +234,7 @@ def parse_policy(raw: Mapping[str, Any], path: str, prefix: str, env_name: str, 
     )
     g.finish()
     t.finish()
-    return Policy(items, approvals, access, guards)
+    return Policy(items, approvals, access if has_access_table else None, guards)
 
 
 def _items(t: _Table, path: str, roles: Roles) -> tuple[Item, ...]:

@@ -139,6 +139,7 @@ class Promote:
     service: str
     source_env: str
     target_env: str
+    allow_downgrade: bool = False  # --allow-downgrade: promote even when it lowers the target's version
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class Rollback:
     version: str | None  # None: the version before the current one
     gradual: bool
     reason: str | None
+    emergency: str | None = None  # --emergency "why": break glass for a version not known to be good there
 
 
 Command = (
@@ -210,10 +212,13 @@ _FORMS: dict[str, tuple[str, str]] = {
         '/deploy freeze production until "2026-12-24 18:00 Europe/Berlin" holiday freeze',
     ),
     "unfreeze": ("/deploy unfreeze ENV", "/deploy unfreeze production"),
-    "promote": ("/promote SERVICE from ENV to ENV", "/promote web from staging to production"),
+    "promote": (
+        "/promote SERVICE from ENV to ENV [--allow-downgrade]",
+        "/promote web from staging to production",
+    ),
     "promote-id": ("/promote ID [--full]", "/promote 42 --full"),
     "rollback": (
-        '/rollback SERVICE [in ENV] [to VERSION] [--gradual] [--reason "..."]',
+        '/rollback SERVICE [in ENV] [to VERSION] [--gradual] [--reason "..."] [--emergency "..."]',
         '/rollback web in production to v2.3.0 --reason "errors after v2.3.1"',
     ),
 }
@@ -228,8 +233,8 @@ _FLAGS: dict[str, dict[str, str | None]] = {
         "window": None,
         "at": '"2026-12-01 18:00 Europe/Berlin"',
     },
-    "rollback": {"gradual": None, "reason": '"errors after v2.3.1"'},
-    "promote": {"full": None},
+    "rollback": {"gradual": None, "reason": '"errors after v2.3.1"', "emergency": '"checkout is down"'},
+    "promote": {"full": None, "allow-downgrade": None},
     "lock": {"reason": '"database migration running"'},
     "freeze": {"reason": '"holiday freeze"'},
 }
@@ -259,12 +264,15 @@ USAGE: dict[str, str] = {
     "/deploy": _usage_text(("deploy", *SUBCOMMANDS), _DEPLOY_OPTIONS),
     "/promote": _usage_text(
         ("promote", "promote-id"),
-        "/promote ID moves on a deployment that is waiting (a canary, say); --full promotes it all the way.",
+        "/promote ID moves on a deployment that is waiting (a canary, say); --full promotes it all the way."
+        " A promotion that would lower the target's version is refused unless you add --allow-downgrade.",
     ),
     "/rollback": _usage_text(
         ("rollback",),
         "Without `to VERSION`, rolls back to the version before the current one. --gradual shifts traffic"
-        " back step by step instead of at once. Without an environment, the default is used.",
+        " back step by step instead of at once. Without an environment, the default is used. A rollback to"
+        " a version that succeeded there skips manual items and approvals; any other version is refused"
+        ' (deploy it instead), unless an allowed role breaks glass with --emergency "reason".',
     ),
 }
 
@@ -639,6 +647,12 @@ def _parse_promote(tokens: list[str], vocab: Vocabulary) -> Promote | PromoteDep
         deployment_id = _deployment_id(head, "promote-id")
         if rest:
             raise _unexpected(rest, head, "promote-id")
+        if flags.get("allow-downgrade"):
+            raise CommandError(
+                f"--allow-downgrade works with `{_line(key).split(' [')[0]}` only, e.g. "
+                f"`{_FORMS[key][1]} --allow-downgrade`.",
+                _line(key),
+            )
         return PromoteDeployment(deployment_id, bool(flags.get("full")))
     service = _service(head, vocab, key, ids=True)
     if flags.get("full"):
@@ -695,7 +709,7 @@ def _parse_promote(tokens: list[str], vocab: Vocabulary) -> Promote | PromoteDep
         raise CommandError(
             f'"from" and "to" are both "{ends["to"]}"; promote between two environments.', _line(key)
         )
-    return Promote(service, ends["from"], ends["to"])
+    return Promote(service, ends["from"], ends["to"], bool(flags.get("allow-downgrade")))
 
 
 def _neighbour(env: str, vocab: Vocabulary, step: int) -> str | None:
@@ -775,7 +789,14 @@ def _parse_rollback(tokens: list[str], vocab: Vocabulary) -> Rollback:
                 _line(key),
             )
         env = vocab.default_environment
-    return Rollback(service, env, version, bool(flags.get("gradual")), _str_flag(flags, "reason"))
+    return Rollback(
+        service,
+        env,
+        version,
+        bool(flags.get("gradual")),
+        _str_flag(flags, "reason"),
+        _str_flag(flags, "emergency"),
+    )
 
 
 # --- words ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,7 +156,12 @@ class Engine:
         if policy.allowed(action, roles):
             return
         needed = " or ".join(policy.needed_roles(action))
-        message = f"You need the {needed} role to {ACTION_WORDS.get(action, action)} in {env}."
+        words = ACTION_WORDS.get(action, action)
+        message = (
+            f"You need the {needed} role to {words} in {env}."
+            if needed
+            else f"Nobody may {words} in {env}: [environments.{env}.access] names no role for it or for deploy."
+        )
         await self.store.record(None, user, "refused", {"action": action, "env": env, "reason": message})
         raise Forbidden(message, action, env)
 
@@ -172,16 +178,22 @@ class Engine:
         action = {cmds.Deploy: "deploy", cmds.Rollback: "rollback", cmds.Promote: "promote"}[type(command)]
         env_name = command.target_env if isinstance(command, cmds.Promote) else command.env
         await self.check_access(action, env_name, user, roles)
-        emergency = command.emergency if isinstance(command, cmds.Deploy) else None
+        emergency = command.emergency if isinstance(command, cmds.Deploy | cmds.Rollback) else None
         if emergency:
             await self.check_access("emergency", env_name, user, roles)
         gradual = False
+        gate: dict[str, Any] = {}  # context keys recording why the gate is (or is not) skipped
         if isinstance(command, cmds.Deploy):
             service, env, version, kind = command.service, command.env, command.version, "deploy"
             reason, strategy = command.reason, command.strategy
         elif isinstance(command, cmds.Rollback):
             service, env, kind, reason = command.service, command.env, "rollback", command.reason
             version = command.version or await self._known_good(service, env)
+            known = await self._known_good_versions(service, env)
+            if version in known:
+                gate["known_good"] = f"{version} {known[version][0]}"
+            elif not emergency:
+                raise Refused(self._not_known_good(service, env, version, known))
             gradual = command.gradual
             strategy = self._rollback_strategy(self.settings.target(service, env).strategy, gradual)
         else:
@@ -194,6 +206,11 @@ class Engine:
                 )
             version = source.version
             reason = f"promoted from {command.source_env} (deployment #{source.id})"
+            lower = await self._downgrade(service, env, source)
+            if lower is not None and not command.allow_downgrade:
+                raise Refused(lower["message"])
+            if lower is not None:
+                gate["allow_downgrade"] = {"from": lower["from"], "to": lower["to"], "source": source.id}
         strategy, steps = self._plan(service, env, strategy, gradual)
         target = self.settings.target(service, env)
         timing = await self._timing(command, kind, target, user, roles, reason)
@@ -229,10 +246,19 @@ class Engine:
             plan=[s.to_dict() for s in steps],
             channel=target.env.channel,
             request_key=request_key,
-            context={**({"emergency": emergency} if emergency else {}), **timing},
+            context={**({"emergency": emergency} if emergency else {}), **gate, **timing},
         )
         if isinstance(result, LockInfo) or result.state != State.REQUESTED or result.id in self._admitting:
             return result  # locked, or the same request seen again
+        if "allow_downgrade" in gate:
+            await self.store.record(result.id, user, "allow_downgrade", gate["allow_downgrade"])
+        if "known_good" in gate and not emergency:
+            await self.store.record(
+                result.id,
+                BOT,
+                "gate_skipped",
+                {"skipped": "manual items and approvals", "why": f"known-good: {gate['known_good']}"},
+            )
         await self.emit(Notice(result, "update"))
         self._admitting.add(result.id)
         self._spawn(self._admit(result.id))
@@ -312,7 +338,7 @@ class Engine:
             await self._move(d, decision.run_at, f"it could not run: {decision.reason}")
             return
         policy = target.env.policy
-        ready = await self._readiness(d, policy, bool(d.context.get("emergency")) or d.kind == "rollback")
+        ready = await self._readiness(d, policy, _skips_gate(d))
         if not ready.ready:
             span = window_at(windows, now)
             after = span[1] if span else now
@@ -434,7 +460,8 @@ class Engine:
                     Notice(
                         d,
                         "update",
-                        f":rotating_light: Emergency deploy by <@{d.requested_by}>: "
+                        f":rotating_light: Emergency {'rollback' if d.kind == 'rollback' else 'deploy'} by "
+                        f"<@{d.requested_by}>: "
                         f"{emergency}. Manual items and approvals are skipped.",
                         "critical",
                     )
@@ -528,9 +555,7 @@ class Engine:
             if d.state not in BEFORE_START:
                 return
             policy = self.settings.environments[d.env].policy
-            # A rollback returns to a known-good version and is usually urgent: like an emergency, it does not
-            # wait for manual items or approvals (the rollback role is its control); automatic checks show.
-            emergency = bool(d.context.get("emergency")) or d.kind == "rollback"
+            emergency = _skips_gate(d)
             ready = await self._readiness(d, policy, emergency)
             if ready.ready and not checks_fresh and policy.automatic_items:
                 await self._run_checks(d)  # again, right before execution
@@ -582,6 +607,7 @@ class Engine:
             "approver_roles": list(policy.approvals.roles),
             "waiting_for": ready.waiting_for(),
             "emergency": d.context.get("emergency"),
+            "known_good": None if d.context.get("emergency") else d.context.get("known_good"),
         }
         await self.store.save_progress(d.id, context={**d.context, "gate": gate})
 
@@ -660,6 +686,60 @@ class Engine:
         await self._run_checks(d)
         await self._reconsider(d.id, checks_fresh=True)
         return await self.store.get(d.id)
+
+    async def _known_good_versions(self, service: str, env: str) -> dict[str, tuple[str, str]]:
+        """The versions a rollback may return to without the gate, newest first: version -> (why, short
+        why). A version is known-good when it succeeded in `env`, or when it is the version the latest
+        success there replaced (its warm slot, when the strategy keeps one). From the store only: the ack
+        never waits for AWS."""
+        known: dict[str, tuple[str, str]] = {}
+        latest: Deployment | None = None
+        for d in await self.store.history(service, env, limit=200):
+            if d.state != State.SUCCEEDED or not d.version:
+                continue
+            latest = latest or d
+            known.setdefault(d.version, (f"succeeded in {env} as #{d.id}", f"#{d.id}"))
+        if latest is not None and latest.previous_version:
+            known.setdefault(
+                latest.previous_version,
+                (f"ran in {env} until #{latest.id} replaced it", f"replaced by #{latest.id}"),
+            )
+        return known
+
+    @staticmethod
+    def _not_known_good(service: str, env: str, version: str, known: dict[str, tuple[str, str]]) -> str:
+        listed = ", ".join(f"{v} ({short})" for v, (_, short) in known.items()) or "none yet"
+        return (
+            f"{version} never succeeded in {env}; known-good: {listed}. Roll back to one of those, or deploy "
+            f"{version} through the whole gate (/deploy {service} {version} to {env}), or add "
+            '--emergency "reason".'
+        )
+
+    async def _downgrade(self, service: str, env: str, source: Deployment) -> dict[str, Any] | None:
+        """Whether promoting `source`'s version would lower what `env` runs: the versions compare lower
+        (v4 < v5, v2.3.9 < v2.3.10), or, when they cannot be ordered, the version succeeded in `env` before
+        the one running now. None: not a downgrade (or nothing to compare with)."""
+        current = await self.store.last_succeeded(service, env)
+        if current is None or not current.version or not source.version or current.version == source.version:
+            return None
+        order = compare_versions(source.version, current.version)
+        if order is None:  # cannot be ordered: the environment's own history says which came first
+            older = await self.store.last_succeeded(service, env, before=current.id)
+            while older is not None and older.version != source.version:
+                older = await self.store.last_succeeded(service, env, before=older.id)
+            order = -1 if older is not None else 1
+        if order >= 0:
+            return None
+        how = ", a rollback" if source.kind == "rollback" else ""
+        return {
+            "from": current.version,
+            "to": source.version,
+            "message": (
+                f"{env} runs {current.version}; {source.env}'s last success is {source.version} "
+                f"(#{source.id}{how}). Promoting would lower {env} to {source.version}. "
+                "Add --allow-downgrade to do it."
+            ),
+        }
 
     async def _known_good(self, service: str, env: str) -> str:
         """The version before the current one that last succeeded here."""
@@ -972,6 +1052,33 @@ class Engine:
             )
         back_to = ctx.data.get("previous_version", "the previous version")
         return await self._transition(d, "finish_rollback", outcome=f"{why}; back on {back_to}", level="info")
+
+
+def _skips_gate(d: Deployment) -> bool:
+    """Break glass (--emergency), or a rollback to a version known to be good in its environment (it
+    succeeded there, or ran there until the latest success replaced it): these do not wait for manual items
+    or approvals (the rollback role is their control); automatic checks still run and show. Any other
+    rollback goes through the whole gate."""
+    return bool(d.context.get("emergency")) or (d.kind == "rollback" and bool(d.context.get("known_good")))
+
+
+_VERSION_PART = re.compile(r"[0-9]+")
+
+
+def compare_versions(a: str, b: str) -> int | None:
+    """-1, 0 or 1 when `a` is lower, equal or higher than `b` as dotted numbers with an optional "v"
+    (v5 > v4, v2.3.10 > v2.3.9, v2.3 < v2.3.1); None when either is not such a version (a git sha, a
+    "-rc1" suffix): they cannot be ordered."""
+    parts = []
+    for v in (a, b):
+        fields = v[1:].split(".") if v[:1] in ("v", "V") else v.split(".")
+        if not all(_VERSION_PART.fullmatch(f) for f in fields):
+            return None
+        numbers = [int(f) for f in fields]
+        while len(numbers) > 1 and numbers[-1] == 0:  # v2.3.0 is v2.3
+            numbers.pop()
+        parts.append(tuple(numbers))
+    return (parts[0] > parts[1]) - (parts[0] < parts[1])
 
 
 def failure_reason(exc: Exception, deployment_id: int) -> str:

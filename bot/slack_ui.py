@@ -136,7 +136,8 @@ def gate_blocks(d: Deployment, gate: dict[str, Any], waiting: bool) -> list[dict
     lines = []
     for item in gate["items"]:
         if item.get("skipped"):
-            mark, note = ":fast_forward:", "skipped (emergency)"
+            why = "emergency" if gate.get("emergency") else "rollback to a known-good version"
+            mark, note = ":fast_forward:", f"skipped ({why})"
         elif item["done"]:
             mark = ":white_check_mark:"
             note = (
@@ -161,6 +162,13 @@ def gate_blocks(d: Deployment, gate: dict[str, Any], waiting: bool) -> list[dict
             section(
                 f":rotating_light: *Emergency:* {clip(gate['emergency'], 500)} — manual items and "
                 "approvals skipped"
+            )
+        )
+    elif gate.get("known_good"):
+        blocks.append(
+            section(
+                f":leftwards_arrow_with_hook: *Rollback to a known-good version:* {clip(gate['known_good'], 300)}"
+                " — manual items and approvals skipped"
             )
         )
     elif gate["required"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -66,6 +67,10 @@ async def apply(
     if d is None:
         await respond(slack_ui.refused(f"There is no deployment #{deployment_id}."), replace_original=False)
         return
+    if not await from_its_message(engine, body, deployment_id, verb):
+        if body.get("response_url"):
+            await respond(slack_ui.refused(NOT_ITS_MESSAGE), replace_original=False)
+        return
     try:
         user = body["user"]["id"]
         roles = await resolver.roles_of(user) if resolver is not None else None
@@ -80,6 +85,55 @@ async def apply(
         await respond(
             slack_ui.refused("That did not work; it was logged. Nothing was changed."), replace_original=False
         )
+
+
+NOT_ITS_MESSAGE = "That button belongs to another deployment's message; nothing was changed."
+
+
+async def from_its_message(engine: Engine, body: dict[str, Any], deployment_id: int, what: str) -> bool:
+    """Whether a click naming `deployment_id` came from that deployment's own message. Its controls exist
+    nowhere else: a click from another message (a button value that names another deployment), from a view
+    (the Home tab shows no deployment controls) or from an ephemeral message changes nothing, and the
+    attempt is recorded in the named deployment's audit."""
+    container = body.get("container") or {}
+    ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    message_ts = (body.get("message") or {}).get("ts")
+    d = await engine.store.get(deployment_id)
+    deadline = time.monotonic() + 3.0
+    while d.message_ts is None and container.get("type") == "message" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # its first message is out, its ts not stored yet: a moment's race
+        d = await engine.store.get(deployment_id)
+    if (
+        container.get("type") == "message"
+        and ts is not None
+        and ts == d.message_ts
+        and message_ts in (None, ts)
+        and (channel is None or d.channel is None or channel == d.channel)
+    ):
+        return True
+    where = container.get("type") or "unknown"
+    await engine.store.record(
+        deployment_id,
+        (body.get("user") or {}).get("id") or "unknown",
+        "refused",
+        {
+            "action": what,
+            "reason": "the control was not on this deployment's message",
+            "container": where,
+            "message_ts": ts,
+            "channel": channel,
+        },
+    )
+    log.warning(
+        "refused %s on deployment #%s: the click came from %s %s, not its message %s",
+        what,
+        deployment_id,
+        where,
+        ts,
+        d.message_ts,
+    )
+    return False
 
 
 async def acknowledge(

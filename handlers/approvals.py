@@ -15,6 +15,7 @@ from bot import slack_ui
 from bot.engine import Engine, Refused
 from bot.machine import IllegalTransition
 from bot.store import Conflict
+from handlers.actions import NOT_ITS_MESSAGE, from_its_message
 from handlers.roles import RoleResolver
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             await respond(
                 slack_ui.refused("That control does not name a deployment."), replace_original=False
             )
+            return
+        if await engine.store.find(deployment_id) is not None and not await from_its_message(
+            engine, body, deployment_id, action.get("action_id", "").rsplit(":", 1)[-1]
+        ):
+            if body.get("response_url"):
+                await respond(slack_ui.refused(NOT_ITS_MESSAGE), replace_original=False)
             return
         try:
             await work(deployment_id, user, await resolver.roles_of(user), action)

@@ -56,7 +56,21 @@ def test_roles_come_from_users_and_groups():
     assert ROLES.of("U_DAVE", members) == set()
     policy = Policy(access={"approve": ("rm",)})
     assert policy.allowed("approve", {"rm"}) and not policy.allowed("approve", {"eng"})
-    assert policy.allowed("deploy", set())  # an action not listed is open
+    assert not policy.allowed("deploy", set())  # an action not listed is closed (issue 9)
+
+
+def test_an_unlisted_action_needs_the_deploy_roles_and_no_access_table_is_open():
+    policy = Policy(access={"deploy": ("eng",), "approve": ("rm",)})
+    assert policy.allowed("rollback", {"eng"}) and not policy.allowed("rollback", set())
+    assert not policy.allowed("rollback", {"rm"})  # approve's roles do not cover other actions
+    assert policy.needed_roles("emergency") == ("eng",)
+    assert policy.implicit_actions() == ("promote", "rollback", "lock", "override_freeze", "emergency")
+    nobody = Policy(access={"approve": ("rm",)})  # a table without deploy: unlisted actions are closed to all
+    assert not nobody.allowed("rollback", {"eng", "rm"}) and nobody.needed_roles("rollback") == ()
+    assert Policy().allowed("rollback", set()) and Policy().implicit_actions() == ()  # no table: open
+    parsed = parse_policy({"access": {"deploy": ["eng"]}}, "c.toml", "environments.staging", "staging", ROLES)
+    assert not parsed.allowed("rollback", set()) and parsed.allowed("rollback", {"eng"})
+    assert parse_policy({}, "c.toml", "environments.dev", "dev", ROLES).access is None
 
 
 def test_production_gets_guards_by_default_and_staging_does_not():
