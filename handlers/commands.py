@@ -149,7 +149,7 @@ async def dispatch(
         case cmds.Status(target=str(t)) if t.lstrip("#").isdigit():
             d = await store.find(int(t.lstrip("#")))
             if d is None:
-                return slack_ui.refused(f"There is no deployment #{t.lstrip('#')}.")
+                return slack_ui.refused(f"There is no deployment #{int(t.lstrip('#'))}.")
             return slack_ui.deployment_list(f"Deployment {d.ref}", [d])
         case cmds.Status(target=str(t)):
             return slack_ui.deployment_list(f"Latest deployments of {t}", await store.latest(t, 5))
