@@ -83,10 +83,14 @@ class BadRequest(Exception):
 
 def request_key(fields: dict[str, Any], timestamp: str, raw: bytes) -> str:
     """Slack's identity of a request: its trigger_id (a slash command's or a click's; a retry carries the
-    same one), else the signed timestamp and body (what a replay repeats byte for byte)."""
+    same one), or an event's event_id, else the signed timestamp and body (what a replay repeats byte for
+    byte)."""
     trigger = fields.get("trigger_id")
     if isinstance(trigger, str) and trigger:
         return "trigger:" + trigger
+    event_id = fields.get("event_id")  # an Events API delivery: its retries carry the same event_id
+    if isinstance(event_id, str) and event_id:
+        return "event:" + event_id
     return "signed:" + hashlib.sha256(timestamp.encode() + b":" + raw).hexdigest()
 
 
