@@ -31,7 +31,7 @@ from bot.schedule import (
     window_at,
 )
 from bot.settings import Settings
-from bot.store import Amendment, AsyncStore, Deployment, LockInfo
+from bot.store import Amendment, AsyncStore, Conflict, Deployment, LockInfo
 from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, plan, rollback_plan, step_from_dict
 
 log = logging.getLogger(__name__)
@@ -563,7 +563,10 @@ class Engine:
                 if deployment_id not in self._tasks:
                     # The start transition happens here, under the lock an amendment takes: the version it
                     # starts with is the last amendment accepted, and none is accepted after it.
-                    await self._transition(d, "start")
+                    try:
+                        await self._transition(d, "start")
+                    except (IllegalTransition, Conflict):
+                        return  # cancelled meanwhile (the cancel is on its message)
                     self.start(deployment_id)
                 return
             if d.state == State.REQUESTED:
