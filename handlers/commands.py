@@ -64,6 +64,9 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             answer = slack_ui.refused(
                 "It changed while you asked; nothing was changed. Look again and retry."
             )
+        except Exception:  # a bug: logged with its trace, and the person still gets an answer, not a 500
+            log.exception("%s %r failed", command["command"], type(parsed).__name__)
+            answer = slack_ui.refused("Something went wrong on our side; it was logged.")
         await ack(answer)
         if isinstance(parsed, cmds.Windows):  # slow (14 days of CloudWatch): answered after the ack
             later(windows_answer(engine, parsed, respond))
