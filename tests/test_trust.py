@@ -212,7 +212,7 @@ async def test_a_replayed_button_click_changes_nothing_and_says_nothing(sandbox,
     assert_clean_log(sandbox)
 
 
-async def _async_rows(sb, d: int) -> bool:
+async def _started(sb, d: int) -> bool:
     rows = db_rows(sb, "SELECT state FROM deployments WHERE id = ?", (d,))
     return rows[0]["state"] not in ("requested", "awaiting_approval", "scheduled")
 
@@ -236,7 +236,7 @@ async def test_concurrent_requests_amend_atomically_and_every_answer_is_true(san
     d, holder_id = rows[0]["id"], rows[0]["requested_by"]
     holder = next(u for u, uid in sandbox.slack.users.items() if uid == holder_id)
     other = "bob" if holder == "alice" else "alice"
-    created = []
+    created, answered_amends = [], []
     for (user, v), r in zip(order, replies, strict=True):
         assert r["status"] == 200, r
         text = r["body"]["text"]
@@ -248,6 +248,7 @@ async def test_concurrent_requests_amend_atomically_and_every_answer_is_true(san
             created.append(v)
         elif "now deploys" in text:
             assert f"Your request #{d} now deploys web v{v} to staging" in text, text
+            answered_amends.append((re.search(r"\(it was (v\d+)\)", text).group(1), f"v{v}"))
         elif "already deploys" in text:
             assert f"Your request #{d} already deploys web v{v} to staging" in text, text
         else:
@@ -256,7 +257,7 @@ async def test_concurrent_requests_amend_atomically_and_every_answer_is_true(san
     assert len(created) == 1, replies
 
     # once it has started, the holder's next request is told so, truthfully, and changes nothing
-    await wait_for(lambda: _async_rows(sandbox, d), 30, what=f"deployment #{d} to start")
+    await wait_for(lambda: _started(sandbox, d), 30, what=f"deployment #{d} to start")
     late_ask = await client.slash(holder, "/deploy", "web v99 to staging")
     text = late_ask["body"]["text"]
     assert f"Your deployment #{d} already started with web v" in text and "v99 was not applied" in text, text
@@ -276,6 +277,8 @@ async def test_concurrent_requests_amend_atomically_and_every_answer_is_true(san
     for a in amends:  # each amendment starts from what the previous one left
         assert a["from"]["version"] == chain[-1], (a, chain)
         chain.append(a["to"]["version"])
+    # every accepted amendment was answered once, naming exactly what it changed
+    assert sorted(answered_amends) == sorted((a["from"]["version"], a["to"]["version"]) for a in amends)
     assert final["version"] == chain[-1]  # the last accepted amendment is what ran...
     started = db_rows(sandbox, "SELECT id FROM events WHERE deployment_id = ? AND action = 'start'", (d,))[0][
         "id"
