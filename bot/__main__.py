@@ -175,7 +175,7 @@ async def serve(args: argparse.Namespace) -> int:
     from bot.logs import setup_logging
     from bot.pagerduty import PagerDuty
     from bot.store import AsyncStore, Store
-    from handlers.app import build_app
+    from handlers.app import build_app, web_app
     from handlers.events import HomeTab
     from handlers.notifier import SlackNotifier, add_retry_handlers
 
@@ -219,13 +219,13 @@ async def serve(args: argparse.Namespace) -> int:
         await socket_handler.connect_async()
         _ready({"socket_mode": True, "db": db_path}, clock)
     else:
-        web_app = app.web_app(path="/slack/events")
+        http_app = web_app(app, store, settings.secrets.signing_secret, path="/slack/events")
 
         async def healthz(_request: web.Request) -> web.Response:
             return web.json_response({"ok": True, "active": len(await store.active())})
 
-        web_app.router.add_get("/healthz", healthz)
-        runner = web.AppRunner(web_app, access_log=None)
+        http_app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(http_app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()

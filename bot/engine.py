@@ -32,7 +32,7 @@ from bot.schedule import (
     window_at,
 )
 from bot.settings import Settings
-from bot.store import AsyncStore, Deployment, LockInfo
+from bot.store import Amendment, AsyncStore, Conflict, Deployment, LockInfo
 from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, plan, rollback_plan, step_from_dict
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,7 @@ class Planned:
         return sum(s.min_seconds() for s in self.steps)
 
 
-@dataclass(frozen=True)
-class Amended:
-    """The requester asked again, with another version or strategy, before their request started."""
-
-    deployment: Deployment
-
+Amended = Amendment  # the requester asked again before their request started (see Store.request_or_amend)
 
 Listener = Callable[[Notice], Awaitable[None]]
 
@@ -110,7 +105,7 @@ class Engine:
         self.scheduler = Scheduler(
             clock, self._scheduled_due, misfire_grace_seconds=300.0, on_missed=self._scheduled_missed
         )
-        self._admission_locks: dict[int, asyncio.Lock] = {}
+        self._admission_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._background: set[asyncio.Task] = set()
 
     def subscribe(self, listener: Listener) -> None:
@@ -150,8 +145,18 @@ class Engine:
 
     # ------------------------------------------------------------------------------------ access
 
-    async def check_access(self, action: str, env: str, user: str, roles: frozenset[str] | set[str]) -> None:
-        """Raise Forbidden (and record the refusal) unless `roles` may do `action` in `env`."""
+    async def check_access(
+        self,
+        action: str,
+        env: str,
+        user: str,
+        roles: frozenset[str] | set[str],
+        *,
+        service: str | None = None,
+        deployment: Deployment | None = None,
+    ) -> None:
+        """Raise Forbidden (and record the refusal, with what it was about) unless `roles` may do
+        `action` in `env`."""
         policy = self.settings.environments[env].policy
         if policy.allowed(action, roles):
             return
@@ -162,8 +167,25 @@ class Engine:
             if needed
             else f"Nobody may {words} in {env}: [environments.{env}.access] names no role for it or for deploy."
         )
-        await self.store.record(None, user, "refused", {"action": action, "env": env, "reason": message})
+        await self.refused(action, env, user, message, service=service, deployment=deployment)
         raise Forbidden(message, action, env)
+
+    async def refused(
+        self,
+        action: str,
+        env: str | None,
+        user: str,
+        reason: str,
+        *,
+        service: str | None = None,
+        deployment: Deployment | None = None,
+    ) -> None:
+        """Record a refusal in the audit trail with everything known about it: the deployment it names (so
+        `/deploy audit ID` shows it), the service and environment (so `deploybot audit --service` does)."""
+        if deployment is not None:
+            service, env = deployment.service, deployment.env
+        details = {"action": action, "env": env, "service": service, "reason": reason}
+        await self.store.record(deployment.id if deployment else None, user, "refused", details)
 
     async def request(
         self,
@@ -177,10 +199,10 @@ class Engine:
         roles = frozenset(roles or ())
         action = {cmds.Deploy: "deploy", cmds.Rollback: "rollback", cmds.Promote: "promote"}[type(command)]
         env_name = command.target_env if isinstance(command, cmds.Promote) else command.env
-        await self.check_access(action, env_name, user, roles)
+        await self.check_access(action, env_name, user, roles, service=command.service)
         emergency = command.emergency if isinstance(command, cmds.Deploy | cmds.Rollback) else None
         if emergency:
-            await self.check_access("emergency", env_name, user, roles)
+            await self.check_access("emergency", env_name, user, roles, service=command.service)
         gradual = False
         gate: dict[str, Any] = {}  # context keys recording why the gate is (or is not) skipped
         if isinstance(command, cmds.Deploy):
@@ -225,29 +247,27 @@ class Engine:
                 f"at once in {env}. Set environments.{env}.deployment_configuration.minimum_healthy_"
                 "percent above 0, or use --strategy canary or blue-green."
             )
-        held = await self.store.lock_info(service, env)
-        if (
-            held is not None
-            and held.deployment is not None
-            and held.deployment.state in BEFORE_START
-            and held.deployment.requested_by == user
-            and kind == "deploy"
-            and (held.deployment.version, held.deployment.strategy) != (version, strategy)
-        ):
-            return await self._amend(held.deployment, user, version, strategy, steps)
-        result = await self.store.create_deployment(
-            service=service,
-            env=env,
-            version=version,
-            strategy=strategy,
-            kind=kind,
-            requested_by=user,
-            reason=reason,
-            plan=[s.to_dict() for s in steps],
-            channel=target.env.channel,
-            request_key=request_key,
-            context={**({"emergency": emergency} if emergency else {}), **gate, **timing},
-        )
+        # One store transaction decides create vs amend vs locked, under the service+env admission lock: an
+        # amendment never lands between a start's readiness check and its start transition.
+        async with self._admission_lock(service, env):
+            result = await self.store.request_or_amend(
+                amendable=kind == "deploy",
+                service=service,
+                env=env,
+                version=version,
+                strategy=strategy,
+                kind=kind,
+                requested_by=user,
+                reason=reason,
+                plan=[s.to_dict() for s in steps],
+                channel=target.env.channel,
+                request_key=request_key,
+                context={**({"emergency": emergency} if emergency else {}), **gate, **timing},
+            )
+        if isinstance(result, Amended):
+            if result.changed:
+                await self._amended(result, user)
+            return result
         if isinstance(result, LockInfo) or result.state != State.REQUESTED or result.id in self._admitting:
             return result  # locked, or the same request seen again
         if "allow_downgrade" in gate:
@@ -424,23 +444,21 @@ class Engine:
         if not self.scheduler.running:
             self.scheduler.start()
 
-    async def _amend(
-        self, d: Deployment, user: str, version: str | None, strategy: str, steps: list[Step]
-    ) -> Amended:
+    async def _amended(self, a: Amended, user: str) -> None:
         """The requester changed the version or strategy before it started: approvals no longer count."""
-        d = await self.store.amend(
-            d.id, user, version=version, strategy=strategy, plan=[s.to_dict() for s in steps]
-        )
+        d = a.deployment
         await self.emit(
             Notice(
                 d,
                 "detail",
-                f"<@{user}> changed it to {version or 'the current version'} with "
-                f"{strategy}; approvals given so far no longer count.",
+                f"<@{user}> changed it to {d.version or 'the current version'} with "
+                f"{d.strategy}; approvals given so far no longer count.",
             )
         )
-        await self.recheck(d.id, user)
-        return Amended(await self.store.get(d.id))
+        try:
+            await self.recheck(d.id, user)
+        except IllegalTransition:
+            pass  # cancelled or started meanwhile: its message already says so
 
     # ------------------------------------------------------------------------------ admission gate
 
@@ -550,7 +568,8 @@ class Engine:
     async def _reconsider(self, deployment_id: int, checks_fresh: bool = False) -> None:
         """Start the deployment if everything is in place (automatic checks run again right before), else
         record what it waits for and show it."""
-        async with self._admission_lock(deployment_id):
+        first = await self.store.get(deployment_id)
+        async with self._admission_lock(first.service, first.env):
             d = await self.store.get(deployment_id)
             if d.state not in BEFORE_START:
                 return
@@ -567,6 +586,12 @@ class Engine:
                 return
             if ready.ready:
                 if deployment_id not in self._tasks:
+                    # The start transition happens here, under the lock an amendment takes: the version it
+                    # starts with is the last amendment accepted, and none is accepted after it.
+                    try:
+                        await self._transition(d, "start")
+                    except (IllegalTransition, Conflict):
+                        return  # cancelled meanwhile (the cancel is on its message)
                     self.start(deployment_id)
                 return
             if d.state == State.REQUESTED:
@@ -611,24 +636,24 @@ class Engine:
         }
         await self.store.save_progress(d.id, context={**d.context, "gate": gate})
 
-    def _admission_lock(self, deployment_id: int) -> asyncio.Lock:
-        return self._admission_locks.setdefault(deployment_id, asyncio.Lock())
+    def _admission_lock(self, service: str, env: str) -> asyncio.Lock:
+        """One lock per service+env (at most one deployment holds it at a time): readiness, the start
+        transition and a requester's amendment of the same deployment never interleave."""
+        return self._admission_locks.setdefault((service, env), asyncio.Lock())
 
     async def approve(self, deployment_id: int, user: str, roles: frozenset[str] | set[str]) -> Deployment:
         d = await self.store.get(deployment_id)
         if d.state not in BEFORE_START:
             raise IllegalTransition("approve", d.state)
         if user == d.requested_by:
-            await self.store.record(d.id, user, "refused", {"action": "approve", "reason": "own deployment"})
+            await self.refused("approve", d.env, user, "own deployment", deployment=d)
             raise Refused(f"You requested deployment #{d.id}; someone else has to approve it (four eyes).")
-        await self.check_access("approve", d.env, user, roles)
+        await self.check_access("approve", d.env, user, roles, deployment=d)
         policy = self.settings.environments[d.env].policy
         if policy.approvals.roles and not set(policy.approvals.roles) & set(roles):
-            raise Forbidden(
-                f"Approvals in {d.env} come from the {' or '.join(policy.approvals.roles)} role.",
-                "approve",
-                d.env,
-            )
+            message = f"Approvals in {d.env} come from the {' or '.join(policy.approvals.roles)} role."
+            await self.refused("approve", d.env, user, message, deployment=d)
+            raise Forbidden(message, "approve", d.env)
         from bot.checklist import valid_approvals
 
         if any(
@@ -649,7 +674,7 @@ class Engine:
         d = await self.store.get(deployment_id)
         if d.state not in BEFORE_START:
             raise IllegalTransition("reject", d.state)
-        await self.check_access("approve", d.env, user, roles)
+        await self.check_access("approve", d.env, user, roles, deployment=d)
         d = await self.store.transition(
             d.id, "cancel", user, details={"rejected": reason}, outcome=f"rejected by <@{user}>: {reason}"
         )
@@ -670,11 +695,11 @@ class Engine:
             if want == bool(states.get(item.id) and states[item.id].done):
                 continue
             if item.roles and not set(item.roles) & set(roles):
-                raise Forbidden(
-                    f"Ticking “{item.label}” needs the {' or '.join(item.roles)} role.", "tick", d.env
-                )
+                message = f"Ticking “{item.label}” needs the {' or '.join(item.roles)} role."
+                await self.refused("tick", d.env, user, message, deployment=d)
+                raise Forbidden(message, "tick", d.env)
             if not item.roles:
-                await self.check_access("deploy", d.env, user, roles)
+                await self.check_access("deploy", d.env, user, roles, deployment=d)
             await self.store.set_item(d.id, item.id, want, user)
         await self._reconsider(d.id, checks_fresh=False)
         return await self.store.get(d.id)
@@ -764,7 +789,7 @@ class Engine:
         Forbidden when `roles` (given by handlers; None for the bot itself) lack the role it needs."""
         d = await self.store.get(deployment_id)
         if roles is not None:
-            await self.check_access(BUTTON_ACCESS.get(action, "deploy"), d.env, user, roles)
+            await self.check_access(BUTTON_ACCESS.get(action, "deploy"), d.env, user, roles, deployment=d)
         if action == "abort":
             if d.state not in (State.RUNNING, State.PAUSED):
                 raise IllegalTransition(action, d.state)
@@ -923,12 +948,13 @@ class Engine:
         return d
 
     async def _run(self, deployment_id: int) -> None:
-        d = await self.store.get(deployment_id)
-        ctx = self._context(d, dict(d.context))
-        self._contexts[deployment_id] = ctx
         try:
+            d = await self.store.get(deployment_id)
             if d.state in BEFORE_START:
                 d = await self._transition(d, "start")
+            # the context is built from the row as it started (its version is the last amendment's)
+            ctx = self._context(d, dict(d.context))
+            self._contexts[deployment_id] = ctx
             if d.state in (State.RUNNING, State.PAUSED):
                 d = await self._forward(d, ctx)
             if d.state == State.ROLLING_BACK:

@@ -9,7 +9,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.machine import State, user_actions
+from bot.machine import BEFORE_START, State, user_actions
 from bot.store import Deployment, LockInfo
 
 ACTION_PREFIX = "deployment:"  # action_id = ACTION_PREFIX + machine action; value = deployment id
@@ -333,10 +333,35 @@ def locked(lock: LockInfo, holder: Deployment | None) -> dict[str, Any]:
     return ephemeral(text)
 
 
-def amended(d: Deployment) -> dict[str, Any]:
+def amended(d: Deployment, was: str | None = None) -> dict[str, Any]:
+    before = f" (it was {was})" if was else ""
     return ephemeral(
         f":pencil2: Your request {d.ref} now deploys {d.service} {d.version or '(current version)'} to "
-        f"{d.env} with {d.strategy}; approvals given before no longer count."
+        f"{d.env} with {d.strategy}{before}; approvals given before no longer count."
+    )
+
+
+def already_requested(d: Deployment) -> dict[str, Any]:
+    """The requester asked again for exactly what their pending request already deploys."""
+    return ephemeral(
+        f"Your request {d.ref} already deploys {d.service} {d.version or '(current version)'} to {d.env} "
+        f"with {d.strategy} ({d.state.word}); nothing was changed."
+    )
+
+
+def own_lock(d: Deployment, asked: str | None) -> dict[str, Any]:
+    """The requester's own deployment holds the lock and can no longer change (it started, or is another
+    kind of request): say so, never "locked by" themselves."""
+    what = f"; {asked} was not applied" if asked and asked != d.version else "; nothing was changed"
+    version = f"{d.service} {d.version or '(current version)'}"
+    if d.state in BEFORE_START:
+        return ephemeral(
+            f"Your {d.kind} {d.ref} of {version} in {d.env} is {d.state.word}{what}. "
+            "Cancel it on its message first to ask for something else."
+        )
+    return ephemeral(
+        f"Your deployment {d.ref} already started with {version} in {d.env} ({d.state.word}){what}. "
+        f"Wait for it to finish, or /rollback {d.service} in {d.env}."
     )
 
 

@@ -164,6 +164,43 @@ def m020_freezes(db: Database) -> None:
     )
 
 
+@migrations()
+def m030_requests(db: Database) -> None:
+    # Slack's identity of each signed request (trigger_id, else a hash of the signed timestamp and body),
+    # claimed before the request is acted on and kept with its answer: a replay or a retry of the same
+    # request gets the first answer back and changes nothing. `at` is wall-clock epoch seconds (Slack's
+    # signatures are checked against wall time), so old rows can be dropped.
+    db["requests"].create(
+        {"key": str, "at": float, "status": int, "content_type": str, "body": str},
+        pk="key",
+        not_null={"at"},
+    )
+    db["requests"].create_index(["at"])
+
+
+class NotFound(KeyError):
+    """A deployment (or alert) id that names nothing: a clear answer for the user, never a 500."""
+
+    def __init__(self, what: str, ident: object):
+        self.what, self.ident = what, ident
+        super().__init__(f"There is no {what} #{ident}.")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """What the bot answered to a request before (None fields: it is still being handled)."""
+
+    status: int | None
+    content_type: str | None
+    body: str | None
+
+
+_SQLITE_INT = range(-(2**63), 2**63)
+
+
 class Conflict(Exception):
     """A state change lost a race, or asked for a move the machine does not allow."""
 
@@ -221,6 +258,17 @@ class Deployment:
     @property
     def ref(self) -> str:
         return f"#{self.id}"
+
+
+@dataclass(frozen=True)
+class Amendment:
+    """A person's new request met their own earlier one, not started yet: what it is now, what it was
+    before this request, and whether this request changed anything (False: it already asked for that)."""
+
+    deployment: Deployment
+    from_version: str | None
+    from_strategy: str
+    changed: bool
 
 
 @dataclass(frozen=True)
@@ -518,23 +566,24 @@ class Store:
     def amend(
         self, deployment_id: int, actor: str, *, version: str | None, strategy: str, plan: list[dict]
     ) -> Deployment:
-        """A changed version or strategy for a request not started yet: its approvals no longer count."""
+        """A changed version or strategy for a request not started yet: its approvals no longer count.
+
+        A compare-and-set in one transaction: the row changes only while it is still before its start and
+        still requested by `actor` (Conflict otherwise), so an amendment can never slip in after the start
+        transition, and the version a deployment starts with is the last amendment accepted."""
+        before_start = [State.REQUESTED.value, State.AWAITING_APPROVAL.value, State.SCHEDULED.value]
         with self.db.atomic():
             before = self.get(deployment_id)
-            if before.state not in (State.REQUESTED, State.AWAITING_APPROVAL, State.SCHEDULED):
+            cursor = self.db.execute(
+                "UPDATE deployments SET version = ?, strategy = ?, plan = ?, updated_at = ? "
+                "WHERE id = ? AND requested_by = ? AND state IN (?, ?, ?)",
+                [version, strategy, json.dumps(plan), self.now(), deployment_id, actor, *before_start],
+            )
+            if cursor.rowcount != 1:
                 raise Conflict(
                     f"deployment #{deployment_id} is {before.state.word}; it can no longer change",
                     before.state,
                 )
-            self.db["deployments"].update(
-                deployment_id,
-                {
-                    "version": version,
-                    "strategy": strategy,
-                    "plan": json.dumps(plan),
-                    "updated_at": self.now(),
-                },
-            )
             voided = self.db.execute(
                 "UPDATE approvals SET voided = 1 WHERE deployment_id = ? AND voided = 0", [deployment_id]
             ).rowcount
@@ -548,7 +597,45 @@ class Store:
                     "approvals_voided": voided,
                 },
             )
-        return self.get(deployment_id)
+            return self.get(deployment_id)
+
+    def request_or_amend(self, *, amendable: bool = True, **fields: Any) -> Deployment | LockInfo | Amendment:
+        """What one deploy request does, decided in one transaction against the store (requests of one
+        person race each other; this serialises them):
+        - nothing holds service+env: the deployment is created with the lock (a Deployment);
+        - the holder is this person's own request of the same kind, not started yet (and `amendable`): it
+          is amended to this version and strategy, or found already asking for exactly that (Amendment,
+          saying what it was before and whether anything changed);
+        - else the lock's holder (LockInfo), which may be this person's own started deployment.
+        With a request_key already used, the deployment it created is returned unchanged (Slack retries)."""
+        with self.db.atomic():
+            key = fields.get("request_key")
+            if key is not None:
+                rows = list(self.db.query("SELECT id FROM deployments WHERE request_key = ?", [key]))
+                if rows:
+                    return self.get(rows[0]["id"])
+            held = self.lock_info(fields["service"], fields["env"])
+            if held is None:
+                return self.create_deployment(**fields)
+            d = held.deployment
+            if (
+                amendable
+                and d is not None
+                and d.requested_by == fields["requested_by"]
+                and d.kind == fields["kind"]
+                and d.state in (State.REQUESTED, State.AWAITING_APPROVAL, State.SCHEDULED)
+            ):
+                if (d.version, d.strategy) == (fields["version"], fields["strategy"]):
+                    return Amendment(d, d.version, d.strategy, changed=False)
+                amended = self.amend(
+                    d.id,
+                    fields["requested_by"],
+                    version=fields["version"],
+                    strategy=fields["strategy"],
+                    plan=fields.get("plan") or [],
+                )
+                return Amendment(amended, d.version, d.strategy, changed=True)
+            return held
 
     def _record_in_tx(self, deployment_id: int, actor: str, action: str, details: dict) -> Event:
         state = self.get(deployment_id).state
@@ -592,9 +679,11 @@ class Store:
         return self.alert(alert_id)
 
     def alert(self, alert_id: int) -> Alert:
+        if not isinstance(alert_id, int) or alert_id not in _SQLITE_INT:
+            raise NotFound("alert", alert_id)
         rows = list(self.db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
         if not rows:
-            raise KeyError(f"no alert #{alert_id}")
+            raise NotFound("alert", alert_id)
         return Alert.from_row(rows[0])
 
     def add_alert_message(self, alert_id: int, channel: str, ts: str) -> Alert:
@@ -713,6 +802,31 @@ class Store:
         rows = self.db.query("SELECT * FROM alerts WHERE rounds_claimed > rounds_sent ORDER BY id")
         return [Alert.from_row(r) for r in rows]
 
+    # ---------------------------------------------------------------------------- Slack's requests
+
+    def claim_request(self, key: str, now: float, keep_seconds: float = 3600.0) -> StoredAnswer | None:
+        """Claim a request by Slack's identity for it, atomically: None when THIS call claimed it (act on
+        it, then `answer_request`), else what was answered to it (fields None while still being handled).
+        Claims older than `keep_seconds` (far beyond Slack's 5-minute signature window) are dropped."""
+        with self.db.atomic():
+            self.db.execute("DELETE FROM requests WHERE at < ?", [now - keep_seconds])
+            rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
+            if rows:
+                r = rows[0]
+                return StoredAnswer(r["status"], r["content_type"], r["body"])
+            self.db["requests"].insert({"key": key, "at": now})
+        return None
+
+    def answer_request(self, key: str, status: int, content_type: str, body: str) -> None:
+        self.db.execute(
+            "UPDATE requests SET status = ?, content_type = ?, body = ? WHERE key = ?",
+            [status, content_type, body, key],
+        )
+
+    def answered(self, key: str) -> StoredAnswer | None:
+        rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
+        return StoredAnswer(rows[0]["status"], rows[0]["content_type"], rows[0]["body"]) if rows else None
+
     # ---------------------------------------------------------------------------- freezes, schedules
 
     def add_freeze(self, freeze: Freeze) -> Freeze:
@@ -767,9 +881,12 @@ class Store:
     # ----------------------------------------------------------------------------------------- reads
 
     def get(self, deployment_id: int) -> Deployment:
+        """The deployment; NotFound (a KeyError) for an id that names none, however large."""
+        if not isinstance(deployment_id, int) or deployment_id not in _SQLITE_INT:
+            raise NotFound("deployment", deployment_id)
         rows = list(self.db.query("SELECT * FROM deployments WHERE id = ?", [deployment_id]))
         if not rows:
-            raise KeyError(f"no deployment #{deployment_id}")
+            raise NotFound("deployment", deployment_id)
         return Deployment.from_row(rows[0])
 
     def find(self, deployment_id: int) -> Deployment | None:

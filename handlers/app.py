@@ -1,15 +1,26 @@
-"""Wires the Slack app: one AsyncApp, every handler module's register(app, engine), one error handler."""
+"""Wires the Slack app: one AsyncApp, every handler module's register(app, engine), one error handler;
+and the HTTP front of it (`web_app`): signature first, then the body's shape, then replays, then bolt."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import json
 import logging
+import time
 from typing import Any
+from urllib.parse import parse_qsl
 
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import slack_ui
 from bot.engine import Engine
+from bot.store import AsyncStore
 from handlers import actions, approvals, commands, events
 from handlers.events import HomeTab
 from handlers.notifier import SlackNotifier
@@ -58,3 +69,130 @@ def build_app(
                 log.exception("could not report the error to the user")
 
     return app
+
+
+# ----------------------------------------------------------------------------------------- HTTP front
+
+SIGNATURE_WINDOW_SECONDS = 300  # Slack's: a signed request older (or newer) than 5 minutes is refused
+REPLAY_WAIT_SECONDS = 2.0  # a retry arriving while the first copy is still handled waits this long for it
+
+
+class BadRequest(Exception):
+    """A correctly signed body Slack never sends: answered 400, logged as a warning, never a traceback."""
+
+
+def request_key(fields: dict[str, Any], timestamp: str, raw: bytes) -> str:
+    """Slack's identity of a request: its trigger_id (a slash command's or a click's; a retry carries the
+    same one), or an event's event_id, else the signed timestamp and body (what a replay repeats byte for
+    byte)."""
+    trigger = fields.get("trigger_id")
+    if isinstance(trigger, str) and trigger:
+        return "trigger:" + trigger
+    event_id = fields.get("event_id")  # an Events API delivery: its retries carry the same event_id
+    if isinstance(event_id, str) and event_id:
+        return "event:" + event_id
+    return "signed:" + hashlib.sha256(timestamp.encode() + b":" + raw).hexdigest()
+
+
+def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a signed body, checked the way bolt will read it (bolt would raise on these and
+    answer 500): UTF-8; JSON (by content type, or a body starting with "{") must be an object; a form
+    must carry a `payload` that is a JSON object, or a `command`, or be Slack's ssl_check."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8") from None
+    if not text:
+        raise BadRequest("the body is empty")
+    if content_type == "application/json" or text.startswith("{"):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise BadRequest("the JSON body does not parse") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the JSON body is not an object")
+        return body
+    form = dict(parse_qsl(text, keep_blank_values=True))
+    if "payload" in text:  # bolt reads the payload whenever the word appears in the body
+        payload = form.get("payload")
+        if payload is None and "command" not in form:
+            raise BadRequest("the form has no payload")
+        if payload is not None:
+            try:
+                body = json.loads(payload)
+            except ValueError:
+                raise BadRequest("the payload is not JSON") from None
+            if not isinstance(body, dict):
+                raise BadRequest("the payload is not a JSON object")
+            return body
+    if "command" in form or "ssl_check" in form:
+        return form
+    raise BadRequest("the form is neither a command nor a payload")
+
+
+def web_app(
+    app: AsyncApp, store: AsyncStore, signing_secret: str, path: str = "/slack/events"
+) -> web.Application:
+    """The aiohttp app in front of bolt. Bolt parses the body before it checks the signature, so a body
+    Slack never sends answers 500 there; here the raw body is read once and:
+    1. the signature is checked first (a timestamp that is not a number, is more than 5 minutes off, or a
+       signature that does not match: 401);
+    2. a signed body that is not what Slack sends gets 400 with a short reason (logged, no traceback);
+    3. the request is claimed by Slack's identity for it (`request_key`): a replay or a retry of one
+       already handled gets the first answer back, and nothing is done again;
+    4. only then bolt handles it, and its answer is kept for replays."""
+
+    async def slack_events(request: web.Request) -> web.Response:
+        raw = await request.read()
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (
+            timestamp.isascii()
+            and timestamp.isdigit()
+            and len(timestamp) <= 12
+            and abs(time.time() - int(timestamp)) <= SIGNATURE_WINDOW_SECONDS
+            and _signed(signing_secret, timestamp, raw, signature)
+        ):
+            log.warning("refused a request to %s: missing, stale or wrong signature", path)
+            return web.Response(status=401, text="invalid signature")
+        try:
+            fields = parse_slack_body(raw, request.content_type)
+        except BadRequest as exc:
+            log.warning("refused a signed request to %s: %s", path, exc)
+            return web.Response(status=400, text=f"bad request: {exc}")
+        key = request_key(fields, timestamp, raw)
+        seen = await store.claim_request(key, time.time())
+        if seen is not None:
+            log.info("request %s seen before (retry %s): answered as the first time",
+                     key[:24], request.headers.get("X-Slack-Retry-Num", "-"))  # fmt: skip
+            return await _replayed(store, key, seen)
+        bolt_response = await app.async_dispatch(
+            AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string, headers=request.headers)
+        )
+        response = await to_aiohttp_response(bolt_response)
+        await store.answer_request(key, response.status, response.content_type, bolt_response.body or "")
+        return response
+
+    app_ = web.Application()
+    app_.router.add_post(path, slack_events)
+    return app_
+
+
+def _signed(secret: str, timestamp: str, raw: bytes, signature: str) -> bool:
+    """Slack's v0 signature over the raw bytes (slack_sdk's SignatureVerifier decodes the body as UTF-8
+    first, which raises on a body that is not: the bytes are what was signed)."""
+    expected = (
+        "v0="
+        + hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+    )
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+
+
+async def _replayed(store: AsyncStore, key: str, seen: Any) -> web.Response:
+    deadline = time.monotonic() + REPLAY_WAIT_SECONDS
+    while seen is not None and seen.status is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # the first copy is still being handled: its answer is moments away
+        seen = await store.answered(key)
+    if seen is None or seen.status is None:
+        return web.Response(status=200, text="")  # still being handled: the first copy will answer
+    return web.Response(status=seen.status, text=seen.body or "", content_type=seen.content_type)

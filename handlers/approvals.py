@@ -70,7 +70,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
 
     async def reject(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
         d = await engine.store.get(deployment_id)
-        await engine.check_access("approve", d.env, user, roles)
+        await engine.check_access("approve", d.env, user, roles, deployment=d)
         if not d.state.terminal:
             raise Refused(
                 f"To reject {d.ref}, say why: `/deploy reject {d.id} REASON`. It will be cancelled "

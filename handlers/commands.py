@@ -16,7 +16,7 @@ from bot import commands as cmds
 from bot import slack_ui
 from bot.engine import ACTION_WORDS, Amended, Engine, Forbidden, Refused
 from bot.machine import IllegalTransition
-from bot.store import LockInfo
+from bot.store import Conflict, LockInfo, NotFound
 from bot.strategies import duration
 from handlers.roles import RoleResolver
 
@@ -58,6 +58,15 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             answer = slack_ui.refused(str(exc))
         except IllegalTransition as exc:
             answer = slack_ui.refused(f"Deployment is already {exc.state.word}; nothing was changed.")
+        except NotFound as exc:  # an id naming no deployment: said plainly, never a 500
+            answer = slack_ui.refused(str(exc))
+        except Conflict:
+            answer = slack_ui.refused(
+                "It changed while you asked; nothing was changed. Look again and retry."
+            )
+        except Exception:  # a bug: logged with its trace, and the person still gets an answer, not a 500
+            log.exception("%s %r failed", command["command"], type(parsed).__name__)
+            answer = slack_ui.refused("Something went wrong on our side; it was logged.")
         await ack(answer)
         if isinstance(parsed, cmds.Windows):  # slow (14 days of CloudWatch): answered after the ack
             later(windows_answer(engine, parsed, respond))
@@ -127,16 +136,23 @@ async def dispatch(
         case cmds.Deploy() | cmds.Rollback() | cmds.Promote():
             result = await engine.request(c, user, request_key, roles)
             if isinstance(result, LockInfo):
+                if result.deployment is not None and result.deployment.requested_by == user:
+                    return slack_ui.own_lock(result.deployment, getattr(c, "version", None))
                 return slack_ui.locked(result, result.deployment)
             if isinstance(result, Amended):
-                return slack_ui.amended(result.deployment)
+                if not result.changed:
+                    return slack_ui.already_requested(result.deployment)
+                d = result.deployment
+                was = [result.from_version or "(current version)"] if result.from_version != d.version else []
+                was += [f"with {result.from_strategy}"] if result.from_strategy != d.strategy else []
+                return slack_ui.amended(d, was=" ".join(was))
             return slack_ui.requested(result, None)
         case cmds.Status(target=None):
             return slack_ui.deployment_list("Active deployments", *(await store.overview()))
         case cmds.Status(target=str(t)) if t.lstrip("#").isdigit():
             d = await store.find(int(t.lstrip("#")))
             if d is None:
-                return slack_ui.refused(f"There is no deployment #{t.lstrip('#')}.")
+                return slack_ui.refused(f"There is no deployment #{int(t.lstrip('#'))}.")
             return slack_ui.deployment_list(f"Deployment {d.ref}", [d])
         case cmds.Status(target=str(t)):
             return slack_ui.deployment_list(f"Latest deployments of {t}", await store.latest(t, 5))
@@ -147,7 +163,7 @@ async def dispatch(
             d = await store.find(deployment_id)
             if d is None:
                 return slack_ui.refused(f"There is no deployment #{deployment_id}.")
-            await engine.check_access("promote", d.env, user, roles)
+            await engine.check_access("promote", d.env, user, roles, deployment=d)
             try:
                 d = await engine.promote(deployment_id, user, full)
             except IllegalTransition:
@@ -189,13 +205,13 @@ async def dispatch(
         case cmds.Windows():
             return slack_ui.ephemeral("Reading 14 days of traffic from CloudWatch…")
         case cmds.Lock(service=service, env=env, reason=reason):
-            await engine.check_access("lock", env, user, roles)
+            await engine.check_access("lock", env, user, roles, service=service)
             held = await store.lock(service, env, user, reason)
             if held is not None:
                 return slack_ui.locked(held, held.deployment)
             return slack_ui.ephemeral(f":lock: Locked {service} in {env}: {reason}")
         case cmds.Unlock(service=service, env=env):
-            await engine.check_access("lock", env, user, roles)
+            await engine.check_access("lock", env, user, roles, service=service)
             removed = await store.unlock(service, env, user)
             if removed is None:
                 held = await store.lock_info(service, env)

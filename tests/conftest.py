@@ -3,6 +3,7 @@ client, and readers of the bot's database and AWS world for assertions."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import sqlite3
 import time
@@ -12,7 +13,6 @@ from urllib.parse import urlencode
 import aiohttp
 import boto3
 import pytest
-from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
@@ -90,19 +90,39 @@ async def signed_post(
 ) -> tuple[int, str]:
     """POST a Slack-shaped, signed form to the bot exactly as Slack would (for replays and raw payloads)."""
     body = urlencode({k: json.dumps(v) if isinstance(v, dict) else v for k, v in form.items()})
-    ts = str(timestamp or int(time.time()))
-    sig = SignatureVerifier(secret or sb.signing_secret).generate_signature(timestamp=ts, body=body)
-    hdrs = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": sig,
-        **(headers or {}),
-    }
+    return await raw_post(sb, body.encode(), headers=headers, secret=secret, timestamp=timestamp)
+
+
+async def raw_post(
+    sb: Sandbox,
+    body: bytes,
+    content_type: str = "application/x-www-form-urlencoded",
+    *,
+    headers: dict | None = None,
+    secret: str | None = None,
+    timestamp: int | str | None = None,
+    signed: bool = True,
+) -> tuple[int, str]:
+    """POST raw bytes to the bot's /slack/events, signed over those exact bytes (a timestamp may be any
+    string, even one Slack never sends), or unsigned with `signed=False`."""
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    hdrs = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts}
+    if signed:
+        digest = hmac.new(
+            (secret or sb.signing_secret).encode(), b"v0:" + ts.encode() + b":" + body, "sha256"
+        )
+        hdrs["X-Slack-Signature"] = "v0=" + digest.hexdigest()
+    hdrs.update(headers or {})
     async with (
         aiohttp.ClientSession() as s,
         s.post(sb.bot.url + "/slack/events", data=body, headers=hdrs) as r,
     ):
         return r.status, await r.text()
+
+
+def bot_log(sb: Sandbox) -> str:
+    """What the bot process has logged so far (its stderr, kept by the sandbox)."""
+    return (sb.workdir / "bot.log").read_text(errors="replace")
 
 
 def slash_form(sb: Sandbox, user: str, text: str, trigger_id: str, command: str = "/deploy") -> dict:

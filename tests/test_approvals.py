@@ -95,6 +95,7 @@ async def test_checklist_and_four_eyes_approval_then_the_deploy_runs(sandbox, cl
     assert ticks == [("U0ALICE", i) for i in ("tests", "review", "migrations", "team")]
     assert [(e["actor"], e["action"]) for e in audit if e["action"] in ("approve", "refused")] == [
         ("U0ALICE", "refused"),
+        ("U0DAVE", "refused"),  # a refusal naming the deployment is in its audit trail
         ("U0BOB", "approve"),
     ]
     assert all(e["at"] for e in audit)
@@ -112,7 +113,7 @@ async def test_a_changed_version_voids_the_approvals(sandbox, client):
     assert "You approved" in (await client.slash("bob", "/deploy", f"approve {d}"))["body"]["text"]
     again = await client.slash("alice", "/deploy", "web v3 to production")
     assert again["body"]["text"] == (
-        f":pencil2: Your request #{d} now deploys web v3 to production with canary; "
+        f":pencil2: Your request #{d} now deploys web v3 to production with canary (it was v2); "
         "approvals given before no longer count."
     )
     rows = db_rows(sandbox, "SELECT id, version FROM deployments")

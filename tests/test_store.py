@@ -133,3 +133,62 @@ def test_stale_locks_are_released(store):
     released = store.release_stale_locks()
     assert [r.deployment_id for r in released] == [d.id]
     assert store.lock_info("web", "staging") is None
+
+
+def ask(store: Store, version: str, user: str = "U1", strategy: str = "rolling"):
+    return store.request_or_amend(
+        service="web", env="staging", version=version, strategy=strategy, kind="deploy", requested_by=user
+    )
+
+
+def test_request_or_amend_decides_create_amend_same_or_locked_in_one_step(store):
+    from bot.store import Amendment, Deployment
+
+    first = ask(store, "v20")
+    assert isinstance(first, Deployment) and first.version == "v20"
+    changed = ask(store, "v24")
+    assert isinstance(changed, Amendment) and changed.changed
+    assert (changed.from_version, changed.deployment.version) == ("v20", "v24")
+    same = ask(store, "v24")
+    assert isinstance(same, Amendment) and not same.changed and same.deployment.version == "v24"
+    other = ask(store, "v26", user="U2")
+    assert isinstance(other, LockInfo) and other.deployment.version == "v24"
+    store.transition(first.id, "start", "deploybot")
+    after_start = ask(store, "v28")
+    assert isinstance(after_start, LockInfo) and after_start.deployment.requested_by == "U1"
+    assert store.get(first.id).version == "v24"  # the last accepted amendment is what started
+    amends = [e.details["to"]["version"] for e in store.events(first.id) if e.action == "amend"]
+    assert amends == ["v24"]
+
+
+def test_amend_is_a_compare_and_set_on_state_and_requester(store):
+    d = new(store, version="v1")
+    with pytest.raises(Conflict):
+        store.amend(d.id, "U2", version="v9", strategy="rolling", plan=[])  # not the requester
+    store.transition(d.id, "start", "deploybot")
+    with pytest.raises(Conflict):
+        store.amend(d.id, "U1", version="v9", strategy="rolling", plan=[])  # started already
+    assert store.get(d.id).version == "v1"
+    assert [e.action for e in store.events(d.id)] == ["request", "start"]
+
+
+def test_unknown_ids_raise_not_found_with_a_plain_message_however_large(store):
+    from bot.store import NotFound
+
+    for ident in (0, -1, 424242, 2**63, 10**30):
+        with pytest.raises(NotFound) as caught:
+            store.get(ident)
+        assert str(caught.value) == f"There is no deployment #{ident}."
+        assert store.find(ident) is None
+    with pytest.raises(KeyError):  # callers catching KeyError keep working
+        store.alert(10**30)
+
+
+def test_a_request_is_claimed_once_and_its_answer_kept_for_replays(store):
+    assert store.claim_request("trigger:1", now=1000.0) is None
+    pending = store.claim_request("trigger:1", now=1001.0)
+    assert pending is not None and pending.status is None  # still being handled
+    store.answer_request("trigger:1", 200, "application/json", '{"text": "done"}')
+    again = store.claim_request("trigger:1", now=1002.0)
+    assert (again.status, again.content_type, again.body) == (200, "application/json", '{"text": "done"}')
+    assert store.claim_request("trigger:1", now=1002.0 + 7200) is None  # long past any replay window
