@@ -267,7 +267,7 @@ class Engine:
                 try:
                     at = parse_when(at_text, now=now, default_tz=_tz_of(target.windows))
                 except ValueError as exc:
-                    raise Refused(f"--at {code(at_text)}: {exc}") from None
+                    raise Refused(f"--at {code(at_text)}: {text(exc, None)}") from None  # it quotes the text
                 decision = decide(at, target.windows, freezes, env, now=now)
                 if decision.ok:
                     return {"run_at": at.timestamp()} if at > now else {}
@@ -380,7 +380,7 @@ class Engine:
         try:
             end = parse_when(until, now=now, default_tz=_tz_of(self.settings.environments[env].windows))
         except ValueError as exc:
-            raise Refused(f"until {code(until)}: {exc}") from None
+            raise Refused(f"until {code(until)}: {text(exc, None)}") from None
         return await self.store.add_freeze(Freeze(env, now, end, reason, user))
 
     async def unfreeze(self, env: str, user: str) -> tuple[int, str]:
