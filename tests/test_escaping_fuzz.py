@@ -168,13 +168,16 @@ def own_markup(sb: Any) -> re.Pattern[str]:
 
 
 async def test_fuzz_corpus_never_becomes_markup_in_any_posted_message(sandbox):
-    """10,000 texts, seeded: 9,700 parse-level texts (refused by the parser: usage errors, "did you mean",
-    too long) sent 8 at a time, and 300 "deep" texts that reach the engine and are posted publicly:
-    180 production requests by a user with no role (each posts a warning quoting the command), 10 freezes
-    with hostile reasons (posted in the channel) and 10 refused deploys quoting them, a freeze override
-    (critical alert with its reason), 10 locks + status listings, emergency deploys, 10 requests with a
-    hostile --reason that are then rejected with a hostile reason, rollbacks and promotions with reasons,
-    --at texts. Then every message of every channel, every ack and the Home tab are checked."""
+    """10,000 texts, seeded, through /deploy, /promote and /rollback: 263 "deep" texts that reach the engine
+    and are posted publicly — 180 production requests by a user with no role (each posts a warning quoting
+    the command: --reason, --emergency, freeze, lock, /rollback --reason, /promote), 10 freezes with
+    hostile reasons (posted in the channel) and 10 deploys refused quoting them, a freeze override (a
+    critical alert with its reason), 10 locks with status listings and unlocks, an emergency deploy (a
+    critical alert), 5 hostile --at times, 10 production requests (7 with a hostile --reason, 3
+    promotions) rejected with hostile reasons, 5 rollbacks with a hostile --reason — then 9,737
+    parse-level texts (usage errors, "did you mean", unclosed quotes, repeated flags, 10 kB texts) sent 8
+    at a time. Every answer, every message of every channel (threads and ephemeral ones included) and
+    the Home tab are read back. About 40 s on 2 cores."""
     sb = sandbox
     slack = sb.slack
     rng = random.Random(9)
@@ -188,7 +191,6 @@ async def test_fuzz_corpus_never_becomes_markup_in_any_posted_message(sandbox):
         answers.append(r)
         return r
 
-    started = time.monotonic()
     # ---- deep: a user without any role, in production: refused, and a warning quotes the command
     forms = [
         "web v2 to production --reason {q}",
@@ -265,7 +267,7 @@ async def test_fuzz_corpus_never_becomes_markup_in_any_posted_message(sandbox):
     await asyncio.gather(
         *(limited(u, c, t) for u, c, t in parse_level_texts(rng, 10_000 - deep)),
     )
-    assert sent == 10_000
+    assert (deep, sent) == (263, 10_000)
 
     # settle: every deployment finished, every refusal's warning posted, every message shown as it ends
     async def settled():
@@ -276,7 +278,6 @@ async def test_fuzz_corpus_never_becomes_markup_in_any_posted_message(sandbox):
         return len(warnings) >= len(dave) and rows
 
     await wait_for(settled, 90, interval=0.2, what="the deployments to finish and the warnings to be posted")
-    took = time.monotonic() - started
 
     assert [r for r in answers if r["status"] != 200] == []
     own = own_markup(sb)
@@ -310,11 +311,11 @@ async def test_fuzz_corpus_never_becomes_markup_in_any_posted_message(sandbox):
         assert await post_event(sb, event) == 200
 
         async def view(user=user):
-            return slack._views.get(slack.users[user])
+            async with aiohttp.ClientSession() as s, s.get(f"{sb.slack_url}/_sandbox/home?user={user}") as r:
+                return (await r.json())["view"]
 
         shown = await wait_for(view, 10, what=f"{user}'s Home tab")
         assert foreign_markup(shown, own) == []
 
     log = (sb.workdir / "bot.log").read_text(errors="replace")
     assert "Traceback" not in log, log[log.index("Traceback") - 500 :][:3000]
-    assert took < 240, f"the fuzz run took {took:.0f}s"
