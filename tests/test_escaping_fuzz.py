@@ -220,6 +220,7 @@ async def test_fuzz_corpus_never_becomes_markup_in_any_posted_message(sandbox):
 
     refusals = await asyncio.gather(*(limited("dave", c, t) for c, t in dave))
     assert [r for r in refusals if "You need the" not in r["body"]["text"]] == []
+    assert any("role to freeze or unfreeze in production" in r["body"]["text"] for r in refusals)
 
     # ---- deep: freezes with hostile reasons; deploys refused with them; one override with an alert
     for _ in range(10):
