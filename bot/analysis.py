@@ -206,12 +206,27 @@ class Measurement:
         """One line for Slack: phase, verdict, the numbers, and the reasons."""
         head = f"{self.label} at {_hms(self.at)}: {self.verdict}"
         if self.canary is not None:
-            head += f": canary {self.canary.describe()}"
+            head += f": {subject(self.label)} {self.canary.describe()}"
             if self.stable is not None:
                 head += f"; stable {self.stable.describe()}"
             if self.canary.latency_ms is not None or (self.stable and self.stable.latency_ms is not None):
                 head += f" (latency {self.latency_statistic}, {self.window_seconds}s window)"
         return "; ".join([head, *self.reasons])
+
+
+def subject(label: str) -> str:
+    """What the new version's group is called in a phase's lines: the canary, or on blue-green (whose
+    phase is "100% after the switch") the new version."""
+    return "canary" if label.startswith("canary") else "new version"
+
+
+def passed_text(passed: int, total: int) -> str:
+    """'the only measurement passed', 'all 3 measurements passed', '2 of 3 measurements passed'."""
+    if total == 1 and passed == 1:
+        return "the only measurement passed"
+    if passed == total:
+        return f"all {total} measurements passed"
+    return f"{passed} of {total} measurement{_s(total)} passed"
 
 
 def judge(
@@ -228,6 +243,7 @@ def judge(
     c = Sample.of(canary)
     s = Sample.of(stable) if stable is not None else None
     window = config.window_seconds
+    new = subject(label)  # "canary", or "new version" on blue-green (there is no canary)
     stat = config.latency_statistic
     failed: list[str] = []
     unsure: list[str] = []
@@ -240,7 +256,7 @@ def judge(
     if c.requests is None or c.requests < config.min_requests:
         got = "no requests" if not c.requests else f"{_count(c.requests)} requests"
         unsure.append(
-            f"not enough traffic: {got} in {window}s on the canary, at least {config.min_requests} needed"
+            f"not enough traffic: {got} in {window}s on the {new}, at least {config.min_requests} needed"
         )
     else:
         relative = config.max_error_rate_delta is not None or config.max_latency_ratio is not None
@@ -264,25 +280,25 @@ def judge(
         rate = c.error_rate or 0.0
         if rate > config.max_error_rate:
             failed.append(
-                f"error rate {_pct(rate)} on the canary > {_pct(config.max_error_rate)} threshold "
+                f"error rate {_pct(rate)} on the {new} > {_pct(config.max_error_rate)} threshold "
                 f"({stable_rate})"
             )
         if baseline and config.max_error_rate_delta is not None:
             base_rate = s.error_rate or 0.0  # type: ignore[union-attr]
             if rate - base_rate > config.max_error_rate_delta + 1e-12:
                 failed.append(
-                    f"error rate {_pct(rate)} on the canary is {_points(rate - base_rate)} points above the "
+                    f"error rate {_pct(rate)} on the {new} is {_points(rate - base_rate)} points above the "
                     f"stable {_pct(base_rate)} (more than {_points(config.max_error_rate_delta)} allowed)"
                 )
 
         if c.latency_ms is None:
             unsure.append(
-                f"no latency data ({stat} TargetResponseTime) for the canary in {window}s: latency not judged"
+                f"no latency data ({stat} TargetResponseTime) for the {new} in {window}s: latency not judged"
             )
         else:
             if c.latency_ms > config.max_latency_ms:
                 failed.append(
-                    f"latency {_ms(c.latency_ms)} ({stat}) on the canary > {_ms(config.max_latency_ms)} "
+                    f"latency {_ms(c.latency_ms)} ({stat}) on the {new} > {_ms(config.max_latency_ms)} "
                     f"threshold ({stable_latency})"
                 )
             if baseline and config.max_latency_ratio is not None:
@@ -291,7 +307,7 @@ def judge(
                     notes.append(f"no {stat} latency for the stable group: latency ratio not judged")
                 elif c.latency_ms / base_latency > config.max_latency_ratio + 1e-12:
                     failed.append(
-                        f"latency {_ms(c.latency_ms)} ({stat}) on the canary is "
+                        f"latency {_ms(c.latency_ms)} ({stat}) on the {new} is "
                         f"{c.latency_ms / base_latency:.2f}x the stable {_ms(base_latency)} "
                         f"(more than {config.max_latency_ratio:.2f}x allowed)"
                     )
@@ -389,7 +405,7 @@ class Analysis:
         if not self.done:
             if self.count("pass"):
                 self._status = "successful"
-                self.reason = f"{self.count('pass')} of {len(self.measurements)} measurements passed"
+                self.reason = passed_text(self.count("pass"), len(self.measurements))
             else:
                 self._status = "inconclusive"
                 self.reason = "no measurement passed: the bake proved nothing"

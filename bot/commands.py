@@ -9,6 +9,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from bot.mrkdwn import BACKTICK_LOOKALIKE
+
 MAX_LENGTH = 1000
 COMMANDS = ("/deploy", "/promote", "/rollback")
 SUBCOMMANDS = (
@@ -278,8 +280,15 @@ USAGE: dict[str, str] = {
 
 
 def help_text(command: str) -> str:
-    """The help for "/deploy", "/promote" or "/rollback" (the slash is optional)."""
-    return USAGE[_command_name(command)]
+    """The help for "/deploy", "/promote" or "/rollback" (the slash is optional). /deploy's help is the
+    whole tool: it ends with the other two commands."""
+    name = _command_name(command)
+    if name != "/deploy":
+        return USAGE[name]
+    others = _usage_text(("promote", "promote-id", "rollback")).replace(
+        "Usage:", "The other two commands:", 1
+    )
+    return f"{USAGE[name]}\n{others}"
 
 
 def parse(command: str, text: str, vocab: Vocabulary) -> Command:
@@ -1056,8 +1065,8 @@ def _q(word: str) -> str:
 
 def _suggestion(command: str, parts: list[str], raw_flags: list[str]) -> str:
     # The options go back in, so pasting the suggestion never silently drops a --dry-run.
-    text = " ".join([command, *parts])
-    return f"`{text} {shlex.join(raw_flags)}`" if raw_flags else f"`{text}`"
+    text = " ".join([command, *parts]) + (f" {shlex.join(raw_flags)}" if raw_flags else "")
+    return f"`{text.replace('`', BACKTICK_LOOKALIKE)}`"  # a typed backtick must not end the code span
 
 
 def _missing_env(after: str, vocab: Vocabulary, key: str) -> CommandError:

@@ -17,6 +17,7 @@ from bot import commands as cmds
 from bot.clock import Clock
 from bot.cloud import Cloud, CloudError
 from bot.machine import BEFORE_START, IllegalTransition, State
+from bot.mrkdwn import code, text
 from bot.schedule import (
     Freeze,
     Scheduler,
@@ -70,8 +71,10 @@ ACTION_WORDS = {
     "rollback": "roll back",
     "lock": "lock or unlock services",
     "override_freeze": "override a freeze",
+    "freeze": "freeze or unfreeze",  # the same role as override_freeze; the words of /deploy freeze
     "emergency": "deploy with --emergency",
 }
+DONE_WORDS = {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}
 
 
 @dataclass(frozen=True)
@@ -158,9 +161,10 @@ class Engine:
         """Raise Forbidden (and record the refusal, with what it was about) unless `roles` may do
         `action` in `env`."""
         policy = self.settings.environments[env].policy
-        if policy.allowed(action, roles):
+        role_action = "override_freeze" if action == "freeze" else action  # one role; freeze has its words
+        if policy.allowed(role_action, roles):
             return
-        needed = " or ".join(policy.needed_roles(action))
+        needed = " or ".join(policy.needed_roles(role_action))
         words = ACTION_WORDS.get(action, action)
         message = (
             f"You need the {needed} role to {words} in {env}."
@@ -309,7 +313,7 @@ class Engine:
                 try:
                     at = parse_when(at_text, now=now, default_tz=_tz_of(target.windows))
                 except ValueError as exc:
-                    raise Refused(f"--at {at_text!r}: {exc}") from None
+                    raise Refused(f"--at {code(at_text)}: {text(exc, None)}") from None  # it quotes the text
                 decision = decide(at, target.windows, freezes, env, now=now)
                 if decision.ok:
                     return {"run_at": at.timestamp()} if at > now else {}
@@ -422,7 +426,7 @@ class Engine:
         try:
             end = parse_when(until, now=now, default_tz=_tz_of(self.settings.environments[env].windows))
         except ValueError as exc:
-            raise Refused(f"until {until!r}: {exc}") from None
+            raise Refused(f"until {code(until)}: {text(exc, None)}") from None
         return await self.store.add_freeze(Freeze(env, now, end, reason, user))
 
     async def unfreeze(self, env: str, user: str) -> tuple[int, str]:
@@ -480,7 +484,7 @@ class Engine:
                         "update",
                         f":rotating_light: Emergency {'rollback' if d.kind == 'rollback' else 'deploy'} by "
                         f"<@{d.requested_by}>: "
-                        f"{emergency}. Manual items and approvals are skipped.",
+                        f"{text(emergency)}. Manual items and approvals are skipped.",
                         "critical",
                     )
                 )
@@ -490,7 +494,7 @@ class Engine:
                         d,
                         "update",
                         f":rotating_light: Freeze override by <@{d.requested_by}>: "
-                        f"{d.context['freeze_override']}",
+                        f"{text(d.context['freeze_override'])}",
                         "critical",
                     )
                 )
@@ -676,9 +680,13 @@ class Engine:
             raise IllegalTransition("reject", d.state)
         await self.check_access("approve", d.env, user, roles, deployment=d)
         d = await self.store.transition(
-            d.id, "cancel", user, details={"rejected": reason}, outcome=f"rejected by <@{user}>: {reason}"
+            d.id,
+            "cancel",
+            user,
+            details={"rejected": reason},
+            outcome=f"rejected by <@{user}>: {text(reason)}",
         )
-        await self.emit(Notice(d, "update", f"Rejected by <@{user}>: {reason}", "warning"))
+        await self.emit(Notice(d, "update", f"Rejected by <@{user}>: {text(reason)}", "warning"))
         return d
 
     async def tick(
@@ -794,9 +802,9 @@ class Engine:
             if d.state not in (State.RUNNING, State.PAUSED):
                 raise IllegalTransition(action, d.state)
             await self._stop_task(deployment_id)
-            d = await self.store.transition(deployment_id, "abort", user, outcome=f"aborted by {user}")
+            d = await self.store.transition(deployment_id, "abort", user, outcome=f"aborted by <@{user}>")
             self._gate(deployment_id).set()
-            await self.emit(Notice(d, "update", f"Aborted by {user}; rolling back", "warning"))
+            await self.emit(Notice(d, "update", f"Aborted by <@{user}>; rolling back", "warning"))
             self.start(deployment_id)
             return d
         if action == "promote":
@@ -808,7 +816,7 @@ class Engine:
             self._gate(deployment_id).clear()
         elif action == "resume":
             self._gate(deployment_id).set()
-        await self.emit(Notice(d, "update", f"{action.title()}d by {user}"))
+        await self.emit(Notice(d, "update", f"{DONE_WORDS.get(action, action)} by <@{user}>"))
         return d
 
     async def promote(self, deployment_id: int, user: str, full: bool = False) -> Deployment:

@@ -41,7 +41,7 @@ def home_view(
     if not alerts:
         blocks.append(slack_ui.context("None — all quiet."))
     for a, d in alerts[:MAX_ROWS]:
-        what = slack_ui.ALERT_TITLES.get(a.event, "Critical")
+        what = slack_ui.alert_title(a.event, d)
         text = (
             f"*{what}* · {slack_ui.title(d)}\n{slack_ui.clip(a.text, 300)}\n"
             f"Raised {slack_ui.at_time(a.raised_ts)}"
@@ -86,7 +86,7 @@ def home_view(
         holder = (
             f"deployment #{lock.deployment_id}"
             if lock.deployment_id is not None
-            else f"<@{lock.holder}>: {slack_ui.clip(lock.reason or 'no reason', 300)}"
+            else f"<@{lock.holder}>: {slack_ui.text(lock.reason, 300) or 'no reason'}"
         )
         blocks.append(
             slack_ui.section(f"*{lock.service}* in *{lock.env}* — locked by {holder} (since {since} UTC)")
@@ -129,8 +129,6 @@ def _line(d: Deployment, live: str | None = None) -> str:
 def _scheduled_for(d: Deployment) -> str | None:
     for key in ("run_at", "scheduled_for", "at", "not_before"):
         value = d.context.get(key)
-        if isinstance(value, int | float):
-            return slack_ui.at_time(value)
-        if isinstance(value, str) and value:
-            return value[:16].replace("T", " ") + (" UTC" if value.endswith(("Z", "+00:00")) else "")
+        if isinstance(value, int | float) or (isinstance(value, str) and value):
+            return slack_ui.when(value)
     return None

@@ -23,6 +23,7 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot import mrkdwn
 from bot.clock import Clock
 from bot.cloud import Cloud
 from bot.cloud.metrics import metric_series
@@ -77,9 +78,13 @@ def zone(name: str) -> ZoneInfo:
 
 
 def format_when(at: datetime, tz: ZoneInfo | str = "UTC") -> str:
-    """'Tue 01 Dec 02:00 Europe/Berlin': how a time is shown to people."""
+    """'Tue 1 Dec 02:00 CET': how a time is shown to people (the zone's abbreviation, its name when it
+    has none, like "+03")."""
     z = zone(tz) if isinstance(tz, str) else tz
-    return f"{at.astimezone(z):%a %d %b %H:%M} {z.key}"
+    local = at.astimezone(z)
+    abbreviation = local.tzname() or ""
+    name = abbreviation if abbreviation[:1].isalpha() else z.key
+    return f"{local:%a} {local.day} {local:%b %H:%M} {name}"
 
 
 def _aware(at: datetime, name: str = "time") -> datetime:
@@ -334,9 +339,9 @@ class Freeze:
         return self.start <= at < self.end
 
     def describe(self) -> str:
-        """'production frozen until Mon 05 Jan 09:00 UTC: end-of-year freeze'."""
+        """'production frozen until Mon 5 Jan 09:00 UTC: end-of-year freeze' (mrkdwn: the reason escaped)."""
         who = "every environment" if self.env == ALL_ENVIRONMENTS else self.env
-        return f"{who} frozen until {self.end:%a %d %b %H:%M} UTC: {self.reason}"
+        return f"{who} frozen until {format_when(self.end)}: {mrkdwn.text(self.reason)}"
 
 
 def _freeze_time(t: _Table, name: str, tz: ZoneInfo | None) -> datetime:

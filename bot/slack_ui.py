@@ -1,7 +1,13 @@
 """Pure Block Kit builders and the user-facing strings of Slack messages. No I/O.
 
 Buttons on a deployment's message are derived from bot.machine.user_actions(state), so a message can
-only offer moves that are legal now. Every text is clipped to Slack's limits here, in one place."""
+only offer moves that are legal now. Every text is clipped to Slack's limits here, in one place.
+
+User text never becomes Slack markup: every string a person typed (a reason, a lock or freeze reason, a
+version, the command echoed in a warning or a usage error) goes through `text()` or `code()` (bot.mrkdwn,
+re-exported here) where it is put next to the markup the bot writes itself — the acting user's `<@U…>`,
+the on-call `<!subteam^…>`, links to its own messages, `<!date^…>`. Outcomes and notice texts the engine
+writes are mrkdwn already escaped that way; builders show them as they are."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.machine import BEFORE_START, State, user_actions
+from bot.mrkdwn import code, plain, text  # noqa: F401 - code and plain re-exported for the builders
 from bot.store import Deployment, LockInfo
 
 ACTION_PREFIX = "deployment:"  # action_id = ACTION_PREFIX + machine action; value = deployment id
@@ -58,7 +65,7 @@ def progress_bar(done: int, total: int, width: int = 10) -> str:
 
 def title(d: Deployment) -> str:
     what = {"rollback": "Rollback", "promote": "Promotion"}.get(d.kind, "Deployment")
-    return f"{what} {d.ref} · {d.service} {d.version or '(current version)'} → {d.env}"
+    return f"{what} {d.ref} · {d.service} {text(d.version) or '(current version)'} → {d.env}"
 
 
 def deployment_text(d: Deployment) -> str:
@@ -72,8 +79,8 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
     done = total if d.state == State.SUCCEEDED else min(d.step_index, total)
     fields = [
         f"*Service*\n{d.service}",
-        f"*Version*\n{d.version or 'current'}"
-        + (f" (was {d.previous_version})" if d.previous_version else ""),
+        f"*Version*\n{text(d.version) or 'current'}"
+        + (f" (was {text(d.previous_version)})" if d.previous_version else ""),
         f"*Environment*\n{d.env}",
         f"*Strategy*\n{d.strategy}",
         f"*Requested by*\n<@{d.requested_by}>",
@@ -88,7 +95,7 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
         ),
     ]
     if d.reason:
-        blocks.append(context(f"Reason: {clip(d.reason, 500)}"))
+        blocks.append(context(f"Reason: {text(d.reason)}"))
     if d.state == State.SCHEDULED and d.context.get("run_at"):
         blocks.append(
             section(
@@ -121,12 +128,23 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
 
 
 def _when(at: str | float | None) -> str:
+    """A moment with its date, in each reader's own time zone ("Dec 1 02:00", "tomorrow 02:00"); the
+    fallback reads "Tue 1 Dec 01:00 UTC"."""
     if at is None:
         return ""
-    if isinstance(at, int | float):
-        fallback = datetime.fromtimestamp(at, UTC).strftime("%H:%M UTC")
-        return f"<!date^{int(at)}^{{time}}|{fallback}>"
-    return at[11:16] + " UTC"
+    try:
+        moment = (
+            datetime.fromtimestamp(at, UTC)
+            if isinstance(at, int | float)
+            else datetime.fromisoformat(at).astimezone(UTC)
+        )
+    except (ValueError, OverflowError, OSError):
+        return text(at)
+    fallback = f"{moment:%a} {moment.day} {moment:%b %H:%M} UTC"
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+when = _when  # for other surfaces (the Home tab)
 
 
 def gate_blocks(d: Deployment, gate: dict[str, Any], waiting: bool) -> list[dict[str, Any]]:
@@ -141,13 +159,13 @@ def gate_blocks(d: Deployment, gate: dict[str, Any], waiting: bool) -> list[dict
         elif item["done"]:
             mark = ":white_check_mark:"
             note = (
-                (item.get("evidence") or "")
+                text(item.get("evidence") or "", 300)
                 if item["kind"] == "automatic"
                 else f"<@{item['by']}> {_when(item.get('at'))}"
             )
         else:
             mark = ":x:" if item["kind"] == "automatic" and item.get("evidence") else ":white_large_square:"
-            note = item.get("evidence") or (
+            note = text(item.get("evidence") or "", 300) or (
                 "waiting for a person" if item["kind"] == "manual" else "not checked yet"
             )
         lines.append(f"{mark} *{item['label']}* — {clip(note, 300)}")
@@ -160,7 +178,7 @@ def gate_blocks(d: Deployment, gate: dict[str, Any], waiting: bool) -> list[dict
     if gate.get("emergency"):
         blocks.append(
             section(
-                f":rotating_light: *Emergency:* {clip(gate['emergency'], 500)} — manual items and "
+                f":rotating_light: *Emergency:* {text(gate['emergency'])} — manual items and "
                 "approvals skipped"
             )
         )
@@ -263,19 +281,16 @@ def audit(d: Deployment, events: list[Any]) -> dict[str, Any]:
     head = (
         f"*Audit of {title(d)}* — {d.state.word}\nRequested by <@{d.requested_by}> at "
         f"{d.created_at[:19].replace('T', ' ')} UTC ({d.kind}, {d.strategy})"
-        + (f"\nReason: {d.reason}" if d.reason else "")
+        + (f"\nReason: {text(d.reason, None)}" if d.reason else "")
         + (f"\nOutcome: {d.outcome}" if d.outcome else "")
     )
     lines = []
     for e in events:
         move = f" {e.from_state or '∅'} → {e.to_state}" if e.from_state != e.to_state else ""
-        detail = {k: v for k, v in e.details.items() if k not in ("description",)}
         flag = " :rotating_light: EMERGENCY" if e.action == "emergency" else ""
-        summary = ", ".join(f"{k}={v}" for k, v in detail.items() if v not in (None, "", [], {}))
-        lines.append(
-            f"`{e.at[11:19]}` <@{e.actor}> *{e.action}*{move}{flag}"
-            + (f" — {clip(summary, 200)}" if summary else "")
-        )
+        actor = "the bot" if e.actor == BOT_ACTOR else f"<@{e.actor}>"
+        lines.append(f"`{e.at[11:19]}` {actor} *{e.action}*{move}{flag}")
+        lines += [f"      {k}: {v}" for k, v in audit_details(e.details)]
     blocks = [section(clip(head, MAX_TEXT))]
     chunk: list[str] = []
     for line in lines:
@@ -290,8 +305,32 @@ def audit(d: Deployment, events: list[Any]) -> dict[str, Any]:
     return ephemeral(head + "\n" + "\n".join(lines), blocks)
 
 
-def detail_text(d: Deployment, text: str) -> str:
-    return clip(text, MAX_TEXT, f"(full record: /deploy audit {d.id})")
+BOT_ACTOR = "deploybot"  # bot.engine.BOT: events the bot itself recorded
+
+
+def audit_details(details: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """An event's details as readable (key, value) pairs: nested tables flattened to `a.b`, lists joined,
+    times shown as times, every value escaped user text and kept to one line of at most 300 characters."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in details.items():
+        if key == "description" or value in (None, "", [], {}):
+            continue
+        name = f"{prefix}{key}".replace("_", " ")
+        if isinstance(value, dict):
+            pairs += audit_details(value, f"{prefix}{key}.")
+        elif isinstance(value, bool):
+            pairs.append((name, "yes" if value else "no"))
+        elif key in ("run_at", "at") and isinstance(value, int | float):
+            pairs.append((name, at_time(value)))
+        elif isinstance(value, list):
+            pairs.append((name, text(", ".join(str(v) for v in value), 300)))
+        else:
+            pairs.append((name, text(value, 300)))
+    return pairs
+
+
+def detail_text(d: Deployment, line: str) -> str:
+    return clip(line, MAX_TEXT, f"(full record: /deploy audit {d.id})")
 
 
 # ----------------------------------------------------------------------------- command answers
@@ -305,6 +344,9 @@ def ephemeral(text: str, blocks: list[dict] | None = None) -> dict[str, Any]:
 
 
 def usage_error(message: str, usage: str) -> dict[str, Any]:
+    """A malformed command's answer. The message quotes what was typed: it is escaped as a whole (the
+    parser writes no Slack markup of its own, only code spans)."""
+    message = text(message, None)
     return ephemeral(
         f"{message}\nUsage: {usage}", [section(f":warning: {message}"), context(f"Usage: {usage}")]
     )
@@ -318,19 +360,19 @@ def requested(d: Deployment, channel_id: str | None) -> dict[str, Any]:
 
 def locked(lock: LockInfo, holder: Deployment | None) -> dict[str, Any]:
     if holder is not None:
-        text = (
+        answer = (
             f":lock: {lock.service} in {lock.env} is locked by deployment {holder.ref} "
-            f"({holder.service} {holder.version or 'current'}, {holder.state.word}), "
+            f"({holder.service} {text(holder.version) or 'current'}, {holder.state.word}), "
             f"started by <@{holder.requested_by}> at {holder.created_at[:19].replace('T', ' ')} UTC. "
             f"Try again when it has finished."
         )
     else:
-        text = (
-            f":lock: {lock.service} in {lock.env} is locked by <@{lock.holder}>: {lock.reason or 'no reason'} "
-            f"(since {lock.acquired_at[:19].replace('T', ' ')} UTC). /deploy unlock {lock.service} {lock.env} "
-            f"when it is safe."
+        answer = (
+            f":lock: {lock.service} in {lock.env} is locked by <@{lock.holder}>: "
+            f"{text(lock.reason) or 'no reason'} (since {lock.acquired_at[:19].replace('T', ' ')} UTC). "
+            f"/deploy unlock {lock.service} {lock.env} when it is safe."
         )
-    return ephemeral(text)
+    return ephemeral(answer)
 
 
 def amended(d: Deployment, was: str | None = None) -> dict[str, Any]:
@@ -408,9 +450,11 @@ def deployment_list(
     ]
     for lock in locks or []:
         if lock.deployment_id is None:
-            lines.append(f":lock: {lock.service} in {lock.env} locked by <@{lock.holder}>: {lock.reason}")
-    text = f"*{heading}*\n" + "\n".join(lines)
-    return ephemeral(text, [section(clip(text, MAX_TEXT, "(more: deploybot audit)"))])
+            lines.append(
+                f":lock: {lock.service} in {lock.env} locked by <@{lock.holder}>: {text(lock.reason)}"
+            )
+    body = f"*{heading}*\n" + "\n".join(lines)
+    return ephemeral(body, [section(clip(body, MAX_TEXT, "(more: deploybot audit)"))])
 
 
 def stale_click(d: Deployment) -> str:
@@ -437,6 +481,14 @@ ALERT_TITLES = {
     "missed_window": "Missed its window",
     "aborted": "Aborted",
 }
+
+
+def alert_title(event: str | None, d: Deployment | None = None, default: str = "Critical") -> str:
+    """The alert's name; a rolling deploy has no traffic switch, so its targets go unhealthy "after the
+    rollout"."""
+    if event == "unhealthy_after_switch" and d is not None and d.strategy == "rolling":
+        return "Unhealthy targets after the rollout"
+    return ALERT_TITLES.get(event or "", default)
 
 
 def at_time(ts: float) -> str:
@@ -467,7 +519,7 @@ def alert(
     d: Deployment, level: str, text: str, link: str | None, event: str | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """A warning or info alert about a deployment for the channels of its level (no acknowledgement)."""
-    what = f" · {ALERT_TITLES[event]}" if event in ALERT_TITLES else ""
+    what = f" · {alert_title(event, d)}" if event in ALERT_TITLES else ""
     head = f"{LEVEL_EMOJI.get(level, '')} *{level.upper()}{what}* · {title(d)}"
     body = clip(text, 2500, _audit_pointer(d))
     blocks = [section(f"{head}\n{body}")]
@@ -488,7 +540,7 @@ def critical_alert(
     """A critical alert (bot.alerts.Alert `a`): what happened, on-call mentioned, a link to the deployment's
     message, and — until someone acknowledges it — an Acknowledge button. Updated in place as it is
     acknowledged, escalated and resolved."""
-    what = ALERT_TITLES.get(a.event, "Critical")
+    what = alert_title(a.event, d)
     body = clip(a.text, 2500, _audit_pointer(d))
     blocks = [section(f":rotating_light: *CRITICAL · {what}* · {title(d)}\n{body}")]
     about = [oncall or "", f"raised {at_time(a.raised_ts)}"]
@@ -541,7 +593,7 @@ def escalation(
 ) -> tuple[str, list[dict[str, Any]]]:
     """Round `round_` of an unacknowledged critical alert's escalation, posted in the alert's thread (which
     names the deployment; the notification names the service, version and environment)."""
-    what = ALERT_TITLES.get(a.event, "Critical alert")
+    what = alert_title(a.event, d, "Critical alert")
     who = f"{target} please take a look" if target else "Please take a look"
     text = (
         f":rotating_light: Escalation {round_}/{rounds}: {what} — {d.service} {d.version or 'current'} → "

@@ -148,7 +148,9 @@ async def acknowledge(
         if not result.now:
             answer = slack_ui.already_acknowledged(result.alert, user)
     except (ValueError, KeyError):
-        answer = slack_ui.refused(f"There is no alert {action.get('value', '')!r}; nothing was changed.")
+        answer = slack_ui.refused(
+            f"There is no alert {slack_ui.code(action.get('value', ''), 40)}; nothing was changed."
+        )
     except Exception:
         log.exception("acknowledging alert %r failed", action.get("value"))
         answer = slack_ui.refused("That did not work; it was logged. Nothing was changed.")

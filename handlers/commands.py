@@ -36,6 +36,8 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
         ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
         try:
+            # Slack escapes & < > in the text; the parser reads what was typed (--reason "a<b"). Whatever
+            # of it goes back into a message passes through slack_ui.text/code again.
             text = command.get("text", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
             parsed = cmds.parse(command["command"], text, vocab)
         except cmds.CommandError as err:
@@ -52,7 +54,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
                     client,
                     engine,
                     f":warning: <@{user}> tried to {ACTION_WORDS.get(exc.action, exc.action)}"
-                    f" in {exc.env} without the role: `{command['command']} {text}`",
+                    f" in {exc.env} without the role: {slack_ui.code(command['command'] + ' ' + text)}",
                 )
         except Refused as exc:
             answer = slack_ui.refused(str(exc))
@@ -192,11 +194,11 @@ async def dispatch(
         case cmds.Schedule():
             return slack_ui.schedule_list(await store.scheduled())
         case cmds.Freeze(env=env, until=until, reason=reason):
-            await engine.check_access("override_freeze", env, user, roles)
+            await engine.check_access("freeze", env, user, roles)
             freeze = await engine.freeze(env, until, reason, user)
             return slack_ui.in_channel(f":snowflake: <@{user}> froze {env}: {freeze.describe()}")
         case cmds.Unfreeze(env=env):
-            await engine.check_access("override_freeze", env, user, roles)
+            await engine.check_access("freeze", env, user, roles)
             lifted, remaining = await engine.unfreeze(env, user)
             text = f":sunny: <@{user}> lifted {lifted} freeze{'s' if lifted != 1 else ''} of {env}."
             if remaining:
@@ -209,7 +211,7 @@ async def dispatch(
             held = await store.lock(service, env, user, reason)
             if held is not None:
                 return slack_ui.locked(held, held.deployment)
-            return slack_ui.ephemeral(f":lock: Locked {service} in {env}: {reason}")
+            return slack_ui.ephemeral(f":lock: Locked {service} in {env}: {slack_ui.text(reason)}")
         case cmds.Unlock(service=service, env=env):
             await engine.check_access("lock", env, user, roles, service=service)
             removed = await store.unlock(service, env, user)

@@ -524,7 +524,7 @@ class SlackNotifier:
         standing = [a for a in await self.store.open_alerts(deployment_id=d.id) if a.level == CRITICAL]
         standing = [a for a in standing if not a.acknowledged]
         if standing:
-            what = slack_ui.ALERT_TITLES.get(event, "Update")
+            what = slack_ui.alert_title(event, d, "Update")
             await self._alert_line(standing[-1], f"{what}: {slack_ui.detail_text(d, text)}")
             return
         a = await self.store.raise_alert(
@@ -861,10 +861,11 @@ class SlackNotifier:
             try:
                 if action == "trigger":  # at once, Slack or not: the link is there if the message is
                     link = await self._deployment_link(await self.store.get(d.id))
-                    what = slack_ui.ALERT_TITLES.get(a.event, "Critical")
+                    what = slack_ui.alert_title(a.event, d)
                     await self.pagerduty.trigger(
                         key,
-                        f"{what}: {slack_ui.title(d)}: {a.text}",
+                        # plain text, not mrkdwn: no markup can ride back into Slack on PD's integration
+                        slack_ui.plain(f"{what}: {slack_ui.title(d)}: {a.text}"),
                         component=d.service,
                         group=d.env,
                         event_class=a.event,

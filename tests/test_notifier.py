@@ -764,5 +764,26 @@ async def test_critical_alerts_trigger_acknowledge_and_resolve_one_pagerduty_inc
         await pd.close()
 
 
+async def test_a_pagerduty_summary_is_plain_text_that_carries_no_slack_markup_back(world):
+    """PD's own Slack integration posts the summary into Slack: the bot's mentions read "@U…", and what
+    a person typed (escaped in the alert) comes out as ‹!channel›, never as markup."""
+    async with PagerDutyServer() as server:
+        pd = PagerDuty(ROUTING_KEY, server.url, backoff_seconds=0.01)
+        n = world.notifier(pagerduty=pd)
+        d = await world.deployment(context={"emergency": "<!channel> hotfix"})
+        hostile = slack_ui.text("<!channel> hotfix <http://evil.example|docs> &lt;!here&gt;")
+        await n(
+            Notice(d, "update", f":rotating_light: Emergency deploy by <@U0ALICE>: {hostile}.", "critical")
+        )
+        await wait_for(lambda: _events(server, 1), 10, what="the PagerDuty trigger")
+        summary = server.events[0]["payload"]["summary"]
+        assert "<" not in summary and ">" not in summary, summary
+        assert summary.endswith("by @U0ALICE: ‹!channel› hotfix ‹http://evil.example|docs› &lt;!here&gt;."), (
+            summary
+        )
+        await n.drain()
+        await pd.close()
+
+
 async def _events(server: PagerDutyServer, count: int) -> bool:
     return len(server.events) >= count

@@ -251,7 +251,7 @@ async def test_pause_resume_and_abort_buttons_and_a_stale_click(sandbox, client)
 
     await client.click("bob", "deploys", m["ts"], label="Abort")
     final = await wait_terminal(client, d, within=90)
-    assert "rolled back" in final["text"] and "aborted by U0BOB" in final["text"]
+    assert "rolled back" in final["text"] and "aborted by <@U0BOB>" in final["text"]
     _, image = service_image(sandbox, "production", "web-blue")
     assert image == "web:v1"
 

@@ -168,6 +168,11 @@ def _ack_message(result: dict) -> dict | None:
     return None
 
 
+def slack_escape(text: str) -> str:
+    """What Slack does to a slash command's text before it sends it: & < > as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _random_id(length: int = 5) -> str:
     return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(length))
 
@@ -837,7 +842,7 @@ class LocalSlack:
             "user_id": uid,
             "user_name": self._people[uid]["name"],
             "command": command,
-            "text": text,
+            "text": slack_escape(text),  # Slack sends what was typed with & < > escaped
             "api_app_id": APP_ID,
             "is_enterprise_install": "false",
             "response_url": self._new_response_url("slash", uid, cid),
