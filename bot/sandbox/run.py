@@ -129,15 +129,16 @@ class Sandbox:
 
     async def start(self) -> dict[str, Any]:
         self.aws_url = await asyncio.to_thread(self.world.start)
-        await asyncio.to_thread(self.world.provision)
-        self._emulator = asyncio.get_running_loop().create_task(self.world.run(), name="aws-emulator")
         app = self.slack.make_app()
         app.router.add_post("/_sandbox/inject", self._inject)
         app.router.add_post("/_sandbox/bot", self._bot_action)
         app.router.add_get("/_sandbox/aws", self._aws)
         app.router.add_get("/_sandbox/app/{env}/{service}/{slot}/healthz", self._app_health)
         self.slack_url = await self.slack.start()
-        await self.start_bot()
+        # The bot reads no AWS until a request comes, and nothing reaches it before start() returns: it
+        # boots in its own process while this one provisions the world (each takes about a second).
+        await asyncio.gather(asyncio.to_thread(self.world.provision), self.start_bot())
+        self._emulator = asyncio.get_running_loop().create_task(self.world.run(), name="aws-emulator")
         return self.info()
 
     def bot_env(self) -> dict[str, str]:
