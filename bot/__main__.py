@@ -165,6 +165,20 @@ def access_report(s: Settings) -> list[str]:
     return lines
 
 
+def _exit_with_parent() -> None:
+    """A sandbox's bot dies with the sandbox: when the process that started it names itself in
+    DEPLOYBOT_PARENT_PID, the kernel sends SIGTERM here if that parent dies, even by SIGKILL (Linux)."""
+    parent = os.environ.get("DEPLOYBOT_PARENT_PID", "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def serve(args: argparse.Namespace) -> int:
     from aiohttp import web
     from slack_sdk.web.async_client import AsyncWebClient
@@ -179,6 +193,7 @@ async def serve(args: argparse.Namespace) -> int:
     from handlers.events import HomeTab
     from handlers.notifier import SlackNotifier, add_retry_handlers
 
+    _exit_with_parent()
     settings = load_settings(args.config)
     paging = settings.alerts.pagerduty
     pagerduty_key = os.environ.get(paging.routing_key_env, "") if paging.enabled else ""

@@ -804,15 +804,22 @@ class Store:
 
     # ---------------------------------------------------------------------------- Slack's requests
 
-    def claim_request(self, key: str, now: float, keep_seconds: float = 3600.0) -> StoredAnswer | None:
+    def claim_request(
+        self, key: str, now: float, keep_seconds: float = 3600.0, abandoned_seconds: float = 15.0
+    ) -> StoredAnswer | None:
         """Claim a request by Slack's identity for it, atomically: None when THIS call claimed it (act on
         it, then `answer_request`), else what was answered to it (fields None while still being handled).
-        Claims older than `keep_seconds` (far beyond Slack's 5-minute signature window) are dropped."""
+        Claims older than `keep_seconds` (far beyond Slack's 5-minute signature window) are dropped. A claim
+        never answered after `abandoned_seconds` (Slack wants an answer within 3) belonged to a process that
+        died while handling it: Slack's retry takes it over, so a crash does not swallow the request."""
         with self.db.atomic():
             self.db.execute("DELETE FROM requests WHERE at < ?", [now - keep_seconds])
             rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
             if rows:
                 r = rows[0]
+                if r["status"] is None and r["at"] < now - abandoned_seconds:
+                    self.db.execute("UPDATE requests SET at = ? WHERE key = ? AND status IS NULL", [now, key])
+                    return None
                 return StoredAnswer(r["status"], r["content_type"], r["body"])
             self.db["requests"].insert({"key": key, "at": now})
         return None

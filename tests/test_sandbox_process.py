@@ -70,6 +70,34 @@ async def test_headless_sandbox_prints_ready_line_serves_and_shuts_down_cleanly(
             await proc.wait()
 
 
+async def test_a_sandbox_killed_with_sigkill_takes_its_bot_down_too(tmp_path):
+    """SIGKILL leaves the sandbox no chance to stop its child: the kernel's parent-death signal does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "sandbox", "--headless", "--config", str(CONFIG),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        info = json.loads(await asyncio.wait_for(proc.stdout.readline(), 90))
+        async with aiohttp.ClientSession() as s, s.get(info["bot"] + "/healthz") as health:
+            assert health.status == 200
+        proc.kill()
+        await proc.wait()
+
+        async def bot_gone():
+            try:
+                async with aiohttp.ClientSession() as s, s.get(info["bot"] + "/healthz"):
+                    return False
+            except aiohttp.ClientError:
+                return True
+
+        assert await wait_for(bot_gone, 20, what="the orphaned bot to stop")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def test_bot_killed_mid_deploy_resumes_after_restart(sandbox, client):
     r = await client.slash("alice", "/deploy", "web v2 to production --strategy rolling")
     deployment_id = int(r["body"]["text"].split("#")[1].split()[0])

@@ -192,3 +192,12 @@ def test_a_request_is_claimed_once_and_its_answer_kept_for_replays(store):
     again = store.claim_request("trigger:1", now=1002.0)
     assert (again.status, again.content_type, again.body) == (200, "application/json", '{"text": "done"}')
     assert store.claim_request("trigger:1", now=1002.0 + 7200) is None  # long past any replay window
+
+
+def test_a_claim_left_unanswered_by_a_crashed_process_is_taken_over_by_slack_s_retry(store):
+    assert store.claim_request("trigger:2", now=1000.0) is None  # this process dies before it answers
+    assert store.claim_request("trigger:2", now=1005.0).status is None  # a copy moments later waits
+    assert store.claim_request("trigger:2", now=1060.0) is None  # Slack's retry a minute later acts on it
+    assert store.claim_request("trigger:2", now=1061.0).status is None  # ... and now holds the claim
+    store.answer_request("trigger:2", 200, "application/json", "{}")
+    assert store.claim_request("trigger:2", now=1200.0).status == 200  # an answered one is never redone

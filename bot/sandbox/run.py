@@ -155,6 +155,7 @@ class Sandbox:
                 "AWS_SECRET_ACCESS_KEY": "sandbox",
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "PYTHONUNBUFFERED": "1",
+                "DEPLOYBOT_PARENT_PID": str(os.getpid()),  # the bot ends with the sandbox, even a killed one
             }
         )
         return env
