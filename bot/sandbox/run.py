@@ -135,9 +135,13 @@ class Sandbox:
         app.router.add_get("/_sandbox/aws", self._aws)
         app.router.add_get("/_sandbox/app/{env}/{service}/{slot}/healthz", self._app_health)
         self.slack_url = await self.slack.start()
-        # The bot reads no AWS until a request comes, and nothing reaches it before start() returns: it
-        # boots in its own process while this one provisions the world (each takes about a second).
-        await asyncio.gather(asyncio.to_thread(self.world.provision), self.start_bot())
+        if self.clock.held:  # a pinned clock begins when the bot is ready: the world must be ready by then
+            await asyncio.to_thread(self.world.provision)
+            await self.start_bot()
+        else:
+            # The bot reads no AWS until a request comes, and nothing reaches it before start() returns: it
+            # boots in its own process while this one provisions the world (each takes about a second).
+            await asyncio.gather(asyncio.to_thread(self.world.provision), self.start_bot())
         self._emulator = asyncio.get_running_loop().create_task(self.world.run(), name="aws-emulator")
         return self.info()
 
