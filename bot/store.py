@@ -652,8 +652,10 @@ class Store:
         *,
         escalate_at: float | None = None,
         key: str | None = None,
+        raised_ts: float | None = None,
     ) -> Alert | None:
-        """Record an alert (and its audit event). With a `key` already raised, nothing: None."""
+        """Record an alert (and its audit event). With a `key` already raised, nothing: None. `raised_ts`:
+        the instant its escalation was computed from (the store's clock now when not given)."""
         with self.db.atomic():
             if key is not None and list(self.db.query("SELECT id FROM alerts WHERE key = ?", [key])):
                 return None
@@ -664,7 +666,7 @@ class Store:
                 "text": text,
                 "key": key,
                 "raised_at": self.now(),
-                "raised_ts": self.clock.now(),
+                "raised_ts": self.clock.now() if raised_ts is None else raised_ts,
                 "messages": "[]",
                 "rounds_claimed": 0,
                 "rounds_sent": 0,

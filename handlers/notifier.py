@@ -527,8 +527,9 @@ class SlackNotifier:
             what = slack_ui.alert_title(event, d, "Update")
             await self._alert_line(standing[-1], f"{what}: {slack_ui.detail_text(d, text)}")
             return
+        now = self.clock.now()  # one reading: the escalation is due exactly its delay after the raise
         a = await self.store.raise_alert(
-            d.id, event, CRITICAL, text, escalate_at=self.alerts.first_escalation(self.clock.now())
+            d.id, event, CRITICAL, text, escalate_at=self.alerts.first_escalation(now), raised_ts=now
         )
         if a is None:  # only keyed alerts are ever refused
             return

@@ -329,6 +329,25 @@ async def _count(probe, n: int):
     return len(await probe()) >= n
 
 
+class TickingClock(ManualClock):
+    """Moves on at every reading, as the sandbox's 60x clock does between two reads a millisecond apart."""
+
+    def now(self) -> float:
+        self._now += 0.5
+        return self._now
+
+
+async def test_an_escalation_is_due_a_whole_delay_after_the_alert_was_raised(world):
+    # Two readings of a moving clock (one for the escalation, one for raised_ts) let the escalation fall
+    # due before a whole delay had passed since the recorded raise: 0.05 s early was seen at speed 60.
+    world.clock = TickingClock()
+    world.store = AsyncStore(Store(":memory:", world.clock))
+    n = world.notifier()
+    await rolled_back_alert(world, n)
+    (a,) = await world.store.open_alerts()
+    assert a.next_escalation_at - a.raised_ts == DELAY
+
+
 async def test_escalation_stops_after_n_rounds(world):
     n = world.notifier(AlertConfig(escalate_after_seconds=60, escalation_rounds=2))
     d, alert = await rolled_back_alert(world, n)
