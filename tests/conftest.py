@@ -234,3 +234,19 @@ async def through_gate(
         await wait_for(ticked, 10, what=f"{label} to be ticked")
     r = await client.slash(approver, "/deploy", f"approve {deployment_id}")
     assert "You approved" in r["body"]["text"], r
+
+
+async def request(client: SandboxClient, user: str, text: str) -> int:
+    """`/deploy TEXT` as `user`; the id of the deployment it created (the answer must say it did)."""
+    r = await client.slash(user, "/deploy", text)
+    assert r["status"] == 200 and r["body"]["text"].startswith("Deployment #"), r
+    return int(r["body"]["text"].split("#", 1)[1].split()[0])
+
+
+async def stops_answering(url: str) -> bool:
+    """True once nothing answers at `url` any more (the process behind it has gone)."""
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url):
+            return False
+    except aiohttp.ClientError:
+        return True

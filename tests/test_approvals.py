@@ -16,17 +16,12 @@ from tests.conftest import (
     CONFIG,
     MANUAL_ITEMS,
     db_rows,
+    request,
     through_gate,
     top_level,
     wait_state,
     wait_terminal,
 )
-
-
-async def request(client, user: str, text: str) -> int:
-    r = await client.slash(user, "/deploy", text)
-    assert r["status"] == 200 and r["body"]["text"].startswith("Deployment #"), r
-    return int(r["body"]["text"].split("#", 1)[1].split()[0])
 
 
 async def message_of(client, d: int) -> dict:

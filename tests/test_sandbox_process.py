@@ -13,7 +13,15 @@ import time
 import aiohttp
 
 from bot.sandbox.client import SandboxClient, wait_for
-from tests.conftest import CONFIG, db_rows, service_image, through_gate, top_level, wait_terminal
+from tests.conftest import (
+    CONFIG,
+    db_rows,
+    service_image,
+    stops_answering,
+    through_gate,
+    top_level,
+    wait_terminal,
+)
 
 
 async def test_headless_sandbox_prints_ready_line_serves_and_shuts_down_cleanly(tmp_path):
@@ -56,14 +64,7 @@ async def test_headless_sandbox_prints_ready_line_serves_and_shuts_down_cleanly(
         assert (tmp_path / "kept.db").exists()
 
         # the bot child went down with it
-        async def bot_gone():
-            try:
-                async with aiohttp.ClientSession() as s, s.get(info["bot"] + "/healthz"):
-                    return False
-            except aiohttp.ClientError:
-                return True
-
-        assert await wait_for(bot_gone, 10, what="the bot to stop")
+        assert await wait_for(lambda: stops_answering(info["bot"] + "/healthz"), 10, what="the bot to stop")
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -84,14 +85,9 @@ async def test_a_sandbox_killed_with_sigkill_takes_its_bot_down_too(tmp_path):
         proc.kill()
         await proc.wait()
 
-        async def bot_gone():
-            try:
-                async with aiohttp.ClientSession() as s, s.get(info["bot"] + "/healthz"):
-                    return False
-            except aiohttp.ClientError:
-                return True
-
-        assert await wait_for(bot_gone, 20, what="the orphaned bot to stop")
+        assert await wait_for(
+            lambda: stops_answering(info["bot"] + "/healthz"), 20, what="the orphaned bot to stop"
+        )
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -17,6 +17,7 @@ from tests.conftest import (
     bot_log,
     db_rows,
     raw_post,
+    request,
     service_image,
     signed_post,
     slash_form,
@@ -105,12 +106,6 @@ async def test_unknown_deployment_ids_get_a_plain_answer_never_a_500(sandbox, cl
         {"state": "awaiting_approval"}
     ]
     assert_clean_log(sandbox)
-
-
-async def request(client, user: str, text: str) -> int:
-    r = await client.slash(user, "/deploy", text)
-    assert r["status"] == 200 and r["body"]["text"].startswith("Deployment #"), r
-    return int(r["body"]["text"].split("#", 1)[1].split()[0])
 
 
 async def message_of(client, d: int) -> dict:
