@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "freeze",
     "unfreeze",
 )
+READS = ("status", "history", "help", "audit", "schedule", "windows")  # subcommands that change nothing
 STRATEGIES = ("rolling", "blue-green", "canary")
 # Order matters: the first is the one suggested when a typo is equally close to several.
 DEPLOY_CONNECTORS = ("to", "in", "on")
@@ -316,6 +317,13 @@ def parse(command: str, text: str, vocab: Vocabulary) -> Command:
     if name == "/promote":
         return _parse_promote(tokens, vocab)
     return _parse_rollback(tokens, vocab)
+
+
+def reads_only(name: str, text: str) -> bool:
+    """Whether `/deploy TEXT` only reads (status, history, help, audit, schedule, windows): answering it
+    twice is harmless, so a replay of it need not be remembered."""
+    words = text.split(maxsplit=1)
+    return name == "/deploy" and (not words or words[0].lower() in READS)
 
 
 # --- /deploy --------------------------------------------------------------------------------------------

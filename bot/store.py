@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,8 @@ from bot.checklist import Approval, ItemState
 from bot.clock import Clock
 from bot.machine import ACTIVE, State, next_state
 from bot.schedule import Freeze
+
+log = logging.getLogger(__name__)
 
 migrations = Migrations("deploybot")
 
@@ -304,6 +308,7 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         migrations.apply(self.db)
+        self._requests_swept_at = -math.inf
 
     def close(self) -> None:
         self.db.close()
@@ -815,7 +820,9 @@ class Store:
         never answered after `abandoned_seconds` (Slack wants an answer within 3) belonged to a process that
         died while handling it: Slack's retry takes it over, so a crash does not swallow the request."""
         with self.db.atomic():
-            self.db.execute("DELETE FROM requests WHERE at < ?", [now - keep_seconds])
+            if now - self._requests_swept_at > 60.0:  # old claims go once a minute, not on every request
+                self.db.execute("DELETE FROM requests WHERE at < ?", [now - keep_seconds])
+                self._requests_swept_at = now
             rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
             if rows:
                 r = rows[0]
@@ -988,6 +995,16 @@ class AsyncStore:
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn` on the store's thread without waiting for it. The thread takes calls in order, so
+        every call made after this one sees what it wrote."""
+
+        def done(f: Any) -> None:
+            if f.exception() is not None:
+                log.error("store write %s failed: %s", getattr(fn, "__name__", fn), f.exception())
+
+        self._executor.submit(fn, *args).add_done_callback(done)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.sync, name)

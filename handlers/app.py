@@ -18,6 +18,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import commands as cmds
 from bot import slack_ui
 from bot.engine import Engine
 from bot.store import AsyncStore
@@ -160,22 +161,36 @@ def web_app(
         except BadRequest as exc:
             log.warning("refused a signed request to %s: %s", path, exc)
             return web.Response(status=400, text=f"bad request: {exc}")
+        if reads_only(fields):  # nothing to repeat: no claim, no thread hop before the answer
+            return await to_aiohttp_response(await app.async_dispatch(bolt_request(raw, request)))
         key = request_key(fields, timestamp, raw)
         seen = await store.claim_request(key, time.time())
         if seen is not None:
             log.info("request %s seen before (retry %s): answered as the first time",
                      key[:24], request.headers.get("X-Slack-Retry-Num", "-"))  # fmt: skip
             return await _replayed(store, key, seen)
-        bolt_response = await app.async_dispatch(
-            AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string, headers=request.headers)
-        )
+        bolt_response = await app.async_dispatch(bolt_request(raw, request))
         response = await to_aiohttp_response(bolt_response)
-        await store.answer_request(key, response.status, response.content_type, bolt_response.body or "")
+        # Kept for replays without holding up this answer: the store's thread takes calls in order, so a
+        # replay's claim (always queued after this) finds it.
+        store.later(
+            store.sync.answer_request, key, response.status, response.content_type, bolt_response.body or ""
+        )
         return response
 
     app_ = web.Application()
     app_.router.add_post(path, slack_events)
     return app_
+
+
+def bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
+    return AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string, headers=request.headers)
+
+
+def reads_only(fields: dict[str, Any]) -> bool:
+    """A slash command that only reads: a replay of it changes nothing, so it is not claimed."""
+    command, text = fields.get("command"), fields.get("text", "")
+    return isinstance(command, str) and isinstance(text, str) and cmds.reads_only(command, text)
 
 
 def _signed(secret: str, timestamp: str, raw: bytes, signature: str) -> bool:

@@ -58,3 +58,32 @@ def test_the_signature_is_checked_over_the_raw_bytes_even_when_they_are_not_utf8
 def test_an_event_is_known_by_its_event_id():
     a = request_key({"event_id": "Ev1", "event": {}}, "100", b"x")
     assert a == request_key({"event_id": "Ev1", "event": {}}, "160", b"y") != request_key({}, "100", b"x")
+
+
+def test_only_reading_commands_skip_the_replay_claim():
+    from handlers.app import reads_only
+
+    for text in (
+        "",
+        "status",
+        "status web",
+        "HISTORY web in staging",
+        "help",
+        "audit 3",
+        "schedule",
+        "windows web",
+    ):
+        assert reads_only({"command": "/deploy", "text": text}), text
+    for text in (
+        "web v2 to staging",
+        "freeze staging until +1h x",
+        "lock web staging x",
+        "approve 3",
+        "reject 3 no",
+        "unfreeze staging",
+        "statusx",
+    ):
+        assert not reads_only({"command": "/deploy", "text": text}), text
+    assert not reads_only({"command": "/rollback", "text": "web"})
+    assert not reads_only({"command": "/promote", "text": "help"})  # /promote help reads, but is kept simple
+    assert not reads_only({"payload": "{}"})  # clicks are always claimed
