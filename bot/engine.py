@@ -251,23 +251,34 @@ class Engine:
                 f"at once in {env}. Set environments.{env}.deployment_configuration.minimum_healthy_"
                 "percent above 0, or use --strategy canary or blue-green."
             )
-        # One store transaction decides create vs amend vs locked, under the service+env admission lock: an
-        # amendment never lands between a start's readiness check and its start transition.
-        async with self._admission_lock(service, env):
-            result = await self.store.request_or_amend(
-                amendable=kind == "deploy",
-                service=service,
-                env=env,
-                version=version,
-                strategy=strategy,
-                kind=kind,
-                requested_by=user,
-                reason=reason,
-                plan=[s.to_dict() for s in steps],
-                channel=target.env.channel,
-                request_key=request_key,
-                context={**({"emergency": emergency} if emergency else {}), **gate, **timing},
-            )
+        fields = dict(
+            service=service,
+            env=env,
+            version=version,
+            strategy=strategy,
+            kind=kind,
+            requested_by=user,
+            reason=reason,
+            plan=[s.to_dict() for s in steps],
+            channel=target.env.channel,
+            request_key=request_key,
+            context={**({"emergency": emergency} if emergency else {}), **gate, **timing},
+        )
+        # One store transaction decides create vs locked. Only a request that may amend its requester's own
+        # pending deployment takes the service+env admission lock (and decides again under it): an
+        # amendment never lands between a start's readiness check and its start transition, and the
+        # others are answered without queueing behind it.
+        result = await self.store.request_or_amend(amendable=False, **fields)
+        held = result.deployment if isinstance(result, LockInfo) else None
+        if (
+            kind == "deploy"
+            and held is not None
+            and held.requested_by == user
+            and held.kind == kind
+            and held.state in BEFORE_START
+        ):
+            async with self._admission_lock(service, env):
+                result = await self.store.request_or_amend(amendable=True, **fields)
         if isinstance(result, Amended):
             if result.changed:
                 await self._amended(result, user)
