@@ -64,6 +64,8 @@ class Forbidden(Refused):
 
 
 BUTTON_ACCESS = {"abort": "rollback", "promote": "promote"}  # pause, resume, cancel: deploy
+# Actions checked against another action's roles, with words of their own in a refusal.
+SAME_ROLE_AS = {"freeze": "override_freeze", "emergency_rollback": "emergency"}
 ACTION_WORDS = {
     "deploy": "deploy",
     "approve": "approve deployments",
@@ -73,6 +75,7 @@ ACTION_WORDS = {
     "override_freeze": "override a freeze",
     "freeze": "freeze or unfreeze",  # the same role as override_freeze; the words of /deploy freeze
     "emergency": "deploy with --emergency",
+    "emergency_rollback": "roll back with --emergency",
 }
 DONE_WORDS = {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}
 
@@ -161,7 +164,7 @@ class Engine:
         """Raise Forbidden (and record the refusal, with what it was about) unless `roles` may do
         `action` in `env`."""
         policy = self.settings.environments[env].policy
-        role_action = "override_freeze" if action == "freeze" else action  # one role; freeze has its words
+        role_action = SAME_ROLE_AS.get(action, action)  # one role, words of their own
         if policy.allowed(role_action, roles):
             return
         needed = " or ".join(policy.needed_roles(role_action))
@@ -206,7 +209,8 @@ class Engine:
         await self.check_access(action, env_name, user, roles, service=command.service)
         emergency = command.emergency if isinstance(command, cmds.Deploy | cmds.Rollback) else None
         if emergency:
-            await self.check_access("emergency", env_name, user, roles, service=command.service)
+            breaks_glass = "emergency_rollback" if isinstance(command, cmds.Rollback) else "emergency"
+            await self.check_access(breaks_glass, env_name, user, roles, service=command.service)
         gradual = False
         gate: dict[str, Any] = {}  # context keys recording why the gate is (or is not) skipped
         if isinstance(command, cmds.Deploy):

@@ -78,7 +78,7 @@ async def test_a_rollback_to_a_version_that_never_succeeded_there_is_refused_or_
     )
     assert [x.id for x in await store.latest()] == [1]  # nothing was created
 
-    with pytest.raises(Forbidden, match="release-managers or oncall role to deploy with --emergency"):
+    with pytest.raises(Forbidden, match="release-managers or oncall role to roll back with --emergency"):
         await engine.request(rollback("v77", emergency="checkout is down"), "U0ALICE", roles=ENGINEER)
 
     glass = await engine.request(rollback("v77", emergency="checkout is down"), "U0CAROL", roles=EVERYONE)
