@@ -189,7 +189,7 @@ async def test_a_production_rollback_to_a_version_that_never_succeeded_there_is_
     emergency = 'api in production to v77 --emergency "checkout is down"'
     r = await client.slash("alice", "/rollback", emergency)  # alice is an engineer only
     assert (
-        "You need the release-managers or oncall role to deploy with --emergency in production"
+        "You need the release-managers or oncall role to roll back with --emergency in production"
         in (r["body"]["text"])
     )
     assert len(db_rows(sandbox, "SELECT id FROM deployments")) == 1  # nothing was created
