@@ -250,3 +250,22 @@ async def stops_answering(url: str) -> bool:
             return False
     except aiohttp.ClientError:
         return True
+
+
+async def message_of(client: SandboxClient, d: int, *marks: str, within: float = 30.0) -> dict:
+    """Deployment #d's top-level message once its blocks show every one of `marks` (its checklist, a
+    button's label): the message follows the deployment's state a moment later."""
+
+    async def probe():
+        for m in top_level(await client.messages("deploys")):
+            blocks = json.dumps(m.get("blocks"))
+            if f"#{d} " in m["text"] and all(mark in blocks for mark in marks):
+                return m
+        return None
+
+    return await wait_for(probe, within, what=f"deployment #{d}'s message showing {marks}")
+
+
+def button_label(text: str) -> str:
+    """A button's label as it stands in a message's blocks (a mark for message_of)."""
+    return f'"text": "{text}"'

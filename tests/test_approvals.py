@@ -16,28 +16,13 @@ from tests.conftest import (
     CONFIG,
     MANUAL_ITEMS,
     db_rows,
+    message_of,
     request,
     through_gate,
     top_level,
     wait_state,
     wait_terminal,
 )
-
-
-async def message_of(client, d: int) -> dict:
-    """The deployment's message once it shows its checklist (it follows the state a moment later)."""
-
-    async def probe():
-        return next(
-            (
-                m
-                for m in top_level(await client.messages("deploys"))
-                if f"#{d} " in m["text"] and "*Checklist*" in json.dumps(m.get("blocks"))
-            ),
-            None,
-        )
-
-    return await wait_for(probe, 10, what=f"deployment #{d}'s message")
 
 
 def blocks_text(m: dict) -> str:
@@ -61,7 +46,7 @@ async def ephemeral_to(client, user_id: str, containing: str) -> dict:
 async def test_checklist_and_four_eyes_approval_then_the_deploy_runs(sandbox, client):
     d = await request(client, "alice", "web v2 to production")
     await wait_state(sandbox, d, "awaiting_approval")
-    m = await message_of(client, d)
+    m = await message_of(client, d, "*Checklist*")
     shown = blocks_text(m)
     for label in (*MANUAL_ITEMS, "Rollback plan ready", "Monitoring in place"):
         assert label in shown
@@ -118,7 +103,7 @@ async def test_a_changed_version_voids_the_approvals(sandbox, client):
     assert json.loads(amend[0]["details"])["approvals_voided"] == 1
 
     async def shows_none():
-        m = await message_of(client, d)
+        m = await message_of(client, d, "*Checklist*")
         return "Approvals* 0/1" in blocks_text(m) and "web v3" in m["text"]
 
     assert await wait_for(shows_none, 10, what="the message to show no valid approval")

@@ -12,7 +12,9 @@ from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
 from tests.conftest import (
     CONFIG,
+    button_label,
     db_rows,
+    message_of,
     signed_post,
     through_gate,
     top_level,
@@ -27,20 +29,6 @@ async def requested(client: SandboxClient, user: str, command: str, text: str) -
     r = await client.slash(user, command, text)
     assert r["status"] == 200 and "requested" in r["body"]["text"], r
     return int(r["body"]["text"].split("#", 1)[1].split()[0])
-
-
-async def message_of(client: SandboxClient, d: int, *labels: str) -> dict:
-    """Deployment #d's top-level message once it shows every button in `labels`."""
-
-    async def probe():
-        for m in top_level(await client.messages("deploys")):
-            if f"#{d} " in m["text"] and all(
-                f'"text": "{label}"' in json.dumps(m["blocks"]) for label in labels
-            ):
-                return m
-        return None
-
-    return await wait_for(probe, 30, what=f"#{d}'s message with {labels}")
 
 
 async def told(client: SandboxClient, user_id: str, text: str, times: int = 1) -> list[dict]:
@@ -92,7 +80,7 @@ async def test_access_fails_closed_an_unlisted_action_needs_the_deploy_role(tmp_
 
         api = await requested(client, "alice", "/deploy", "api v2 to staging")
         await wait_state(sb, api, "running")
-        m = await message_of(client, api, "Abort")
+        m = await message_of(client, api, button_label("Abort"))
         await client.click("dave", "deploys", m["ts"], label="Abort")
         await told(
             client,
@@ -120,8 +108,8 @@ async def test_a_button_acts_only_on_the_deployment_whose_message_it_is_on(sandb
     second = await requested(client, "alice", "/deploy", "api v2 to production")
     for d in (first, second):
         await wait_state(sandbox, d, "awaiting_approval")
-    m1 = await message_of(client, first, "Approve", "Cancel")
-    m2 = await message_of(client, second, "Approve", "Cancel")
+    m1 = await message_of(client, first, button_label("Approve"), button_label("Cancel"))
+    m2 = await message_of(client, second, button_label("Approve"), button_label("Cancel"))
 
     # #1's message, a button whose value names #2 (the issue's "#10 is paused from #9's message")
     for label in ("Cancel", "Approve"):

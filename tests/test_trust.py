@@ -16,12 +16,12 @@ from bot.sandbox.client import wait_for
 from tests.conftest import (
     bot_log,
     db_rows,
+    message_of,
     raw_post,
     request,
     service_image,
     signed_post,
     slash_form,
-    top_level,
     wait_state,
     wait_terminal,
 )
@@ -83,7 +83,7 @@ async def test_unknown_deployment_ids_get_a_plain_answer_never_a_500(sandbox, cl
     # buttons naming deployments that do not exist (a stale or hand-made click)
     d = await request(client, "alice", "web v2 to production")
     await wait_state(sandbox, d, "awaiting_approval")
-    m = await message_of(client, d)
+    m = await message_of(client, d, "Approve", within=10)
     bob = sandbox.slack.users["bob"]
     for label, value, shown in (
         ("Cancel", "424242", "424242"),
@@ -106,20 +106,6 @@ async def test_unknown_deployment_ids_get_a_plain_answer_never_a_500(sandbox, cl
         {"state": "awaiting_approval"}
     ]
     assert_clean_log(sandbox)
-
-
-async def message_of(client, d: int) -> dict:
-    async def probe():
-        return next(
-            (
-                m
-                for m in top_level(await client.messages("deploys"))
-                if f"#{d} " in m["text"] and "Approve" in json.dumps(m.get("blocks"))
-            ),
-            None,
-        )
-
-    return await wait_for(probe, 10, what=f"deployment #{d}'s message with its buttons")
 
 
 # ------------------------------------------------------------------------------------------ replays
@@ -158,7 +144,7 @@ async def test_a_replayed_freeze_lock_and_approve_change_nothing_and_get_the_fir
 async def test_a_replayed_button_click_changes_nothing_and_says_nothing(sandbox, client):
     d = await request(client, "alice", "web v2 to production")
     await wait_state(sandbox, d, "awaiting_approval")
-    m = await message_of(client, d)
+    m = await message_of(client, d, "Approve", within=10)
     bob = sandbox.slack.users["bob"]
 
     def click(trigger_id: str) -> dict:
@@ -298,7 +284,7 @@ async def test_refusals_are_recorded_with_deployment_service_and_environment(san
     await wait_state(sandbox, d, "awaiting_approval")
     own = await client.slash("alice", "/deploy", f"approve {d}")
     assert "four eyes" in own["body"]["text"], own
-    m = await message_of(client, d)
+    m = await message_of(client, d, "Approve", within=10)
     r = await client.click("dave", "deploys", m["ts"], label="Cancel")
     assert r["status"] == 200
 
