@@ -87,13 +87,16 @@ os.environ.update(
 import boto3  # noqa: E402
 
 from bot import commands as cmds  # noqa: E402
+from bot.adapters.store.aio import AsyncStore
+from bot.adapters.store.sqlite import Store
+from bot.app.engine import Engine, Notice
 from bot.clock import ScaledClock  # noqa: E402
 from bot.cloud import Cloud  # noqa: E402
-from bot.engine import Engine, Notice  # noqa: E402
-from bot.machine import State  # noqa: E402
+from bot.config.load import load_settings
+from bot.config.model import Settings
+from bot.domain.machine import State
+from bot.domain.model import Deployment
 from bot.sandbox.aws import REGION, SLOTS, AwsWorld  # noqa: E402
-from bot.settings import Settings, load_settings  # noqa: E402
-from bot.store import AsyncStore, Deployment, Store  # noqa: E402
 
 CONFIG = ROOT / "config" / "deploybot.toml"
 SERVICE, ENV, VERSION = "web", "production", "v2"

@@ -11,7 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
-from bot.settings import ConfigError, Settings, load_settings
+from bot.config.load import load_settings
+from bot.config.model import Settings
+from bot.config.tables import ConfigError
 
 log = logging.getLogger("deploybot")
 
@@ -183,14 +185,15 @@ async def serve(args: argparse.Namespace) -> int:
     from aiohttp import web
     from slack_sdk.web.async_client import AsyncWebClient
 
+    from bot.adapters.pagerduty import PagerDuty
+    from bot.adapters.store.aio import AsyncStore
+    from bot.adapters.store.sqlite import Store
+    from bot.app.engine import Engine
     from bot.clock import ScaledClock
     from bot.cloud import Cloud
-    from bot.engine import Engine
     from bot.logs import setup_logging
-    from bot.pagerduty import PagerDuty
-    from bot.store import AsyncStore, Store
     from handlers.app import build_app, web_app
-    from handlers.events import HomeTab
+    from handlers.listeners.events import HomeTab
     from handlers.notifier import SlackNotifier, add_retry_handlers
 
     _exit_with_parent()
@@ -279,7 +282,7 @@ def export_audit(args: argparse.Namespace) -> int:
     import csv
     from datetime import datetime
 
-    from bot.store import Store
+    from bot.adapters.store.sqlite import Store
 
     path = args.db or _db_default()
     if not Path(path).exists():

@@ -19,13 +19,13 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands as cmds
-from bot import slack_ui
-from bot.engine import Engine
-from bot.store import AsyncStore
-from handlers import actions, approvals, commands, events
-from handlers.events import HomeTab
+from bot.adapters.store.aio import AsyncStore
+from bot.app.engine import Engine
+from handlers.listeners import actions, approvals, commands, events
+from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier
 from handlers.roles import RoleResolver
+from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
 

@@ -30,14 +30,15 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import alerts as policy
-from bot import slack_ui
-from bot.alerts import CRITICAL, INFO, WARNING, Alert, AlertConfig
+from bot.adapters.pagerduty import PagerDuty
+from bot.adapters.store.aio import AsyncStore
+from bot.app.engine import Notice
 from bot.clock import Clock
-from bot.engine import Notice
-from bot.machine import State
-from bot.pagerduty import PagerDuty
-from bot.store import AsyncStore, Deployment
+from bot.domain import alerts as policy
+from bot.domain.alerts import CRITICAL, INFO, WARNING, AlertConfig
+from bot.domain.machine import State
+from bot.domain.model import Alert, Deployment
+from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")

@@ -11,7 +11,7 @@ import time
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.checklist import Roles
+from bot.domain.checklist import Roles
 
 log = logging.getLogger(__name__)
 

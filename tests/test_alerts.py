@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.alerts import (
+from bot.adapters.store.sqlite import Store
+from bot.clock import ManualClock
+from bot.config.load import parse_settings
+from bot.config.tables import ConfigError
+from bot.domain.alerts import (
     CRITICAL,
     EVENT_LEVELS,
     INFO,
@@ -19,11 +23,7 @@ from bot.alerts import (
     pagerduty_dedup_key,
     rollout_overdue,
 )
-from bot.clock import ManualClock
-from bot.configfile import ConfigError
-from bot.machine import State
-from bot.settings import parse_settings
-from bot.store import Store
+from bot.domain.machine import State
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "deploybot.toml"
 
@@ -287,6 +287,6 @@ def test_alerts_survive_a_reopen_of_the_database(tmp_path):
         {"channel": "C0INCIDENTS", "ts": "1.000100"}
     ]
     assert kept.thread == {"channel": "C0INCIDENTS", "ts": "1.000100"}
-    assert "m002_alerts" in {m.name for m in __import__("bot.store").store.migrations.applied(again.db)}
+    assert "m002_alerts" in {m.name for m in __import__("bot.adapters.store.schema").adapters.store.schema.migrations.applied(again.db)}
     assert again.get(d.id).state == State.REQUESTED
     again.close()

@@ -11,21 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.analysis import (
-    Analysis,
-    AnalysisConfig,
-    Measurement,
-    error_measurement,
-    from_toml,
-    judge,
-    measure,
-    run_analysis,
-)
+from bot.app.measure import measure, run_analysis
 from bot.clock import ManualClock
 from bot.cloud import Cloud, CloudError
 from bot.cloud.metrics import GroupMetrics, alarms_in_alarm, alb_dimensions, target_group_metrics
+from bot.config.model import AwsSettings
+from bot.config.tables import ConfigError
+from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, error_measurement, from_toml, judge
 from bot.sandbox.aws import DEFAULT_RPM, AwsWorld
-from bot.settings import AwsSettings, ConfigError
 
 CONFIG = AnalysisConfig()
 AT = 1_767_225_660.0

@@ -2,9 +2,10 @@
 
 import pytest
 
-from bot.checklist import Approval, Item, ItemState, Policy, Roles, parse_policy, parse_roles, readiness
-from bot.checklist import ApprovalPolicy as AP
-from bot.configfile import ConfigError
+from bot.config.policy import parse_policy, parse_roles
+from bot.config.tables import ConfigError
+from bot.domain.checklist import Approval, Item, ItemState, Policy, Roles, readiness
+from bot.domain.checklist import ApprovalPolicy as AP
 
 ROLES = Roles(
     users={"rm": ("U_LEAD",), "eng": ()}, groups={"rm": ("release-managers",), "eng": ("engineers",)}

@@ -9,14 +9,16 @@ import dataclasses
 import pytest
 
 from bot import commands as cmds
+from bot.adapters.store.aio import AsyncStore
+from bot.adapters.store.sqlite import Store
+from bot.app.engine import Engine, Notice
 from bot.clock import ScaledClock
 from bot.cloud import Cloud
-from bot.engine import Engine, Notice, Refused
-from bot.machine import State
+from bot.config.load import load_settings
+from bot.domain.errors import Refused
+from bot.domain.machine import State
 from bot.sandbox.aws import AwsWorld
 from bot.sandbox.client import wait_for
-from bot.settings import load_settings
-from bot.store import AsyncStore, Store
 from tests.conftest import CONFIG
 
 EVERYONE = frozenset({"engineers", "release-managers", "oncall"})  # roles, as Slack groups would give

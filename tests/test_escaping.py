@@ -10,15 +10,15 @@ from datetime import UTC, datetime
 import pytest
 
 from bot import commands as cmds
-from bot import slack_ui
-from bot.analysis import Analysis, AnalysisConfig, Measurement, judge, passed_text
+from bot.app.engine import ACTION_WORDS, DONE_WORDS
 from bot.cloud.metrics import GroupMetrics
-from bot.engine import ACTION_WORDS, DONE_WORDS
-from bot.home import home_view
-from bot.machine import State
+from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, judge, passed_text
+from bot.domain.machine import State
+from bot.domain.model import Deployment, Event, LockInfo
+from bot.domain.windows import Freeze, format_when
 from bot.mrkdwn import BACKTICK_LOOKALIKE, code, plain, text
-from bot.schedule import Freeze, format_when
-from bot.store import Deployment, Event, LockInfo
+from handlers.ui import blocks as slack_ui
+from handlers.ui.home import home_view
 
 LIVE = re.compile(r"<(!|@|#|http|mailto)[^>]*>")
 HOSTILE = [

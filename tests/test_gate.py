@@ -9,10 +9,11 @@ import dataclasses
 import pytest
 
 from bot import commands as cmds
-from bot import slack_ui
-from bot.checklist import ApprovalPolicy, Item, Policy
-from bot.engine import Forbidden, Refused, compare_versions
-from bot.machine import State
+from bot.app.engine import compare_versions
+from bot.domain.checklist import ApprovalPolicy, Item, Policy
+from bot.domain.errors import Forbidden, Refused
+from bot.domain.machine import State
+from handlers.ui import blocks as slack_ui
 from tests import test_engine
 from tests.test_engine import EVERYONE, deploy, finished, make_engine
 
@@ -188,7 +189,7 @@ def test_check_config_says_which_actions_the_deploy_role_covers(tmp_path):
     import sys
 
     from bot.__main__ import access_report
-    from bot.settings import load_settings
+    from bot.config.load import load_settings
     from tests.conftest import CONFIG
 
     shipped = subprocess.run(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.machine import (
+from bot.domain.machine import (
     ACTIVE,
     BY_ACTION,
     TERMINAL,

@@ -18,18 +18,19 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import slack_ui
-from bot.alerts import AlertConfig, Routes
+from bot.adapters.pagerduty import PagerDuty, PagerDutyError
+from bot.adapters.store.aio import AsyncStore
+from bot.adapters.store.sqlite import Store
+from bot.app.engine import Notice
 from bot.clock import ManualClock
-from bot.engine import Notice
-from bot.home import home_view
-from bot.pagerduty import PagerDuty, PagerDutyError
+from bot.domain.alerts import AlertConfig, Routes
 from bot.sandbox.client import wait_for
 from bot.sandbox.slack import LocalSlack, _ApiError, block_errors
-from bot.store import AsyncStore, Store
-from handlers import actions, events
-from handlers.events import HomeTab
+from handlers.listeners import actions, events
+from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier, add_retry_handlers
+from handlers.ui import blocks as slack_ui
+from handlers.ui.home import home_view
 
 SECRET = "notifier-test-signing-secret"
 TOKEN = "xoxb-notifier-test-token"

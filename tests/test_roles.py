@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.checklist import Roles
+from bot.domain.checklist import Roles
 from handlers import roles as roles_module
 from handlers.roles import RoleResolver
 

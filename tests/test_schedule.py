@@ -12,28 +12,26 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.adapters.scheduler import Scheduler
+from bot.app.traffic_hours import lowest_traffic_hours, suggest_text
 from bot.clock import ManualClock, ScaledClock
 from bot.cloud import Cloud
-from bot.configfile import ConfigError
-from bot.sandbox.aws import AwsWorld
-from bot.schedule import (
+from bot.config.model import AwsSettings
+from bot.config.tables import ConfigError
+from bot.config.timing import parse_freezes, parse_windows
+from bot.domain.windows import (
     Freeze,
-    Scheduler,
     Window,
     active_freeze,
     decide,
     in_window,
-    lowest_traffic_hours,
     next_allowed,
     next_window_start,
     overdue,
-    parse_freezes,
     parse_when,
-    parse_windows,
-    suggest_text,
     window_at,
 )
-from bot.settings import AwsSettings
+from bot.sandbox.aws import AwsWorld
 
 BERLIN = ZoneInfo("Europe/Berlin")
 PATH = "config/deploybot.toml"
@@ -532,7 +530,7 @@ async def test_jobs_scheduled_before_start_fire_after_it():
 async def test_a_failing_callback_is_logged_and_the_scheduler_goes_on(sched, caplog):
     clock, make = sched
     s, rec = make(fail=("boom",))
-    caplog.set_level(logging.ERROR, logger="bot.schedule")
+    caplog.set_level(logging.ERROR, logger="bot.adapters.scheduler")
     s.schedule("boom", clock.now() + 5)
     await rec.wait("boom")
     s.schedule("after", clock.now() + 5)

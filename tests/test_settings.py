@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import ConfigError, Secrets, load_settings, parse_settings
+from bot.config.load import load_settings, parse_settings
+from bot.config.model import Secrets
+from bot.config.tables import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "deploybot.toml"
 

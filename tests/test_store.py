@@ -5,8 +5,11 @@ import threading
 
 import pytest
 
-from bot.machine import IllegalTransition, State
-from bot.store import Conflict, LockInfo, Store, migrations
+from bot.adapters.store.schema import migrations
+from bot.adapters.store.sqlite import Store
+from bot.domain.errors import Conflict
+from bot.domain.machine import IllegalTransition, State
+from bot.domain.model import LockInfo
 
 
 def new(store: Store, version: str = "v2", user: str = "U1", **kw):
@@ -142,7 +145,7 @@ def ask(store: Store, version: str, user: str = "U1", strategy: str = "rolling")
 
 
 def test_request_or_amend_decides_create_amend_same_or_locked_in_one_step(store):
-    from bot.store import Amendment, Deployment
+    from bot.domain.model import Amendment, Deployment
 
     first = ask(store, "v20")
     assert isinstance(first, Deployment) and first.version == "v20"
@@ -173,7 +176,7 @@ def test_amend_is_a_compare_and_set_on_state_and_requester(store):
 
 
 def test_unknown_ids_raise_not_found_with_a_plain_message_however_large(store):
-    from bot.store import NotFound
+    from bot.domain.errors import NotFound
 
     for ident in (0, -1, 424242, 2**63, 10**30):
         with pytest.raises(NotFound) as caught:

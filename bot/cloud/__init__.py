@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:  # settings read the analysis config, which uses this module: no runtime import
-    from bot.settings import AwsSettings, Target
+    from bot.config.model import AwsSettings, Target
 
 
 class CloudError(Exception):

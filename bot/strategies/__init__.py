@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from bot.clock import Clock
 from bot.cloud import Cloud
-from bot.settings import Target
+from bot.config.model import Target
 
 
 class StepFailed(Exception):

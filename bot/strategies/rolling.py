@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.settings import Target
+from bot.config.model import Target
 from bot.strategies import Step, StepContext, StepFailed, duration
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bot.analysis import Analysis, run_analysis
-from bot.settings import Target
+from bot.app.measure import run_analysis
+from bot.config.model import Target
+from bot.domain.analysis import Analysis
 from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, duration
 from bot.strategies.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout, image_tag
 

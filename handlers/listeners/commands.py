@@ -13,12 +13,13 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands as cmds
-from bot import slack_ui
-from bot.engine import ACTION_WORDS, Amended, Engine, Forbidden, Refused
-from bot.machine import IllegalTransition
-from bot.store import Conflict, LockInfo, NotFound
+from bot.app.engine import ACTION_WORDS, Amended, Engine
+from bot.domain.errors import Conflict, Forbidden, NotFound, Refused
+from bot.domain.machine import IllegalTransition
+from bot.domain.model import LockInfo
 from bot.strategies import duration
 from handlers.roles import RoleResolver
+from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
 NAMES = ("/deploy", "/promote", "/rollback")

@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bot import slack_ui
-from bot.alerts import Alert
-from bot.machine import State
-from bot.store import Deployment, LockInfo
+from bot.domain.machine import State
+from bot.domain.model import Alert, Deployment, LockInfo
+from handlers.ui import blocks as slack_ui
 
 MAX_VIEW_BLOCKS = 100  # a Home view holds at most 100 blocks
 MAX_ROWS = 15  # per section; the rest is counted, with where to see it

@@ -15,9 +15,9 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.machine import BEFORE_START, State, user_actions
+from bot.domain.machine import BEFORE_START, State, user_actions
+from bot.domain.model import Deployment, LockInfo
 from bot.mrkdwn import code, plain, text  # noqa: F401 - code and plain re-exported for the builders
-from bot.store import Deployment, LockInfo
 
 ACTION_PREFIX = "deployment:"  # action_id = ACTION_PREFIX + machine action; value = deployment id
 APPROVE, REJECT, TICK, RECHECK = "approval:approve", "approval:reject", "checklist:tick", "checklist:recheck"

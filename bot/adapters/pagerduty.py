@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.alerts import PAGERDUTY_EVENTS_URL
+from bot.domain.alerts import PAGERDUTY_EVENTS_URL
 
 log = logging.getLogger(__name__)
 MAX_SUMMARY = 1024  # PagerDuty's limit on payload.summary

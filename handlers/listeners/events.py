@@ -13,9 +13,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.adapters.store.aio import AsyncStore
 from bot.clock import Clock
-from bot.home import home_view
-from bot.store import AsyncStore
+from handlers.ui.home import home_view
 
 log = logging.getLogger(__name__)
 _background: set[asyncio.Task] = set()

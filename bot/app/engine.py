@@ -14,26 +14,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot import commands as cmds
+from bot.adapters.scheduler import Scheduler
+from bot.adapters.store.aio import AsyncStore
+from bot.app.traffic_hours import lowest_traffic_hours, suggest_text
 from bot.clock import Clock
 from bot.cloud import Cloud, CloudError
-from bot.machine import BEFORE_START, IllegalTransition, State
-from bot.mrkdwn import code, text
-from bot.schedule import (
+from bot.config.model import Settings
+from bot.domain.errors import Conflict, Forbidden, Refused
+from bot.domain.machine import BEFORE_START, IllegalTransition, State
+from bot.domain.model import Amendment, Deployment, LockInfo
+from bot.domain.windows import (
     Freeze,
-    Scheduler,
     active_freeze,
     decide,
     describe_windows,
     format_when,
-    lowest_traffic_hours,
     next_allowed,
     overdue,
     parse_when,
-    suggest_text,
     window_at,
 )
-from bot.settings import Settings
-from bot.store import Amendment, AsyncStore, Conflict, Deployment, LockInfo
+from bot.mrkdwn import code, text
 from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, plan, rollback_plan, step_from_dict
 
 log = logging.getLogger(__name__)
@@ -49,18 +50,6 @@ class Notice:
     kind: str
     text: str = ""
     level: str = "info"  # info | warning | critical
-
-
-class Refused(Exception):
-    """A request that cannot be carried out, with a message saying why and what to do instead."""
-
-
-class Forbidden(Refused):
-    """The person lacks the role the environment requires for the action (recorded in the audit)."""
-
-    def __init__(self, message: str, action: str, env: str):
-        self.action, self.env = action, env
-        super().__init__(message)
 
 
 BUTTON_ACCESS = {"abort": "rollback", "promote": "promote"}  # pause, resume, cancel: deploy
@@ -537,7 +526,7 @@ class Engine:
             self._admitting.discard(deployment_id)
 
     async def _run_checks(self, d: Deployment) -> None:
-        from bot.checks import run_check
+        from bot.app.checks import run_check
 
         target = self.settings.target(d.service, d.env)
         for item in target.env.policy.automatic_items:
@@ -551,8 +540,8 @@ class Engine:
         if policy.guards.require_rollback_target and d.kind != "rollback":
             state = by_check.get("rollback_target")
             if state is None:
-                from bot.checklist import Item
-                from bot.checks import run_check
+                from bot.app.checks import run_check
+                from bot.domain.checklist import Item
 
                 ok, evidence = await run_check(
                     Item("rollback_target", "Rollback target", "automatic", "rollback_target"),
@@ -620,7 +609,7 @@ class Engine:
             await self.emit(Notice(d, "update"))
 
     async def _readiness(self, d: Deployment, policy: Any, emergency: bool) -> Any:
-        from bot.checklist import readiness
+        from bot.domain.checklist import readiness
 
         states = await self.store.items(d.id)
         approvals = await self.store.approvals(d.id)
@@ -673,7 +662,7 @@ class Engine:
             message = f"Approvals in {d.env} come from the {' or '.join(policy.approvals.roles)} role."
             await self.refused("approve", d.env, user, message, deployment=d)
             raise Forbidden(message, "approve", d.env)
-        from bot.checklist import valid_approvals
+        from bot.domain.checklist import valid_approvals
 
         if any(
             a.user == user

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import aiohttp
 
-from bot.checklist import Item
+from bot.adapters.store.aio import AsyncStore
 from bot.cloud import Cloud, CloudError
-from bot.settings import Target
-from bot.store import AsyncStore, Deployment
+from bot.config.model import Target
+from bot.domain.checklist import Item
+from bot.domain.model import Deployment
 from bot.strategies.rolling import image_tag
 
 

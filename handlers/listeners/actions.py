@@ -13,12 +13,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot import slack_ui
-from bot.engine import Engine, Refused
-from bot.machine import IllegalTransition
-from bot.store import Conflict
+from bot.app.engine import Engine
+from bot.domain.errors import Conflict, Refused
+from bot.domain.machine import IllegalTransition
 from handlers.notifier import SlackNotifier
 from handlers.roles import RoleResolver
+from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
 

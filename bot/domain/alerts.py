@@ -5,17 +5,16 @@ Parsed from the config's [alerts] table; pure, no I/O (handlers/notifier.py does
 from __future__ import annotations
 
 import difflib
-import json
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bot.configfile import ConfigError, _Table
-from bot.machine import BEFORE_START, State
+from bot.config.tables import ConfigError, _Table
+from bot.domain.machine import BEFORE_START, State
 
 if TYPE_CHECKING:
-    from bot.store import Deployment
+    from bot.domain.model import Deployment
+from bot.config.policy import _ENV_NAME, _NUMBER, _channels, _is_url, _optional_seconds
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY = {INFO: 0, WARNING: 1, CRITICAL: 2}
@@ -223,85 +222,6 @@ class AlertConfig:
             slow_rollout_seconds=_optional_seconds(t, "slow_rollout_seconds", 1800),
             pagerduty=pagerduty,
         )
-
-
-_NUMBER = (int, float)
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _is_url(value: str) -> bool:
-    return value.startswith(("http://", "https://"))
-
-
-def _channels(t: _Table, name: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    value = t.get(
-        name,
-        list,
-        None if default is None else list(default),
-        lambda v: all(isinstance(c, str) and c.strip("# ") for c in v),
-        "a list of channel names",
-    )
-    return None if value is None else tuple(c.strip().lstrip("#") for c in value)
-
-
-def _optional_seconds(t: _Table, name: str, default: float) -> float | None:
-    value = t.get(
-        name, (int, float, bool), default, lambda v: v is not True and v >= 0, "seconds >= 0, or false"
-    )
-    return None if value is False or value == 0 else float(value)
-
-
-# ------------------------------------------------------------------------------------------- alerts
-
-
-@dataclass(frozen=True)
-class Alert:
-    """An alert raised about a deployment, as the store keeps it. Only critical alerts are acknowledged
-    and escalate; warnings raised by a timer (approval waiting, slow rollout) are kept so they are raised
-    once. `messages` are the Slack messages showing it ({channel, ts}); the first one's thread gets the
-    escalations."""
-
-    id: int
-    deployment_id: int
-    event: str
-    level: str
-    text: str
-    key: str | None
-    raised_at: str
-    raised_ts: float
-    messages: list[dict[str, str]]
-    acked_by: str | None
-    acked_at: str | None
-    acked_ts: float | None
-    resolved_at: str | None
-    resolved_ts: float | None
-    resolution: str | None
-    rounds_claimed: int
-    rounds_sent: int
-    next_escalation_at: float | None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Alert:
-        return cls(
-            **{
-                **row,
-                "messages": json.loads(row["messages"] or "[]"),
-                "rounds_claimed": row["rounds_claimed"] or 0,
-                "rounds_sent": row["rounds_sent"] or 0,
-            }
-        )
-
-    @property
-    def acknowledged(self) -> bool:
-        return self.acked_by is not None
-
-    @property
-    def resolved(self) -> bool:
-        return self.resolved_at is not None
-
-    @property
-    def thread(self) -> dict[str, str] | None:
-        return self.messages[0] if self.messages else None
 
 
 def pagerduty_dedup_key(deployment_id: int) -> str:

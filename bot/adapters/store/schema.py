@@ -1,0 +1,158 @@
+"""The store's schema as named migrations (sqlite-utils), applied in order at open; append-only triggers keep the audit log honest."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("deploybot")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["deployments"].create(
+        {
+            "id": int,
+            "service": str,
+            "env": str,
+            "version": str,
+            "previous_version": str,
+            "strategy": str,
+            "kind": str,
+            "requested_by": str,
+            "reason": str,
+            "state": str,
+            "step_index": int,
+            "plan": str,
+            "context": str,
+            "channel": str,
+            "message_ts": str,
+            "outcome": str,
+            "created_at": str,
+            "updated_at": str,
+            "finished_at": str,
+            "request_key": str,
+        },
+        pk="id",
+        not_null={"service", "env", "kind", "requested_by", "state", "created_at"},
+        defaults={"step_index": 0, "plan": "[]", "context": "{}"},
+    )
+    db["deployments"].create_index(["service", "env", "state"])
+    # Slack's trigger_id: a retried or replayed request finds its deployment instead of making another.
+    db["deployments"].create_index(["request_key"], unique=True)
+    db["events"].create(
+        {
+            "id": int,
+            "deployment_id": int,
+            "at": str,
+            "actor": str,
+            "action": str,
+            "from_state": str,
+            "to_state": str,
+            "details": str,
+        },
+        pk="id",
+        not_null={"at", "actor", "action"},
+        defaults={"details": "{}"},
+        foreign_keys=[("deployment_id", "deployments", "id")],
+    )
+    db["events"].create_index(["deployment_id", "id"])
+    # Append-only: the audit trail can be added to, never edited.
+    db.execute(
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+    )
+    db["locks"].create(
+        {"service": str, "env": str, "deployment_id": int, "holder": str, "reason": str, "acquired_at": str},
+        pk=("service", "env"),
+        not_null={"holder", "acquired_at"},
+    )
+
+
+@migrations()
+def m002_alerts(db: Database) -> None:
+    # One row per alert raised about a deployment. Escalation is a timer kept here (next_escalation_at, in
+    # the clock's epoch seconds) so a restart rebuilds it; a round is claimed before it is posted and
+    # confirmed after (rounds_claimed / rounds_sent), so it is never sent twice.
+    db["alerts"].create(
+        {
+            "id": int,
+            "deployment_id": int,
+            "event": str,
+            "level": str,
+            "text": str,
+            "key": str,
+            "raised_at": str,
+            "raised_ts": float,
+            "messages": str,
+            "acked_by": str,
+            "acked_at": str,
+            "acked_ts": float,
+            "resolved_at": str,
+            "resolved_ts": float,
+            "resolution": str,
+            "rounds_claimed": int,
+            "rounds_sent": int,
+            "next_escalation_at": float,
+        },
+        pk="id",
+        not_null={"deployment_id", "event", "level", "raised_at", "raised_ts"},
+        defaults={"messages": "[]", "rounds_claimed": 0, "rounds_sent": 0},
+        foreign_keys=[("deployment_id", "deployments", "id")],
+    )
+    db["alerts"].create_index(["deployment_id"])
+    db["alerts"].create_index(["next_escalation_at"])
+    db["alerts"].create_index(["key"], unique=True)  # a timer's warning is raised once
+
+
+@migrations()
+def m010_checklist_and_approvals(db: Database) -> None:
+    db["checklist"].create(
+        {"deployment_id": int, "item_id": str, "done": int, "by": str, "at": str, "evidence": str},
+        pk=("deployment_id", "item_id"),
+        foreign_keys=[("deployment_id", "deployments", "id")],
+    )
+    db["approvals"].create(
+        {"id": int, "deployment_id": int, "user": str, "at": float, "voided": int},
+        pk="id",
+        not_null={"deployment_id", "user", "at"},
+        defaults={"voided": 0},
+        foreign_keys=[("deployment_id", "deployments", "id")],
+    )
+    db["approvals"].create_index(["deployment_id"])
+
+
+@migrations()
+def m020_freezes(db: Database) -> None:
+    db["freezes"].create(
+        {
+            "id": int,
+            "env": str,
+            "start": str,
+            "end": str,
+            "reason": str,
+            "created_by": str,
+            "created_at": str,
+            "lifted_by": str,
+            "lifted_at": str,
+        },
+        pk="id",
+        not_null={"env", "start", "end", "reason", "created_by", "created_at"},
+    )
+
+
+@migrations()
+def m030_requests(db: Database) -> None:
+    # Slack's identity of each signed request (trigger_id, else a hash of the signed timestamp and body),
+    # claimed before the request is acted on and kept with its answer: a replay or a retry of the same
+    # request gets the first answer back and changes nothing. `at` is wall-clock epoch seconds (Slack's
+    # signatures are checked against wall time), so old rows can be dropped.
+    db["requests"].create(
+        {"key": str, "at": float, "status": int, "content_type": str, "body": str},
+        pk="key",
+        not_null={"at"},
+    )
+    db["requests"].create_index(["at"])
