@@ -89,7 +89,8 @@ import boto3  # noqa: E402
 from bot import commands as cmds  # noqa: E402
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
-from bot.app.engine import Engine, Notice
+from bot.app.engine import Engine
+from bot.app.notices import Notice
 from bot.clock import ScaledClock  # noqa: E402
 from bot.cloud import Cloud  # noqa: E402
 from bot.config.load import load_settings

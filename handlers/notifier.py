@@ -32,7 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.store.aio import AsyncStore
-from bot.app.engine import Notice
+from bot.app.notices import Notice
 from bot.clock import Clock
 from bot.domain import alerts as policy
 from bot.domain.alerts import CRITICAL, INFO, WARNING, AlertConfig

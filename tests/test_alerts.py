@@ -287,6 +287,9 @@ def test_alerts_survive_a_reopen_of_the_database(tmp_path):
         {"channel": "C0INCIDENTS", "ts": "1.000100"}
     ]
     assert kept.thread == {"channel": "C0INCIDENTS", "ts": "1.000100"}
-    assert "m002_alerts" in {m.name for m in __import__("bot.adapters.store.schema").adapters.store.schema.migrations.applied(again.db)}
+    assert "m002_alerts" in {
+        m.name
+        for m in __import__("bot.adapters.store.schema").adapters.store.schema.migrations.applied(again.db)
+    }
     assert again.get(d.id).state == State.REQUESTED
     again.close()

@@ -11,7 +11,8 @@ import pytest
 from bot import commands as cmds
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
-from bot.app.engine import Engine, Notice
+from bot.app.engine import Engine
+from bot.app.notices import Notice
 from bot.clock import ScaledClock
 from bot.cloud import Cloud
 from bot.config.load import load_settings

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from bot import commands as cmds
-from bot.app.engine import ACTION_WORDS, DONE_WORDS
+from bot.app.access import ACTION_WORDS
+from bot.app.runner import DONE_WORDS
 from bot.cloud.metrics import GroupMetrics
 from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, judge, passed_text
 from bot.domain.machine import State

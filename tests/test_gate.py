@@ -9,10 +9,10 @@ import dataclasses
 import pytest
 
 from bot import commands as cmds
-from bot.app.engine import compare_versions
 from bot.domain.checklist import ApprovalPolicy, Item, Policy
 from bot.domain.errors import Forbidden, Refused
 from bot.domain.machine import State
+from bot.domain.versions import compare_versions
 from handlers.ui import blocks as slack_ui
 from tests import test_engine
 from tests.test_engine import EVERYONE, deploy, finished, make_engine

@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.pagerduty import PagerDuty, PagerDutyError
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
-from bot.app.engine import Notice
+from bot.app.notices import Notice
 from bot.clock import ManualClock
 from bot.domain.alerts import AlertConfig, Routes
 from bot.sandbox.client import wait_for

@@ -13,9 +13,11 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands as cmds
-from bot.app.engine import ACTION_WORDS, Amended, Engine
+from bot.app.access import ACTION_WORDS
+from bot.app.engine import Engine
 from bot.domain.errors import Conflict, Forbidden, NotFound, Refused
 from bot.domain.machine import IllegalTransition
+from bot.domain.model import Amendment as Amended
 from bot.domain.model import LockInfo
 from bot.strategies import duration
 from handlers.roles import RoleResolver

@@ -1,0 +1,328 @@
+"""The admission gate: a requested deployment runs its automatic checks and guards, waits for its manual
+items and approvals (by someone other than the requester), and starts — the start transition taken under
+the service+env admission lock, so an amendment never lands between the readiness check and the start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.app.access import Access
+from bot.app.checks import run_check
+from bot.app.notices import BOT, Notice, Publisher
+from bot.app.runner import Runner
+from bot.app.scheduling import Scheduling
+from bot.app.storage_types import StoreLike
+from bot.clock import Clock
+from bot.cloud import Cloud
+from bot.config.model import Settings
+from bot.domain.checklist import Item, Policy, Readiness, readiness, valid_approvals
+from bot.domain.errors import Conflict, Forbidden, Refused
+from bot.domain.machine import BEFORE_START, IllegalTransition, State
+from bot.domain.model import Amendment, Deployment
+from bot.domain.versions import skips_gate
+from bot.mrkdwn import text
+
+log = logging.getLogger(__name__)
+
+
+class Gate:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StoreLike,
+        cloud: Cloud,
+        clock: Clock,
+        publisher: Publisher,
+        access: Access,
+        runner: Runner,
+        scheduling: Scheduling,
+    ):
+        self.settings, self.store, self.cloud, self.clock = settings, store, cloud, clock
+        self.publisher, self.access, self.runner, self.scheduling = publisher, access, runner, scheduling
+        self.admitting: set[int] = set()  # deployments whose checks run now (pruned when they finish)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def emit(self, notice: Notice) -> None:
+        await self.publisher.emit(notice)
+
+    def admission_lock(self, service: str, env: str) -> asyncio.Lock:
+        """One lock per service+env (at most one deployment holds it at a time): readiness, the start
+        transition and a requester's amendment of the same deployment never interleave."""
+        return self._locks.setdefault((service, env), asyncio.Lock())
+
+    def admit_later(self, deployment_id: int) -> None:
+        if deployment_id in self.admitting:
+            return
+        self.admitting.add(deployment_id)
+        self._spawn(self._admit(deployment_id))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def shutdown(self) -> None:
+        tasks = list(self._background)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _admit(self, deployment_id: int) -> None:
+        """Run the automatic checks and guards; start when the checklist and approvals allow, else wait."""
+        try:
+            d = await self.store.get(deployment_id)
+            await self._announce_broken_glass(d)
+            await self._run_checks(d)
+            refusal = await self._guard_refusal(d)
+            if refusal:
+                d = await self.store.transition(
+                    d.id, "cancel", BOT, outcome=refusal, details={"guard": refusal}
+                )
+                await self.emit(Notice(d, "update", refusal, "warning"))
+                return
+            await self.reconsider(d.id, checks_fresh=True)
+        except Exception:
+            log.exception("admitting deployment #%s failed", deployment_id)
+            d = await self.store.get(deployment_id)
+            if d.state in BEFORE_START:
+                d = await self.store.transition(
+                    d.id,
+                    "cancel",
+                    BOT,
+                    outcome="internal error while checking it; nothing was changed (see the bot's log)",
+                )
+                await self.emit(Notice(d, "update", d.outcome or "", "warning"))
+        finally:
+            self.admitting.discard(deployment_id)
+
+    async def _announce_broken_glass(self, d: Deployment) -> None:
+        emergency = d.context.get("emergency")
+        if emergency:
+            await self.store.record(d.id, d.requested_by, "emergency", {"reason": emergency})
+            await self.emit(
+                Notice(
+                    d,
+                    "update",
+                    f":rotating_light: Emergency {'rollback' if d.kind == 'rollback' else 'deploy'} by "
+                    f"<@{d.requested_by}>: "
+                    f"{text(emergency)}. Manual items and approvals are skipped.",
+                    "critical",
+                )
+            )
+        if d.context.get("freeze_override"):
+            await self.emit(
+                Notice(
+                    d,
+                    "update",
+                    f":rotating_light: Freeze override by <@{d.requested_by}>: {text(d.context['freeze_override'])}",
+                    "critical",
+                )
+            )
+
+    async def _run_checks(self, d: Deployment) -> None:
+        target = self.settings.target(d.service, d.env)
+        for item in target.env.policy.automatic_items:
+            ok, evidence = await run_check(item, d, target, self.cloud, self.store)
+            await self.store.set_item(d.id, item.id, ok, BOT, evidence)
+
+    async def _guard_refusal(self, d: Deployment) -> str | None:
+        policy = self.settings.environments[d.env].policy
+        states = await self.store.items(d.id)
+        by_check = {i.check: states.get(i.id) for i in policy.automatic_items}
+        if policy.guards.require_rollback_target and d.kind != "rollback":
+            state = by_check.get("rollback_target")
+            if state is None:
+                ok, evidence = await run_check(
+                    Item("rollback_target", "Rollback target", "automatic", "rollback_target"),
+                    d,
+                    self.settings.target(d.service, d.env),
+                    self.cloud,
+                    self.store,
+                )
+            else:
+                ok, evidence = state.done, state.evidence
+            if not ok:
+                return (
+                    f"Refused: no rollback target ({evidence}). Deploy a known-good version first, so there "
+                    f"is something to return to."
+                )
+        if (
+            policy.guards.require_health_and_monitoring
+            and not d.context.get("emergency")
+            and d.kind != "rollback"
+        ):
+            for check, what in (("no_alarms", "monitoring"), ("targets_healthy", "the health check")):
+                state = by_check.get(check)
+                if check == "no_alarms" and state is None:
+                    return (
+                        f'Refused: {d.env} has no monitoring item (check = "no_alarms") in its checklist. '
+                        f"Add one naming the service's CloudWatch alarms."
+                    )
+                if state is not None and not state.done:
+                    return f"Refused: {what} is not satisfied ({state.evidence}). Fix it, then deploy again."
+        return None
+
+    async def reconsider(self, deployment_id: int, checks_fresh: bool = False) -> None:
+        """Start the deployment if everything is in place (automatic checks run again right before), else
+        record what it waits for and show it."""
+        first = await self.store.get(deployment_id)
+        async with self.admission_lock(first.service, first.env):
+            d = await self.store.get(deployment_id)
+            if d.state not in BEFORE_START:
+                return
+            policy = self.settings.environments[d.env].policy
+            emergency = skips_gate(d)
+            ready = await self._readiness(d, policy, emergency)
+            if ready.ready and not checks_fresh and policy.automatic_items:
+                await self._run_checks(d)  # again, right before execution
+                ready = await self._readiness(d, policy, emergency)
+            await self._save_gate(d, policy, ready, emergency)
+            d = await self.store.get(deployment_id)
+            if await self.scheduling.schedule_or_start(d):
+                await self.emit(Notice(await self.store.get(deployment_id), "update"))
+                return
+            if ready.ready:
+                if not self.runner.running(deployment_id):
+                    # The start transition happens here, under the lock an amendment takes: the version it
+                    # starts with is the last amendment accepted, and none is accepted after it.
+                    try:
+                        await self.runner.transition(d, "start")
+                    except (IllegalTransition, Conflict):
+                        return  # cancelled meanwhile (the cancel is on its message)
+                    self.runner.start(deployment_id)
+                return
+            if d.state == State.REQUESTED:
+                d = await self.store.transition(
+                    d.id, "await_approval", BOT, details={"waiting_for": ready.waiting_for()}
+                )
+            await self.emit(Notice(d, "update"))
+
+    async def waiting_for(self, d: Deployment) -> str | None:
+        """None when `d` may start now, else what it still waits for (the scheduler asks at its time)."""
+        ready = await self._readiness(d, self.settings.environments[d.env].policy, skips_gate(d))
+        return None if ready.ready else ready.waiting_for()
+
+    async def _readiness(self, d: Deployment, policy: Policy, emergency: bool) -> Readiness:
+        states = await self.store.items(d.id)
+        approvals = await self.store.approvals(d.id)
+        return readiness(policy, states, approvals, d.requested_by, self.clock.now(), emergency)
+
+    async def _save_gate(self, d: Deployment, policy: Policy, ready: Readiness, emergency: bool) -> None:
+        """What the deployment's message shows while it waits: items, approvals, what is missing."""
+        states = await self.store.items(d.id)
+        items = []
+        for item in policy.items:
+            st = states.get(item.id)
+            items.append(
+                {
+                    "id": item.id,
+                    "label": item.label,
+                    "kind": item.kind,
+                    "done": bool(st and st.done),
+                    "by": st.by if st else None,
+                    "at": st.at if st else None,
+                    "evidence": st.evidence if st else None,
+                    "skipped": emergency and item.kind == "manual",
+                }
+            )
+        gate = {
+            "items": items,
+            "approvals": [{"user": a.user, "at": a.at} for a in ready.valid_approvals],
+            "required": 0 if emergency else policy.approvals.required,
+            "approver_roles": list(policy.approvals.roles),
+            "waiting_for": ready.waiting_for(),
+            "emergency": d.context.get("emergency"),
+            "known_good": None if d.context.get("emergency") else d.context.get("known_good"),
+        }
+        await self.store.save_progress(d.id, context={**d.context, "gate": gate})
+
+    # ----------------------------------------------------------------------- people at the gate
+
+    async def approve(self, deployment_id: int, user: str, roles: frozenset[str] | set[str]) -> Deployment:
+        d = await self.store.get(deployment_id)
+        if d.state not in BEFORE_START:
+            raise IllegalTransition("approve", d.state)
+        if user == d.requested_by:
+            await self.access.refused("approve", d.env, user, "own deployment", deployment=d)
+            raise Refused(f"You requested deployment #{d.id}; someone else has to approve it (four eyes).")
+        await self.access.check("approve", d.env, user, roles, deployment=d)
+        policy = self.settings.environments[d.env].policy
+        if policy.approvals.roles and not set(policy.approvals.roles) & set(roles):
+            message = f"Approvals in {d.env} come from the {' or '.join(policy.approvals.roles)} role."
+            await self.access.refused("approve", d.env, user, message, deployment=d)
+            raise Forbidden(message, "approve", d.env)
+        given = valid_approvals(policy, await self.store.approvals(d.id), d.requested_by, self.clock.now())
+        if any(a.user == user for a in given):
+            raise Refused(f"You already approved deployment #{d.id}.")
+        await self.store.approve(d.id, user)
+        await self.emit(Notice(await self.store.get(d.id), "detail", f"Approved by <@{user}>"))
+        await self.reconsider(d.id)
+        return await self.store.get(d.id)
+
+    async def reject(
+        self, deployment_id: int, user: str, roles: frozenset[str] | set[str], reason: str
+    ) -> Deployment:
+        d = await self.store.get(deployment_id)
+        if d.state not in BEFORE_START:
+            raise IllegalTransition("reject", d.state)
+        await self.access.check("approve", d.env, user, roles, deployment=d)
+        d = await self.store.transition(
+            d.id,
+            "cancel",
+            user,
+            details={"rejected": reason},
+            outcome=f"rejected by <@{user}>: {text(reason)}",
+        )
+        await self.emit(Notice(d, "update", f"Rejected by <@{user}>: {text(reason)}", "warning"))
+        return d
+
+    async def tick(
+        self, deployment_id: int, user: str, roles: frozenset[str] | set[str], selected: set[str]
+    ) -> Deployment:
+        """The manual items ticked on the message are now exactly `selected` (what Slack sends)."""
+        d = await self.store.get(deployment_id)
+        if d.state not in BEFORE_START:
+            raise IllegalTransition("tick", d.state)
+        policy = self.settings.environments[d.env].policy
+        states = await self.store.items(d.id)
+        for item in policy.manual_items:
+            want = item.id in selected
+            if want == bool(states.get(item.id) and states[item.id].done):
+                continue
+            if item.roles and not set(item.roles) & set(roles):
+                message = f"Ticking “{item.label}” needs the {' or '.join(item.roles)} role."
+                await self.access.refused("tick", d.env, user, message, deployment=d)
+                raise Forbidden(message, "tick", d.env)
+            if not item.roles:
+                await self.access.check("deploy", d.env, user, roles, deployment=d)
+            await self.store.set_item(d.id, item.id, want, user)
+        await self.reconsider(d.id, checks_fresh=False)
+        return await self.store.get(d.id)
+
+    async def recheck(self, deployment_id: int, user: str) -> Deployment:
+        d = await self.store.get(deployment_id)
+        if d.state not in BEFORE_START:
+            raise IllegalTransition("recheck", d.state)
+        await self._run_checks(d)
+        await self.reconsider(d.id, checks_fresh=True)
+        return await self.store.get(d.id)
+
+    async def amended(self, a: Amendment, user: str) -> None:
+        """The requester changed the version or strategy before it started: approvals no longer count."""
+        d = a.deployment
+        await self.emit(
+            Notice(
+                d,
+                "detail",
+                f"<@{user}> changed it to {d.version or 'the current version'} with "
+                f"{d.strategy}; approvals given so far no longer count.",
+            )
+        )
+        try:
+            await self.recheck(d.id, user)
+        except IllegalTransition:
+            pass  # cancelled or started meanwhile: its message already says so

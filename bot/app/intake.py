@@ -1,0 +1,225 @@
+"""Intake: a /deploy, /rollback or /promote becomes a deployment. Access and guards are checked, the
+version is resolved (known-good for a rollback, the source's success for a promotion), the store decides
+create, amend or locked in one transaction, and the new deployment goes to the gate in the background."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot import commands as cmds
+from bot.app import history
+from bot.app.access import Access
+from bot.app.gate import Gate
+from bot.app.notices import BOT, Notice, Publisher
+from bot.app.scheduling import Scheduling
+from bot.app.storage_types import StoreLike
+from bot.config.model import Settings
+from bot.domain.errors import Refused
+from bot.domain.machine import BEFORE_START, State
+from bot.domain.model import Amendment, Deployment, LockInfo
+from bot.strategies import Step, StepFailed, plan
+
+Request = cmds.Deploy | cmds.Rollback | cmds.Promote
+ACTIONS: dict[type, str] = {cmds.Deploy: "deploy", cmds.Rollback: "rollback", cmds.Promote: "promote"}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A dry run's answer: what would happen, touching nothing."""
+
+    service: str
+    env: str
+    version: str | None
+    strategy: str
+    steps: list[Step]
+
+    @property
+    def eta_seconds(self) -> float:
+        return sum(s.min_seconds() for s in self.steps)
+
+
+@dataclass
+class _Resolved:
+    """What a request asks for once its version and strategy are known."""
+
+    service: str
+    env: str
+    version: str | None
+    kind: str
+    reason: str | None
+    strategy: str | None
+    gradual: bool = False
+    gate: dict[str, Any] | None = None  # context keys recording why the gate is (or is not) skipped
+
+
+def rollback_strategy(configured: str, gradual: bool) -> str:
+    """Rollbacks go back in one switch (blue-green, using the warm slot when there is one), or, with
+    --gradual on a two-slot service, step by step with analysis (canary weights)."""
+    if configured == "rolling":
+        return "rolling"
+    return "canary" if gradual else "blue-green"
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StoreLike,
+        publisher: Publisher,
+        access: Access,
+        scheduling: Scheduling,
+        gate: Gate,
+    ):
+        self.settings, self.store, self.publisher = settings, store, publisher
+        self.access, self.scheduling, self.gate = access, scheduling, gate
+
+    def plan(
+        self, service: str, env: str, strategy: str | None, gradual: bool = False
+    ) -> tuple[str, list[Step]]:
+        """The strategy (the environment's when none is asked for) and its steps; Refused if unknown."""
+        target = self.settings.target(service, env)
+        strategy = strategy or target.strategy
+        try:
+            return strategy, plan(strategy, target, gradual=gradual)
+        except StepFailed as exc:
+            raise Refused(f"Cannot deploy {service} to {env}: {exc}.") from None
+
+    def dry_run(self, command: cmds.Deploy) -> Planned:
+        strategy, steps = self.plan(command.service, command.env, command.strategy)
+        return Planned(command.service, command.env, command.version, strategy, steps)
+
+    async def request(
+        self,
+        command: Request,
+        user: str,
+        request_key: str | None = None,
+        roles: frozenset[str] | set[str] | None = None,
+    ) -> Deployment | LockInfo | Amendment:
+        """Check access and guards, create the deployment (or answer who holds the lock), then admit it in
+        the background: checklist, approvals, start."""
+        roles = frozenset(roles or ())
+        env_name = command.target_env if isinstance(command, cmds.Promote) else command.env
+        await self.access.check(ACTIONS[type(command)], env_name, user, roles, service=command.service)
+        emergency = command.emergency if isinstance(command, cmds.Deploy | cmds.Rollback) else None
+        if emergency:
+            breaks_glass = "emergency_rollback" if isinstance(command, cmds.Rollback) else "emergency"
+            await self.access.check(breaks_glass, env_name, user, roles, service=command.service)
+        r = await self._resolve(command, emergency)
+        strategy, steps = self.plan(r.service, r.env, r.strategy, r.gradual)
+        target = self.settings.target(r.service, r.env)
+        timing = await self.scheduling.timing(command, r.kind, target, user, roles, r.reason)
+        self._refuse_all_at_once(r, strategy)
+        gate = r.gate or {}
+        fields = dict(
+            service=r.service,
+            env=r.env,
+            version=r.version,
+            strategy=strategy,
+            kind=r.kind,
+            requested_by=user,
+            reason=r.reason,
+            plan=[s.to_dict() for s in steps],
+            channel=target.env.channel,
+            request_key=request_key,
+            context={**({"emergency": emergency} if emergency else {}), **gate, **timing},
+        )
+        result = await self._create_or_amend(r, user, fields)
+        if isinstance(result, Amendment):
+            if result.changed:
+                await self.gate.amended(result, user)
+            return result
+        if (
+            isinstance(result, LockInfo)
+            or result.state != State.REQUESTED
+            or result.id in self.gate.admitting
+        ):
+            return result  # locked, or the same request seen again
+        await self._record_gate_decisions(result, user, gate, emergency)
+        await self.publisher.emit(Notice(result, "update"))
+        self.gate.admit_later(result.id)
+        return result
+
+    async def _create_or_amend(
+        self, r: _Resolved, user: str, fields: dict[str, Any]
+    ) -> Deployment | LockInfo | Amendment:
+        # One store transaction decides create vs locked. Only a request that may amend its requester's own
+        # pending deployment takes the service+env admission lock (and decides again under it): an
+        # amendment never lands between a start's readiness check and its start transition, and the
+        # others are answered without queueing behind it.
+        result = await self.store.request_or_amend(amendable=False, **fields)
+        held = result.deployment if isinstance(result, LockInfo) else None
+        if (
+            r.kind == "deploy"
+            and held is not None
+            and held.requested_by == user
+            and held.kind == r.kind
+            and held.state in BEFORE_START
+        ):
+            async with self.gate.admission_lock(r.service, r.env):
+                result = await self.store.request_or_amend(amendable=True, **fields)
+        return result
+
+    async def _record_gate_decisions(
+        self, d: Deployment, user: str, gate: dict[str, Any], emergency: str | None
+    ) -> None:
+        if "allow_downgrade" in gate:
+            await self.store.record(d.id, user, "allow_downgrade", gate["allow_downgrade"])
+        if "known_good" in gate and not emergency:
+            await self.store.record(
+                d.id,
+                BOT,
+                "gate_skipped",
+                {"skipped": "manual items and approvals", "why": f"known-good: {gate['known_good']}"},
+            )
+
+    def _refuse_all_at_once(self, r: _Resolved, strategy: str) -> None:
+        target = self.settings.target(r.service, r.env)
+        if (
+            target.env.policy.guards.refuse_all_at_once
+            and strategy == "rolling"
+            and target.deployment_configuration.minimum_healthy_percent == 0
+        ):
+            raise Refused(
+                f"Refused: a rolling deploy with minimum_healthy_percent 0 stops every task of {r.service} "
+                f"at once in {r.env}. Set environments.{r.env}.deployment_configuration.minimum_healthy_"
+                "percent above 0, or use --strategy canary or blue-green."
+            )
+
+    async def _resolve(self, command: Request, emergency: str | None) -> _Resolved:
+        if isinstance(command, cmds.Deploy):
+            return _Resolved(
+                command.service, command.env, command.version, "deploy", command.reason, command.strategy
+            )
+        if isinstance(command, cmds.Rollback):
+            return await self._resolve_rollback(command, emergency)
+        return await self._resolve_promotion(command)
+
+    async def _resolve_rollback(self, command: cmds.Rollback, emergency: str | None) -> _Resolved:
+        service, env = command.service, command.env
+        version = command.version or await history.rollback_version(self.store, service, env)
+        known = await history.known_good_versions(self.store, service, env)
+        gate: dict[str, Any] = {}
+        if version in known:
+            gate["known_good"] = f"{version} {known[version][0]}"
+        elif not emergency:
+            raise Refused(history.not_known_good(service, env, version, known))
+        strategy = rollback_strategy(self.settings.target(service, env).strategy, command.gradual)
+        return _Resolved(service, env, version, "rollback", command.reason, strategy, command.gradual, gate)
+
+    async def _resolve_promotion(self, command: cmds.Promote) -> _Resolved:
+        service, env = command.service, command.target_env
+        source = await self.store.last_succeeded(service, command.source_env)
+        if source is None:
+            raise Refused(
+                f"Cannot promote {service} from {command.source_env}: no deployment of {service} "
+                f"has succeeded in {command.source_env} yet."
+            )
+        reason = f"promoted from {command.source_env} (deployment #{source.id})"
+        gate: dict[str, Any] = {}
+        lower = await history.downgrade(self.store, service, env, source)
+        if lower is not None and not command.allow_downgrade:
+            raise Refused(lower["message"])
+        if lower is not None:
+            gate["allow_downgrade"] = {"from": lower["from"], "to": lower["to"], "source": source.id}
+        return _Resolved(service, env, source.version, "promote", reason, None, gate=gate)

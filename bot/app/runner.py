@@ -1,0 +1,375 @@
+"""The runner: one Run per active deployment (its task, its pause gate, its plan's context), removed when
+the deployment's task ends. A run goes through its plan step by step, persisting the step index before
+and after each step, rolls back when a step fails, and applies people's actions (pause, resume, abort,
+promote)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.app.access import BUTTON_ACCESS, Access
+from bot.app.notices import BOT, Notice, Publisher
+from bot.app.storage_types import StoreLike
+from bot.clock import Clock
+from bot.cloud import Cloud, CloudError
+from bot.config.model import Settings
+from bot.domain.errors import Refused
+from bot.domain.machine import BEFORE_START, IllegalTransition, State
+from bot.domain.model import Deployment
+from bot.strategies import NeedsHuman, StepContext, StepFailed, rollback_plan, step_from_dict
+
+log = logging.getLogger(__name__)
+DONE_WORDS = {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}
+
+
+def _open_gate() -> asyncio.Event:
+    gate = asyncio.Event()
+    gate.set()
+    return gate
+
+
+@dataclass
+class Run:
+    """An active deployment in this process: its task, its gate (set = may run; cleared while paused) and
+    the running plan's context (promote writes into it)."""
+
+    task: asyncio.Task[None] | None = None
+    gate: asyncio.Event = field(default_factory=_open_gate)
+    context: StepContext | None = None
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StoreLike,
+        cloud: Cloud,
+        clock: Clock,
+        publisher: Publisher,
+        access: Access,
+        unschedule: Callable[[str], bool],
+    ):
+        self.settings, self.store, self.cloud, self.clock = settings, store, cloud, clock
+        self.publisher, self.access, self.unschedule = publisher, access, unschedule
+        self.runs: dict[int, Run] = {}
+
+    async def emit(self, notice: Notice) -> None:
+        await self.publisher.emit(notice)
+
+    def run_of(self, deployment_id: int) -> Run:
+        return self.runs.setdefault(deployment_id, Run())
+
+    def running(self, deployment_id: int) -> bool:
+        run = self.runs.get(deployment_id)
+        return run is not None and run.task is not None and not run.task.done()
+
+    # ------------------------------------------------------------------------------------ actions
+
+    async def act(
+        self, deployment_id: int, action: str, user: str, roles: frozenset[str] | None = None
+    ) -> Deployment:
+        """A person's action on a deployment. Raises IllegalTransition when its state does not allow it, and
+        Forbidden when `roles` (given by handlers; None for the bot itself) lack the role it needs."""
+        d = await self.store.get(deployment_id)
+        if roles is not None:
+            await self.access.check(BUTTON_ACCESS.get(action, "deploy"), d.env, user, roles, deployment=d)
+        if action == "abort":
+            if d.state not in (State.RUNNING, State.PAUSED):
+                raise IllegalTransition(action, d.state)
+            await self._stop_task(deployment_id)
+            d = await self.store.transition(deployment_id, "abort", user, outcome=f"aborted by <@{user}>")
+            self.run_of(deployment_id).gate.set()
+            await self.emit(Notice(d, "update", f"Aborted by <@{user}>; rolling back", "warning"))
+            self.start(deployment_id)
+            return d
+        if action == "promote":
+            return await self.promote(deployment_id, user)
+        if action == "cancel":
+            self.unschedule(str(deployment_id))
+        d = await self.store.transition(deployment_id, action, user)
+        if action == "pause":
+            self.run_of(deployment_id).gate.clear()
+        elif action == "resume":
+            self.run_of(deployment_id).gate.set()
+        await self.emit(Notice(d, "update", f"{DONE_WORDS.get(action, action)} by <@{user}>"))
+        return d
+
+    async def promote(self, deployment_id: int, user: str, full: bool = False) -> Deployment:
+        """Carry a paused deployment on past the step that paused it; `full`: skip straight to 100%."""
+        d = await self.store.get(deployment_id)
+        run = self.runs.get(deployment_id)
+        ctx = run.context if run is not None else None
+        if d.state not in (State.PAUSED, State.RUNNING) or (d.state == State.RUNNING and not full):
+            if d.state == State.RUNNING:
+                raise Refused(
+                    f"Deployment #{deployment_id} is running, not waiting for anyone; "
+                    f"/promote {deployment_id} --full skips to 100%."
+                )
+            raise IllegalTransition("promote", d.state)
+        if d.strategy == "rolling":
+            raise Refused(f"Deployment #{deployment_id} is a rolling deploy: there is nothing to promote.")
+        data = ctx.data if ctx is not None else dict(d.context)
+        if d.state == State.PAUSED:
+            data.setdefault("promoted", []).append(d.step_index)
+        if full:
+            data["full"] = True
+        await self.store.save_progress(
+            deployment_id,
+            context=data,
+            event=(user, "promote_requested", {"full": full, "step_index": d.step_index}),
+        )
+        if d.state == State.PAUSED:
+            d = await self.store.transition(deployment_id, "promote", user, details={"full": full})
+            self.run_of(deployment_id).gate.set()
+        await self.emit(Notice(d, "update", f"Promoted by <@{user}>" + (" to 100%" if full else "")))
+        return d
+
+    # ------------------------------------------------------------------------------------ running
+
+    def start(self, deployment_id: int) -> None:
+        run = self.run_of(deployment_id)
+        task = asyncio.get_running_loop().create_task(
+            self._run(deployment_id), name=f"deployment-{deployment_id}"
+        )
+        run.task = task
+
+        def ended(t: asyncio.Task[None]) -> None:
+            if run.task is t and self.runs.get(deployment_id) is run:
+                del self.runs[deployment_id]  # the deployment ended (or was handed to a new task)
+
+        task.add_done_callback(ended)
+
+    async def _stop_task(self, deployment_id: int) -> None:
+        run = self.runs.get(deployment_id)
+        task = run.task if run is not None else None
+        if run is not None:
+            run.task = None  # the Run (its gate, its context) outlives the stopped task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def resume(self) -> list[Deployment]:
+        """After a restart: release stale locks, then carry on every deployment that was mid-plan."""
+        for lock in await self.store.release_stale_locks():
+            log.warning(
+                "released stale lock on %s/%s (deployment #%s)", lock.service, lock.env, lock.deployment_id
+            )
+        resumed = []
+        for d in await self.store.in_flight():
+            if d.state == State.PAUSED:
+                self.run_of(d.id).gate.clear()
+            await self.store.record(d.id, BOT, "resume_after_restart", {"step_index": d.step_index})
+            await self.emit(Notice(d, "detail", f"Bot restarted; carrying on from step {d.step_index + 1}."))
+            self.start(d.id)
+            resumed.append(d)
+        return resumed
+
+    async def wait(self, deployment_id: int) -> None:
+        run = self.runs.get(deployment_id)
+        if run is not None and run.task is not None:
+            await asyncio.gather(run.task, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Stop running plans where they are; the store has everything needed to resume them."""
+        tasks = [r.task for r in self.runs.values() if r.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _context(self, d: Deployment, data: dict[str, Any]) -> StepContext:
+        deployment_id = d.id
+        gate = self.run_of(deployment_id).gate
+
+        async def report(text: str) -> None:
+            await self.store.record(deployment_id, BOT, "detail", {"text": text})
+            await self.emit(Notice(await self.store.get(deployment_id), "detail", text))
+
+        async def progress(text: str) -> None:
+            await self.emit(Notice(await self.store.get(deployment_id), "progress", text))
+
+        async def checkpoint() -> None:
+            await gate.wait()
+
+        async def save() -> None:
+            await self.store.save_progress(deployment_id, context=data)
+
+        async def record(action: str, details: dict[str, Any]) -> None:
+            await self.store.record(deployment_id, BOT, action, details)
+
+        return StepContext(
+            deployment_id=d.id,
+            version=d.version,
+            target=self.settings.target(d.service, d.env),
+            cloud=self.cloud,
+            clock=self.clock,
+            data=data,
+            report=report,
+            progress=progress,
+            checkpoint=checkpoint,
+            save=save,
+            record=record,
+        )
+
+    async def transition(
+        self,
+        d: Deployment,
+        action: str,
+        *,
+        outcome: str | None = None,
+        details: dict[str, Any] | None = None,
+        level: str = "info",
+        text: str = "",
+    ) -> Deployment:
+        d = await self.store.transition(d.id, action, BOT, details=details, outcome=outcome)
+        await self.emit(Notice(d, "update", text or outcome or "", level))
+        return d
+
+    async def _run(self, deployment_id: int) -> None:
+        try:
+            d = await self.store.get(deployment_id)
+            if d.state in BEFORE_START:
+                d = await self.transition(d, "start")
+            # the context is built from the row as it started (its version is the last amendment's)
+            ctx = self._context(d, dict(d.context))
+            self.run_of(deployment_id).context = ctx
+            if d.state in (State.RUNNING, State.PAUSED):
+                d = await self._forward(d, ctx)
+            if d.state == State.ROLLING_BACK:
+                await self._rollback(d, ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Outside any step (a corrupt plan, a store error): never leave it silently "running" with the
+            # lock held. Fail it on the record, loudly, and tell people to look at the service.
+            log.exception("deployment #%s stopped: %s", deployment_id, exc)
+            await self._fail_outside_a_step(deployment_id, exc)
+
+    async def _fail_outside_a_step(self, deployment_id: int, exc: Exception) -> None:
+        try:
+            d = await self.store.get(deployment_id)
+            if not d.state.terminal:
+                await self.transition(
+                    d,
+                    "fail",
+                    level="critical",
+                    outcome=(
+                        f"internal error ({type(exc).__name__}) stopped the deployment at step "
+                        f"{d.step_index + 1}; check {d.service} in {d.env} by hand — the bot's log has details"
+                    ),
+                )
+        except Exception:
+            log.exception("deployment #%s: could not record the failure either", deployment_id)
+
+    async def _forward(self, d: Deployment, ctx: StepContext) -> Deployment:
+        steps = [step_from_dict(s) for s in d.plan]
+        try:
+            for index in range(d.step_index, len(steps)):
+                step = steps[index]
+                ctx.index = index
+                while True:
+                    await ctx.checkpoint()
+                    await self.store.save_progress(
+                        d.id,
+                        context=ctx.data,
+                        event=(
+                            BOT,
+                            "step_started",
+                            {"index": index, "step": step.kind, "description": step.describe()},
+                        ),
+                    )
+                    await self.emit(Notice(await self.store.get(d.id), "progress", step.describe()))
+                    try:
+                        await step.run(ctx)
+                        break
+                    except NeedsHuman as ask:
+                        await self._ask_a_human(d, ctx, str(ask))
+                if index == 0 and ctx.data.get("previous_version"):
+                    version = d.version or ctx.data["previous_version"]
+                    await self.store.save_progress(
+                        d.id, version=version, previous_version=ctx.data["previous_version"]
+                    )
+                    ctx.version = version
+                d = await self.store.save_progress(
+                    d.id,
+                    step_index=index + 1,
+                    context=ctx.data,
+                    event=(BOT, "step_finished", {"index": index, "step": step.kind}),
+                )
+            return await self.transition(d, "succeed", outcome=f"{d.service} {d.version} is live in {d.env}")
+        except Exception as exc:
+            return await self._after_failed_step(d, ctx, exc)
+
+    async def _after_failed_step(self, d: Deployment, ctx: StepContext, exc: Exception) -> Deployment:
+        reason = failure_reason(exc, d.id)
+        await self.store.save_progress(d.id, context=ctx.data)
+        d = await self.store.get(d.id)
+        if not ctx.data.get("changed"):
+            return await self.transition(
+                d, "fail", outcome=f"{reason} (nothing was changed)", level="critical"
+            )
+        return await self.transition(
+            d,
+            "rollback",
+            outcome=reason,
+            details={"reason": reason},
+            level="critical",
+            text=f"Rolling back: {reason}",
+        )
+
+    async def _ask_a_human(self, d: Deployment, ctx: StepContext, question: str) -> None:
+        """Pause (on the record, with the question) and wait until someone promotes, resumes or aborts."""
+        await self.store.save_progress(d.id, context=ctx.data)
+        current = await self.store.get(d.id)
+        if current.state == State.RUNNING:
+            self.run_of(d.id).gate.clear()
+            paused = await self.store.transition(d.id, "pause", BOT, details={"reason": question})
+            await self.emit(Notice(paused, "update", f":raised_hand: Paused: {question}", "warning"))
+        await ctx.checkpoint()
+        # promote/resume wrote the context through the store; the running copy is the same dict
+        promoted = (await self.store.get(d.id)).context.get("promoted", [])
+        ctx.data["promoted"] = sorted(set(ctx.data.get("promoted", [])) | set(promoted))
+
+    async def _rollback(self, d: Deployment, ctx: StepContext) -> Deployment:
+        why = d.outcome or "rollback requested"
+        if not ctx.data.get("changed"):
+            return await self.transition(d, "finish_rollback", outcome=f"{why}; nothing had changed yet")
+        steps = rollback_plan(d.strategy, ctx.target)
+        try:
+            for index in range(int(ctx.data.get("rollback_index", 0)), len(steps)):
+                step = steps[index]
+                await self.store.save_progress(
+                    d.id,
+                    context=ctx.data,
+                    event=(BOT, "rollback_step_started", {"index": index, "step": step.kind}),
+                )
+                await self.emit(
+                    Notice(await self.store.get(d.id), "progress", "Rollback: " + step.describe())
+                )
+                await step.run(ctx)
+                ctx.data["rollback_index"] = index + 1
+                await self.store.save_progress(
+                    d.id,
+                    context=ctx.data,
+                    event=(BOT, "rollback_step_finished", {"index": index, "step": step.kind}),
+                )
+        except Exception as exc:
+            return await self.transition(
+                d,
+                "fail",
+                outcome=f"rollback failed: {failure_reason(exc, d.id)} (after: {why})",
+                level="critical",
+            )
+        back_to = ctx.data.get("previous_version", "the previous version")
+        return await self.transition(d, "finish_rollback", outcome=f"{why}; back on {back_to}", level="info")
+
+
+def failure_reason(exc: Exception, deployment_id: int) -> str:
+    """Why a step failed, in words for people. Anything but a StepFailed or CloudError is a bug: logged."""
+    if isinstance(exc, StepFailed | CloudError):
+        return str(exc)
+    log.error("deployment #%s: unexpected error in a step", deployment_id, exc_info=exc)
+    return f"internal error ({type(exc).__name__}); the bot's log has the details"
