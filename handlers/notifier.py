@@ -33,6 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.store.aio import AsyncStore
 from bot.app.notices import Notice
+from bot.app.plan_time import plan_minimum_seconds
 from bot.clock import Clock
 from bot.domain import alerts as policy
 from bot.domain.alerts import CRITICAL, INFO, WARNING, AlertConfig
@@ -833,10 +834,10 @@ class SlackNotifier:
             elif d.state == State.RUNNING and self.alerts.slow_rollout_seconds is not None:
                 starts = [e for e in await self.store.events(d.id) if e.action == "start"]
                 since = _epoch(starts[-1].at) if starts else _epoch(d.created_at)
-                if policy.rollout_overdue(since, now, d.plan, self.alerts):
+                if policy.rollout_overdue(since, now, plan_minimum_seconds(d.plan), self.alerts):
                     text = (
                         f"{d.ref} has been running for {slack_ui.span(now - since)}; its plan takes at least "
-                        f"{slack_ui.span(policy.plan_minimum_seconds(d.plan))}. Is the rollout stuck?"
+                        f"{slack_ui.span(plan_minimum_seconds(d.plan))}. Is the rollout stuck?"
                     )
                     await self._timer_warning(d, "slow_rollout", text)
 

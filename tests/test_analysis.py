@@ -15,9 +15,10 @@ from bot.app.measure import measure, run_analysis
 from bot.clock import ManualClock
 from bot.cloud import Cloud, CloudError
 from bot.cloud.metrics import GroupMetrics, alarms_in_alarm, alb_dimensions, target_group_metrics
+from bot.config.analysis import from_toml
 from bot.config.model import AwsSettings
 from bot.config.tables import ConfigError
-from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, error_measurement, from_toml, judge
+from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, error_measurement, judge
 from bot.sandbox.aws import DEFAULT_RPM, AwsWorld
 
 CONFIG = AnalysisConfig()

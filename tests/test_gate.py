@@ -188,8 +188,8 @@ def test_check_config_says_which_actions_the_deploy_role_covers(tmp_path):
     import subprocess
     import sys
 
-    from bot.__main__ import access_report
     from bot.config.load import load_settings
+    from bot.config.report import access_report
     from tests.conftest import CONFIG
 
     shipped = subprocess.run(

@@ -19,6 +19,7 @@ from bot.cloud import Cloud
 from bot.config.model import AwsSettings
 from bot.config.tables import ConfigError
 from bot.config.timing import parse_freezes, parse_windows
+from bot.domain.when import parse_when
 from bot.domain.windows import (
     Freeze,
     Window,
@@ -28,7 +29,6 @@ from bot.domain.windows import (
     next_allowed,
     next_window_start,
     overdue,
-    parse_when,
     window_at,
 )
 from bot.sandbox.aws import AwsWorld

@@ -19,6 +19,7 @@ from bot.config.model import Settings, Target
 from bot.domain.errors import Refused
 from bot.domain.machine import State
 from bot.domain.model import Deployment
+from bot.domain.when import parse_when
 from bot.domain.windows import (
     Freeze,
     Window,
@@ -28,7 +29,6 @@ from bot.domain.windows import (
     format_when,
     next_allowed,
     overdue,
-    parse_when,
     window_at,
 )
 from bot.mrkdwn import code, text

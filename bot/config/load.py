@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bot.config.analysis import from_toml as analysis_from_toml
 from bot.config.model import (
     STRATEGIES,
-    AlertRouting,
     AwsSettings,
     DeploymentConfiguration,
     Environment,
@@ -21,10 +21,9 @@ from bot.config.model import (
     Settings,
     SmokeCheck,
 )
-from bot.config.policy import parse_policy, parse_roles
+from bot.config.policy import alerts_from_table, parse_policy, parse_roles
 from bot.config.tables import ConfigError, _show, _Table
 from bot.config.timing import parse_freezes, parse_windows
-from bot.domain.analysis import AnalysisConfig
 from bot.domain.checklist import Roles
 
 DEFAULT_CONFIG = Path("config/deploybot.toml")
@@ -140,7 +139,7 @@ def _environment(
         canary_steps=_canary_steps(t, "canary_steps", [5, 25, 50, 100]),
         step_bake_seconds=float(t.get("step_bake_seconds", _NUMBER, 60, **_SECONDS)),
         keep_warm_seconds=float(t.get("keep_warm_seconds", _NUMBER, 300, **_SECONDS)),
-        analysis=AnalysisConfig.from_toml(t.table("analysis").data, path, t.key("analysis")),
+        analysis=analysis_from_toml(t.table("analysis").data, path, t.key("analysis")),
         smoke_checks=_smoke_checks(path, t, os.environ if env is None else env),
         policy=policy,
         windows=windows,
@@ -245,7 +244,7 @@ def parse_settings(
         max_attempts=aws_t.get("max_attempts", int, 5, lambda v: 1 <= v <= 20, "an integer 1..20"),
     )
     aws_t.finish()
-    alerts = AlertRouting.from_table(alerts_t, deploy_channel, list(environments))
+    alerts = alerts_from_table(alerts_t, deploy_channel, list(environments))
     alerts_t.finish()
     root.finish()
     environments = {

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bot.config.tables import ConfigError, _Table
+from bot.domain.alerts import (
+    CRITICAL,
+    INFO,
+    PAGERDUTY_EVENTS_URL,
+    WARNING,
+    AlertConfig,
+    PagerDutyConfig,
+    Routes,
+)
+from bot.domain.suggest import did_you_mean
 
 if TYPE_CHECKING:
     pass
@@ -148,3 +158,79 @@ def _known_role(path: str, key: str, role: str, roles: Roles) -> None:
     if role not in roles.users:
         known = ", ".join(sorted(roles.users)) or "none defined: add [roles.NAME]"
         raise ConfigError(path, key, f"unknown role {role!r} (roles: {known})")
+
+
+# ------------------------------------------------------------------------------------------- [alerts]
+
+
+def parse_alerts(
+    raw: Mapping[str, Any],
+    path: str = "<config>",
+    deploy_channel: str = "deploys",
+    environments: Collection[str] = (),
+    prefix: str = "alerts",
+) -> AlertConfig:
+    """Read an [alerts] table on its own (tests, tools); unknown keys raise ConfigError."""
+    t = _Table(path, prefix, dict(raw))
+    config = alerts_from_table(t, deploy_channel, environments)
+    t.finish()
+    return config
+
+
+def alerts_from_table(
+    t: _Table, deploy_channel: str = "deploys", environments: Collection[str] = ()
+) -> AlertConfig:
+    """Read [alerts] from a config table (marking its keys; the caller calls t.finish())."""
+    envs_t = t.table("environments")
+    routes = {}
+    for name in envs_t.data:
+        if environments and name not in environments:
+            hint = did_you_mean(name, environments)
+            raise ConfigError(t.path, envs_t.key(name), f"no such environment{hint}")
+        e = envs_t.table(name, default_empty=False)
+        routes[name] = Routes(
+            critical=_channels(e, CRITICAL, None),
+            warning=_channels(e, WARNING, None),
+            info=_channels(e, INFO, None),
+        )
+        e.finish()
+    envs_t.finish()
+    pd_t = t.table("pagerduty")
+    pagerduty = PagerDutyConfig(
+        enabled=pd_t.get("enabled", bool, False),
+        url=pd_t.get("url", str, PAGERDUTY_EVENTS_URL, _is_url, "an http(s) URL"),
+        routing_key_env=pd_t.get(
+            "routing_key_env",
+            str,
+            "PAGERDUTY_ROUTING_KEY",
+            _ENV_NAME.match,
+            "an environment variable name",
+        ),
+        timeout_seconds=float(pd_t.get("timeout_seconds", _NUMBER, 10, lambda v: v > 0, "seconds > 0")),
+    )
+    pd_t.finish()
+    oncall = t.get("oncall", (str, bool), "oncall", lambda v: v is not True, "a group handle, or false")
+    return AlertConfig(
+        critical=_channels(t, CRITICAL, ("incidents",)) or (),
+        warning=_channels(t, WARNING, (deploy_channel,)) or (),
+        info=_channels(t, INFO, ()) or (),
+        environments=routes,
+        oncall=(oncall.strip().lstrip("@") or None) if isinstance(oncall, str) else None,
+        escalate_after_seconds=float(
+            t.get("escalate_after_seconds", _NUMBER, 600, lambda v: v > 0, "a number of seconds > 0")
+        ),
+        escalation_rounds=t.get("escalation_rounds", int, 3, lambda v: 0 <= v <= 20, "an integer 0..20"),
+        escalate_to=tuple(
+            t.get(
+                "escalate_to",
+                list,
+                [],
+                lambda v: all(isinstance(x, str) and x.strip() for x in v),
+                'a list of user groups or users, e.g. ["oncall-secondary", "@dave"]',
+            )
+        ),
+        escalate_resolved=t.get("escalate_resolved", bool, True),
+        approval_warning_seconds=_optional_seconds(t, "approval_warning_seconds", 1800),
+        slow_rollout_seconds=_optional_seconds(t, "slow_rollout_seconds", 1800),
+        pagerduty=pagerduty,
+    )

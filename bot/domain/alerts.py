@@ -4,17 +4,11 @@ Parsed from the config's [alerts] table; pure, no I/O (handlers/notifier.py does
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from bot.config.tables import ConfigError, _Table
 from bot.domain.machine import BEFORE_START, State
-
-if TYPE_CHECKING:
-    from bot.domain.model import Deployment
-from bot.config.policy import _ENV_NAME, _NUMBER, _channels, _is_url, _optional_seconds
+from bot.domain.model import Deployment
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY = {INFO: 0, WARNING: 1, CRITICAL: 2}
@@ -149,80 +143,6 @@ class AlertConfig:
         following = due + self.escalate_after_seconds
         return following if following > now else now + self.escalate_after_seconds
 
-    @classmethod
-    def parse(
-        cls,
-        raw: Mapping[str, Any],
-        path: str = "<config>",
-        deploy_channel: str = "deploys",
-        environments: Collection[str] = (),
-        prefix: str = "alerts",
-    ) -> AlertConfig:
-        t = _Table(path, prefix, dict(raw))
-        config = cls.from_table(t, deploy_channel, environments)
-        t.finish()
-        return config
-
-    @classmethod
-    def from_table(
-        cls, t: _Table, deploy_channel: str = "deploys", environments: Collection[str] = ()
-    ) -> AlertConfig:
-        """Read [alerts] from a config table (marking its keys; the caller calls t.finish())."""
-        envs_t = t.table("environments")
-        routes = {}
-        for name in envs_t.data:
-            if environments and name not in environments:
-                near = difflib.get_close_matches(name, list(environments), n=1, cutoff=0.5)
-                hint = f' (did you mean "{near[0]}"?)' if near else ""
-                raise ConfigError(t.path, envs_t.key(name), f"no such environment{hint}")
-            e = envs_t.table(name, default_empty=False)
-            routes[name] = Routes(
-                critical=_channels(e, CRITICAL, None),
-                warning=_channels(e, WARNING, None),
-                info=_channels(e, INFO, None),
-            )
-            e.finish()
-        envs_t.finish()
-        pd_t = t.table("pagerduty")
-        pagerduty = PagerDutyConfig(
-            enabled=pd_t.get("enabled", bool, False),
-            url=pd_t.get("url", str, PAGERDUTY_EVENTS_URL, _is_url, "an http(s) URL"),
-            routing_key_env=pd_t.get(
-                "routing_key_env",
-                str,
-                "PAGERDUTY_ROUTING_KEY",
-                _ENV_NAME.match,
-                "an environment variable name",
-            ),
-            timeout_seconds=float(pd_t.get("timeout_seconds", _NUMBER, 10, lambda v: v > 0, "seconds > 0")),
-        )
-        pd_t.finish()
-        oncall = t.get("oncall", (str, bool), "oncall", lambda v: v is not True, "a group handle, or false")
-        return cls(
-            critical=_channels(t, CRITICAL, ("incidents",)) or (),
-            warning=_channels(t, WARNING, (deploy_channel,)) or (),
-            info=_channels(t, INFO, ()) or (),
-            environments=routes,
-            oncall=(oncall.strip().lstrip("@") or None) if isinstance(oncall, str) else None,
-            escalate_after_seconds=float(
-                t.get("escalate_after_seconds", _NUMBER, 600, lambda v: v > 0, "a number of seconds > 0")
-            ),
-            escalation_rounds=t.get("escalation_rounds", int, 3, lambda v: 0 <= v <= 20, "an integer 0..20"),
-            escalate_to=tuple(
-                t.get(
-                    "escalate_to",
-                    list,
-                    [],
-                    lambda v: all(isinstance(x, str) and x.strip() for x in v),
-                    'a list of user groups or users, e.g. ["oncall-secondary", "@dave"]',
-                )
-            ),
-            escalate_resolved=t.get("escalate_resolved", bool, True),
-            approval_warning_seconds=_optional_seconds(t, "approval_warning_seconds", 1800),
-            slow_rollout_seconds=_optional_seconds(t, "slow_rollout_seconds", 1800),
-            pagerduty=pagerduty,
-        )
-
 
 def pagerduty_dedup_key(deployment_id: int) -> str:
     """One PagerDuty incident per deployment."""
@@ -232,24 +152,12 @@ def pagerduty_dedup_key(deployment_id: int) -> str:
 # ------------------------------------------------------------------------------------- timer warnings
 
 
-def plan_minimum_seconds(plan: list[dict[str, Any]]) -> float:
-    """The least time a plan can take (its bakes and waits), for telling a slow rollout."""
-    from bot.strategies import step_from_dict  # the strategies import settings, which import this module
-
-    total = 0.0
-    for raw in plan:
-        try:
-            total += step_from_dict(raw).min_seconds()
-        except Exception:  # a step this version does not know: count it as instant
-            continue
-    return total
-
-
 def approval_overdue(waiting_since: float, now: float, config: AlertConfig) -> bool:
     limit = config.approval_warning_seconds
     return limit is not None and now - waiting_since >= limit
 
 
-def rollout_overdue(started: float, now: float, plan: list[dict[str, Any]], config: AlertConfig) -> bool:
+def rollout_overdue(started: float, now: float, minimum_seconds: float, config: AlertConfig) -> bool:
+    """Running `slow_rollout_seconds` past the least time its plan can take (`minimum_seconds`)."""
     limit = config.slow_rollout_seconds
-    return limit is not None and now - started >= plan_minimum_seconds(plan) + limit
+    return limit is not None and now - started >= minimum_seconds + limit

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,9 +26,6 @@ _DAY_ALIASES = {
     "weekends": frozenset({5, 6}),
     "weekend": frozenset({5, 6}),
 }
-_WHEN_EXAMPLES = (
-    '"2026-12-01 02:00 Europe/Berlin", "2026-12-01T02:00Z", "tomorrow 02:00", "02:00 UTC" or "+2h"'
-)
 
 
 # ------------------------------------------------------------------------------------------- time zones
@@ -254,118 +250,6 @@ def active_freeze(freezes: Iterable[Freeze], env: str, at: datetime) -> Freeze |
     return max(active, key=lambda f: f.end) if active else None
 
 
-# ------------------------------------------------------------------------------------------ --at parsing
-
-_RELATIVE = re.compile(r"^(?:\+\s*|in\s+)((?:\d+\s*[a-z]+\s*)+)$")
-_UNITS = {
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
-    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
-    **dict.fromkeys(("d", "day", "days"), 86400),
-}
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-
-
-def _bad(text: str, problem: str) -> ValueError:
-    return ValueError(f'cannot read "{text}" as a time: {problem}; write e.g. {_WHEN_EXAMPLES}')
-
-
-def _local(day: date, clock: time, tz: ZoneInfo, text: str) -> datetime:
-    """A wall time in tz, refusing one that the clocks skip (DST gap)."""
-    at = datetime.combine(day, clock, tzinfo=tz)
-    if at.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != at.replace(tzinfo=None):
-        raise ValueError(
-            f'"{text}": {clock:%H:%M} does not exist in {tz.key} on {day.isoformat()} '
-            f"(the clocks go forward then); pick a time after the change"
-        )
-    return at.astimezone(UTC)
-
-
-def parse_when(text: str, *, now: datetime, default_tz: str = "UTC") -> datetime:
-    """A time given by a person (`--at`, `freeze ... until`) as an aware UTC datetime.
-
-    Accepts "2026-12-01 02:00 Europe/Berlin", "2026-12-01T02:00Z", "2026-12-01T02:00:00+01:00",
-    "2026-12-01" (midnight), "tomorrow 02:00 [TZ]", "today 02:00 [TZ]", "02:00 [TZ]" (the next 02:00),
-    "+2h", "+30m", "+1h30m", "in 2h", "in 90 minutes". A zone-less time is in `default_tz`. Raises
-    ValueError saying what was wrong (with examples), or that the time is in the past."""
-    now = _aware(now, "now")
-    original = " ".join(text.split())
-    cleaned = original.strip("\"'“”‘’ ")
-    if not cleaned:
-        raise _bad(original, "it is empty")
-    lowered = cleaned.lower()
-
-    m = _RELATIVE.match(lowered)
-    if m:
-        seconds = 0
-        for amount, unit in re.findall(r"(\d+)\s*([a-z]+)", m.group(1)):
-            if unit not in _UNITS:
-                raise _bad(cleaned, f'unknown unit "{unit}" (use m, h or d)')
-            seconds += int(amount) * _UNITS[unit]
-        return now + timedelta(seconds=seconds)
-
-    words = cleaned.split(" ")
-    tz = zone(default_tz)
-    explicit_tz = False
-    last = words[-1]
-    if len(words) > 1 and not _CLOCK.match(last) and not _DATE.match(last):
-        try:
-            tz = zone(last)
-        except ValueError as exc:
-            if "/" in last:  # meant as a zone name: say which one is close
-                raise _bad(cleaned, str(exc)) from None
-            raise _bad(cleaned, f'"{last}" is neither a time of day nor a time zone') from None
-        explicit_tz = True
-        words = words[:-1]
-
-    at: datetime | None = None
-    if len(words) == 1 and "t" in words[0].lower() and words[0][:4].isdigit():
-        try:
-            parsed = datetime.fromisoformat(words[0].upper())
-        except ValueError:
-            raise _bad(cleaned, f'"{words[0]}" is not an ISO 8601 date-time') from None
-        if parsed.tzinfo is not None and explicit_tz:
-            raise _bad(cleaned, "it gives both a UTC offset and a time zone")
-        if parsed.tzinfo is None:
-            at = _local(parsed.date(), parsed.time(), tz, cleaned)
-        else:
-            at = parsed.astimezone(UTC)
-    else:
-        day_word, clock_word = (words[0], words[1]) if len(words) == 2 else (None, words[0])
-        if len(words) > 2:
-            raise _bad(cleaned, "too many words")
-        if day_word is None and _DATE.match(clock_word):
-            day_word, clock_word = clock_word, "00:00"
-        cm = _CLOCK.match(clock_word)
-        if not cm:
-            raise _bad(cleaned, f'"{clock_word}" is not a time of day (HH:MM)')
-        hour, minute, second = int(cm.group(1)), int(cm.group(2)), int(cm.group(3) or 0)
-        if hour > 23 or minute > 59 or second > 59:
-            raise _bad(cleaned, f'"{clock_word}" is not a time of day (00:00..23:59)')
-        clock = time(hour, minute, second)
-        today = now.astimezone(tz).date()
-        if day_word is None:
-            at = _local(today, clock, tz, cleaned)
-            if at <= now:
-                at = _local(today + timedelta(days=1), clock, tz, cleaned)
-        elif day_word.lower() in ("today", "tomorrow"):
-            day = today + timedelta(days=1 if day_word.lower() == "tomorrow" else 0)
-            at = _local(day, clock, tz, cleaned)
-        elif _DATE.match(day_word):
-            try:
-                day = date.fromisoformat(day_word)
-            except ValueError:
-                raise _bad(cleaned, f'"{day_word}" is not a date') from None
-            at = _local(day, clock, tz, cleaned)
-        else:
-            raise _bad(cleaned, f'"{day_word}" is not a date (YYYY-MM-DD), "today" or "tomorrow"')
-    if at < now:
-        raise ValueError(
-            f'"{cleaned}" is {format_when(at, tz)}, which is in the past (now: {format_when(now, tz)})'
-        )
-    return at
-
-
 # ---------------------------------------------------------------------------------------------- policy
 
 
@@ -495,8 +379,6 @@ def _ago(seconds: float) -> str:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
-
-# ------------------------------------------------------------------------------------------- scheduler
 
 Callback = Callable[[str], Awaitable[None]]
 MissedCallback = Callable[[str, float], Awaitable[None]]

@@ -10,12 +10,23 @@ import os
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bot.sandbox.render import Directory, change_line, mrkdwn, render_message
 
-if TYPE_CHECKING:
-    from bot.sandbox.run import Sandbox
+
+class Sandbox(Protocol):
+    """What the console uses of bot.sandbox.run.Sandbox (a protocol, so the two modules import one way)."""
+
+    slack: Any
+    clock: Any
+    world: Any
+    bot: Any
+
+    def info(self) -> dict[str, Any]: ...
+
+    async def start_bot(self) -> str: ...
+
 
 HELP = """Commands:
   /deploy ... | /promote ... | /rollback ...   send a slash command as the current user

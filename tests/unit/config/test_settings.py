@@ -11,7 +11,7 @@ from bot.config.load import load_settings, parse_settings
 from bot.config.model import Secrets
 from bot.config.tables import ConfigError
 
-EXAMPLE = Path(__file__).parent.parent / "config" / "deploybot.toml"
+EXAMPLE = Path(__file__).parents[3] / "config" / "deploybot.toml"
 
 
 def example() -> dict:

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.adapters.store.sqlite import Store
+from bot.app.plan_time import plan_minimum_seconds
 from bot.clock import ManualClock
 from bot.config.load import parse_settings
+from bot.config.policy import parse_alerts
 from bot.config.tables import ConfigError
 from bot.domain.alerts import (
     CRITICAL,
@@ -25,7 +27,7 @@ from bot.domain.alerts import (
 )
 from bot.domain.machine import State
 
-EXAMPLE = Path(__file__).parent.parent / "config" / "deploybot.toml"
+EXAMPLE = Path(__file__).parents[3] / "config" / "deploybot.toml"
 
 
 # ------------------------------------------------------------------------------------------ levels
@@ -132,7 +134,7 @@ def test_example_config_s_alerts_section_parses():
 
 
 def test_per_environment_routes_override_only_their_levels():
-    alerts = AlertConfig.parse(
+    alerts = parse_alerts(
         {
             "critical": ["#incidents"],
             "warning": ["deploys"],
@@ -166,7 +168,7 @@ def test_per_environment_routes_override_only_their_levels():
 )  # fmt: skip
 def test_bad_alerts_config_names_the_key_and_the_value(raw, expected):
     with pytest.raises(ConfigError) as err:
-        AlertConfig.parse(raw, "conf.toml", environments=["staging", "production"])
+        parse_alerts(raw, "conf.toml", environments=["staging", "production"])
     assert str(err.value).startswith("conf.toml: ") and expected in str(err.value), str(err.value)
 
 
@@ -178,16 +180,16 @@ def test_bad_alerts_config_is_caught_by_the_whole_settings_parse():
 
 
 def test_oncall_false_means_no_mention_and_escalations_mention_the_configured_targets():
-    assert AlertConfig.parse({"oncall": False}).oncall is None
-    assert AlertConfig.parse({"oncall": "@carol"}).oncall == "carol"
-    targets = AlertConfig.parse({"escalate_to": ["@dave", "release-managers"]})
+    assert parse_alerts({"oncall": False}).oncall is None
+    assert parse_alerts({"oncall": "@carol"}).oncall == "carol"
+    targets = parse_alerts({"escalate_to": ["@dave", "release-managers"]})
     assert [targets.escalation_target(r) for r in (1, 2, 3)] == [
         "@dave",
         "release-managers",
         "release-managers",
     ]
-    assert AlertConfig.parse({}).escalation_target(1) == "oncall"  # none configured: on-call again
-    assert AlertConfig.parse({"oncall": False}).escalation_target(1) is None
+    assert parse_alerts({}).escalation_target(1) == "oncall"  # none configured: on-call again
+    assert parse_alerts({"oncall": False}).escalation_target(1) is None
 
 
 # ---------------------------------------------------------------------------------------- schedule
@@ -213,8 +215,8 @@ def test_timer_warnings_thresholds():
     assert not approval_overdue(1000.0, 1599.0, c) and approval_overdue(1000.0, 1600.0, c)
     assert not approval_overdue(0.0, 10**9, AlertConfig(approval_warning_seconds=None))
     plan = [{"kind": "analyze", "seconds": 300.0, "label": "canary 5%"}]
-    assert not rollout_overdue(0.0, 1199.0, plan, c)  # the plan's 300 s plus 900 s
-    assert rollout_overdue(0.0, 1200.0, plan, c)
+    assert not rollout_overdue(0.0, 1199.0, plan_minimum_seconds(plan), c)  # the plan's 300 s plus 900 s
+    assert rollout_overdue(0.0, 1200.0, plan_minimum_seconds(plan), c)
 
 
 def test_pagerduty_dedup_key_is_one_per_deployment():

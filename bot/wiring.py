@@ -1,0 +1,158 @@
+"""The one composition root: it builds the store, the cloud, the engine and the Slack app from the config
+and runs them. The only module of bot/ that knows handlers/ (tests/test_architecture.py keeps it so)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapters.pagerduty import PagerDuty
+from bot.adapters.store.aio import AsyncStore
+from bot.adapters.store.sqlite import Store
+from bot.app.engine import Engine
+from bot.clock import Clock, ScaledClock
+from bot.cloud import Cloud
+from bot.config.load import load_settings
+from bot.config.model import Settings
+from bot.logs import setup_logging
+from bot.usage import UsageError, db_default
+from handlers.app import build_app, web_app
+from handlers.listeners.events import HomeTab
+from handlers.notifier import SlackNotifier, add_retry_handlers
+
+log = logging.getLogger("deploybot")
+
+
+def _exit_with_parent() -> None:
+    """A sandbox's bot dies with the sandbox: when the process that started it names itself in
+    DEPLOYBOT_PARENT_PID, the kernel sends SIGTERM here if that parent dies, even by SIGKILL (Linux)."""
+    parent = os.environ.get("DEPLOYBOT_PARENT_PID", "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Build every piece from the config and run until SIGTERM/SIGINT: the store, the cloud, the engine,
+    the Slack app and its notifier, behind HTTP or Socket Mode."""
+
+    _exit_with_parent()
+    # The store and boto3 each run on a thread of their own; under a burst of requests the event loop holds
+    # the GIL and a thread waits out the whole switch interval (5 ms) at each hop. 1 ms keeps hops short.
+    sys.setswitchinterval(0.001)
+    settings = load_settings(args.config)
+    paging = settings.alerts.pagerduty
+    pagerduty_key = os.environ.get(paging.routing_key_env, "") if paging.enabled else ""
+    setup_logging([*settings.secrets.values(), pagerduty_key], os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"))
+    if paging.enabled and not pagerduty_key:
+        raise UsageError(
+            f"deploybot serve: [alerts.pagerduty] is enabled: set {paging.routing_key_env} in the environment"
+        )
+    _require_secrets(settings, args.socket_mode)
+    clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
+    db_path = args.db or db_default()
+    store = AsyncStore(Store(db_path, clock))
+    engine = Engine(settings, store, Cloud(settings.aws), clock)
+    base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
+    client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
+    pagerduty = (
+        PagerDuty(pagerduty_key, paging.url, timeout_seconds=paging.timeout_seconds)
+        if paging.enabled
+        else None
+    )
+    notifier = SlackNotifier(client, store, settings.alerts, clock=clock, pagerduty=pagerduty)
+    home = HomeTab(client, store, clock, live=notifier.live)
+    notifier.on_change = home.changed
+    engine.subscribe(notifier)
+    app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    runner = None
+    socket_handler = None
+    if args.socket_mode:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        socket_handler = AsyncSocketModeHandler(app, settings.secrets.app_token)
+        await socket_handler.connect_async()
+        _ready({"socket_mode": True, "db": db_path}, clock)
+    else:
+        http_app = web_app(app, store, settings.secrets.signing_secret, path="/slack/events")
+
+        async def healthz(_request: web.Request) -> web.Response:
+            return web.json_response({"ok": True, "active": len(await store.active())})
+
+        http_app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(http_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+        _ready({"listening": f"http://{host}:{port}", "db": db_path}, clock)
+    log.info(
+        "deploybot serving (%s) with config %s, database %s",
+        "socket mode" if args.socket_mode else "HTTP",
+        settings.path,
+        db_path,
+    )
+    await notifier.start()  # alert timers rebuilt from the store before anything else is said
+    engine.start_scheduler()
+    await engine.resume_in_flight()
+    await stop.wait()
+    log.info("shutting down: in-flight deployments stay recorded and resume at the next start")
+    if runner is not None:
+        await runner.cleanup()
+    if socket_handler is not None:
+        await socket_handler.close_async()
+    await engine.shutdown()
+    await notifier.drain()
+    await home.close()
+    if pagerduty is not None:
+        await pagerduty.close()
+    store.close()
+    return 0
+
+
+def _require_secrets(settings: Settings, socket_mode: bool) -> None:
+    missing = [
+        name
+        for name, value in (
+            ("SLACK_BOT_TOKEN", settings.secrets.bot_token),
+            ("SLACK_SIGNING_SECRET", settings.secrets.signing_secret),
+            ("SLACK_APP_TOKEN", settings.secrets.app_token if socket_mode else "x"),
+        )
+        if not value
+    ]
+    if missing:
+        raise UsageError(
+            f"deploybot serve: set {', '.join(missing)} in the environment "
+            f"(see README: connecting a real Slack workspace)"
+        )
+
+
+def _ready(info: dict[str, Any], clock: Clock | None = None) -> None:
+    """The one line a parent process waits for. A clock held at its start (the sandbox pins it so the
+    boot eats no virtual time) begins now, and the line tells the parent from which wall instant."""
+    if isinstance(clock, ScaledClock):
+        if clock.held:
+            clock.begin()
+        info = {**info, "clock": clock.spec()}
+    print(json.dumps({"ready": True, **info}), flush=True)
