@@ -23,7 +23,7 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import mrkdwn
+from bot.domain import mrkdwn
 from bot.clock import Clock
 from bot.cloud import Cloud
 from bot.cloud.metrics import metric_series

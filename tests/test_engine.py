@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from bot import commands as cmds
+from bot.domain import commands as cmds
 from bot.clock import ScaledClock
 from bot.cloud import Cloud
 from bot.engine import Engine, Notice, Refused

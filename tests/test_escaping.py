@@ -1,4 +1,4 @@
-"""The escaping helpers (bot.mrkdwn, re-exported by bot.slack_ui) and the builders fed hostile text, plus the
+"""The escaping helpers (bot.domain.mrkdwn, re-exported by bot.slack_ui) and the builders fed hostile text, plus the
 wording issue 9 asks for: no user text becomes Slack markup, and every answer reads true."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot import commands as cmds
+from bot.domain import commands as cmds
 from bot import slack_ui
 from bot.analysis import Analysis, AnalysisConfig, Measurement, judge, passed_text
 from bot.cloud.metrics import GroupMetrics
 from bot.engine import ACTION_WORDS, DONE_WORDS
 from bot.home import home_view
 from bot.machine import State
-from bot.mrkdwn import BACKTICK_LOOKALIKE, code, plain, text
+from bot.domain.mrkdwn import BACKTICK_LOOKALIKE, code, plain, text
 from bot.schedule import Freeze, format_when
 from bot.store import Deployment, Event, LockInfo
 

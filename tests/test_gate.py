@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from bot import commands as cmds
+from bot.domain import commands as cmds
 from bot import slack_ui
 from bot.checklist import ApprovalPolicy, Item, Policy
 from bot.engine import Forbidden, Refused, compare_versions

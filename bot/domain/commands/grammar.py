@@ -9,7 +9,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from bot.mrkdwn import BACKTICK_LOOKALIKE
+from bot.domain.mrkdwn import BACKTICK_LOOKALIKE
 
 MAX_LENGTH = 1000
 COMMANDS = ("/deploy", "/promote", "/rollback")
