@@ -86,9 +86,9 @@ os.environ.update(
 
 import boto3  # noqa: E402
 
-from bot.domain import commands as cmds  # noqa: E402
 from bot.clock import ScaledClock  # noqa: E402
 from bot.cloud import Cloud  # noqa: E402
+from bot.domain import commands as cmds  # noqa: E402
 from bot.engine import Engine, Notice  # noqa: E402
 from bot.machine import State  # noqa: E402
 from bot.sandbox.aws import REGION, SLOTS, AwsWorld  # noqa: E402

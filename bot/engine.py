@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.domain import commands as cmds
 from bot.clock import Clock
 from bot.cloud import Cloud, CloudError
-from bot.machine import BEFORE_START, IllegalTransition, State
+from bot.domain import commands as cmds
 from bot.domain.mrkdwn import code, text
+from bot.machine import BEFORE_START, IllegalTransition, State
 from bot.schedule import (
     Freeze,
     Scheduler,

@@ -23,11 +23,11 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.domain import mrkdwn
 from bot.clock import Clock
 from bot.cloud import Cloud
 from bot.cloud.metrics import metric_series
 from bot.configfile import ConfigError, _show, _Table
+from bot.domain import mrkdwn
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.machine import BEFORE_START, State, user_actions
 from bot.domain.mrkdwn import code, plain, text  # noqa: F401 - code and plain re-exported for the builders
+from bot.machine import BEFORE_START, State, user_actions
 from bot.store import Deployment, LockInfo
 
 ACTION_PREFIX = "deployment:"  # action_id = ACTION_PREFIX + machine action; value = deployment id

@@ -18,8 +18,8 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain import commands as cmds
 from bot import slack_ui
+from bot.domain import commands as cmds
 from bot.engine import Engine
 from bot.store import AsyncStore
 from handlers import actions, approvals, commands, events

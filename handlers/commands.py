@@ -12,8 +12,8 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain import commands as cmds
 from bot import slack_ui
+from bot.domain import commands as cmds
 from bot.engine import ACTION_WORDS, Amended, Engine, Forbidden, Refused
 from bot.machine import IllegalTransition
 from bot.store import Conflict, LockInfo, NotFound

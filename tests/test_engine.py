@@ -8,9 +8,9 @@ import dataclasses
 
 import pytest
 
-from bot.domain import commands as cmds
 from bot.clock import ScaledClock
 from bot.cloud import Cloud
+from bot.domain import commands as cmds
 from bot.engine import Engine, Notice, Refused
 from bot.machine import State
 from bot.sandbox.aws import AwsWorld

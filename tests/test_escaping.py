@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.domain import commands as cmds
 from bot import slack_ui
 from bot.analysis import Analysis, AnalysisConfig, Measurement, judge, passed_text
 from bot.cloud.metrics import GroupMetrics
+from bot.domain import commands as cmds
+from bot.domain.mrkdwn import BACKTICK_LOOKALIKE, code, plain, text
 from bot.engine import ACTION_WORDS, DONE_WORDS
 from bot.home import home_view
 from bot.machine import State
-from bot.domain.mrkdwn import BACKTICK_LOOKALIKE, code, plain, text
 from bot.schedule import Freeze, format_when
 from bot.store import Deployment, Event, LockInfo
 

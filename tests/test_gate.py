@@ -8,9 +8,9 @@ import dataclasses
 
 import pytest
 
-from bot.domain import commands as cmds
 from bot import slack_ui
 from bot.checklist import ApprovalPolicy, Item, Policy
+from bot.domain import commands as cmds
 from bot.engine import Forbidden, Refused, compare_versions
 from bot.machine import State
 from tests import test_engine
