@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from bot.domain.commands import words as w
 from bot.domain.commands.lexer import split_flags, str_flag
@@ -15,7 +16,7 @@ from bot.domain.commands.usage import clip, example, line, quoted
 from bot.domain.suggest import closest
 
 KEY = "deploy"
-Suggest = Callable[[list[str]], str]  # words after the service -> the whole corrected command
+Suggest: TypeAlias = Callable[[list[str]], str]  # words after the service -> the whole corrected command
 
 
 @dataclass(frozen=True)

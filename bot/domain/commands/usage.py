@@ -1,5 +1,6 @@
 """The words people are shown about the commands' shapes: every form's usage line and example, the
-options each form takes, the USAGE texts and help_text(). Errors carry the usage line of their form."""
+options each form takes, the USAGE texts and help_text(); the command's name, and how a typed word is
+quoted in a message. Errors carry the usage line of their form."""
 
 from __future__ import annotations
 
