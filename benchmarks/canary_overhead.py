@@ -86,7 +86,6 @@ os.environ.update(
 
 import boto3  # noqa: E402
 
-from bot import commands as cmds  # noqa: E402
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
@@ -95,6 +94,7 @@ from bot.clock import ScaledClock  # noqa: E402
 from bot.cloud import Cloud  # noqa: E402
 from bot.config.load import load_settings
 from bot.config.model import Settings
+from bot.domain import commands as cmds  # noqa: E402
 from bot.domain.machine import State
 from bot.domain.model import Deployment
 from bot.sandbox.aws import REGION, SLOTS, AwsWorld  # noqa: E402

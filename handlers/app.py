@@ -18,9 +18,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import commands as cmds
 from bot.adapters.store.aio import AsyncStore
 from bot.app.engine import Engine
+from bot.domain import commands as cmds
 from handlers.listeners import actions, approvals, commands, events
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier

@@ -8,7 +8,6 @@ import dataclasses
 
 import pytest
 
-from bot import commands as cmds
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
@@ -16,6 +15,7 @@ from bot.app.notices import Notice
 from bot.clock import ScaledClock
 from bot.cloud import Cloud
 from bot.config.load import load_settings
+from bot.domain import commands as cmds
 from bot.domain.errors import Refused
 from bot.domain.machine import State
 from bot.sandbox.aws import AwsWorld

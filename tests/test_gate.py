@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from bot import commands as cmds
+from bot.domain import commands as cmds
 from bot.domain.checklist import ApprovalPolicy, Item, Policy
 from bot.domain.errors import Forbidden, Refused
 from bot.domain.machine import State

@@ -4,7 +4,6 @@ nothing of Slack."""
 
 from __future__ import annotations
 
-from bot import commands as cmds
 from bot.adapters.scheduler import Scheduler
 from bot.app.access import Access
 from bot.app.gate import Gate
@@ -16,6 +15,7 @@ from bot.app.storage_types import StoreLike
 from bot.clock import Clock
 from bot.cloud import Cloud
 from bot.config.model import Settings
+from bot.domain import commands as cmds
 from bot.domain.model import Amendment, Deployment, LockInfo
 
 

@@ -22,8 +22,8 @@ from bot.domain.checklist import Item, Policy, Readiness, readiness, valid_appro
 from bot.domain.errors import Conflict, Forbidden, Refused
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
 from bot.domain.model import Amendment, Deployment
+from bot.domain.mrkdwn import text
 from bot.domain.versions import skips_gate
-from bot.mrkdwn import text
 
 log = logging.getLogger(__name__)
 

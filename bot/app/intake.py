@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot import commands as cmds
 from bot.app import history
 from bot.app.access import Access
 from bot.app.gate import Gate
@@ -15,6 +14,7 @@ from bot.app.notices import BOT, Notice, Publisher
 from bot.app.scheduling import Scheduling
 from bot.app.storage_types import StoreLike
 from bot.config.model import Settings
+from bot.domain import commands as cmds
 from bot.domain.errors import Refused
 from bot.domain.machine import BEFORE_START, State
 from bot.domain.model import Amendment, Deployment, LockInfo

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bot import commands as cmds
 from bot.adapters.scheduler import Scheduler
 from bot.app.notices import BOT, Notice, Publisher
 from bot.app.storage_types import StoreLike
@@ -16,9 +15,11 @@ from bot.app.traffic_hours import lowest_traffic_hours, suggest_text
 from bot.clock import Clock
 from bot.cloud import Cloud
 from bot.config.model import Settings, Target
+from bot.domain import commands as cmds
 from bot.domain.errors import Refused
 from bot.domain.machine import State
 from bot.domain.model import Deployment
+from bot.domain.mrkdwn import code, text
 from bot.domain.when import parse_when
 from bot.domain.windows import (
     Freeze,
@@ -31,7 +32,6 @@ from bot.domain.windows import (
     overdue,
     window_at,
 )
-from bot.mrkdwn import code, text
 
 # the gate's answer for a scheduled deployment whose time came: None when ready, else what it waits for
 WaitingFor = Callable[[Deployment], Awaitable[str | None]]

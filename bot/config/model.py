@@ -12,8 +12,6 @@ from bot.domain.analysis import AnalysisConfig
 from bot.domain.checklist import Policy, Roles
 from bot.domain.windows import Freeze, Window
 
-STRATEGIES = ("rolling", "blue-green", "canary")
-
 
 @dataclass(frozen=True)
 class Secrets:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from bot import mrkdwn
+from bot.domain import mrkdwn
 
 WINDOW_SEARCH = timedelta(days=14)  # next_window_start looks this far ahead
 ALLOWED_SEARCH = timedelta(days=30)  # next_allowed looks this far ahead (freezes may push past a window)

@@ -12,9 +12,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import commands as cmds
 from bot.app.access import ACTION_WORDS
 from bot.app.engine import Engine
+from bot.domain import commands as cmds
 from bot.domain.errors import Conflict, Forbidden, NotFound, Refused
 from bot.domain.machine import IllegalTransition
 from bot.domain.model import Amendment as Amended

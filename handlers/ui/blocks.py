@@ -4,7 +4,7 @@ Buttons on a deployment's message are derived from bot.machine.user_actions(stat
 only offer moves that are legal now. Every text is clipped to Slack's limits here, in one place.
 
 User text never becomes Slack markup: every string a person typed (a reason, a lock or freeze reason, a
-version, the command echoed in a warning or a usage error) goes through `text()` or `code()` (bot.mrkdwn,
+version, the command echoed in a warning or a usage error) goes through `text()` or `code()` (bot.domain.mrkdwn,
 re-exported here) where it is put next to the markup the bot writes itself — the acting user's `<@U…>`,
 the on-call `<!subteam^…>`, links to its own messages, `<!date^…>`. Outcomes and notice texts the engine
 writes are mrkdwn already escaped that way; builders show them as they are."""
@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.domain.machine import BEFORE_START, State, user_actions
 from bot.domain.model import Deployment, LockInfo
-from bot.mrkdwn import code, plain, text  # noqa: F401 - code and plain re-exported for the builders
+from bot.domain.mrkdwn import code, plain, text  # noqa: F401 - code and plain re-exported for the builders
 
 ACTION_PREFIX = "deployment:"  # action_id = ACTION_PREFIX + machine action; value = deployment id
 APPROVE, REJECT, TICK, RECHECK = "approval:approve", "approval:reject", "checklist:tick", "checklist:recheck"

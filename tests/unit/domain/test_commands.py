@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bot.commands import (
+from bot.domain.commands import (
     COMMANDS,
     SUBCOMMANDS,
     USAGE,

@@ -1,0 +1,176 @@
+"""What a slash command parses to: one frozen dataclass per form, the `Command` union of them, the
+`Vocabulary` a command may use, and `CommandError` with the message a person is shown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from bot.domain.strategies import Strategy
+
+MAX_LENGTH = 1000
+COMMANDS = ("/deploy", "/promote", "/rollback")
+SUBCOMMANDS = (
+    "status",
+    "history",
+    "help",
+    "lock",
+    "unlock",
+    "audit",
+    "approve",
+    "reject",
+    "schedule",
+    "windows",
+    "freeze",
+    "unfreeze",
+)
+READS = ("status", "history", "help", "audit", "schedule", "windows")  # subcommands that change nothing
+# Order matters: the first is the one suggested when a typo is equally close to several.
+DEPLOY_CONNECTORS = ("to", "in", "on")
+ENV_CONNECTORS = ("in", "on", "to")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words a command may use: configured services and environments."""
+
+    services: tuple[str, ...]
+    environments: tuple[str, ...]
+    default_environment: str | None = None  # used when a command omits the env; None -> env required
+
+
+@dataclass(frozen=True)
+class Deploy:
+    service: str
+    version: str | None  # None: redeploy the version running now (hubot's `deploy web to staging`)
+    env: str
+    strategy: Strategy | None
+    dry_run: bool
+    reason: str | None
+    emergency: str | None
+    window: bool
+    at: str | None
+
+
+@dataclass(frozen=True)
+class Status:
+    target: str | None  # a service (vocabulary spelling) or a deployment ID as typed ("42" or "#42")
+
+
+@dataclass(frozen=True)
+class History:
+    service: str
+    env: str | None
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class Lock:
+    service: str
+    env: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unlock:
+    service: str
+    env: str
+
+
+@dataclass(frozen=True)
+class Audit:
+    deployment_id: int
+
+
+@dataclass(frozen=True)
+class Approve:
+    deployment_id: int
+
+
+@dataclass(frozen=True)
+class Reject:
+    deployment_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    pass
+
+
+@dataclass(frozen=True)
+class Windows:
+    service: str
+    env: str | None
+
+
+@dataclass(frozen=True)
+class Freeze:
+    env: str
+    until: str  # as typed; the caller parses it (it may carry a time zone)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unfreeze:
+    env: str
+
+
+@dataclass(frozen=True)
+class Promote:
+    service: str
+    source_env: str
+    target_env: str
+    allow_downgrade: bool = False  # --allow-downgrade: promote even when it lowers the target's version
+
+
+@dataclass(frozen=True)
+class PromoteDeployment:
+    deployment_id: int
+    full: bool
+
+
+@dataclass(frozen=True)
+class Rollback:
+    service: str
+    env: str
+    version: str | None  # None: the version before the current one
+    gradual: bool
+    reason: str | None
+    emergency: str | None = None  # --emergency "why": break glass for a version not known to be good there
+
+
+Command: TypeAlias = (
+    Deploy
+    | Status
+    | History
+    | Help
+    | Lock
+    | Unlock
+    | Audit
+    | Approve
+    | Reject
+    | Schedule
+    | Windows
+    | Freeze
+    | Unfreeze
+    | Promote
+    | PromoteDeployment
+    | Rollback
+)
+
+
+class CommandError(Exception):
+    """The text is not a valid command. `message` says what was wrong; `usage` is the form's usage line."""
+
+    def __init__(self, message: str, usage: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+    def __str__(self) -> str:
+        return self.message
