@@ -183,8 +183,10 @@ async def serve(args: argparse.Namespace) -> int:
     from aiohttp import web
     from slack_sdk.web.async_client import AsyncWebClient
 
+    from bot.adapters.aws import Aws
+    from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
+    from bot.adapters.platforms.ecs import EcsPlatform
     from bot.clock import ScaledClock
-    from bot.cloud import Cloud
     from bot.engine import Engine
     from bot.logs import setup_logging
     from bot.pagerduty import PagerDuty
@@ -209,7 +211,8 @@ async def serve(args: argparse.Namespace) -> int:
     clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
     db_path = args.db or _db_default()
     store = AsyncStore(Store(db_path, clock))
-    engine = Engine(settings, store, Cloud(settings.aws), clock)
+    aws = Aws(settings.aws)
+    engine = Engine(settings, store, EcsPlatform(aws), CloudWatchMetrics(aws), clock)
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
     pagerduty = (

@@ -314,7 +314,7 @@ def pagerduty_dedup_key(deployment_id: int) -> str:
 
 def plan_minimum_seconds(plan: list[dict[str, Any]]) -> float:
     """The least time a plan can take (its bakes and waits), for telling a slow rollout."""
-    from bot.strategies import step_from_dict  # the strategies import settings, which import this module
+    from bot.app.plans import step_from_dict  # the strategies import settings, which import this module
 
     total = 0.0
     for raw in plan:

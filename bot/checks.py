@@ -5,53 +5,49 @@ from __future__ import annotations
 
 import aiohttp
 
+from bot.app.plans.rolling import image_tag
+from bot.app.ports import Metrics, Platform, PlatformError
 from bot.checklist import Item
-from bot.cloud import Cloud, CloudError
 from bot.settings import Target
 from bot.store import AsyncStore, Deployment
-from bot.strategies.rolling import image_tag
 
 
 async def run_check(
-    item: Item, d: Deployment, target: Target, cloud: Cloud, store: AsyncStore
+    item: Item, d: Deployment, target: Target, platform: Platform, metrics: Metrics, store: AsyncStore
 ) -> tuple[bool, str]:
     """Never raises: an AWS or HTTP failure is a failed check whose evidence says what happened."""
     try:
         if item.check == "rollback_target":
-            return await _rollback_target(target, cloud)
+            return await _rollback_target(target, platform)
         if item.check == "no_alarms":
-            return await _no_alarms(item, target, cloud)
+            return await _no_alarms(item, target, metrics)
         if item.check == "promoted_from":
             return await _promoted_from(item, d, store)
         if item.check == "targets_healthy":
-            return await _targets_healthy(target, cloud)
+            return await _targets_healthy(target, platform)
         if item.check == "http_status":
             return await _http_status(item, d, target)
-    except CloudError as exc:
+    except PlatformError as exc:
         return False, str(exc)
     return False, f"unknown check {item.check!r}"
 
 
-async def _rollback_target(target: Target, cloud: Cloud) -> tuple[bool, str]:
-    slot = await cloud.live_slot(target)
-    svc = await cloud.service(target, slot)
-    if not svc.get("taskDefinition") or svc.get("desiredCount", 0) == 0:
-        return False, f"{target.ecs_service(slot)} runs nothing: there is no version to roll back to"
-    td = await cloud.task_definition(target, svc["taskDefinition"])
-    images = [c["image"] for c in td["containerDefinitions"] if c["name"] == target.service.container]
-    if not images:
-        return False, f"{svc['taskDefinition']} has no container {target.service.container!r}"
-    return True, f"{image_tag(images[0])} runs now on {target.ecs_service(slot)}: rollback returns to it"
+async def _rollback_target(target: Target, platform: Platform) -> tuple[bool, str]:
+    now = await platform.running(target)
+    if not now.revision or now.desired == 0:
+        return False, f"{target.ecs_service(now.slot)} runs nothing: there is no version to roll back to"
+    if now.image is None:
+        return False, f"{now.revision} has no container {target.service.container!r}"
+    return True, f"{image_tag(now.image)} runs now on {target.ecs_service(now.slot)}: rollback returns to it"
 
 
-async def _no_alarms(item: Item, target: Target, cloud: Cloud) -> tuple[bool, str]:
+async def _no_alarms(item: Item, target: Target, metrics: Metrics) -> tuple[bool, str]:
     names = [
         a.format(service=target.service.name, env=target.env.name) for a in item.params.get("alarms", [])
     ]
     if not names:
         return False, "no CloudWatch alarms are configured for this item: monitoring is not in place"
-    out = await cloud.call("cloudwatch", "describe_alarms", target.env.aws_role_arn, AlarmNames=names)
-    found = {a["AlarmName"]: a for a in out.get("MetricAlarms", []) + out.get("CompositeAlarms", [])}
+    found = {a.name: a for a in await metrics.alarms(target.env.aws_role_arn, names)}
     missing = [n for n in names if n not in found]
     if missing:
         return (
@@ -59,7 +55,7 @@ async def _no_alarms(item: Item, target: Target, cloud: Cloud) -> tuple[bool, st
             f"alarm{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found: create them first",
         )
     firing = [
-        f"{n} ({found[n].get('StateReason', '')[:120]})" for n in names if found[n]["StateValue"] == "ALARM"
+        f"{n} ({found[n].reason[:120]})" for n in names if found[n].state == "ALARM"
     ]
     if firing:
         return False, "in ALARM: " + "; ".join(firing)
@@ -79,9 +75,9 @@ async def _promoted_from(item: Item, d: Deployment, store: AsyncStore) -> tuple[
     return True, f"{last.version} succeeded in {source} (#{last.id})"
 
 
-async def _targets_healthy(target: Target, cloud: Cloud) -> tuple[bool, str]:
-    slot = await cloud.live_slot(target)
-    health = await cloud.target_health(target, slot)
+async def _targets_healthy(target: Target, platform: Platform) -> tuple[bool, str]:
+    slot = await platform.live_slot(target)
+    health = await platform.target_health(target, slot)
     bad = [t for t in health if t.state != "healthy"]
     if not health:
         return False, f"no targets registered in {target.target_group(slot)}"

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot import commands as cmds
+from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, plan, rollback_plan, step_from_dict
+from bot.app.ports import Metrics, Platform, PlatformError
 from bot.clock import Clock
-from bot.cloud import Cloud, CloudError
 from bot.machine import BEFORE_START, IllegalTransition, State
 from bot.mrkdwn import code, text
 from bot.schedule import (
@@ -34,7 +35,6 @@ from bot.schedule import (
 )
 from bot.settings import Settings
 from bot.store import Amendment, AsyncStore, Conflict, Deployment, LockInfo
-from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, plan, rollback_plan, step_from_dict
 
 log = logging.getLogger(__name__)
 BOT = "deploybot"
@@ -101,8 +101,11 @@ Listener = Callable[[Notice], Awaitable[None]]
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: AsyncStore, cloud: Cloud, clock: Clock):
-        self.settings, self.store, self.cloud, self.clock = settings, store, cloud, clock
+    def __init__(
+        self, settings: Settings, store: AsyncStore, platform: Platform, metrics: Metrics, clock: Clock
+    ):
+        self.settings, self.store, self.clock = settings, store, clock
+        self.platform, self.metrics = platform, metrics
         self._listeners: list[Listener] = []
         self._tasks: dict[int, asyncio.Task] = {}
         self._gates: dict[int, asyncio.Event] = {}  # set = may run; cleared while paused
@@ -452,10 +455,10 @@ class Engine:
 
     async def windows_report(self, service: str, env: str) -> str:
         target = self.settings.target(service, env)
-        dims = [await self.cloud.metric_dimensions(target, s) for s in target.slots]
+        scopes = [await self.platform.metric_scope(target, s) for s in target.slots]
         tz = _tz_of(target.windows)
         hours = await lowest_traffic_hours(
-            self.cloud, target.env.aws_role_arn, dims, now=self.clock.utcnow(), tz=tz
+            self.metrics, target.env.aws_role_arn, scopes, now=self.clock.utcnow(), tz=tz
         )
         return f"*{service} in {env}*\n" + suggest_text(target.windows, hours, tz)
 
@@ -541,7 +544,7 @@ class Engine:
 
         target = self.settings.target(d.service, d.env)
         for item in target.env.policy.automatic_items:
-            ok, evidence = await run_check(item, d, target, self.cloud, self.store)
+            ok, evidence = await run_check(item, d, target, self.platform, self.metrics, self.store)
             await self.store.set_item(d.id, item.id, ok, BOT, evidence)
 
     async def _guard_refusal(self, d: Deployment) -> str | None:
@@ -558,7 +561,8 @@ class Engine:
                     Item("rollback_target", "Rollback target", "automatic", "rollback_target"),
                     d,
                     self.settings.target(d.service, d.env),
-                    self.cloud,
+                    self.platform,
+                    self.metrics,
                     self.store,
                 )
             else:
@@ -946,7 +950,8 @@ class Engine:
             deployment_id=d.id,
             version=d.version,
             target=target,
-            cloud=self.cloud,
+            platform=self.platform,
+            metrics=self.metrics,
             clock=self.clock,
             data=data,
             report=report,
@@ -1131,8 +1136,8 @@ def compare_versions(a: str, b: str) -> int | None:
 
 
 def failure_reason(exc: Exception, deployment_id: int) -> str:
-    """Why a step failed, in words for people. Anything but a StepFailed or CloudError is a bug: logged."""
-    if isinstance(exc, StepFailed | CloudError):
+    """Why a step failed, in words for people. Anything but a StepFailed or PlatformError is a bug: logged."""
+    if isinstance(exc, StepFailed | PlatformError):
         return str(exc)
     log.error("deployment #%s: unexpected error in a step", deployment_id, exc_info=exc)
     return f"internal error ({type(exc).__name__}); the bot's log has the details"

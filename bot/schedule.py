@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
@@ -25,9 +25,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import mrkdwn
 from bot.clock import Clock
-from bot.cloud import Cloud
-from bot.cloud.metrics import metric_series
 from bot.configfile import ConfigError, _show, _Table
+
+if TYPE_CHECKING:  # annotations only: the ports import settings, which import this module
+    from bot.app.ports import Metrics, MetricScope
 
 log = logging.getLogger(__name__)
 
@@ -815,13 +816,10 @@ class Scheduler:
 
 # --------------------------------------------------------------------------------------------- traffic
 
-NAMESPACE = "AWS/ApplicationELB"
-
-
 async def lowest_traffic_hours(
-    cloud: Cloud,
-    role_arn: str | None,
-    dimensions: list[list[dict[str, str]]],
+    metrics: Metrics,
+    account: str | None,
+    scopes: list[MetricScope],
     *,
     now: datetime,
     tz: str,
@@ -829,36 +827,20 @@ async def lowest_traffic_hours(
     top: int = 3,
 ) -> list[tuple[int, float]]:
     """The `top` quietest hours of the day in `tz` as (hour, average requests in that hour), quietest
-    first, from RequestCount Sums per hour over the last `days` whole days summed across `dimensions`
-    (e.g. both slots' target groups): ONE GetMetricData call (NextToken pages followed).
+    first, from requests per hour over the last `days` whole days summed across `scopes` (e.g. both
+    slots): ONE metrics request (on CloudWatch one GetMetricData call, NextToken pages followed).
 
     An ALB publishes no RequestCount datapoint for an hour without requests, so from the first hour with
     data on, a missing hour counts as zero; each hour of the day is averaged over the times it occurred
     (a DST day has one hour twice and one not at all). No data at all: []."""
     if days < 1:
         raise ValueError(f"days must be >= 1, got {days}")
-    if not dimensions:
+    if not scopes:
         return []
     z = zone(tz)
     end = _aware(now, "now").replace(minute=0, second=0, microsecond=0)  # whole hours, aligned to the hour
     start = end - timedelta(days=days)
-    queries = [
-        {
-            "Id": f"r{i}",
-            "MetricStat": {
-                "Metric": {"Namespace": NAMESPACE, "MetricName": "RequestCount", "Dimensions": dims},
-                "Period": 3600,
-                "Stat": "Sum",
-            },
-            "ReturnData": True,
-        }
-        for i, dims in enumerate(dimensions)
-    ]
-    per_hour: dict[datetime, float] = {}
-    for values in (await metric_series(cloud, role_arn, queries, start, end)).values():
-        for ts, value in values.items():
-            bucket = ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-            per_hour[bucket] = per_hour.get(bucket, 0.0) + value
+    per_hour = await metrics.requests_per_hour(account, scopes, start, end)
     if not per_hour:
         return []
     totals, seen = [0.0] * 24, [0] * 24

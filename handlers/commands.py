@@ -14,10 +14,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands as cmds
 from bot import slack_ui
+from bot.app.plans import duration
 from bot.engine import ACTION_WORDS, Amended, Engine, Forbidden, Refused
 from bot.machine import IllegalTransition
 from bot.store import Conflict, LockInfo, NotFound
-from bot.strategies import duration
 from handlers.roles import RoleResolver
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,9 @@ import pytest
 
 from bot import commands as cmds
 from bot.clock import ScaledClock
-from bot.cloud import Cloud
+from bot.adapters.aws import Aws
+from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
+from bot.adapters.platforms.ecs import EcsPlatform
 from bot.engine import Engine, Notice, Refused
 from bot.machine import State
 from bot.sandbox.aws import AwsWorld
@@ -41,7 +43,8 @@ def make_engine(world: AwsWorld, store: AsyncStore, **env_changes) -> tuple[Engi
         envs = dict(settings.environments)
         envs["staging"] = dataclasses.replace(envs["staging"], **env_changes)
         settings = dataclasses.replace(settings, environments=envs)
-    engine = Engine(settings, store, Cloud(settings.aws), world.clock)
+    aws = Aws(settings.aws)
+    engine = Engine(settings, store, EcsPlatform(aws), CloudWatchMetrics(aws), world.clock)
     notices: list[Notice] = []
 
     async def collect(n: Notice) -> None:

@@ -11,8 +11,7 @@ import pytest
 
 from bot import commands as cmds
 from bot import slack_ui
-from bot.analysis import Analysis, AnalysisConfig, Measurement, judge, passed_text
-from bot.cloud.metrics import GroupMetrics
+from bot.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurement, judge, passed_text
 from bot.engine import ACTION_WORDS, DONE_WORDS
 from bot.home import home_view
 from bot.machine import State

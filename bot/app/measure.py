@@ -1,0 +1,102 @@
+"""Taking measurements for a bake: read the slots' metrics and alarms through a Metrics port, judge them
+(bot.analysis), and run a bake's measurements on the clock. An API error is an "error" measurement."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from bot.analysis import Analysis, AnalysisConfig, Measurement, error_measurement, judge
+from bot.app.ports import MetricScope, Metrics, PlatformError
+from bot.clock import Clock
+
+
+async def alarms_in_alarm(metrics: Metrics, account: str | None, names: Sequence[str]) -> list[dict[str, str]]:
+    """The named alarms in ALARM, as [{"name", "reason"}]. A name that matches no alarm raises
+    PlatformError: a typo must not silently switch a safety check off. No names: no call."""
+    if not names:
+        return []
+    wanted = list(dict.fromkeys(names))
+    found = {a.name: a for a in await metrics.alarms(account, wanted)}
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise PlatformError(
+            "CLOUDWATCH DescribeAlarms",
+            "no such alarm: " + ", ".join(f'"{n}"' for n in missing) + " (check the analysis alarms setting)",
+        )
+    return [{"name": n, "reason": found[n].reason} for n in wanted if found[n].state == "ALARM"]
+
+
+async def measure(
+    metrics: Metrics,
+    config: AnalysisConfig,
+    *,
+    account: str | None,
+    canary: MetricScope,
+    stable: MetricScope | None,
+    clock: Clock,
+    label: str,
+) -> Measurement:
+    """Take and judge one measurement: ONE metrics request for both slots over the last window (and one
+    alarms request when alarms are configured, concurrently). A PlatformError gives verdict "error"."""
+    at = float(math.floor(clock.now()))
+    end = datetime.fromtimestamp(at, UTC)
+    start = datetime.fromtimestamp(at - config.window_seconds, UTC)
+    scopes = {"canary": canary} if stable is None else {"canary": canary, "stable": stable}
+    read, alarms = await asyncio.gather(
+        metrics.slot_metrics(account, scopes, start, end, config.latency_statistic),
+        alarms_in_alarm(metrics, account, config.alarms),
+        return_exceptions=True,
+    )
+    for result in (read, alarms):
+        if isinstance(result, PlatformError):
+            return error_measurement(config, result, at, label)
+        if isinstance(result, BaseException):
+            raise result
+    assert not isinstance(read, BaseException) and not isinstance(alarms, BaseException)
+    return judge(config, read["canary"], read.get("stable"), alarms, at, label)
+
+
+async def run_analysis(
+    metrics: Metrics,
+    config: AnalysisConfig,
+    *,
+    duration_seconds: float,
+    clock: Clock,
+    account: str | None,
+    canary: MetricScope,
+    stable: MetricScope | None,
+    label: str,
+    on_measurement: Callable[[Measurement], Awaitable[None]],
+    checkpoint: Callable[[], Awaitable[None]] | None = None,
+    analysis: Analysis | None = None,
+) -> Analysis:
+    """The bake: a measurement every interval_seconds for duration_seconds (the first after one interval,
+    so it sees the new weights; at least one), each handed to on_measurement, stopping early once the run
+    has failed or is inconclusive. Time spent paused in checkpoint() does not count toward the bake.
+    Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart."""
+    run = analysis if analysis is not None else Analysis(config)
+    deadline = clock.now() + max(0.0, duration_seconds)
+
+    async def gate() -> None:
+        nonlocal deadline
+        if checkpoint is not None:
+            before = clock.now()
+            await checkpoint()
+            deadline += clock.now() - before
+
+    while True:
+        await gate()
+        await clock.sleep(min(config.interval_seconds, max(0.0, deadline - clock.now())))
+        await gate()
+        m = await measure(
+            metrics, config, account=account, canary=canary, stable=stable, clock=clock, label=label
+        )
+        run.add(m)
+        await on_measurement(m)
+        if run.done or clock.now() >= deadline:
+            break
+    run.finish()
+    return run
