@@ -23,10 +23,14 @@ class FakeSlot:
     reason: str = ""
     polls_left: int = 0  # rollout() calls until an IN_PROGRESS rollout completes
     forced: tuple[str, str | None] | None = None  # injected: every target in this (state, reason)
+    failed_tasks: bool = False  # the newest rollout failed: its tasks fail their health checks
 
     def health(self, slot: str) -> list[TargetHealth]:
+        if self.failed_tasks:
+            reason = "Target.FailedHealthChecks"
+            return [TargetHealth(f"{slot}-{i}", "unhealthy", reason) for i in range(max(1, self.desired))]
         if self.forced is not None:
-            return [TargetHealth(f"{slot}-{i}", *self.forced) for i in range(max(1, self.running))]
+            return [TargetHealth(f"{slot}-{i}", *self.forced) for i in range(max(1, self.desired, self.running))]
         return [TargetHealth(f"{slot}-{i}", "healthy") for i in range(self.running)]
 
 
@@ -170,10 +174,9 @@ class MemoryPlatform:
         image = self.revisions.get(fs.revision, {}).get(target.service.container, "")
         failing = self._failing_rollouts.get((target.service.name, target.env.name, image))
         if failing is not None and fs.desired > 0:
-            fs.state, fs.reason, fs.running = "FAILED", failing, 0
-            fs.forced = ("unhealthy", "Target.FailedHealthChecks")
+            fs.state, fs.reason, fs.running, fs.failed_tasks = "FAILED", failing, 0, True
             return
-        fs.state, fs.running = "COMPLETED", fs.desired
+        fs.state, fs.running, fs.failed_tasks = "COMPLETED", fs.desired, False
 
     async def target_health(self, target: Target, slot: str) -> list[TargetHealth]:
         self._enter("target_health")
