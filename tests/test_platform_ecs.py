@@ -89,7 +89,13 @@ async def test_a_refused_weight_shift_finds_the_route_again_and_lands(world, tar
     )["Rules"][0]["RuleArn"]
     calls = elb_calls(platform)
     await platform.set_weights(target, {"green": 25, "blue": 75})
-    assert calls == ["ModifyRule", "DescribeLoadBalancers", "DescribeListeners", "DescribeRules", "ModifyRule"]
+    assert calls == [
+        "ModifyRule",
+        "DescribeLoadBalancers",
+        "DescribeListeners",
+        "DescribeRules",
+        "ModifyRule",
+    ]
     rule = elb.describe_rules(RuleArns=[new])["Rules"][0]
     weights = {g["TargetGroupArn"]: g["Weight"] for g in rule["Actions"][0]["ForwardConfig"]["TargetGroups"]}
     assert weights[world.target_group_arn("web", "staging", "green")] == 25

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+import boto3  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from bot.app.ports import PlatformError
 from bot.settings import AwsSettings
@@ -25,8 +25,9 @@ Answer = dict[str, Any]  # a boto3 response: stays inside the adapters
 class Caller(Protocol):
     """What an AWS adapter needs of Aws: one call (tests script it)."""
 
-    async def call(self, api: str, operation: str, role_arn: str | None = None, /, **params: Any) -> Answer:
-        ...
+    async def call(
+        self, api: str, operation: str, role_arn: str | None = None, /, **params: Any
+    ) -> Answer: ...
 
 
 class Aws:

@@ -9,11 +9,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from bot.analysis import Analysis, AnalysisConfig, Measurement, error_measurement, judge
-from bot.app.ports import MetricScope, Metrics, PlatformError
+from bot.app.ports import Metrics, MetricScope, PlatformError
 from bot.clock import Clock
 
 
-async def alarms_in_alarm(metrics: Metrics, account: str | None, names: Sequence[str]) -> list[dict[str, str]]:
+async def alarms_in_alarm(
+    metrics: Metrics, account: str | None, names: Sequence[str]
+) -> list[dict[str, str]]:
     """The named alarms in ALARM, as [{"name", "reason"}]. A name that matches no alarm raises
     PlatformError: a typo must not silently switch a safety check off. No names: no call."""
     if not names:

@@ -145,7 +145,9 @@ class CloudWatchMetrics:
             while True:
                 out = await self.aws.call("cloudwatch", "describe_alarms", account, **params)
                 for a in out.get("MetricAlarms", []) + out.get("CompositeAlarms", []):
-                    found[a["AlarmName"]] = Alarm(a["AlarmName"], a.get("StateValue", ""), a.get("StateReason", ""))
+                    found[a["AlarmName"]] = Alarm(
+                        a["AlarmName"], a.get("StateValue", ""), a.get("StateReason", "")
+                    )
                 if not out.get("NextToken"):
                     break
                 params["NextToken"] = out["NextToken"]

@@ -46,7 +46,9 @@ class MemoryMetrics:
         latency_statistic: str = "Average",
     ) -> dict[str, GroupMetrics]:
         self._enter("slot_metrics")
-        return {name: self.by_slot.get(scope.get("slot") or "", self.default) for name, scope in scopes.items()}
+        return {
+            name: self.by_slot.get(scope.get("slot") or "", self.default) for name, scope in scopes.items()
+        }
 
     async def alarms(self, account: str | None, names: Sequence[str]) -> list[Alarm]:
         self._enter("alarms")

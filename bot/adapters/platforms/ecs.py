@@ -76,7 +76,9 @@ class EcsPlatform:
         )
         if not out.get("services"):
             reason = out.get("failures", [{}])[0].get("reason", "not found")
-            raise PlatformError("ECS DescribeServices", f"service {name} in cluster {target.cluster}: {reason}")
+            raise PlatformError(
+                "ECS DescribeServices", f"service {name} in cluster {target.cluster}: {reason}"
+            )
         service: Answer = out["services"][0]
         return service
 
@@ -170,7 +172,9 @@ class EcsPlatform:
         name = target.target_group(slot)
         key = (target.env.aws_role_arn or "", name)
         if key not in self._arns:
-            out = await self.aws.call("elbv2", "describe_target_groups", target.env.aws_role_arn, Names=[name])
+            out = await self.aws.call(
+                "elbv2", "describe_target_groups", target.env.aws_role_arn, Names=[name]
+            )
             self._arns[key] = out["TargetGroups"][0]["TargetGroupArn"]
         return self._arns[key]
 
@@ -250,7 +254,9 @@ class EcsPlatform:
         if route.is_rule:
             await self.aws.call("elbv2", "modify_rule", role, RuleArn=route.arn, Actions=[action])
         else:
-            await self.aws.call("elbv2", "modify_listener", role, ListenerArn=route.arn, DefaultActions=[action])
+            await self.aws.call(
+                "elbv2", "modify_listener", role, ListenerArn=route.arn, DefaultActions=[action]
+            )
 
     async def drain_seconds(self, target: Target, slot: str) -> float:
         arn = await self._target_group_arn(target, slot)

@@ -30,7 +30,9 @@ class FakeSlot:
             reason = "Target.FailedHealthChecks"
             return [TargetHealth(f"{slot}-{i}", "unhealthy", reason) for i in range(max(1, self.desired))]
         if self.forced is not None:
-            return [TargetHealth(f"{slot}-{i}", *self.forced) for i in range(max(1, self.desired, self.running))]
+            return [
+                TargetHealth(f"{slot}-{i}", *self.forced) for i in range(max(1, self.desired, self.running))
+            ]
         return [TargetHealth(f"{slot}-{i}", "healthy") for i in range(self.running)]
 
 
@@ -82,7 +84,11 @@ class MemoryPlatform:
             if s == live:
                 slots[s] = FakeSlot(base, count, count)
             else:
-                rev = base if idle_image is None else self._revision(target, {target.service.container: idle_image})
+                rev = (
+                    base
+                    if idle_image is None
+                    else self._revision(target, {target.service.container: idle_image})
+                )
                 slots[s] = FakeSlot(rev)
         weights = {s: 100 if s == live else 0 for s in target.slots}
         self.services[_key(target)] = FakeService(slots, weights, drain_seconds)

@@ -31,7 +31,9 @@ class CaptureCurrent(Step):
             return
         now = await ctx.platform.running(ctx.target)
         if now.image is None:
-            raise StepFailed(f"task definition {now.revision} has no container {ctx.target.service.container!r}")
+            raise StepFailed(
+                f"task definition {now.revision} has no container {ctx.target.service.container!r}"
+            )
         ctx.data.update(
             slot=now.slot,
             previous_task_definition=now.revision,
@@ -181,9 +183,7 @@ class Bake(Step):
             await ctx.progress(f"Baking: {duration(left)} left")
             r = await ctx.platform.rollout(ctx.target, slot)
             if r.revision != ctx.data["task_definition"] or r.state == "FAILED":
-                raise StepFailed(
-                    f"during bake the service left the new revision ({r.state}: {r.reason})"
-                )
+                raise StepFailed(f"during bake the service left the new revision ({r.state}: {r.reason})")
             problem = await unhealthy_targets(ctx, slot)
             if problem is not None:
                 raise StepFailed(f"during bake: {problem}")

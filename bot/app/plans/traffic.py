@@ -49,7 +49,9 @@ class CaptureTraffic(Step):
             raise StepFailed(f"traffic is split ({split}); finish or roll back whatever split it first")
         now = await ctx.platform.running(ctx.target, live[0])
         if now.image is None:
-            raise StepFailed(f"task definition {now.revision} has no container {ctx.target.service.container!r}")
+            raise StepFailed(
+                f"task definition {now.revision} has no container {ctx.target.service.container!r}"
+            )
         ctx.data.update(
             stable_slot=now.slot,
             slot=other(now.slot, ctx.target.slots),
