@@ -37,7 +37,9 @@ class StepContext:
     progress: Callable[[str], Awaitable[None]]  # the live "what is happening now" line on its message
     checkpoint: Callable[[], Awaitable[None]]  # waits while paused; call between polls
     save: Callable[[], Awaitable[None]] = field(default=lambda: _noop())  # persist `data` now
-    record: Callable[[str, dict], Awaitable[None]] = field(default=lambda action, details: _noop())  # audit
+    record: Callable[[str, dict[str, Any]], Awaitable[None]] = field(
+        default=lambda action, details: _noop()
+    )  # audit
     index: int = 0  # the running step's place in the plan
 
     async def poll(self, seconds: float | None = None) -> None:
