@@ -9,10 +9,10 @@ import dataclasses
 import pytest
 
 from bot import commands as cmds
-from bot.clock import ScaledClock
 from bot.adapters.aws import Aws
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
 from bot.adapters.platforms.ecs import EcsPlatform
+from bot.clock import ScaledClock
 from bot.engine import Engine, Notice, Refused
 from bot.machine import State
 from bot.sandbox.aws import AwsWorld

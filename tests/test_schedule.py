@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.clock import ManualClock, ScaledClock
 from bot.adapters.aws import Aws
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics, scope_of
+from bot.clock import ManualClock, ScaledClock
 from bot.configfile import ConfigError
 from bot.sandbox.aws import AwsWorld
 from bot.schedule import (
