@@ -54,9 +54,7 @@ async def _no_alarms(item: Item, target: Target, metrics: Metrics) -> tuple[bool
             False,
             f"alarm{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found: create them first",
         )
-    firing = [
-        f"{n} ({found[n].reason[:120]})" for n in names if found[n].state == "ALARM"
-    ]
+    firing = [f"{n} ({found[n].reason[:120]})" for n in names if found[n].state == "ALARM"]
     if firing:
         return False, "in ALARM: " + "; ".join(firing)
     return (

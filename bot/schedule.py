@@ -816,6 +816,7 @@ class Scheduler:
 
 # --------------------------------------------------------------------------------------------- traffic
 
+
 async def lowest_traffic_hours(
     metrics: Metrics,
     account: str | None,

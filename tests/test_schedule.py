@@ -669,7 +669,12 @@ async def test_lowest_traffic_hours_finds_the_quiet_berlin_hours_in_one_call(wor
 async def test_lowest_traffic_hours_without_data_is_empty(world, cloud):
     dims = [world.metric_dimensions("web", "staging", slot) for slot in ("blue", "green")]
     calls = count_get_metric_data(cloud)
-    assert await lowest_traffic_hours(cloud, None, [scope_of(d) for d in dims], now=utc(2026, 11, 1, 12), tz="Europe/Berlin") == []
+    assert (
+        await lowest_traffic_hours(
+            cloud, None, [scope_of(d) for d in dims], now=utc(2026, 11, 1, 12), tz="Europe/Berlin"
+        )
+        == []
+    )
     assert calls == ["GetMetricData"]
     assert suggest_text((), [], "Europe/Berlin") == (
         "Configured windows: none (deploys allowed at any time)\n"
