@@ -15,12 +15,16 @@ from typing import Any
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.adapters.aws import Aws
+from bot.adapters.http import AiohttpClient
+from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
 from bot.adapters.pagerduty import PagerDuty
+from bot.adapters.platforms.ecs import EcsPlatform
+from bot.adapters.scheduler import Scheduler
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
 from bot.clock import Clock, ScaledClock
-from bot.cloud import Cloud
 from bot.config.load import load_settings
 from bot.config.model import Settings
 from bot.logs import setup_logging
@@ -66,7 +70,16 @@ async def serve(args: argparse.Namespace) -> int:
     clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
     db_path = args.db or db_default()
     store = AsyncStore(Store(db_path, clock))
-    engine = Engine(settings, store, Cloud(settings.aws), clock)
+    aws = Aws(settings.aws)
+    engine = Engine(
+        settings,
+        store,
+        EcsPlatform(aws),
+        CloudWatchMetrics(aws),
+        clock,
+        timer=Scheduler(clock, misfire_grace_seconds=300.0),
+        http=AiohttpClient(),
+    )
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
     pagerduty = (

@@ -1,5 +1,5 @@
 """Metric analysis: judge() rule by rule, a run's Argo-like status, the config table, the bake loop on a
-ManualClock, and measurements through the real Cloud seam against the sandbox's moto world (ALB traffic
+ManualClock, and measurements through the CloudWatch adapter against the sandbox's moto world (ALB traffic
 published by world.tick(); exactly one GetMetricData call per measurement)."""
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.app.measure import measure, run_analysis
+from bot.adapters.aws import Aws
+from bot.adapters.metrics.cloudwatch import CloudWatchMetrics, scope_of
+from bot.adapters.platforms.ecs import alb_dimensions
+from bot.app.measure import alarms_in_alarm, measure, run_analysis
+from bot.app.ports import MetricScope
+from bot.app.ports import PlatformError as CloudError
 from bot.clock import ManualClock
-from bot.cloud import Cloud, CloudError
-from bot.cloud.metrics import GroupMetrics, alarms_in_alarm, alb_dimensions, target_group_metrics
 from bot.config.analysis import from_toml
 from bot.config.model import AwsSettings
 from bot.config.tables import ConfigError
-from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, error_measurement, judge
+from bot.domain.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurement, error_measurement, judge
 from bot.sandbox.aws import DEFAULT_RPM, AwsWorld
 
 CONFIG = AnalysisConfig()
@@ -329,7 +332,7 @@ def test_unknown_keys_are_errors_with_the_nearest_known_key():
 
 # --- the bake loop, on a ManualClock and a scripted cloud --------------------------------------------------
 class ScriptedCloud:
-    """Stands in for Cloud.call: answers GetMetricData from a script of per-call group metrics."""
+    """Stands in for Aws.call: answers GetMetricData from a script of per-call group metrics."""
 
     def __init__(self, script):
         self.script = list(script)
@@ -366,6 +369,7 @@ async def drive(clock: ManualClock, task: asyncio.Task, step: float = 5.0, limit
 
 
 def bake(cloud, clock, duration, config=CONFIG, **kw):
+    """A bake through the CloudWatch adapter, whose boto3 calls `cloud` stands in for."""
     seen: list[Measurement] = []
 
     async def on_measurement(m: Measurement) -> None:
@@ -373,13 +377,13 @@ def bake(cloud, clock, duration, config=CONFIG, **kw):
 
     task = asyncio.create_task(
         run_analysis(
-            cloud,
+            CloudWatchMetrics(cloud),
             config,
             duration_seconds=duration,
             clock=clock,
-            role_arn=None,
-            canary=[{"Name": "TargetGroup", "Value": "targetgroup/c/1"}],
-            stable=[{"Name": "TargetGroup", "Value": "targetgroup/s/2"}],
+            account=None,
+            canary=MetricScope((("TargetGroup", "targetgroup/c/1"),)),
+            stable=MetricScope((("TargetGroup", "targetgroup/s/2"),)),
             label="canary 10%",
             on_measurement=on_measurement,
             **kw,
@@ -512,11 +516,12 @@ async def test_metric_pages_and_several_buckets_are_merged():
 
     cloud = Paged()
     start = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
-    out = await target_group_metrics(cloud, None, {"c": []}, start, start.replace(minute=2), "Average")
+    metrics = CloudWatchMetrics(cloud)
+    out = await metrics.slot_metrics(None, {"c": MetricScope(())}, start, start.replace(minute=2), "Average")
     assert cloud.tokens == [None, "page-2"]
     assert out["c"].requests == 400 and out["c"].errors is None
     assert out["c"].latency_ms == pytest.approx(175.0)  # weighted by requests: (100*0.1 + 300*0.2) / 400
-    out = await target_group_metrics(cloud, None, {"c": []}, start, start.replace(minute=2), "p99")
+    out = await metrics.slot_metrics(None, {"c": MetricScope(())}, start, start.replace(minute=2), "p99")
     assert out["c"].latency_ms == pytest.approx(200.0)  # a percentile: the worst bucket
 
 
@@ -551,13 +556,13 @@ def world(server, aws_env):
 
 @pytest.fixture
 def cloud(world):
-    return Cloud(AwsSettings(endpoint_url=world.endpoint, max_attempts=2))
+    return CloudWatchMetrics(Aws(AwsSettings(endpoint_url=world.endpoint, max_attempts=2)))
 
 
-def count_calls(cloud: Cloud, operation: str) -> list[str]:
-    """Every call of `operation` the cloud's CloudWatch client makes (botocore's before-call event)."""
+def count_calls(cloud: CloudWatchMetrics, operation: str) -> list[str]:
+    """Every call of `operation` the metrics' CloudWatch client makes (botocore's before-call event)."""
     seen: list[str] = []
-    cloud.client("cloudwatch").meta.events.register(
+    cloud.aws.client("cloudwatch").meta.events.register(
         f"before-call.cloudwatch.{operation}", lambda **kw: seen.append(operation)
     )
     return seen
@@ -605,13 +610,17 @@ def dims(world: AwsWorld, slot: str, env: str = "staging") -> list[dict[str, str
     return alb_dimensions(world.target_group_arn("web", env, slot), world.load_balancer_arn(env))
 
 
+def scope(world: AwsWorld, slot: str, env: str = "staging") -> MetricScope:
+    return scope_of(dims(world, slot, env))
+
+
 async def take(world, cloud, config=CONFIG, stable="blue") -> Measurement:
     return await measure(
         cloud,
         config,
-        role_arn=None,
-        canary=dims(world, "green"),
-        stable=dims(world, stable) if stable else None,
+        account=None,
+        canary=scope(world, "green"),
+        stable=scope(world, stable) if stable else None,
         clock=world.clock,
         label="canary 20%",
     )
@@ -732,9 +741,9 @@ async def test_an_alarm_name_that_matches_no_alarm_is_an_error_not_a_silent_pass
 
 
 async def test_an_aws_error_becomes_an_error_measurement(world):
-    nowhere = Cloud(AwsSettings(endpoint_url="http://127.0.0.1:1", max_attempts=1))  # connection refused
-    m = await measure(
-        nowhere, CONFIG, role_arn=None, canary=dims(world, "green"), stable=None, clock=world.clock, label="x"
+    nowhere = CloudWatchMetrics(Aws(AwsSettings(endpoint_url="http://127.0.0.1:1", max_attempts=1)))
+    m = await measure(  # connection refused
+        nowhere, CONFIG, account=None, canary=scope(world, "green"), stable=None, clock=world.clock, label="x"
     )
     assert m.verdict == "error" and m.canary is None
     assert m.reasons[0].startswith("CLOUDWATCH GetMetricData failed: Could not connect to the endpoint URL")
@@ -757,9 +766,9 @@ async def test_a_bake_against_the_world_stops_at_the_first_failing_measurement(w
             AnalysisConfig(interval_seconds=60),
             duration_seconds=300,
             clock=world.clock,
-            role_arn=None,
-            canary=dims(world, "green"),
-            stable=dims(world, "blue"),
+            account=None,
+            canary=scope(world, "green"),
+            stable=scope(world, "blue"),
             label="canary 50%",
             on_measurement=on_measurement,
         )

@@ -8,12 +8,16 @@ import dataclasses
 
 import pytest
 
+from bot.adapters.aws import Aws
+from bot.adapters.http import AiohttpClient
+from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
+from bot.adapters.platforms.ecs import EcsPlatform
+from bot.adapters.scheduler import Scheduler
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
 from bot.app.notices import Notice
 from bot.clock import ScaledClock
-from bot.cloud import Cloud
 from bot.config.load import load_settings
 from bot.domain import commands as cmds
 from bot.domain.errors import Refused
@@ -44,7 +48,16 @@ def make_engine(world: AwsWorld, store: AsyncStore, **env_changes) -> tuple[Engi
         envs = dict(settings.environments)
         envs["staging"] = dataclasses.replace(envs["staging"], **env_changes)
         settings = dataclasses.replace(settings, environments=envs)
-    engine = Engine(settings, store, Cloud(settings.aws), world.clock)
+    aws = Aws(settings.aws)
+    engine = Engine(
+        settings,
+        store,
+        EcsPlatform(aws),
+        CloudWatchMetrics(aws),
+        world.clock,
+        timer=Scheduler(world.clock),
+        http=AiohttpClient(),
+    )
     notices: list[Notice] = []
 
     async def collect(n: Notice) -> None:

@@ -1,4 +1,4 @@
-"""The escaping helpers (bot.domain.mrkdwn, re-exported by bot.slack_ui) and the builders fed hostile text, plus the
+"""The escaping helpers (bot.mrkdwn, re-exported by bot.slack_ui) and the builders fed hostile text, plus the
 wording issue 9 asks for: no user text becomes Slack markup, and every answer reads true."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import pytest
 
 from bot.app.access import ACTION_WORDS
 from bot.app.runner import DONE_WORDS
-from bot.cloud.metrics import GroupMetrics
 from bot.domain import commands as cmds
-from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, judge, passed_text
+from bot.domain.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurement, judge, passed_text
 from bot.domain.machine import State
 from bot.domain.model import Deployment, Event, LockInfo
 from bot.domain.mrkdwn import BACKTICK_LOOKALIKE, code, plain, text

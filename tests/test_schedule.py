@@ -12,10 +12,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.adapters.aws import Aws
+from bot.adapters.metrics.cloudwatch import CloudWatchMetrics, scope_of
 from bot.adapters.scheduler import Scheduler
 from bot.app.traffic_hours import lowest_traffic_hours, suggest_text
 from bot.clock import ManualClock, ScaledClock
-from bot.cloud import Cloud
 from bot.config.model import AwsSettings
 from bot.config.tables import ConfigError
 from bot.config.timing import parse_freezes, parse_windows
@@ -610,12 +611,12 @@ def world():
 
 @pytest.fixture
 def cloud(world, aws_env):
-    return Cloud(AwsSettings(endpoint_url=world.endpoint, max_attempts=2))
+    return CloudWatchMetrics(Aws(AwsSettings(endpoint_url=world.endpoint, max_attempts=2)))
 
 
-def count_get_metric_data(cloud: Cloud) -> list[str]:
+def count_get_metric_data(cloud: CloudWatchMetrics) -> list[str]:
     seen: list[str] = []
-    cloud.client("cloudwatch").meta.events.register(
+    cloud.aws.client("cloudwatch").meta.events.register(
         "before-call.cloudwatch.GetMetricData", lambda **kw: seen.append("GetMetricData")
     )
     return seen
@@ -650,7 +651,7 @@ async def test_lowest_traffic_hours_finds_the_quiet_berlin_hours_in_one_call(wor
         cw.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data[i : i + 500])
 
     calls = count_get_metric_data(cloud)
-    hours = await lowest_traffic_hours(cloud, None, dims, now=now, tz="Europe/Berlin")
+    hours = await lowest_traffic_hours(cloud, None, [scope_of(d) for d in dims], now=now, tz="Europe/Berlin")
     assert calls == ["GetMetricData"]
     assert [h for h, _ in hours] == [3, 4, 2]
     assert [v for _, v in hours] == [pytest.approx(12.0), pytest.approx(15.0), pytest.approx(20.0)]
@@ -659,14 +660,19 @@ async def test_lowest_traffic_hours_finds_the_quiet_berlin_hours_in_one_call(wor
         "Lowest traffic (last 14 days, Europe/Berlin): 03:00 (12 req/h), 04:00 (15 req/h), 02:00 (20 req/h)"
     )
     # The same traffic read in UTC: the quiet hours sit an hour or two earlier (CET/CEST).
-    utc_hours = await lowest_traffic_hours(cloud, None, dims, now=now, tz="UTC", top=4)
+    utc_hours = await lowest_traffic_hours(cloud, None, [scope_of(d) for d in dims], now=now, tz="UTC", top=4)
     assert {h for h, _ in utc_hours} == {0, 1, 2, 3}
 
 
 async def test_lowest_traffic_hours_without_data_is_empty(world, cloud):
     dims = [world.metric_dimensions("web", "staging", slot) for slot in ("blue", "green")]
     calls = count_get_metric_data(cloud)
-    assert await lowest_traffic_hours(cloud, None, dims, now=utc(2026, 11, 1, 12), tz="Europe/Berlin") == []
+    assert (
+        await lowest_traffic_hours(
+            cloud, None, [scope_of(d) for d in dims], now=utc(2026, 11, 1, 12), tz="Europe/Berlin"
+        )
+        == []
+    )
     assert calls == ["GetMetricData"]
     assert suggest_text((), [], "Europe/Berlin") == (
         "Configured windows: none (deploys allowed at any time)\n"
@@ -685,5 +691,7 @@ async def test_missing_hours_count_as_zero_traffic():
             }
 
     dims = [[{"Name": "TargetGroup", "Value": "x"}]]
-    hours = await lowest_traffic_hours(Fake(), None, dims, now=utc(2026, 11, 3), tz="UTC", days=2)
+    hours = await lowest_traffic_hours(
+        CloudWatchMetrics(Fake()), None, [scope_of(d) for d in dims], now=utc(2026, 11, 3), tz="UTC", days=2
+    )
     assert hours[0] == (7, 0.0) and hours[1] == (0, 100.0)

@@ -49,7 +49,7 @@ class Scheduler:
     def __init__(
         self,
         clock: Clock,
-        callback: Callback,
+        callback: Callback | None = None,
         misfire_grace_seconds: float = 300.0,
         on_missed: MissedCallback | None = None,
     ):
@@ -72,6 +72,10 @@ class Scheduler:
         )
         self._aps.add_listener(self._missed, EVENT_JOB_MISSED)
         _SCHEDULERS[self.id] = self
+
+    def bind(self, callback: Callback, on_missed: MissedCallback | None = None) -> None:
+        """Name what runs at a due time (and what hears of a missed one), when the scheduler was made first."""
+        self.callback, self.on_missed = callback, on_missed
 
     @property
     def running(self) -> bool:

@@ -3,65 +3,63 @@
 
 from __future__ import annotations
 
-import aiohttp
-
-from bot.adapters.store.aio import AsyncStore
-from bot.cloud import Cloud, CloudError
+from bot.app.plans.rolling import image_tag
+from bot.app.ports import Http, HttpError, Metrics, Platform, PlatformError
+from bot.app.storage_types import StoreLike
 from bot.config.model import Target
 from bot.domain.checklist import Item
 from bot.domain.model import Deployment
-from bot.strategies.rolling import image_tag
 
 
 async def run_check(
-    item: Item, d: Deployment, target: Target, cloud: Cloud, store: AsyncStore
+    item: Item,
+    d: Deployment,
+    target: Target,
+    platform: Platform,
+    metrics: Metrics,
+    store: StoreLike,
+    http: Http | None = None,
 ) -> tuple[bool, str]:
     """Never raises: an AWS or HTTP failure is a failed check whose evidence says what happened."""
     try:
         if item.check == "rollback_target":
-            return await _rollback_target(target, cloud)
+            return await _rollback_target(target, platform)
         if item.check == "no_alarms":
-            return await _no_alarms(item, target, cloud)
+            return await _no_alarms(item, target, metrics)
         if item.check == "promoted_from":
             return await _promoted_from(item, d, store)
         if item.check == "targets_healthy":
-            return await _targets_healthy(target, cloud)
+            return await _targets_healthy(target, platform)
         if item.check == "http_status":
-            return await _http_status(item, d, target)
-    except CloudError as exc:
+            return await _http_status(item, d, http)
+    except PlatformError as exc:
         return False, str(exc)
     return False, f"unknown check {item.check!r}"
 
 
-async def _rollback_target(target: Target, cloud: Cloud) -> tuple[bool, str]:
-    slot = await cloud.live_slot(target)
-    svc = await cloud.service(target, slot)
-    if not svc.get("taskDefinition") or svc.get("desiredCount", 0) == 0:
-        return False, f"{target.ecs_service(slot)} runs nothing: there is no version to roll back to"
-    td = await cloud.task_definition(target, svc["taskDefinition"])
-    images = [c["image"] for c in td["containerDefinitions"] if c["name"] == target.service.container]
-    if not images:
-        return False, f"{svc['taskDefinition']} has no container {target.service.container!r}"
-    return True, f"{image_tag(images[0])} runs now on {target.ecs_service(slot)}: rollback returns to it"
+async def _rollback_target(target: Target, platform: Platform) -> tuple[bool, str]:
+    now = await platform.running(target)
+    if not now.revision or now.desired == 0:
+        return False, f"{target.ecs_service(now.slot)} runs nothing: there is no version to roll back to"
+    if now.image is None:
+        return False, f"{now.revision} has no container {target.service.container!r}"
+    return True, f"{image_tag(now.image)} runs now on {target.ecs_service(now.slot)}: rollback returns to it"
 
 
-async def _no_alarms(item: Item, target: Target, cloud: Cloud) -> tuple[bool, str]:
+async def _no_alarms(item: Item, target: Target, metrics: Metrics) -> tuple[bool, str]:
     names = [
         a.format(service=target.service.name, env=target.env.name) for a in item.params.get("alarms", [])
     ]
     if not names:
         return False, "no CloudWatch alarms are configured for this item: monitoring is not in place"
-    out = await cloud.call("cloudwatch", "describe_alarms", target.env.aws_role_arn, AlarmNames=names)
-    found = {a["AlarmName"]: a for a in out.get("MetricAlarms", []) + out.get("CompositeAlarms", [])}
+    found = {a.name: a for a in await metrics.alarms(target.env.aws_role_arn, names)}
     missing = [n for n in names if n not in found]
     if missing:
         return (
             False,
             f"alarm{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found: create them first",
         )
-    firing = [
-        f"{n} ({found[n].get('StateReason', '')[:120]})" for n in names if found[n]["StateValue"] == "ALARM"
-    ]
+    firing = [f"{n} ({found[n].reason[:120]})" for n in names if found[n].state == "ALARM"]
     if firing:
         return False, "in ALARM: " + "; ".join(firing)
     return (
@@ -70,7 +68,7 @@ async def _no_alarms(item: Item, target: Target, cloud: Cloud) -> tuple[bool, st
     )
 
 
-async def _promoted_from(item: Item, d: Deployment, store: AsyncStore) -> tuple[bool, str]:
+async def _promoted_from(item: Item, d: Deployment, store: StoreLike) -> tuple[bool, str]:
     source = item.params.get("source_env", "staging")
     last = await store.last_succeeded(d.service, source)
     if last is None:
@@ -80,9 +78,9 @@ async def _promoted_from(item: Item, d: Deployment, store: AsyncStore) -> tuple[
     return True, f"{last.version} succeeded in {source} (#{last.id})"
 
 
-async def _targets_healthy(target: Target, cloud: Cloud) -> tuple[bool, str]:
-    slot = await cloud.live_slot(target)
-    health = await cloud.target_health(target, slot)
+async def _targets_healthy(target: Target, platform: Platform) -> tuple[bool, str]:
+    slot = await platform.live_slot(target)
+    health = await platform.target_health(target, slot)
     bad = [t for t in health if t.state != "healthy"]
     if not health:
         return False, f"no targets registered in {target.target_group(slot)}"
@@ -91,15 +89,16 @@ async def _targets_healthy(target: Target, cloud: Cloud) -> tuple[bool, str]:
     return True, f"{len(health)} targets healthy in {target.target_group(slot)}"
 
 
-async def _http_status(item: Item, d: Deployment, target: Target) -> tuple[bool, str]:
+async def _http_status(item: Item, d: Deployment, http: Http | None) -> tuple[bool, str]:
     url = str(item.params.get("url", "")).format(service=d.service, env=d.env, version=d.version or "")
     want = int(item.params.get("expect_status", 200))
     expect_body = item.params.get("expect_body")
+    if http is None:
+        return False, "this bot has no HTTP client to check with"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, s.get(url) as resp:
-            body = await resp.text()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return False, f"GET {url}: {type(exc).__name__}"
-    if resp.status != want or (expect_body and str(expect_body) not in body):
-        return False, f"GET {url} → {resp.status} {body[:100]!r} (wanted {want})"
-    return True, f"GET {url} → {resp.status}"
+        status, body = await http.get(url)
+    except HttpError as exc:
+        return False, f"GET {url}: {str(exc).split(':')[0]}"
+    if status != want or (expect_body and str(expect_body) not in body):
+        return False, f"GET {url} → {status} {body[:100]!r} (wanted {want})"
+    return True, f"GET {url} → {status}"

@@ -4,24 +4,34 @@ nothing of Slack."""
 
 from __future__ import annotations
 
-from bot.adapters.scheduler import Scheduler
 from bot.app.access import Access
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
 from bot.app.notices import Listener, Notice, Publisher
+from bot.app.ports import Http, Metrics, Platform, Timer
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
 from bot.app.storage_types import StoreLike
 from bot.clock import Clock
-from bot.cloud import Cloud
 from bot.config.model import Settings
 from bot.domain import commands as cmds
 from bot.domain.model import Amendment, Deployment, LockInfo
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: StoreLike, cloud: Cloud, clock: Clock):
-        self.settings, self.store, self.cloud, self.clock = settings, store, cloud, clock
+    def __init__(
+        self,
+        settings: Settings,
+        store: StoreLike,
+        platform: Platform,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        timer: Timer,
+        http: Http | None = None,
+    ):
+        self.settings, self.store, self.clock = settings, store, clock
+        self.platform, self.metrics = platform, metrics
         self.publisher = Publisher()
         self.access = Access(settings, store)
         gate: Gate | None = None
@@ -35,13 +45,38 @@ class Engine:
             await gate.reconsider(deployment_id)
 
         self.scheduling = Scheduling(
-            settings, store, cloud, clock, self.publisher, waiting_for=waiting_for, reconsider=reconsider
+            settings,
+            store,
+            platform,
+            metrics,
+            clock,
+            self.publisher,
+            timer,
+            waiting_for=waiting_for,
+            reconsider=reconsider,
         )
         self.runner = Runner(
-            settings, store, cloud, clock, self.publisher, self.access, self.scheduling.scheduler.cancel
+            settings,
+            store,
+            platform,
+            metrics,
+            clock,
+            self.publisher,
+            self.access,
+            timer.cancel,
+            http,
         )
         gate = self.gate = Gate(
-            settings, store, cloud, clock, self.publisher, self.access, self.runner, self.scheduling
+            settings,
+            store,
+            platform,
+            metrics,
+            clock,
+            self.publisher,
+            self.access,
+            self.runner,
+            self.scheduling,
+            http,
         )
         self.intake = Intake(settings, store, self.publisher, self.access, self.scheduling, gate)
         # the people-facing operations, each owned by one use case
@@ -63,7 +98,7 @@ class Engine:
         self.windows_report, self.freezes = self.scheduling.windows_report, self.scheduling.freezes
 
     @property
-    def scheduler(self) -> Scheduler:
+    def scheduler(self) -> Timer:
         return self.scheduling.scheduler
 
     def subscribe(self, listener: Listener) -> None:

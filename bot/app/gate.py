@@ -12,11 +12,11 @@ from typing import Any
 from bot.app.access import Access
 from bot.app.checks import run_check
 from bot.app.notices import BOT, Notice, Publisher
+from bot.app.ports import Http, Metrics, Platform
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
 from bot.app.storage_types import StoreLike
 from bot.clock import Clock
-from bot.cloud import Cloud
 from bot.config.model import Settings
 from bot.domain.checklist import Item, Policy, Readiness, readiness, valid_approvals
 from bot.domain.errors import Conflict, Forbidden, Refused
@@ -33,15 +33,19 @@ class Gate:
         self,
         settings: Settings,
         store: StoreLike,
-        cloud: Cloud,
+        platform: Platform,
+        metrics: Metrics,
         clock: Clock,
         publisher: Publisher,
         access: Access,
         runner: Runner,
         scheduling: Scheduling,
+        http: Http | None = None,
     ):
-        self.settings, self.store, self.cloud, self.clock = settings, store, cloud, clock
+        self.settings, self.store, self.clock = settings, store, clock
+        self.platform, self.metrics = platform, metrics
         self.publisher, self.access, self.runner, self.scheduling = publisher, access, runner, scheduling
+        self.http = http
         self.admitting: set[int] = set()  # deployments whose checks run now (pruned when they finish)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -126,7 +130,9 @@ class Gate:
     async def _run_checks(self, d: Deployment) -> None:
         target = self.settings.target(d.service, d.env)
         for item in target.env.policy.automatic_items:
-            ok, evidence = await run_check(item, d, target, self.cloud, self.store)
+            ok, evidence = await run_check(
+                item, d, target, self.platform, self.metrics, self.store, self.http
+            )
             await self.store.set_item(d.id, item.id, ok, BOT, evidence)
 
     async def _guard_refusal(self, d: Deployment) -> str | None:
@@ -140,8 +146,10 @@ class Gate:
                     Item("rollback_target", "Rollback target", "automatic", "rollback_target"),
                     d,
                     self.settings.target(d.service, d.env),
-                    self.cloud,
+                    self.platform,
+                    self.metrics,
                     self.store,
+                    self.http,
                 )
             else:
                 ok, evidence = state.done, state.evidence

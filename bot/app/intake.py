@@ -11,6 +11,7 @@ from bot.app import history
 from bot.app.access import Access
 from bot.app.gate import Gate
 from bot.app.notices import BOT, Notice, Publisher
+from bot.app.plans import Step, StepFailed, plan
 from bot.app.scheduling import Scheduling
 from bot.app.storage_types import StoreLike
 from bot.config.model import Settings
@@ -18,7 +19,6 @@ from bot.domain import commands as cmds
 from bot.domain.errors import Refused
 from bot.domain.machine import BEFORE_START, State
 from bot.domain.model import Amendment, Deployment, LockInfo
-from bot.strategies import Step, StepFailed, plan
 
 Request = cmds.Deploy | cmds.Rollback | cmds.Promote
 ACTIONS: dict[type, str] = {cmds.Deploy: "deploy", cmds.Rollback: "rollback", cmds.Promote: "promote"}

@@ -1,58 +1,75 @@
-"""Taking measurements for an analysis: one metrics read per interval, judged by the domain's analysis rules."""
+"""Taking measurements for a bake: read the slots' metrics and alarms through a Metrics port, judge them
+(bot.analysis), and run a bake's measurements on the clock. An API error is an "error" measurement."""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
+from bot.app.ports import Metrics, MetricScope, PlatformError
 from bot.clock import Clock
-from bot.cloud import Cloud, CloudError
-from bot.cloud.metrics import alarms_in_alarm, target_group_metrics
 from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, error_measurement, judge
 
-# ------------------------------------------------------------------------------------------ talking to AWS
+
+async def alarms_in_alarm(
+    metrics: Metrics, account: str | None, names: Sequence[str]
+) -> list[dict[str, str]]:
+    """The named alarms in ALARM, as [{"name", "reason"}]. A name that matches no alarm raises
+    PlatformError: a typo must not silently switch a safety check off. No names: no call."""
+    if not names:
+        return []
+    wanted = list(dict.fromkeys(names))
+    found = {a.name: a for a in await metrics.alarms(account, wanted)}
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise PlatformError(
+            "CLOUDWATCH DescribeAlarms",
+            "no such alarm: " + ", ".join(f'"{n}"' for n in missing) + " (check the analysis alarms setting)",
+        )
+    return [{"name": n, "reason": found[n].reason} for n in wanted if found[n].state == "ALARM"]
 
 
 async def measure(
-    cloud: Cloud,
+    metrics: Metrics,
     config: AnalysisConfig,
     *,
-    role_arn: str | None,
-    canary: list[dict[str, str]],
-    stable: list[dict[str, str]] | None,
+    account: str | None,
+    canary: MetricScope,
+    stable: MetricScope | None,
     clock: Clock,
     label: str,
 ) -> Measurement:
-    """Take and judge one measurement: ONE GetMetricData call for both groups over the last window (and
-    one DescribeAlarms when alarms are configured, concurrently). An AWS error gives verdict "error"."""
+    """Take and judge one measurement: ONE metrics request for both slots over the last window (and one
+    alarms request when alarms are configured, concurrently). A PlatformError gives verdict "error"."""
     at = float(math.floor(clock.now()))
     end = datetime.fromtimestamp(at, UTC)
     start = datetime.fromtimestamp(at - config.window_seconds, UTC)
-    groups = {"canary": canary} if stable is None else {"canary": canary, "stable": stable}
-    metrics, alarms = await asyncio.gather(
-        target_group_metrics(cloud, role_arn, groups, start, end, config.latency_statistic),
-        alarms_in_alarm(cloud, role_arn, list(config.alarms)),
+    scopes = {"canary": canary} if stable is None else {"canary": canary, "stable": stable}
+    read, alarms = await asyncio.gather(
+        metrics.slot_metrics(account, scopes, start, end, config.latency_statistic),
+        alarms_in_alarm(metrics, account, config.alarms),
         return_exceptions=True,
     )
-    for result in (metrics, alarms):
-        if isinstance(result, CloudError):
+    for result in (read, alarms):
+        if isinstance(result, PlatformError):
             return error_measurement(config, result, at, label)
         if isinstance(result, BaseException):
             raise result
-    return judge(config, metrics["canary"], metrics.get("stable"), alarms, at, label)
+    assert not isinstance(read, BaseException) and not isinstance(alarms, BaseException)
+    return judge(config, read["canary"], read.get("stable"), alarms, at, label)
 
 
 async def run_analysis(
-    cloud: Cloud,
+    metrics: Metrics,
     config: AnalysisConfig,
     *,
     duration_seconds: float,
     clock: Clock,
-    role_arn: str | None,
-    canary: list[dict[str, str]],
-    stable: list[dict[str, str]] | None,
+    account: str | None,
+    canary: MetricScope,
+    stable: MetricScope | None,
     label: str,
     on_measurement: Callable[[Measurement], Awaitable[None]],
     checkpoint: Callable[[], Awaitable[None]] | None = None,
@@ -77,7 +94,7 @@ async def run_analysis(
         await clock.sleep(min(config.interval_seconds, max(0.0, deadline - clock.now())))
         await gate()
         m = await measure(
-            cloud, config, role_arn=role_arn, canary=canary, stable=stable, clock=clock, label=label
+            metrics, config, account=account, canary=canary, stable=stable, clock=clock, label=label
         )
         run.add(m)
         await on_measurement(m)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.strategies import step_from_dict
+from bot.app.plans import step_from_dict
 
 
 def plan_minimum_seconds(plan: list[dict[str, Any]]) -> float:

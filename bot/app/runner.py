@@ -13,14 +13,14 @@ from typing import Any
 
 from bot.app.access import BUTTON_ACCESS, Access
 from bot.app.notices import BOT, Notice, Publisher
+from bot.app.plans import NeedsHuman, StepContext, StepFailed, rollback_plan, step_from_dict
+from bot.app.ports import Http, Metrics, Platform, PlatformError
 from bot.app.storage_types import StoreLike
 from bot.clock import Clock
-from bot.cloud import Cloud, CloudError
 from bot.config.model import Settings
 from bot.domain.errors import Refused
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
 from bot.domain.model import Deployment
-from bot.strategies import NeedsHuman, StepContext, StepFailed, rollback_plan, step_from_dict
 
 log = logging.getLogger(__name__)
 DONE_WORDS = {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}
@@ -47,14 +47,17 @@ class Runner:
         self,
         settings: Settings,
         store: StoreLike,
-        cloud: Cloud,
+        platform: Platform,
+        metrics: Metrics,
         clock: Clock,
         publisher: Publisher,
         access: Access,
         unschedule: Callable[[str], bool],
+        http: Http | None = None,
     ):
-        self.settings, self.store, self.cloud, self.clock = settings, store, cloud, clock
-        self.publisher, self.access, self.unschedule = publisher, access, unschedule
+        self.settings, self.store, self.clock = settings, store, clock
+        self.platform, self.metrics = platform, metrics
+        self.publisher, self.access, self.unschedule, self.http = publisher, access, unschedule, http
         self.runs: dict[int, Run] = {}
 
     async def emit(self, notice: Notice) -> None:
@@ -204,7 +207,8 @@ class Runner:
             deployment_id=d.id,
             version=d.version,
             target=self.settings.target(d.service, d.env),
-            cloud=self.cloud,
+            platform=self.platform,
+            metrics=self.metrics,
             clock=self.clock,
             data=data,
             report=report,
@@ -212,6 +216,7 @@ class Runner:
             checkpoint=checkpoint,
             save=save,
             record=record,
+            http=self.http,
         )
 
     async def transition(
@@ -368,8 +373,8 @@ class Runner:
 
 
 def failure_reason(exc: Exception, deployment_id: int) -> str:
-    """Why a step failed, in words for people. Anything but a StepFailed or CloudError is a bug: logged."""
-    if isinstance(exc, StepFailed | CloudError):
+    """Why a step failed, in words for people. Anything but a StepFailed or PlatformError is a bug: logged."""
+    if isinstance(exc, StepFailed | PlatformError):
         return str(exc)
     log.error("deployment #%s: unexpected error in a step", deployment_id, exc_info=exc)
     return f"internal error ({type(exc).__name__}); the bot's log has the details"

@@ -8,12 +8,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.adapters.scheduler import Scheduler
 from bot.app.notices import BOT, Notice, Publisher
+from bot.app.ports import Metrics, Platform, Timer
 from bot.app.storage_types import StoreLike
 from bot.app.traffic_hours import lowest_traffic_hours, suggest_text
 from bot.clock import Clock
-from bot.cloud import Cloud
 from bot.config.model import Settings, Target
 from bot.domain import commands as cmds
 from bot.domain.errors import Refused
@@ -42,22 +41,20 @@ class Scheduling:
         self,
         settings: Settings,
         store: StoreLike,
-        cloud: Cloud,
+        platform: Platform,
+        metrics: Metrics,
         clock: Clock,
         publisher: Publisher,
+        timer: Timer,
         *,
         waiting_for: WaitingFor,
         reconsider: Callable[[int], Awaitable[None]],
     ):
-        self.settings, self.store, self.cloud, self.clock, self.publisher = (
-            settings,
-            store,
-            cloud,
-            clock,
-            publisher,
-        )
+        self.settings, self.store, self.clock, self.publisher = settings, store, clock, publisher
+        self.platform, self.metrics = platform, metrics
         self.waiting_for, self.reconsider = waiting_for, reconsider
-        self.scheduler = Scheduler(clock, self._due, misfire_grace_seconds=300.0, on_missed=self._missed)
+        self.scheduler = timer
+        timer.bind(self._due, self._missed)
 
     async def freezes(self) -> list[Freeze]:
         return [*self.settings.freezes, *(await self.store.freezes())]
@@ -218,10 +215,10 @@ class Scheduling:
 
     async def windows_report(self, service: str, env: str) -> str:
         target = self.settings.target(service, env)
-        dims = [await self.cloud.metric_dimensions(target, s) for s in target.slots]
+        scopes = [await self.platform.metric_scope(target, s) for s in target.slots]
         tz = tz_of(target.windows)
         hours = await lowest_traffic_hours(
-            self.cloud, target.env.aws_role_arn, dims, now=self.clock.utcnow(), tz=tz
+            self.metrics, target.env.aws_role_arn, scopes, now=self.clock.utcnow(), tz=tz
         )
         return f"*{service} in {env}*\n" + suggest_text(target.windows, hours, tz)
 

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from bot.cloud import Cloud
-from bot.cloud.metrics import metric_series
+from bot.app.ports import Metrics, MetricScope
 from bot.domain.windows import Window, _aware, describe_windows, zone
 
 # --------------------------------------------------------------------------------------------- traffic
 
-NAMESPACE = "AWS/ApplicationELB"
-
 
 async def lowest_traffic_hours(
-    cloud: Cloud,
-    role_arn: str | None,
-    dimensions: list[list[dict[str, str]]],
+    metrics: Metrics,
+    account: str | None,
+    scopes: list[MetricScope],
     *,
     now: datetime,
     tz: str,
@@ -25,36 +22,20 @@ async def lowest_traffic_hours(
     top: int = 3,
 ) -> list[tuple[int, float]]:
     """The `top` quietest hours of the day in `tz` as (hour, average requests in that hour), quietest
-    first, from RequestCount Sums per hour over the last `days` whole days summed across `dimensions`
-    (e.g. both slots' target groups): ONE GetMetricData call (NextToken pages followed).
+    first, from requests per hour over the last `days` whole days summed across `scopes` (e.g. both
+    slots): ONE metrics request (on CloudWatch one GetMetricData call, NextToken pages followed).
 
     An ALB publishes no RequestCount datapoint for an hour without requests, so from the first hour with
     data on, a missing hour counts as zero; each hour of the day is averaged over the times it occurred
     (a DST day has one hour twice and one not at all). No data at all: []."""
     if days < 1:
         raise ValueError(f"days must be >= 1, got {days}")
-    if not dimensions:
+    if not scopes:
         return []
     z = zone(tz)
     end = _aware(now, "now").replace(minute=0, second=0, microsecond=0)  # whole hours, aligned to the hour
     start = end - timedelta(days=days)
-    queries = [
-        {
-            "Id": f"r{i}",
-            "MetricStat": {
-                "Metric": {"Namespace": NAMESPACE, "MetricName": "RequestCount", "Dimensions": dims},
-                "Period": 3600,
-                "Stat": "Sum",
-            },
-            "ReturnData": True,
-        }
-        for i, dims in enumerate(dimensions)
-    ]
-    per_hour: dict[datetime, float] = {}
-    for values in (await metric_series(cloud, role_arn, queries, start, end)).values():
-        for ts, value in values.items():
-            bucket = ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-            per_hour[bucket] = per_hour.get(bucket, 0.0) + value
+    per_hour = await metrics.requests_per_hour(account, scopes, start, end)
     if not per_hour:
         return []
     totals, seen = [0.0] * 24, [0] * 24

@@ -12,7 +12,6 @@ from typing import Any
 
 from bot.config.analysis import from_toml as analysis_from_toml
 from bot.config.model import (
-    STRATEGIES,
     AwsSettings,
     DeploymentConfiguration,
     Environment,
@@ -25,6 +24,7 @@ from bot.config.policy import alerts_from_table, parse_policy, parse_roles
 from bot.config.tables import ConfigError, _show, _Table
 from bot.config.timing import parse_freezes, parse_windows
 from bot.domain.checklist import Roles
+from bot.domain.strategies import STRATEGIES
 
 DEFAULT_CONFIG = Path("config/deploybot.toml")
 

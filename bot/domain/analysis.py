@@ -10,8 +10,6 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.cloud.metrics import GroupMetrics
-
 VERDICTS = ("pass", "fail", "inconclusive", "error")
 STATUSES = ("running", "successful", "failed", "inconclusive")
 LATENCY_STATISTIC = re.compile(r"^(Average|Minimum|Maximum|p(100|\d{1,2}(\.\d{1,2})?))$")
@@ -54,6 +52,20 @@ class AnalysisConfig:
 
 
 # ------------------------------------------------------------------------------------------ measurements
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    """One slot's traffic over one window, as a Metrics adapter reads it (bot.app.ports.Metrics). None
+    means the backend returned no datapoint: no data, not zero.
+
+    An ALB publishes HTTPCode_Target_5XX_Count only when there were 5XX responses, so `errors` is None
+    with `requests` set on a healthy group; the judgement reads that as zero errors. A percentile
+    statistic (p99) gives `latency_ms` None under moto, which never computes ExtendedStatistics."""
+
+    requests: float | None = None
+    errors: float | None = None
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True)

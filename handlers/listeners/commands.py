@@ -14,12 +14,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.access import ACTION_WORDS
 from bot.app.engine import Engine
+from bot.app.plans import duration
 from bot.domain import commands as cmds
 from bot.domain.errors import Conflict, Forbidden, NotFound, Refused
 from bot.domain.machine import IllegalTransition
 from bot.domain.model import Amendment as Amended
 from bot.domain.model import LockInfo
-from bot.strategies import duration
 from handlers.roles import RoleResolver
 from handlers.ui import blocks as slack_ui
 

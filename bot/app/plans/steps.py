@@ -1,6 +1,6 @@
-"""Strategies are plans: lists of steps, each stating where the world should be, so running one twice is
-harmless. A plan is stored with its deployment (Step.to_dict) and rebuilt from the store after a restart
-(step_from_dict); the engine persists the step index before and after each step."""
+"""A step of a plan and what it may use while it runs (StepContext: the platform, the metrics, the clock,
+the deployment's persisted data). Steps register their kinds here, so a stored plan is rebuilt in a fresh
+process (step_from_dict)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from bot.app.ports import Http, Metrics, Platform
 from bot.clock import Clock
-from bot.cloud import Cloud
 from bot.config.model import Target
 
 
@@ -29,15 +29,19 @@ class StepContext:
     deployment_id: int
     version: str | None
     target: Target
-    cloud: Cloud
+    platform: Platform
+    metrics: Metrics
     clock: Clock
     data: dict[str, Any]
     report: Callable[[str], Awaitable[None]]  # a detail line for the deployment's thread
     progress: Callable[[str], Awaitable[None]]  # the live "what is happening now" line on its message
     checkpoint: Callable[[], Awaitable[None]]  # waits while paused; call between polls
     save: Callable[[], Awaitable[None]] = field(default=lambda: _noop())  # persist `data` now
-    record: Callable[[str, dict], Awaitable[None]] = field(default=lambda action, details: _noop())  # audit
+    record: Callable[[str, dict[str, Any]], Awaitable[None]] = field(
+        default=lambda action, details: _noop()
+    )  # audit
     index: int = 0  # the running step's place in the plan
+    http: Http | None = None  # smoke checks' HTTP client
 
     async def poll(self, seconds: float | None = None) -> None:
         await self.checkpoint()
@@ -91,29 +95,3 @@ def duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
-GRADUAL_ROLLBACK_WEIGHTS = (25, 50, 75, 100)
-
-
-def plan(strategy: str, target: Target, *, gradual: bool = False) -> list[Step]:
-    """The steps of a deployment. `gradual` (rollbacks): traffic moves back in steps, with analysis."""
-    if strategy == "rolling":
-        return rolling.plan(target)
-    if strategy == "blue-green" and not gradual:
-        return traffic.blue_green_plan(target)
-    if strategy in ("canary", "blue-green"):
-        return traffic.canary_plan(target, GRADUAL_ROLLBACK_WEIGHTS if gradual else None)
-    raise StepFailed(f'there is no "{strategy}" strategy; use rolling, blue-green or canary')
-
-
-def rollback_plan(strategy: str, target: Target) -> list[Step]:
-    """What undoes a failed deployment of that strategy."""
-    if strategy == "rolling":
-        return rolling.rollback_plan(target)
-    return traffic.rollback_plan(target)
-
-
-# Importing the strategy modules registers their step kinds, so step_from_dict works in a fresh process
-# (resuming after a restart) before any plan has been built.
-from bot.strategies import rolling, traffic  # noqa: E402

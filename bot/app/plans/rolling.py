@@ -1,5 +1,5 @@
-"""Rolling: update the live slot's ECS service in place to a new task definition revision, wait for ECS to
-roll it out and for the ALB targets to be healthy, bake, succeed. Rollback puts the previous revision back.
+"""Rolling: update the live slot in place to a new revision, wait for the platform to roll it out and for
+its targets to be healthy, bake, succeed. Rollback puts the previous revision back.
 
 Context keys written here: slot, previous_task_definition, previous_version, task_definition, changed."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.app.plans.steps import Step, StepContext, StepFailed, duration
 from bot.config.model import Target
-from bot.strategies import Step, StepContext, StepFailed, duration
 
 
 def image_tag(image: str) -> str:
@@ -29,24 +29,20 @@ class CaptureCurrent(Step):
     async def run(self, ctx: StepContext) -> None:
         if "previous_task_definition" in ctx.data:
             return
-        slot = await ctx.cloud.live_slot(ctx.target)
-        svc = await ctx.cloud.service(ctx.target, slot)
-        arn = svc["taskDefinition"]
-        td = await ctx.cloud.task_definition(ctx.target, arn)
-        container = next(
-            (c for c in td["containerDefinitions"] if c["name"] == ctx.target.service.container), None
-        )
-        if container is None:
-            raise StepFailed(f"task definition {arn} has no container {ctx.target.service.container!r}")
+        now = await ctx.platform.running(ctx.target)
+        if now.image is None:
+            raise StepFailed(
+                f"task definition {now.revision} has no container {ctx.target.service.container!r}"
+            )
         ctx.data.update(
-            slot=slot,
-            previous_task_definition=arn,
-            previous_version=image_tag(container["image"]),
-            desired_count=svc.get("desiredCount", 0),
+            slot=now.slot,
+            previous_task_definition=now.revision,
+            previous_version=image_tag(now.image),
+            desired_count=now.desired,
         )
         await ctx.report(
-            f"Running now: {image_tag(container['image'])} ({_short(arn)}) on "
-            f"{ctx.target.ecs_service(slot)}, {svc.get('desiredCount', 0)} tasks"
+            f"Running now: {image_tag(now.image)} ({_short(now.revision)}) on "
+            f"{ctx.target.ecs_service(now.slot)}, {now.desired} tasks"
         )
 
 
@@ -64,7 +60,7 @@ class RegisterRevision(Step):
             return
         version = ctx.version or ctx.data["previous_version"]
         image = ctx.target.image(version)
-        arn = await ctx.cloud.register_revision(ctx.target, ctx.data["previous_task_definition"], image)
+        arn = await ctx.platform.register_revision(ctx.target, ctx.data["previous_task_definition"], image)
         ctx.data["task_definition"] = arn
         await ctx.report(f"Registered {_short(arn)} with image {image}")
 
@@ -84,7 +80,7 @@ class UpdateService(Step):
         arn = ctx.data[self.use]
         ctx.data["changed"] = True
         await ctx.save()  # before the call: a crash right after it must still know to roll back
-        await ctx.cloud.update_service(ctx.target, ctx.data["slot"], task_definition=arn)
+        await ctx.platform.update_slot(ctx.target, ctx.data["slot"], revision=arn)
         await ctx.report(f"Updated {ctx.target.ecs_service(ctx.data['slot'])} to {_short(arn)}")
 
 
@@ -105,12 +101,12 @@ class WaitForRollout(Step):
         deadline = ctx.clock.now() + self.timeout_seconds
         last = None
         while True:
-            r = await ctx.cloud.rollout(ctx.target, slot)
-            if r.task_definition == arn:
-                if r.rollout_state == "COMPLETED":
+            r = await ctx.platform.rollout(ctx.target, slot)
+            if r.revision == arn:
+                if r.state == "COMPLETED":
                     await ctx.report(f"Rollout complete: {r.running}/{r.desired} tasks on {_short(arn)}")
                     return
-                if r.rollout_state == "FAILED":
+                if r.state == "FAILED":
                     targets = await unhealthy_targets(ctx, slot)
                     raise StepFailed(
                         f"ECS rollout failed: {r.reason or 'no reason given'}"
@@ -154,7 +150,7 @@ class WaitForHealthyTargets(Step):
 
 async def unhealthy_targets(ctx: StepContext, slot: str) -> str | None:
     """None when the slot's targets are all healthy and enough; else what is wrong, in words."""
-    health = await ctx.cloud.target_health(ctx.target, slot)
+    health = await ctx.platform.target_health(ctx.target, slot)
     wanted = int(ctx.data.get("desired_count", 0))
     healthy = [t for t in health if t.state == "healthy"]
     bad = [t for t in health if t.state not in ("healthy", "draining")]
@@ -185,11 +181,9 @@ class Bake(Step):
         end = ctx.clock.now() + self.duration
         while (left := end - ctx.clock.now()) > 0:
             await ctx.progress(f"Baking: {duration(left)} left")
-            r = await ctx.cloud.rollout(ctx.target, slot)
-            if r.task_definition != ctx.data["task_definition"] or r.rollout_state == "FAILED":
-                raise StepFailed(
-                    f"during bake the service left the new revision ({r.rollout_state}: {r.reason})"
-                )
+            r = await ctx.platform.rollout(ctx.target, slot)
+            if r.revision != ctx.data["task_definition"] or r.state == "FAILED":
+                raise StepFailed(f"during bake the service left the new revision ({r.state}: {r.reason})")
             problem = await unhealthy_targets(ctx, slot)
             if problem is not None:
                 raise StepFailed(f"during bake: {problem}")

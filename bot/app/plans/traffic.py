@@ -1,7 +1,7 @@
 """Blue-green and canary over two slots behind one weighted ALB rule.
 
 The live slot keeps serving; the idle slot gets the new version; weights move traffic (each move is ONE
-modify_rule/modify_listener call); analysis judges each bake; the old slot stays warm for instant rollback,
+platform change: on ECS+ALB one ModifyRule call); analysis judges each bake; the old slot stays warm for instant rollback,
 then is scaled down after the target group's deregistration delay. Rollback: all traffic back to the stable
 slot in one call, then the candidate scaled down.
 
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
-
 from bot.app.measure import run_analysis
+from bot.app.plans.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout, image_tag
+from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, duration
+from bot.app.ports import HttpError
 from bot.config.model import Target
-from bot.domain.analysis import Analysis
-from bot.strategies import NeedsHuman, Step, StepContext, StepFailed, duration
-from bot.strategies.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout, image_tag
+from bot.domain.analysis import Analysis, Measurement
 
 
 def other(slot: str, slots: tuple[str, ...]) -> str:
@@ -42,31 +41,26 @@ class CaptureTraffic(Step):
                 f"{ctx.target.service.name} has one slot; blue-green and canary need two "
                 "(ecs_service must use {slot})"
             )
-        weights = await ctx.cloud.slot_weights(ctx.target)
+        weights = await ctx.platform.weights(ctx.target)
         live = [s for s, w in weights.items() if w > 0]
         if len(live) != 1:
             split = ", ".join(f"{s} {w}%" for s, w in weights.items())
             raise StepFailed(f"traffic is split ({split}); finish or roll back whatever split it first")
-        stable = live[0]
-        svc = await ctx.cloud.service(ctx.target, stable)
-        arn = svc["taskDefinition"]
-        td = await ctx.cloud.task_definition(ctx.target, arn)
-        image = next(
-            (c["image"] for c in td["containerDefinitions"] if c["name"] == ctx.target.service.container),
-            None,
-        )
-        if image is None:
-            raise StepFailed(f"task definition {arn} has no container {ctx.target.service.container!r}")
+        now = await ctx.platform.running(ctx.target, live[0])
+        if now.image is None:
+            raise StepFailed(
+                f"task definition {now.revision} has no container {ctx.target.service.container!r}"
+            )
         ctx.data.update(
-            stable_slot=stable,
-            slot=other(stable, ctx.target.slots),
-            previous_task_definition=arn,
-            previous_version=image_tag(image),
-            desired_count=max(1, svc.get("desiredCount", 0)),
+            stable_slot=now.slot,
+            slot=other(now.slot, ctx.target.slots),
+            previous_task_definition=now.revision,
+            previous_version=image_tag(now.image),
+            desired_count=max(1, now.desired),
             weight=0,
         )
         await ctx.report(
-            f"Live: {stable} runs {image_tag(image)} with all the traffic; "
+            f"Live: {now.slot} runs {image_tag(now.image)} with all the traffic; "
             f"{ctx.data['slot']} gets the new version"
         )
 
@@ -81,14 +75,12 @@ class UseRevision(RegisterRevision):
         if "task_definition" in ctx.data:
             return
         version = ctx.version or ctx.data["previous_version"]
-        svc = await ctx.cloud.service(ctx.target, ctx.data["slot"])
-        td = await ctx.cloud.task_definition(ctx.target, svc["taskDefinition"])
-        images = [c["image"] for c in td["containerDefinitions"] if c["name"] == ctx.target.service.container]
-        if images and images[0] == ctx.target.image(version):
-            ctx.data["task_definition"] = svc["taskDefinition"]
-            warm = svc.get("runningCount", 0)
+        idle = await ctx.platform.running(ctx.target, ctx.data["slot"])
+        if idle.image is not None and idle.image == ctx.target.image(version):
+            ctx.data["task_definition"] = idle.revision
             await ctx.report(
-                f"{ctx.data['slot']} already has {images[0]}" + (f" ({warm} tasks warm)" if warm else "")
+                f"{ctx.data['slot']} already has {idle.image}"
+                + (f" ({idle.running} tasks warm)" if idle.running else "")
             )
             return
         await super().run(ctx)
@@ -106,11 +98,11 @@ class PrepareSlot(Step):
     async def run(self, ctx: StepContext) -> None:
         ctx.data["changed"] = True
         await ctx.save()
-        await ctx.cloud.update_service(
+        await ctx.platform.update_slot(
             ctx.target,
             ctx.data["slot"],
-            task_definition=ctx.data["task_definition"],
-            desired_count=int(ctx.data["desired_count"]),
+            revision=ctx.data["task_definition"],
+            count=int(ctx.data["desired_count"]),
         )
         await ctx.report(
             f"Starting {ctx.data['desired_count']} tasks of {ctx.version} in "
@@ -137,23 +129,21 @@ class SmokeCheck(Step):
             )
             deadline = ctx.clock.now() + check.timeout_seconds
             last = "no answer"
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                while True:
-                    try:
-                        async with session.get(url) as resp:
-                            body = await resp.text()
-                            if resp.status == check.expect_status and (expect_body or "") in body:
-                                await ctx.report(f"Smoke check passed: GET {url} → {resp.status}")
-                                break
-                            last = f"HTTP {resp.status}, body {body[:120]!r}"
-                    except (aiohttp.ClientError, TimeoutError) as exc:
-                        last = f"{type(exc).__name__}: {exc}"[:200]
-                    if ctx.clock.now() >= deadline:
-                        want = f"HTTP {check.expect_status}" + (
-                            f" with {expect_body!r}" if expect_body else ""
-                        )
-                        raise StepFailed(f"smoke check failed: GET {url} wanted {want}, got {last}")
-                    await ctx.poll()
+            if ctx.http is None:
+                raise StepFailed("smoke checks are configured but this bot has no HTTP client")
+            while True:
+                try:
+                    status, body = await ctx.http.get(url)
+                    if status == check.expect_status and (expect_body or "") in body:
+                        await ctx.report(f"Smoke check passed: GET {url} → {status}")
+                        break
+                    last = f"HTTP {status}, body {body[:120]!r}"
+                except HttpError as exc:
+                    last = str(exc)
+                if ctx.clock.now() >= deadline:
+                    want = f"HTTP {check.expect_status}" + (f" with {expect_body!r}" if expect_body else "")
+                    raise StepFailed(f"smoke check failed: GET {url} wanted {want}, got {last}")
+                await ctx.poll()
 
 
 @dataclass
@@ -170,7 +160,7 @@ class SetWeights(Step):
         if ctx.data.get("full") and 0 < self.candidate < 100:
             return  # promoted to full: only the 100% step moves traffic
         new, stable = ctx.data["slot"], ctx.data["stable_slot"]
-        await ctx.cloud.set_weights(ctx.target, {new: self.candidate, stable: 100 - self.candidate})
+        await ctx.platform.set_weights(ctx.target, {new: self.candidate, stable: 100 - self.candidate})
         ctx.data["weight"] = self.candidate
         await ctx.report(f"Traffic: {new} {self.candidate}% / {stable} {100 - self.candidate}%")
 
@@ -197,23 +187,23 @@ class Analyze(Step):
         if ctx.data.get("full") and ctx.data.get("weight", 0) < 100:
             return
         new, stable = ctx.data["slot"], ctx.data["stable_slot"]
-        canary = await ctx.cloud.metric_dimensions(ctx.target, new)
+        canary = await ctx.platform.metric_scope(ctx.target, new)
         baseline = (
-            await ctx.cloud.metric_dimensions(ctx.target, stable) if ctx.data.get("weight", 0) < 100 else None
+            await ctx.platform.metric_scope(ctx.target, stable) if ctx.data.get("weight", 0) < 100 else None
         )
 
-        async def on_measurement(m) -> None:
+        async def on_measurement(m: Measurement) -> None:
             await ctx.record("measurement", m.to_dict())
             await ctx.report(
                 f"{'✓' if m.verdict == 'pass' else '✗' if m.verdict == 'fail' else '?'} {m.line()}"
             )
 
         analysis: Analysis = await run_analysis(
-            ctx.cloud,
+            ctx.metrics,
             ctx.target.analysis,
             duration_seconds=self.seconds,
             clock=ctx.clock,
-            role_arn=ctx.target.env.aws_role_arn,
+            account=ctx.target.env.aws_role_arn,
             canary=canary,
             stable=baseline,
             label=self.label,
@@ -280,19 +270,19 @@ class ScaleDown(Step):
             if problem:
                 raise StepFailed(f"after the switch: {problem}")
             await ctx.poll(min(ctx.target.poll_seconds, left))
-        delay = await ctx.cloud.deregistration_delay(ctx.target, slot)
+        delay = await ctx.platform.drain_seconds(ctx.target, slot)
         if delay > 0 and not ctx.data.get(f"drained_{slot}"):
             await ctx.progress(f"Draining {slot}: {duration(delay)}")
             await ctx.clock.sleep(delay)
             ctx.data[f"drained_{slot}"] = True
-        await ctx.cloud.update_service(ctx.target, slot, desired_count=0)
+        await ctx.platform.update_slot(ctx.target, slot, count=0)
         if self.slot_key == "stable_slot":
             ctx.data["stable_scaled_down"] = True
         await ctx.report(f"Scaled {ctx.target.ecs_service(slot)} down to 0 tasks")
 
 
 async def unhealthy_live(ctx: StepContext) -> str | None:
-    health = await ctx.cloud.target_health(ctx.target, ctx.data["slot"])
+    health = await ctx.platform.target_health(ctx.target, ctx.data["slot"])
     bad = [t for t in health if t.state not in ("healthy", "draining", "initial")]
     if bad:
         return (
@@ -313,9 +303,9 @@ class RestoreStable(Step):
 
     async def run(self, ctx: StepContext) -> None:
         stable = ctx.data["stable_slot"]
-        svc = await ctx.cloud.service(ctx.target, stable)
-        if svc.get("desiredCount", 0) < int(ctx.data["desired_count"]):
-            await ctx.cloud.update_service(ctx.target, stable, desired_count=int(ctx.data["desired_count"]))
+        now = await ctx.platform.running(ctx.target, stable)
+        if now.desired < int(ctx.data["desired_count"]):
+            await ctx.platform.update_slot(ctx.target, stable, count=int(ctx.data["desired_count"]))
             await ctx.report(
                 f"Scaling {ctx.target.ecs_service(stable)} back up to {ctx.data['desired_count']}"
             )

@@ -1,0 +1,87 @@
+"""The boto3 plumbing every AWS adapter shares: one client per (service, role), created once and shared
+across threads; cross-account roles assumed and refreshed before their credentials expire; every call in a
+worker thread with botocore's standard retry mode and endpoint_url from settings, so the same code talks to
+AWS or to the sandbox's moto server. AWS failures surface as PlatformError with the operation and AWS's own
+message."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import boto3  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+from bot.app.ports import PlatformError
+from bot.config.model import AwsSettings
+
+Answer = dict[str, Any]  # a boto3 response: stays inside the adapters
+
+
+class Caller(Protocol):
+    """What an AWS adapter needs of Aws: one call (tests script it)."""
+
+    async def call(
+        self, api: str, operation: str, role_arn: str | None = None, /, **params: Any
+    ) -> Answer: ...
+
+
+class Aws:
+    """One per process, shared by the ECS platform and the CloudWatch metrics."""
+
+    def __init__(self, aws: AwsSettings):
+        self.aws = aws
+        self._config = Config(
+            region_name=aws.region,
+            retries={"mode": "standard", "max_attempts": aws.max_attempts},
+            connect_timeout=5,
+            read_timeout=30,
+        )
+        self._clients: dict[tuple[str, str | None], Any] = {}  # boto3 clients are untyped
+        self._lock = threading.Lock()
+        self._role_credentials: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def client(self, service: str, role_arn: str | None = None) -> Any:
+        with self._lock:
+            key = (service, role_arn)
+            expires, _ = self._role_credentials.get(role_arn or "", (float("inf"), {}))
+            if key not in self._clients or expires - time.time() < 300:
+                kwargs: dict[str, Any] = {"config": self._config, "endpoint_url": self.aws.endpoint_url}
+                if role_arn:
+                    kwargs.update(self._assume(role_arn))
+                self._clients[key] = boto3.session.Session().client(service, **kwargs)
+            return self._clients[key]
+
+    def _assume(self, role_arn: str) -> dict[str, str]:
+        """Cross-account environments: credentials of the environment's role, refreshed before expiry."""
+        sts = boto3.session.Session().client("sts", config=self._config, endpoint_url=self.aws.endpoint_url)
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="deploybot")["Credentials"]
+        values = {
+            "aws_access_key_id": creds["AccessKeyId"],
+            "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"],
+        }
+        self._role_credentials[role_arn] = (creds["Expiration"].timestamp(), values)
+        return values
+
+    async def call(self, api: str, operation: str, role_arn: str | None = None, /, **params: Any) -> Answer:
+        """One AWS API call, off the event loop, with AWS errors turned into PlatformError."""
+
+        def run() -> Answer:
+            method: Callable[..., Answer] = getattr(self.client(api, role_arn), operation)
+            return method(**params)
+
+        name = f"{api.upper()} {''.join(p.title() for p in operation.split('_'))}"
+        try:
+            return await asyncio.to_thread(run)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise PlatformError(
+                name, f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip(), err.get("Code")
+            ) from None
+        except BotoCoreError as exc:
+            raise PlatformError(name, str(exc)) from None

@@ -1,0 +1,1 @@
+"""Metrics backends implementing bot.app.ports.Metrics: cloudwatch.py, memory.py (a fake for tests)."""

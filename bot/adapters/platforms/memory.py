@@ -1,0 +1,210 @@
+"""An in-memory Platform (bot.app.ports.Platform) for unit tests: services with slots, revisions, rollouts
+that complete after a few polls, target health and weights, all in dicts; no network, no moto.
+
+It keeps the path of the world (`history`: every weight change, every slot update) for tests to assert
+on, and takes injected faults: a write refused or a transient error (`fail`), unhealthy targets
+(`set_health`), a rollout that fails (`fail_rollouts`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bot.app.ports import MetricScope, PlatformError, Rollout, SlotState, TargetHealth
+from bot.config.model import Target
+
+
+@dataclass
+class FakeSlot:
+    revision: str = ""
+    desired: int = 0
+    running: int = 0
+    state: str = "COMPLETED"  # of the newest rollout
+    reason: str = ""
+    polls_left: int = 0  # rollout() calls until an IN_PROGRESS rollout completes
+    forced: tuple[str, str | None] | None = None  # injected: every target in this (state, reason)
+    failed_tasks: bool = False  # the newest rollout failed: its tasks fail their health checks
+
+    def health(self, slot: str) -> list[TargetHealth]:
+        if self.failed_tasks:
+            reason = "Target.FailedHealthChecks"
+            return [TargetHealth(f"{slot}-{i}", "unhealthy", reason) for i in range(max(1, self.desired))]
+        if self.forced is not None:
+            return [
+                TargetHealth(f"{slot}-{i}", *self.forced) for i in range(max(1, self.desired, self.running))
+            ]
+        return [TargetHealth(f"{slot}-{i}", "healthy") for i in range(self.running)]
+
+
+@dataclass
+class FakeService:
+    slots: dict[str, FakeSlot]
+    weights: dict[str, int]
+    drain_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write to the world, in order: ("weights", {...}) or ("slot", {"slot", "revision", "count"})."""
+
+    kind: str
+    what: dict[str, object]
+
+
+class MemoryPlatform:
+    def __init__(self, *, rollout_polls: int = 1):
+        self.services: dict[tuple[str, str], FakeService] = {}
+        self.revisions: dict[str, dict[str, str]] = {}  # revision id -> {container name: image}
+        self.rollout_polls = rollout_polls  # an update completes at the rollout() call after this many
+        self.history: list[Change] = []
+        self.weight_history: list[dict[str, int]] = []  # the weights after every set_weights, in order
+        self.calls: list[str] = []
+        self._faults: dict[str, list[PlatformError]] = {}
+        self._failing_rollouts: dict[tuple[str, str, str], str] = {}
+
+    # ---------------------------------------------------------------------------------------- setup
+
+    def add_service(
+        self,
+        target: Target,
+        image: str,
+        *,
+        live: str | None = None,
+        count: int = 2,
+        idle_image: str | None = None,
+        drain_seconds: float = 0.0,
+    ) -> None:
+        """The service in the target's environment, `image` running with `count` healthy instances in the
+        live slot (the first slot unless named); the other slot runs `idle_image` (default: the same
+        revision) with no instances."""
+        live = live or target.slots[0]
+        base = self._revision(target, {target.service.container: image})
+        slots = {}
+        for s in target.slots:
+            if s == live:
+                slots[s] = FakeSlot(base, count, count)
+            else:
+                rev = (
+                    base
+                    if idle_image is None
+                    else self._revision(target, {target.service.container: idle_image})
+                )
+                slots[s] = FakeSlot(rev)
+        weights = {s: 100 if s == live else 0 for s in target.slots}
+        self.services[_key(target)] = FakeService(slots, weights, drain_seconds)
+
+    def _revision(self, target: Target, containers: dict[str, str]) -> str:
+        family = target.task_family
+        number = 1 + sum(1 for r in self.revisions if r.startswith(f"{family}:"))
+        revision = f"{family}:{number}"
+        self.revisions[revision] = dict(containers)
+        return revision
+
+    def fail(self, operation: str, *errors: PlatformError) -> None:
+        """The next calls of `operation` (a method name, e.g. "set_weights") raise these, one each."""
+        self._faults.setdefault(operation, []).extend(errors)
+
+    def fail_rollouts(self, target: Target, image: str, reason: str) -> None:
+        """Every rollout of a revision running `image` fails with `reason`."""
+        self._failing_rollouts[(target.service.name, target.env.name, image)] = reason
+
+    def set_health(self, target: Target, slot: str, state: str | None, reason: str | None = None) -> None:
+        """Every target of the slot in `state` from now on (None: back to healthy when running)."""
+        self.slot(target, slot).forced = None if state is None else (state, reason)
+
+    def service(self, target: Target) -> FakeService:
+        return self.services[_key(target)]
+
+    def slot(self, target: Target, slot: str) -> FakeSlot:
+        return self.service(target).slots[slot]
+
+    def image_of(self, target: Target, slot: str) -> str | None:
+        return self.revisions.get(self.slot(target, slot).revision, {}).get(target.service.container)
+
+    def _enter(self, operation: str) -> None:
+        self.calls.append(operation)
+        pending = self._faults.get(operation)
+        if pending:
+            raise pending.pop(0)
+
+    # ------------------------------------------------------------------------------------- Platform
+
+    async def weights(self, target: Target) -> dict[str, int]:
+        self._enter("weights")
+        return dict(self.service(target).weights)
+
+    async def live_slot(self, target: Target) -> str:
+        self._enter("live_slot")
+        weights = self.service(target).weights
+        return max(target.slots, key=lambda s: (weights.get(s, 0), s == target.slots[0]))
+
+    async def running(self, target: Target, slot: str | None = None) -> SlotState:
+        slot = slot if slot is not None else await self.live_slot(target)
+        self._enter("running")
+        fs = self.slot(target, slot)
+        image = self.revisions.get(fs.revision, {}).get(target.service.container) if fs.revision else None
+        return SlotState(slot, fs.revision, image, fs.desired, fs.running)
+
+    async def register_revision(self, target: Target, base: str, image: str) -> str:
+        self._enter("register_revision")
+        containers = self.revisions.get(base)
+        if containers is None or target.service.container not in containers:
+            raise PlatformError(
+                "RegisterRevision", f"revision {base} has no container {target.service.container!r}"
+            )
+        return self._revision(target, {**containers, target.service.container: image})
+
+    async def update_slot(
+        self, target: Target, slot: str, *, revision: str | None = None, count: int | None = None
+    ) -> None:
+        self._enter("update_slot")
+        fs = self.slot(target, slot)
+        if revision is not None and revision not in self.revisions:
+            raise PlatformError("UpdateSlot", f"no revision {revision}")
+        fs.revision = revision if revision is not None else fs.revision
+        fs.desired = count if count is not None else fs.desired
+        fs.state, fs.reason, fs.polls_left = "IN_PROGRESS", "", self.rollout_polls
+        self.history.append(Change("slot", {"slot": slot, "revision": revision, "count": count}))
+
+    async def rollout(self, target: Target, slot: str) -> Rollout:
+        self._enter("rollout")
+        fs = self.slot(target, slot)
+        if fs.state == "IN_PROGRESS":
+            if fs.polls_left > 0:
+                fs.polls_left -= 1
+            else:
+                self._finish_rollout(target, fs)
+        return Rollout(fs.revision, fs.state, fs.reason, fs.desired, fs.running, 0)
+
+    def _finish_rollout(self, target: Target, fs: FakeSlot) -> None:
+        image = self.revisions.get(fs.revision, {}).get(target.service.container, "")
+        failing = self._failing_rollouts.get((target.service.name, target.env.name, image))
+        if failing is not None and fs.desired > 0:
+            fs.state, fs.reason, fs.running, fs.failed_tasks = "FAILED", failing, 0, True
+            return
+        fs.state, fs.running, fs.failed_tasks = "COMPLETED", fs.desired, False
+
+    async def target_health(self, target: Target, slot: str) -> list[TargetHealth]:
+        self._enter("target_health")
+        return self.slot(target, slot).health(slot)
+
+    async def set_weights(self, target: Target, weights: Mapping[str, int]) -> None:
+        self._enter("set_weights")
+        unknown = set(weights) - set(target.slots)
+        if unknown:
+            raise PlatformError("SetWeights", f"no slot {', '.join(sorted(unknown))}")
+        self.service(target).weights.update({s: int(w) for s, w in weights.items()})
+        self.weight_history.append(dict(self.service(target).weights))
+        self.history.append(Change("weights", dict(self.service(target).weights)))
+
+    async def drain_seconds(self, target: Target, slot: str) -> float:
+        self._enter("drain_seconds")
+        return self.service(target).drain_seconds
+
+    async def metric_scope(self, target: Target, slot: str) -> MetricScope:
+        self._enter("metric_scope")
+        return MetricScope((("service", target.service.name), ("env", target.env.name), ("slot", slot)))
+
+
+def _key(target: Target) -> tuple[str, str]:
+    return (target.service.name, target.env.name)

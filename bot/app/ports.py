@@ -1,0 +1,214 @@
+"""The protocols the plans and use cases speak to, and the records that cross them.
+
+A platform runs a service in one or two *slots* (blue/green, or one "main" slot); each slot runs one
+*revision* (an immutable description of what to run, made from the running one with a new image) with
+some number of instances; *weights* split the traffic between the slots. Metrics are read per slot over a
+window. Adapters implement these protocols (bot/adapters/platforms/, bot/adapters/metrics/): ECS + ALB
+and CloudWatch for real, in-memory fakes for unit tests. Nothing here knows AWS; nothing crossing these
+protocols is a raw API answer. Every failure of a platform or metrics call is a PlatformError."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from bot.config.model import Target
+from bot.domain.analysis import GroupMetrics
+
+__all__ = [
+    "Alarm",
+    "GroupMetrics",
+    "Http",
+    "HttpError",
+    "MetricScope",
+    "Metrics",
+    "Platform",
+    "PlatformError",
+    "Rollout",
+    "SlotState",
+    "TargetHealth",
+    "Timer",
+]
+
+
+class PlatformError(Exception):
+    """A platform or metrics call that failed (after the adapter's retries); the message is safe to show
+    to people. `operation` names the call as the platform knows it, `code` is its error code if any."""
+
+    def __init__(self, operation: str, message: str, code: str | None = None):
+        self.operation, self.code = operation, code
+        super().__init__(f"{operation} failed: {message}")
+
+
+HealthState = Literal["healthy", "unhealthy", "initial", "draining", "unused", "unavailable"]
+RolloutState = Literal["IN_PROGRESS", "COMPLETED", "FAILED"]
+
+
+@dataclass(frozen=True)
+class TargetHealth:
+    """One instance behind a slot's traffic, as the load balancer sees it."""
+
+    id: str
+    state: str  # a HealthState; platforms may report others, which count as not healthy
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The state of a slot's newest rollout."""
+
+    revision: str
+    state: str  # a RolloutState
+    reason: str
+    desired: int
+    running: int
+    active_deployments: int  # older rollouts still draining
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """What a slot runs now: its revision, the service container's image in it, and instance counts.
+    `revision` is "" when the slot runs nothing; `image` is None when the revision has no container of
+    the service's name."""
+
+    slot: str
+    revision: str
+    image: str | None
+    desired: int
+    running: int
+
+
+@dataclass(frozen=True)
+class MetricScope:
+    """The labels that pick one slot's series in the metrics backend, in the backend's canonical order
+    (for an ALB target group: TargetGroup, then LoadBalancer). Opaque to the plans."""
+
+    labels: tuple[tuple[str, str], ...]
+
+    def get(self, name: str) -> str | None:
+        return next((v for k, v in self.labels if k == name), None)
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """A named alarm and its state (OK | ALARM | INSUFFICIENT_DATA)."""
+
+    name: str
+    state: str
+    reason: str = ""
+
+
+class Platform(Protocol):
+    """Where a service runs: slots, revisions, rollouts, target health and traffic weights.
+
+    `target` is the service in one environment (bot.settings.Target): its slots, names and settings."""
+
+    async def weights(self, target: Target) -> dict[str, int]:
+        """Every slot's share of the traffic now (slot -> weight), read fresh."""
+        ...
+
+    async def live_slot(self, target: Target) -> str:
+        """The slot taking (most of) the traffic; the only slot of a single-slot service."""
+        ...
+
+    async def running(self, target: Target, slot: str | None = None) -> SlotState:
+        """What `slot` (None: the live slot) runs now: revision, image, instance counts."""
+        ...
+
+    async def register_revision(self, target: Target, base: str, image: str) -> str:
+        """A new revision like `base` with the service container's image replaced; returns its id."""
+        ...
+
+    async def update_slot(
+        self, target: Target, slot: str, *, revision: str | None = None, count: int | None = None
+    ) -> None:
+        """The slot should run `revision` (if given) with `count` instances (if given): starts a rollout."""
+        ...
+
+    async def rollout(self, target: Target, slot: str) -> Rollout:
+        """The slot's newest rollout."""
+        ...
+
+    async def target_health(self, target: Target, slot: str) -> list[TargetHealth]:
+        """The slot's instances as its traffic's load balancer sees them."""
+        ...
+
+    async def set_weights(self, target: Target, weights: Mapping[str, int]) -> None:
+        """Move traffic between the slots in one change (all or nothing)."""
+        ...
+
+    async def drain_seconds(self, target: Target, slot: str) -> float:
+        """How long the load balancer keeps sending in-flight requests to a slot taken out of traffic
+        (an ALB target group's deregistration delay)."""
+        ...
+
+    async def metric_scope(self, target: Target, slot: str) -> MetricScope:
+        """The labels of the slot's traffic metrics, for Metrics."""
+        ...
+
+
+class Metrics(Protocol):
+    """Traffic metrics and alarms. `account` is the environment's account (its role), None for the bot's
+    own; every method is ONE backend request (its pages followed)."""
+
+    async def slot_metrics(
+        self,
+        account: str | None,
+        scopes: Mapping[str, MetricScope],
+        start: datetime,
+        end: datetime,
+        latency_statistic: str = "Average",
+    ) -> dict[str, GroupMetrics]:
+        """Requests, 5XX errors and latency (`latency_statistic`) of every scope over the window, keyed
+        like `scopes`; None values where the backend has no data."""
+        ...
+
+    async def alarms(self, account: str | None, names: Sequence[str]) -> list[Alarm]:
+        """The named alarms that exist, in any state (a name matching none is simply absent)."""
+        ...
+
+    async def requests_per_hour(
+        self, account: str | None, scopes: Sequence[MetricScope], start: datetime, end: datetime
+    ) -> dict[datetime, float]:
+        """Requests per hour summed across `scopes`: hour start (UTC) -> requests; hours without data
+        are absent."""
+        ...
+
+
+class HttpError(Exception):
+    """An HTTP request got no answer (refused, reset, timed out); the message says which, for people."""
+
+
+class Http(Protocol):
+    """Plain HTTP GETs for smoke checks and the http_status checklist item."""
+
+    async def get(self, url: str, timeout_seconds: float = 10.0) -> tuple[int, str]:
+        """(status, body text); raises HttpError when there is no answer."""
+        ...
+
+
+class Timer(Protocol):
+    """Runs `on_due(key)` once at each key's due time (virtual epoch seconds of the clock); a due time
+    missed while the process was busy or down is handed to `on_missed(key, due)`. The store is the
+    source of truth: the caller rebuilds the jobs at start."""
+
+    misfire_grace_seconds: float
+
+    @property
+    def running(self) -> bool: ...
+
+    def bind(
+        self,
+        on_due: Callable[[str], Awaitable[None]],
+        on_missed: Callable[[str, float], Awaitable[None]] | None = None,
+    ) -> None: ...
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def schedule(self, key: str, due_epoch: float) -> None: ...
+
+    def cancel(self, key: str) -> bool: ...
