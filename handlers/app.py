@@ -46,7 +46,8 @@ def build_app(
         # 10 ms: listeners ack with what they know and leave slow work to background tasks.
         process_before_response=True,
     )
-    resolver = RoleResolver(client, engine.settings.roles)
+    directory = notifier.directory if notifier is not None else None
+    resolver = RoleResolver(client, engine.settings.roles, directory=directory)
     commands.register(app, engine, resolver)
     actions.register(app, engine, notifier, resolver)
     if home is not None:
