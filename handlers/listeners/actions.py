@@ -16,6 +16,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from bot.app.engine import Engine
 from bot.domain.errors import Conflict, Refused
 from bot.domain.machine import IllegalTransition
+from bot.tasks import TaskGroup
 from handlers.notifier import SlackNotifier
 from handlers.roles import RoleResolver
 from handlers.ui import blocks as slack_ui
@@ -23,7 +24,7 @@ from handlers.ui import blocks as slack_ui
 log = logging.getLogger(__name__)
 
 
-_background: set[asyncio.Task] = set()  # referenced until done, so the loop cannot drop them
+_background = TaskGroup("slack-actions")
 
 
 def register(
@@ -34,9 +35,7 @@ def register(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await ack()  # Slack hears back at once; the state change happens after
-        task = asyncio.get_running_loop().create_task(apply(engine, body, action, respond, resolver))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        _background.spawn(apply(engine, body, action, respond, resolver), "deployment-action")
 
     if alerts is not None:
 
@@ -45,9 +44,7 @@ def register(
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
         ) -> None:
             await ack()  # the acknowledgement is recorded after; the alert updates in place
-            task = asyncio.get_running_loop().create_task(acknowledge(alerts, body, action, respond))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            _background.spawn(acknowledge(alerts, body, action, respond), "acknowledge-alert")
 
 
 async def apply(

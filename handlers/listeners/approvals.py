@@ -4,7 +4,6 @@ is re-rendered from the store. Refusals are answered to the clicker alone."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,12 +13,13 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from bot.app.engine import Engine
 from bot.domain.errors import Conflict, Refused
 from bot.domain.machine import IllegalTransition
+from bot.tasks import TaskGroup
 from handlers.listeners.actions import NOT_ITS_MESSAGE, from_its_message
 from handlers.roles import RoleResolver
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
-_background: set[asyncio.Task] = set()
+_background = TaskGroup("slack-approvals")
 
 
 def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
@@ -31,9 +31,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
         ) -> None:
             await ack()
-            task = asyncio.get_running_loop().create_task(run(body, action, respond, work))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            _background.spawn(run(body, action, respond, work), action_id)
 
     async def run(body: dict, action: dict, respond: AsyncRespond, work: Callable) -> None:
         user = body["user"]["id"]

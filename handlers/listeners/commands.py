@@ -5,8 +5,8 @@ learns at once whether it started or who holds the lock; the deployment itself r
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -18,6 +18,7 @@ from bot.domain.errors import Conflict, Forbidden, NotFound, Refused
 from bot.domain.machine import IllegalTransition
 from bot.domain.model import LockInfo
 from bot.strategies import duration
+from bot.tasks import TaskGroup
 from handlers.roles import RoleResolver
 from handlers.ui import blocks as slack_ui
 
@@ -78,13 +79,11 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
         app.command(name)(on_command)
 
 
-_warnings: set[asyncio.Task] = set()
+_background = TaskGroup("slack-commands")
 
 
-def later(coro: Any) -> None:
-    task = asyncio.get_running_loop().create_task(coro)
-    _warnings.add(task)
-    task.add_done_callback(_warnings.discard)
+def later(coro: Coroutine[Any, Any, None]) -> None:
+    _background.spawn(coro, "command-answer")
 
 
 async def windows_answer(engine: Engine, c: cmds.Windows, respond: AsyncRespond) -> None:
@@ -114,9 +113,7 @@ def warn_later(client: AsyncWebClient, engine: Engine, text: str) -> None:
         except Exception:
             log.exception("could not post a warning")
 
-    task = asyncio.get_running_loop().create_task(post())
-    _warnings.add(task)
-    task.add_done_callback(_warnings.discard)
+    _background.spawn(post(), "warning")
 
 
 async def dispatch(
