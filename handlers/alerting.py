@@ -20,6 +20,7 @@ from bot.app.engine import Notice
 from bot.clock import Clock
 from bot.domain import alerts as policy
 from bot.domain.alerts import CRITICAL, INFO, WARNING, AlertConfig
+from bot.domain.durations import duration
 from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment
 from handlers.slack_outbox import ChannelOutbox, Post, Update
@@ -380,15 +381,15 @@ class AlertLifecycle:
                 since = _epoch(waits[-1].at if waits else d.created_at)
                 if policy.approval_overdue(since, now, self.alerts):
                     waiting_for = (d.context.get("gate") or {}).get("waiting_for") or "approval"
-                    text = f"{d.ref} has been waiting {slack_ui.span(now - since)} for {waiting_for}."
+                    text = f"{d.ref} has been waiting {duration(now - since)} for {waiting_for}."
                     await self._timer_warning(d, "approval_waiting", text)
             elif d.state == State.RUNNING and self.alerts.slow_rollout_seconds is not None:
                 starts = [e for e in await self.store.events(d.id) if e.action == "start"]
                 since = _epoch(starts[-1].at) if starts else _epoch(d.created_at)
                 if policy.rollout_overdue(since, now, d.plan, self.alerts):
                     text = (
-                        f"{d.ref} has been running for {slack_ui.span(now - since)}; its plan takes at least "
-                        f"{slack_ui.span(policy.plan_minimum_seconds(d.plan))}. Is the rollout stuck?"
+                        f"{d.ref} has been running for {duration(now - since)}; its plan takes at least "
+                        f"{duration(policy.plan_minimum_seconds(d.plan))}. Is the rollout stuck?"
                     )
                     await self._timer_warning(d, "slow_rollout", text)
 

@@ -14,10 +14,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands as cmds
 from bot.app.engine import ACTION_WORDS, Amended, Engine
+from bot.domain.durations import duration
 from bot.domain.errors import Conflict, Forbidden, NotFound, Refused
 from bot.domain.machine import IllegalTransition
 from bot.domain.model import LockInfo
-from bot.strategies import duration
 from bot.tasks import TaskGroup
 from handlers.roles import RoleResolver
 from handlers.ui import blocks as slack_ui

@@ -15,6 +15,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.domain.durations import duration
 from bot.domain.machine import BEFORE_START, State, user_actions
 from bot.domain.model import Deployment, LockInfo
 from bot.mrkdwn import code, plain, text  # noqa: F401 - code and plain re-exported for the builders
@@ -500,17 +501,6 @@ def hhmm(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
 
 
-def span(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m" + (f" {s}s" if s else "")
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h" + (f" {m}m" if m else "")
-
-
 def _audit_pointer(d: Deployment) -> str:
     return f"(full record: /deploy audit {d.id})"
 
@@ -597,7 +587,7 @@ def escalation(
     who = f"{target} please take a look" if target else "Please take a look"
     text = (
         f":rotating_light: Escalation {round_}/{rounds}: {what} — {d.service} {d.version or 'current'} → "
-        f"{d.env} — not acknowledged after {span(waited_seconds)}. {who}."
+        f"{d.env} — not acknowledged after {duration(waited_seconds)}. {who}."
     )
     more = "Acknowledge it on the alert above"
     if link:
