@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import commands as cmds
 from bot.adapters.store.aio import AsyncStore
 from bot.app.engine import Engine
+from handlers.errors import SOMETHING_WRONG
 from handlers.listeners import actions, approvals, commands, events
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier
@@ -61,10 +62,7 @@ def build_app(
         if respond is not None and body.get("response_url"):
             try:
                 await respond(
-                    slack_ui.refused(
-                        "Something went wrong on our side; it was logged. "
-                        "Nothing was changed by this request."
-                    ),
+                    slack_ui.refused(f"{SOMETHING_WRONG} Nothing was changed by this request."),
                     replace_original=False,
                 )
             except Exception:

@@ -11,10 +11,11 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.app.engine import Engine
-from bot.domain.errors import Conflict, Refused
+from bot.domain.errors import Refused
 from bot.domain.machine import IllegalTransition
 from bot.tasks import TaskGroup
-from handlers.listeners.actions import NOT_ITS_MESSAGE, from_its_message
+from handlers.errors import DID_NOT_WORK, reply_for
+from handlers.listeners.actions import NOT_ITS_MESSAGE, from_its_message, now_is
 from handlers.roles import RoleResolver
 from handlers.ui import blocks as slack_ui
 
@@ -50,18 +51,12 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             return
         try:
             await work(deployment_id, user, await resolver.roles_of(user), action)
-        except Refused as exc:
-            await respond(slack_ui.refused(str(exc)), replace_original=False)
-        except (IllegalTransition, Conflict, KeyError):
-            d = await engine.store.find(deployment_id)
-            text = slack_ui.stale_click(d) if d else f"There is no deployment #{deployment_id}."
-            await respond(slack_ui.ephemeral(text), replace_original=False)
-        except Exception:
-            log.exception("%s on deployment #%s failed", action.get("action_id"), deployment_id)
-            await respond(
-                slack_ui.refused("That did not work; it was logged. Nothing was changed."),
-                replace_original=False,
-            )
+        except Exception as exc:
+            reply = await reply_for(exc, stale=lambda: now_is(engine, deployment_id))
+            if reply is None:
+                log.exception("%s on deployment #%s failed", action.get("action_id"), deployment_id)
+                reply = slack_ui.refused(DID_NOT_WORK)
+            await respond(reply, replace_original=False)
 
     async def approve(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
         await engine.approve(deployment_id, user, roles)

@@ -15,10 +15,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import commands as cmds
 from bot.app.engine import ACTION_WORDS, Amended, Engine
 from bot.domain.durations import duration
-from bot.domain.errors import Conflict, Forbidden, NotFound, Refused
+from bot.domain.errors import Forbidden
 from bot.domain.machine import IllegalTransition
 from bot.domain.model import LockInfo
 from bot.tasks import TaskGroup
+from handlers.errors import SOMETHING_WRONG, reply_for
 from handlers.roles import RoleResolver
 from handlers.ui import blocks as slack_ui
 
@@ -43,34 +44,25 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             text = command.get("text", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
             parsed = cmds.parse(command["command"], text, vocab)
         except cmds.CommandError as err:
-            await ack(slack_ui.usage_error(err.message, err.usage))
+            await ack(await reply_for(err))
             return
         user = command["user_id"]
         try:
             roles = await resolver.roles_of(user)
             answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles)
-        except Forbidden as exc:
-            answer = slack_ui.refused(str(exc))
-            if exc.env == "production":
+        except Exception as exc:
+            if isinstance(exc, Forbidden) and exc.env == "production":
                 warn_later(
                     client,
                     engine,
                     f":warning: <@{user}> tried to {ACTION_WORDS.get(exc.action, exc.action)}"
                     f" in {exc.env} without the role: {slack_ui.code(command['command'] + ' ' + text)}",
                 )
-        except Refused as exc:
-            answer = slack_ui.refused(str(exc))
-        except IllegalTransition as exc:
-            answer = slack_ui.refused(f"Deployment is already {exc.state.word}; nothing was changed.")
-        except NotFound as exc:  # an id naming no deployment: said plainly, never a 500
-            answer = slack_ui.refused(str(exc))
-        except Conflict:
-            answer = slack_ui.refused(
-                "It changed while you asked; nothing was changed. Look again and retry."
-            )
-        except Exception:  # a bug: logged with its trace, and the person still gets an answer, not a 500
-            log.exception("%s %r failed", command["command"], type(parsed).__name__)
-            answer = slack_ui.refused("Something went wrong on our side; it was logged.")
+            reply = await reply_for(exc)
+            if reply is None:  # a bug: logged with its trace, and the person still gets an answer, not a 500
+                log.exception("%s %r failed", command["command"], type(parsed).__name__)
+                reply = slack_ui.refused(SOMETHING_WRONG)
+            answer = reply
         await ack(answer)
         if isinstance(parsed, cmds.Windows):  # slow (14 days of CloudWatch): answered after the ack
             later(windows_answer(engine, parsed, respond))
