@@ -24,6 +24,7 @@ from bot.domain.durations import duration
 from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment
 from handlers.slack_outbox import ChannelOutbox, Post, Update
+from handlers.ui import alert_blocks
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class AlertLifecycle:
         standing = [a for a in await self.store.open_alerts(deployment_id=d.id) if a.level == CRITICAL]
         standing = [a for a in standing if not a.acknowledged]
         if standing:
-            what = slack_ui.alert_title(event, d, "Update")
+            what = alert_blocks.alert_title(event, d, "Update")
             await self._alert_line(standing[-1], f"{what}: {slack_ui.detail_text(d, text)}")
             return
         now = self.clock.now()  # one reading: the escalation is due exactly its delay after the raise
@@ -147,7 +148,7 @@ class AlertLifecycle:
         next_target = None
         if a.next_escalation_at is not None and not a.acknowledged:
             next_target = await self.mention(self.alerts.escalation_target(a.rounds_sent + 1))
-        text, blocks = slack_ui.critical_alert(
+        text, blocks = alert_blocks.critical_alert(
             d,
             a,
             link=await self._deployment_link(d),
@@ -242,7 +243,7 @@ class AlertLifecycle:
     def _post_simple(self, channel: str, d: Deployment, level: str, text: str, event: str | None) -> None:
         async def build() -> dict[str, Any]:
             link = await self._deployment_link(await self.store.get(d.id))
-            fallback, blocks = slack_ui.alert(d, level, text, link, event)
+            fallback, blocks = alert_blocks.alert(d, level, text, link, event)
             return {"text": fallback, "blocks": slack_ui.fit(blocks, f"(full record: /deploy audit {d.id})")}
 
         self._outbox(channel).post(Post((level, d.id), build=build))
@@ -322,7 +323,7 @@ class AlertLifecycle:
             target = await self.mention(target_ref)
             rounds = max(self.alerts.escalation_rounds, round_)
             link = await self._deployment_link(d)
-            text, blocks = slack_ui.escalation(d, current, round_, rounds, target, waited, link)
+            text, blocks = alert_blocks.escalation(d, current, round_, rounds, target, waited, link)
             blocks = slack_ui.fit(blocks)
             kwargs: dict[str, Any] = {"text": text, "blocks": blocks}
             if thread_ts is not None:
@@ -356,7 +357,7 @@ class AlertLifecycle:
     async def _escalation_posted(self, a: Alert, round_: int) -> bool:
         if a.thread is None:
             return False
-        marker = slack_ui.escalation_block_id(a.id, round_)
+        marker = alert_blocks.escalation_block_id(a.id, round_)
         try:
             out = await self.client.conversations_replies(
                 channel=a.thread["channel"], ts=a.thread["ts"], limit=200
@@ -416,7 +417,7 @@ class AlertLifecycle:
             try:
                 if action == "trigger":  # at once, Slack or not: the link is there if the message is
                     link = await self._deployment_link(await self.store.get(d.id))
-                    what = slack_ui.alert_title(a.event, d)
+                    what = alert_blocks.alert_title(a.event, d)
                     await self.pagerduty.trigger(
                         key,
                         # plain text, not mrkdwn: no markup can ride back into Slack on PD's integration

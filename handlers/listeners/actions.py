@@ -18,6 +18,7 @@ from bot.tasks import TaskGroup
 from handlers.errors import DID_NOT_WORK, reply_for
 from handlers.notifier import SlackNotifier
 from handlers.roles import RoleResolver
+from handlers.ui import alert_blocks
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def register(
 
     if alerts is not None:
 
-        @app.action(slack_ui.ACK_ALERT)
+        @app.action(alert_blocks.ACK_ALERT)
         async def on_acknowledge(
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
         ) -> None:
@@ -144,7 +145,7 @@ async def acknowledge(
     try:
         result = await alerts.acknowledge(int(action.get("value", "")), user)
         if not result.now:
-            answer = slack_ui.already_acknowledged(result.alert, user)
+            answer = alert_blocks.already_acknowledged(result.alert, user)
     except (ValueError, KeyError):
         answer = slack_ui.refused(
             f"There is no alert {slack_ui.code(action.get('value', ''), 40)}; nothing was changed."

@@ -21,6 +21,7 @@ from bot.domain.model import LockInfo
 from bot.tasks import TaskGroup
 from handlers.errors import SOMETHING_WRONG, reply_for
 from handlers.roles import RoleResolver
+from handlers.ui import audit_blocks
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ async def dispatch(
             d = await store.find(deployment_id)
             if d is None:
                 return slack_ui.refused(f"There is no deployment #{deployment_id}.")
-            return slack_ui.audit(d, await store.events(deployment_id))
+            return audit_blocks.audit(d, await store.events(deployment_id))
         case cmds.Schedule():
             return slack_ui.schedule_list(await store.scheduled())
         case cmds.Freeze(env=env, until=until, reason=reason):
