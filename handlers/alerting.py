@@ -285,7 +285,7 @@ class AlertLifecycle:
             while (left := deadline - self.clock.now()) > 0:
                 await self.clock.sleep(left)  # measured as the sleep starts: a clock jump cannot stretch it
 
-        waiter = asyncio.ensure_future(self._timer_wake.wait())
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(self._timer_wake.wait())
         tasks = {waiter}
         if deadline is not None:
             tasks.add(asyncio.ensure_future(until()))
@@ -370,9 +370,8 @@ class AlertLifecycle:
                 round_,
             )
             return False
-        return any(
-            b.get("block_id") == marker for m in out.get("messages", []) for b in m.get("blocks") or []
-        )
+        messages: list[dict[str, Any]] = out.get("messages") or []
+        return any(b.get("block_id") == marker for m in messages for b in m.get("blocks") or [])
 
     async def _watch(self, now: float) -> None:
         """Warnings raised by time passing: an approval waiting too long, a rollout running too long."""

@@ -183,7 +183,8 @@ def web_app(
 
 
 def bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
-    return AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string, headers=request.headers)
+    headers = request.headers  # a multidict: bolt reads any mapping of str to str or str lists
+    return AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string, headers=headers)  # type: ignore[arg-type]
 
 
 def reads_only(fields: dict[str, Any]) -> bool:

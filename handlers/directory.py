@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import time
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -41,9 +42,10 @@ class SlackDirectory:
                 page = await self.client.conversations_list(
                     limit=200, cursor=cursor, types="public_channel,private_channel"
                 )
-                for ch in page.get("channels", []):
+                channels: list[dict[str, Any]] = page.get("channels") or []
+                for ch in channels:
                     self._channels[ch["name"]] = ch["id"]
-                cursor = page.get("response_metadata", {}).get("next_cursor")
+                cursor = _next_cursor(page.get("response_metadata"))
                 if not cursor or name in self._channels:
                     break
         if name not in self._channels:
@@ -91,7 +93,8 @@ class SlackDirectory:
         async with self._groups_lock:
             if time.monotonic() - self._groups_at >= self.group_ttl:
                 out = await self.client.usergroups_list()
-                self._groups = {g["handle"]: g["id"] for g in out.get("usergroups", [])}
+                groups: list[dict[str, Any]] = out.get("usergroups") or []
+                self._groups = {g["handle"]: g["id"] for g in groups}
                 self._groups_at = time.monotonic()
         return self._groups
 
@@ -100,7 +103,8 @@ class SlackDirectory:
 
     async def group_members(self, group_id: str) -> set[str]:
         out = await self.client.usergroups_users_list(usergroup=group_id)
-        return set(out.get("users", []))
+        users: list[str] = out.get("users") or []
+        return set(users)
 
     def invalidate_groups(self) -> None:
         self._groups_at = -math.inf
@@ -110,9 +114,15 @@ class SlackDirectory:
             cursor = None
             while True:
                 page = await self.client.users_list(limit=200, cursor=cursor)
-                for u in page.get("members", []):
+                members: list[dict[str, Any]] = page.get("members") or []
+                for u in members:
                     self._people[u["name"]] = u["id"]
-                cursor = page.get("response_metadata", {}).get("next_cursor")
+                cursor = _next_cursor(page.get("response_metadata"))
                 if not cursor:
                     break
         return self._people.get(name)
+
+
+def _next_cursor(meta: dict[str, Any] | None) -> str | None:
+    cursor = (meta or {}).get("next_cursor")
+    return str(cursor) if cursor else None

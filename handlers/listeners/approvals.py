@@ -32,31 +32,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
         ) -> None:
             await ack()
-            _background.spawn(run(body, action, respond, work), action_id)
-
-    async def run(body: dict, action: dict, respond: AsyncRespond, work: Callable) -> None:
-        user = body["user"]["id"]
-        try:
-            deployment_id = int(action.get("value") or action.get("block_id", "").rsplit("-", 1)[-1])
-        except ValueError:
-            await respond(
-                slack_ui.refused("That control does not name a deployment."), replace_original=False
-            )
-            return
-        if await engine.store.find(deployment_id) is not None and not await from_its_message(
-            engine, body, deployment_id, action.get("action_id", "").rsplit(":", 1)[-1]
-        ):
-            if body.get("response_url"):
-                await respond(slack_ui.refused(NOT_ITS_MESSAGE), replace_original=False)
-            return
-        try:
-            await work(deployment_id, user, await resolver.roles_of(user), action)
-        except Exception as exc:
-            reply = await reply_for(exc, stale=lambda: now_is(engine, deployment_id))
-            if reply is None:
-                log.exception("%s on deployment #%s failed", action.get("action_id"), deployment_id)
-                reply = slack_ui.refused(DID_NOT_WORK)
-            await respond(reply, replace_original=False)
+            _background.spawn(run(engine, resolver, body, action, respond, work), action_id)
 
     async def approve(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
         await engine.approve(deployment_id, user, roles)
@@ -82,3 +58,34 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
     on(slack_ui.REJECT, reject)
     on(slack_ui.TICK, tick)
     on(slack_ui.RECHECK, recheck)
+
+
+async def run(
+    engine: Engine,
+    resolver: RoleResolver,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    work: Callable[[int, str, frozenset[str], dict[str, Any]], Awaitable[Any]],
+) -> None:
+    """An approval control's work, after the ack: every answer goes through handlers.errors."""
+    user = body["user"]["id"]
+    try:
+        deployment_id = int(action.get("value") or action.get("block_id", "").rsplit("-", 1)[-1])
+    except ValueError:
+        await respond(slack_ui.refused("That control does not name a deployment."), replace_original=False)
+        return
+    if await engine.store.find(deployment_id) is not None and not await from_its_message(
+        engine, body, deployment_id, action.get("action_id", "").rsplit(":", 1)[-1]
+    ):
+        if body.get("response_url"):
+            await respond(slack_ui.refused(NOT_ITS_MESSAGE), replace_original=False)
+        return
+    try:
+        await work(deployment_id, user, await resolver.roles_of(user), action)
+    except Exception as exc:
+        reply = await reply_for(exc, stale=lambda: now_is(engine, deployment_id))
+        if reply is None:
+            log.exception("%s on deployment #%s failed", action.get("action_id"), deployment_id)
+            reply = slack_ui.refused(DID_NOT_WORK)
+        await respond(reply, replace_original=False)

@@ -45,7 +45,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             text = command.get("text", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
             parsed = cmds.parse(command["command"], text, vocab)
         except cmds.CommandError as err:
-            await ack(await reply_for(err))
+            await ack(await reply_for(err) or slack_ui.refused(SOMETHING_WRONG))
             return
         user = command["user_id"]
         try:
@@ -100,7 +100,8 @@ def warn_later(client: AsyncWebClient, engine: Engine, text: str) -> None:
             for name in engine.settings.alerts.warning:
                 if name not in _channel_ids:
                     page = await client.conversations_list(limit=1000, types="public_channel,private_channel")
-                    _channel_ids.update({c["name"]: c["id"] for c in page.get("channels", [])})
+                    channels: list[dict[str, Any]] = page.get("channels") or []
+                    _channel_ids.update({c["name"]: c["id"] for c in channels})
                 if name in _channel_ids:
                     await client.chat_postMessage(channel=_channel_ids[name], text=text)
         except Exception:
