@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.store.aio import AsyncStore
 from bot.app.engine import Engine
 from bot.domain import commands as cmds
+from handlers.errors import SOMETHING_WRONG
 from handlers.listeners import actions, approvals, commands, events
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier
@@ -46,7 +47,8 @@ def build_app(
         # 10 ms: listeners ack with what they know and leave slow work to background tasks.
         process_before_response=True,
     )
-    resolver = RoleResolver(client, engine.settings.roles)
+    directory = notifier.directory if notifier is not None else None
+    resolver = RoleResolver(client, engine.settings.roles, directory=directory)
     commands.register(app, engine, resolver)
     actions.register(app, engine, notifier, resolver)
     if home is not None:
@@ -60,10 +62,7 @@ def build_app(
         if respond is not None and body.get("response_url"):
             try:
                 await respond(
-                    slack_ui.refused(
-                        "Something went wrong on our side; it was logged. "
-                        "Nothing was changed by this request."
-                    ),
+                    slack_ui.refused(f"{SOMETHING_WRONG} Nothing was changed by this request."),
                     replace_original=False,
                 )
             except Exception:
@@ -184,7 +183,8 @@ def web_app(
 
 
 def bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
-    return AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string, headers=request.headers)
+    headers = request.headers  # a multidict: bolt reads any mapping of str to str or str lists
+    return AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string, headers=headers)  # type: ignore[arg-type]
 
 
 def reads_only(fields: dict[str, Any]) -> bool:

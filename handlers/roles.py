@@ -1,5 +1,6 @@
 """Who holds which role: config roles name Slack users and user groups; group members come from
-usergroups.list / usergroups.users.list, cached for a few minutes so an ack never waits on Slack twice."""
+usergroups.list (through the shared SlackDirectory, one cache for the whole bot) and usergroups.users.list,
+cached for a few minutes so an ack never waits on Slack twice."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.checklist import Roles
+from handlers.directory import SlackDirectory
 
 log = logging.getLogger(__name__)
 
 
 class RoleResolver:
-    def __init__(self, client: AsyncWebClient, roles: Roles, ttl_seconds: float = 300.0):
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        roles: Roles,
+        ttl_seconds: float = 300.0,
+        directory: SlackDirectory | None = None,
+    ):
         self.client, self.roles, self.ttl = client, roles, ttl_seconds
+        self.directory = directory or SlackDirectory(client, group_ttl=ttl_seconds)
         self._members: dict[str, set[str]] = {}
         # -inf, not 0.0: time.monotonic() counts from boot, so on a machine up for less than `ttl` seconds
         # a 0.0 start looked fresh and nobody had a role until the TTL had passed.
@@ -36,18 +45,17 @@ class RoleResolver:
             if time.monotonic() - self._fetched_at < self.ttl:
                 return
             try:
-                groups = (await self.client.usergroups_list()).get("usergroups", [])
-                ids = {g["handle"]: g["id"] for g in groups}
+                ids = await self.directory.group_ids()
                 members: dict[str, set[str]] = {}
                 for handle in self.roles.handles:
                     if handle not in ids:
                         log.warning("user group @%s named in [roles] does not exist in Slack", handle)
                         continue
-                    out = await self.client.usergroups_users_list(usergroup=ids[handle])
-                    members[handle] = set(out.get("users", []))
+                    members[handle] = await self.directory.group_members(ids[handle])
                 self._members, self._fetched_at = members, time.monotonic()
             except SlackApiError as exc:  # keep the last good answer; an empty one denies by default
                 log.error("could not read Slack user groups: %s", exc.response.get("error"))
 
     def invalidate(self) -> None:
         self._fetched_at = -math.inf
+        self.directory.invalidate_groups()

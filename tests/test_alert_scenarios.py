@@ -14,7 +14,8 @@ from datetime import datetime
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from handlers.ui.blocks import ACK_ALERT, hhmm
+from handlers.ui.alert_blocks import ACK_ALERT
+from handlers.ui.blocks import hhmm
 from tests.conftest import db_rows, signed_post, top_level, wait_terminal
 
 SPEED = 60

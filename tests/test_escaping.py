@@ -1,4 +1,4 @@
-"""The escaping helpers (bot.mrkdwn, re-exported by bot.slack_ui) and the builders fed hostile text, plus the
+"""The escaping helpers (bot.domain.mrkdwn, re-exported by handlers.ui.blocks) and the builders fed hostile text, plus the
 wording issue 9 asks for: no user text becomes Slack markup, and every answer reads true."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from bot.domain.machine import State
 from bot.domain.model import Deployment, Event, LockInfo
 from bot.domain.mrkdwn import BACKTICK_LOOKALIKE, code, plain, text
 from bot.domain.windows import Freeze, format_when
+from handlers.ui import alert_blocks, audit_blocks
 from handlers.ui import blocks as slack_ui
 from handlers.ui.home import home_view
 
@@ -148,7 +149,7 @@ def test_every_builder_shows_hostile_text_literally(hostile):
     built = [
         slack_ui.deployment_blocks(d),
         slack_ui.deployment_text(d),
-        slack_ui.audit(d, [event]),
+        audit_blocks.audit(d, [event]),
         slack_ui.locked(lock, None),
         slack_ui.deployment_list("Active", [d], [lock]),
         home_view([d], [lock], [], 1_796_162_400.0, [], {}),
@@ -205,9 +206,11 @@ def test_passed_counts_read_as_english():
 
 def test_a_rolling_deploy_s_alert_has_no_switch():
     rolling = deployment(strategy="rolling", env="staging")
-    _, blocks = slack_ui.alert(rolling, "warning", "2 of 2 targets unhealthy", None, "unhealthy_after_switch")
+    _, blocks = alert_blocks.alert(
+        rolling, "warning", "2 of 2 targets unhealthy", None, "unhealthy_after_switch"
+    )
     assert "after the rollout" in json.dumps(blocks) and "switch" not in json.dumps(blocks)
-    assert slack_ui.alert_title("unhealthy_after_switch", deployment(strategy="blue-green")).endswith(
+    assert alert_blocks.alert_title("unhealthy_after_switch", deployment(strategy="blue-green")).endswith(
         "switch"
     )
 
@@ -253,7 +256,7 @@ def test_the_audit_shows_readable_key_value_lines_not_python_dicts():
             {"full": True, "gate": {"waiting_for": "bob"}},
         ),
     ]
-    shown = slack_ui.audit(d, events)["text"]
+    shown = audit_blocks.audit(d, events)["text"]
     assert (
         "{" not in shown.replace("{date_short_pretty} {time}", "").replace("{time}", "") and "=" not in shown
     )

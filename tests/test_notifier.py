@@ -29,6 +29,7 @@ from bot.sandbox.slack import LocalSlack, _ApiError, block_errors
 from handlers.listeners import actions, events
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier, add_retry_handlers
+from handlers.ui import alert_blocks
 from handlers.ui import blocks as slack_ui
 from handlers.ui.home import home_view
 
@@ -188,7 +189,7 @@ async def test_a_critical_alert_mentions_oncall_links_the_deployment_and_can_be_
     (button,) = buttons(alert)
     a = (await world.store.open_alerts(deployment_id=d.id))[0]
     assert (button["action_id"], button["value"], button["text"]["text"]) == (
-        slack_ui.ACK_ALERT,
+        alert_blocks.ACK_ALERT,
         str(a.id),
         "Acknowledge",
     )
@@ -215,8 +216,8 @@ async def test_a_critical_alert_mentions_oncall_links_the_deployment_and_can_be_
     other = await n.acknowledge(a.id, "U0DAVE")
     assert not again.now and not other.now and other.alert.acked_by == "U0CAROL"
     assert other.alert.acked_at == first.alert.acked_at
-    assert "already; nothing was changed" in slack_ui.already_acknowledged(other.alert, "U0DAVE")["text"]
-    assert slack_ui.already_acknowledged(again.alert, "U0CAROL")["text"].startswith("You acknowledged")
+    assert "already; nothing was changed" in alert_blocks.already_acknowledged(other.alert, "U0DAVE")["text"]
+    assert alert_blocks.already_acknowledged(again.alert, "U0CAROL")["text"].startswith("You acknowledged")
     assert world.slack.rejected == 0
 
 
@@ -301,7 +302,7 @@ async def test_unacknowledged_alert_escalates_in_its_thread_until_someone_acknow
         ":rotating_light: Escalation 1/3: Automatic rollback — web v2 → production"
     )
     assert "not acknowledged after 10m" in first["text"] and "<@U0DAVE> please take a look" in first["text"]
-    assert first["blocks"][0]["block_id"] == slack_ui.escalation_block_id(a.id, 1)
+    assert first["blocks"][0]["block_id"] == alert_blocks.escalation_block_id(a.id, 1)
 
     async def marked():
         (alert_now,) = world.top("incidents")
@@ -405,7 +406,7 @@ async def test_a_round_claimed_when_the_bot_died_is_posted_once_or_recognised_as
     await again.drain()
     # died after posting round 2, before recording it: found in the thread, not posted again
     assert await world.store.claim_escalation(a.id, 2, next_at=None)
-    text, blocks = slack_ui.escalation(d, a, 2, 3, "@x", DELAY, None)
+    text, blocks = alert_blocks.escalation(d, a, 2, 3, "@x", DELAY, None)
     await world.client.chat_postMessage(
         channel="C0INCIDENTS", thread_ts=alert["ts"], text=text, blocks=blocks
     )
@@ -626,7 +627,7 @@ async def test_home_view_shows_deployments_locks_schedules_and_alerts_within_lim
     ack = [
         b["accessory"]
         for b in view["blocks"]
-        if b.get("accessory", {}).get("action_id") == slack_ui.ACK_ALERT
+        if b.get("accessory", {}).get("action_id") == alert_blocks.ACK_ALERT
     ]
     assert [x["value"] for x in ack] == [str(a.id)]
     crowded = home_view([running] * 200, locks * 200, [(a, running)] * 200, world.clock.now(), [running] * 9)

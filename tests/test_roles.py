@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.domain.checklist import Roles
 from handlers import roles as roles_module
+from handlers.directory import SlackDirectory
 from handlers.roles import RoleResolver
 
 
@@ -39,3 +40,12 @@ async def test_invalidate_forces_a_fresh_read(monkeypatch):
     resolver.invalidate()
     await resolver.roles_of("U0ALICE")
     assert slack.calls == 2
+
+
+async def test_the_notifier_and_the_roles_read_usergroups_list_once_between_them():
+    slack = FakeSlack()
+    directory = SlackDirectory(slack)  # type: ignore[arg-type]
+    resolver = RoleResolver(slack, Roles(groups={"engineers": ("engineers",)}), directory=directory)  # type: ignore[arg-type]
+    assert await resolver.roles_of("U0ALICE") == {"engineers"}
+    assert await directory.mention("engineers") == "<!subteam^S1>"  # how the notifier mentions a group
+    assert slack.calls == 1

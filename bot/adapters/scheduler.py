@@ -8,7 +8,6 @@ import logging
 import math
 import time as _time
 import weakref
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
@@ -17,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.clock import Clock
 from bot.domain.windows import Callback, MissedCallback
+from bot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 _SCHEDULERS: weakref.WeakValueDictionary[str, Scheduler] = weakref.WeakValueDictionary()
@@ -61,7 +61,7 @@ class Scheduler:
         self.id = f"scheduler-{next(_IDS)}"
         self._tokens = itertools.count(1)
         self._jobs: dict[str, tuple[int, float]] = {}  # key -> (token of its current job, due epoch)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskGroup("scheduler")
         self._aps = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={
@@ -93,8 +93,7 @@ class Scheduler:
         if self._aps.running:
             self._aps.remove_all_jobs()
             self._aps.shutdown(wait=False)
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel_all()
 
     def wall_time(self, due_epoch: float) -> float:
         """The wall-clock epoch at which the clock reads `due_epoch`."""
@@ -137,13 +136,7 @@ class Scheduler:
             log.debug("schedule %s fired for a replaced or cancelled job: ignored", key)
             return
         del self._jobs[key]
-        self._spawn(self._run(key), f"schedule {key}")
-
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(key), f"schedule {key}")
 
     async def _run(self, key: str) -> None:
         try:
@@ -168,7 +161,7 @@ class Scheduler:
             self.misfire_grace_wall,
         )
         if self.on_missed is not None:
-            self._spawn(self._run_missed(key, due), f"missed {key}")
+            self._tasks.spawn(self._run_missed(key, due), f"missed {key}")
 
     async def _run_missed(self, key: str, due: float) -> None:
         try:

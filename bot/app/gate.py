@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 from bot.app.access import Access
 from bot.app.checks import run_check
@@ -24,6 +22,7 @@ from bot.domain.machine import BEFORE_START, IllegalTransition, State
 from bot.domain.model import Amendment, Deployment
 from bot.domain.mrkdwn import text
 from bot.domain.versions import skips_gate
+from bot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class Gate:
         self.http = http
         self.admitting: set[int] = set()  # deployments whose checks run now (pruned when they finish)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = TaskGroup("gate")
 
     async def emit(self, notice: Notice) -> None:
         await self.publisher.emit(notice)
@@ -62,18 +61,10 @@ class Gate:
         if deployment_id in self.admitting:
             return
         self.admitting.add(deployment_id)
-        self._spawn(self._admit(deployment_id))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(self._admit(deployment_id), f"admit-{deployment_id}")
 
     async def shutdown(self) -> None:
-        tasks = list(self._background)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.aclose()
 
     async def _admit(self, deployment_id: int) -> None:
         """Run the automatic checks and guards; start when the checklist and approvals allow, else wait."""

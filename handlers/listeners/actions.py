@@ -14,16 +14,17 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.app.engine import Engine
-from bot.domain.errors import Conflict, Refused
-from bot.domain.machine import IllegalTransition
+from bot.tasks import TaskGroup
+from handlers.errors import DID_NOT_WORK, reply_for
 from handlers.notifier import SlackNotifier
 from handlers.roles import RoleResolver
+from handlers.ui import alert_blocks
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
 
 
-_background: set[asyncio.Task] = set()  # referenced until done, so the loop cannot drop them
+_background = TaskGroup("slack-actions")
 
 
 def register(
@@ -34,20 +35,16 @@ def register(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await ack()  # Slack hears back at once; the state change happens after
-        task = asyncio.get_running_loop().create_task(apply(engine, body, action, respond, resolver))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        _background.spawn(apply(engine, body, action, respond, resolver), "deployment-action")
 
     if alerts is not None:
 
-        @app.action(slack_ui.ACK_ALERT)
+        @app.action(alert_blocks.ACK_ALERT)
         async def on_acknowledge(
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
         ) -> None:
             await ack()  # the acknowledgement is recorded after; the alert updates in place
-            task = asyncio.get_running_loop().create_task(acknowledge(alerts, body, action, respond))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            _background.spawn(acknowledge(alerts, body, action, respond), "acknowledge-alert")
 
 
 async def apply(
@@ -75,16 +72,18 @@ async def apply(
         user = body["user"]["id"]
         roles = await resolver.roles_of(user) if resolver is not None else None
         await engine.act(deployment_id, verb, user, roles)
-    except Refused as exc:
-        await respond(slack_ui.refused(str(exc)), replace_original=False)
-    except (IllegalTransition, Conflict):
-        d = await engine.store.get(deployment_id)
-        await respond(slack_ui.ephemeral(slack_ui.stale_click(d)), replace_original=False)
-    except Exception:
-        log.exception("button %s on deployment #%s failed", verb, deployment_id)
-        await respond(
-            slack_ui.refused("That did not work; it was logged. Nothing was changed."), replace_original=False
-        )
+    except Exception as exc:
+        reply = await reply_for(exc, stale=lambda: now_is(engine, deployment_id))
+        if reply is None:
+            log.exception("button %s on deployment #%s failed", verb, deployment_id)
+            reply = slack_ui.refused(DID_NOT_WORK)
+        await respond(reply, replace_original=False)
+
+
+async def now_is(engine: Engine, deployment_id: int) -> str:
+    """What a click on a deployment that moved on meanwhile is told."""
+    d = await engine.store.find(deployment_id)
+    return slack_ui.stale_click(d) if d else f"There is no deployment #{deployment_id}."
 
 
 NOT_ITS_MESSAGE = "That button belongs to another deployment's message; nothing was changed."
@@ -146,13 +145,13 @@ async def acknowledge(
     try:
         result = await alerts.acknowledge(int(action.get("value", "")), user)
         if not result.now:
-            answer = slack_ui.already_acknowledged(result.alert, user)
+            answer = alert_blocks.already_acknowledged(result.alert, user)
     except (ValueError, KeyError):
         answer = slack_ui.refused(
             f"There is no alert {slack_ui.code(action.get('value', ''), 40)}; nothing was changed."
         )
     except Exception:
         log.exception("acknowledging alert %r failed", action.get("value"))
-        answer = slack_ui.refused("That did not work; it was logged. Nothing was changed.")
+        answer = slack_ui.refused(DID_NOT_WORK)
     if answer is not None and body.get("response_url"):  # a click on the Home tab has no response_url
         await respond(answer, replace_original=False)

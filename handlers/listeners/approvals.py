@@ -4,7 +4,6 @@ is re-rendered from the store. Refusals are answered to the clicker alone."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,14 +11,16 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.app.engine import Engine
-from bot.domain.errors import Conflict, Refused
+from bot.domain.errors import Refused
 from bot.domain.machine import IllegalTransition
-from handlers.listeners.actions import NOT_ITS_MESSAGE, from_its_message
+from bot.tasks import TaskGroup
+from handlers.errors import DID_NOT_WORK, reply_for
+from handlers.listeners.actions import NOT_ITS_MESSAGE, from_its_message, now_is
 from handlers.roles import RoleResolver
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
-_background: set[asyncio.Task] = set()
+_background = TaskGroup("slack-approvals")
 
 
 def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
@@ -31,39 +32,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
         ) -> None:
             await ack()
-            task = asyncio.get_running_loop().create_task(run(body, action, respond, work))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
-
-    async def run(body: dict, action: dict, respond: AsyncRespond, work: Callable) -> None:
-        user = body["user"]["id"]
-        try:
-            deployment_id = int(action.get("value") or action.get("block_id", "").rsplit("-", 1)[-1])
-        except ValueError:
-            await respond(
-                slack_ui.refused("That control does not name a deployment."), replace_original=False
-            )
-            return
-        if await engine.store.find(deployment_id) is not None and not await from_its_message(
-            engine, body, deployment_id, action.get("action_id", "").rsplit(":", 1)[-1]
-        ):
-            if body.get("response_url"):
-                await respond(slack_ui.refused(NOT_ITS_MESSAGE), replace_original=False)
-            return
-        try:
-            await work(deployment_id, user, await resolver.roles_of(user), action)
-        except Refused as exc:
-            await respond(slack_ui.refused(str(exc)), replace_original=False)
-        except (IllegalTransition, Conflict, KeyError):
-            d = await engine.store.find(deployment_id)
-            text = slack_ui.stale_click(d) if d else f"There is no deployment #{deployment_id}."
-            await respond(slack_ui.ephemeral(text), replace_original=False)
-        except Exception:
-            log.exception("%s on deployment #%s failed", action.get("action_id"), deployment_id)
-            await respond(
-                slack_ui.refused("That did not work; it was logged. Nothing was changed."),
-                replace_original=False,
-            )
+            _background.spawn(run(engine, resolver, body, action, respond, work), action_id)
 
     async def approve(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
         await engine.approve(deployment_id, user, roles)
@@ -89,3 +58,34 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
     on(slack_ui.REJECT, reject)
     on(slack_ui.TICK, tick)
     on(slack_ui.RECHECK, recheck)
+
+
+async def run(
+    engine: Engine,
+    resolver: RoleResolver,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    work: Callable[[int, str, frozenset[str], dict[str, Any]], Awaitable[Any]],
+) -> None:
+    """An approval control's work, after the ack: every answer goes through handlers.errors."""
+    user = body["user"]["id"]
+    try:
+        deployment_id = int(action.get("value") or action.get("block_id", "").rsplit("-", 1)[-1])
+    except ValueError:
+        await respond(slack_ui.refused("That control does not name a deployment."), replace_original=False)
+        return
+    if await engine.store.find(deployment_id) is not None and not await from_its_message(
+        engine, body, deployment_id, action.get("action_id", "").rsplit(":", 1)[-1]
+    ):
+        if body.get("response_url"):
+            await respond(slack_ui.refused(NOT_ITS_MESSAGE), replace_original=False)
+        return
+    try:
+        await work(deployment_id, user, await resolver.roles_of(user), action)
+    except Exception as exc:
+        reply = await reply_for(exc, stale=lambda: now_is(engine, deployment_id))
+        if reply is None:
+            log.exception("%s on deployment #%s failed", action.get("action_id"), deployment_id)
+            reply = slack_ui.refused(DID_NOT_WORK)
+        await respond(reply, replace_original=False)

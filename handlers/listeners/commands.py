@@ -5,8 +5,8 @@ learns at once whether it started or who holds the lock; the deployment itself r
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -14,13 +14,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.access import ACTION_WORDS
 from bot.app.engine import Engine
-from bot.app.plans import duration
 from bot.domain import commands as cmds
-from bot.domain.errors import Conflict, Forbidden, NotFound, Refused
+from bot.domain.durations import duration
+from bot.domain.errors import Forbidden
 from bot.domain.machine import IllegalTransition
 from bot.domain.model import Amendment as Amended
 from bot.domain.model import LockInfo
+from bot.tasks import TaskGroup
+from handlers.errors import SOMETHING_WRONG, reply_for
 from handlers.roles import RoleResolver
+from handlers.ui import audit_blocks
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -44,34 +47,25 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             text = command.get("text", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
             parsed = cmds.parse(command["command"], text, vocab)
         except cmds.CommandError as err:
-            await ack(slack_ui.usage_error(err.message, err.usage))
+            await ack(await reply_for(err) or slack_ui.refused(SOMETHING_WRONG))
             return
         user = command["user_id"]
         try:
             roles = await resolver.roles_of(user)
             answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles)
-        except Forbidden as exc:
-            answer = slack_ui.refused(str(exc))
-            if exc.env == "production":
+        except Exception as exc:
+            if isinstance(exc, Forbidden) and exc.env == "production":
                 warn_later(
                     client,
                     engine,
                     f":warning: <@{user}> tried to {ACTION_WORDS.get(exc.action, exc.action)}"
                     f" in {exc.env} without the role: {slack_ui.code(command['command'] + ' ' + text)}",
                 )
-        except Refused as exc:
-            answer = slack_ui.refused(str(exc))
-        except IllegalTransition as exc:
-            answer = slack_ui.refused(f"Deployment is already {exc.state.word}; nothing was changed.")
-        except NotFound as exc:  # an id naming no deployment: said plainly, never a 500
-            answer = slack_ui.refused(str(exc))
-        except Conflict:
-            answer = slack_ui.refused(
-                "It changed while you asked; nothing was changed. Look again and retry."
-            )
-        except Exception:  # a bug: logged with its trace, and the person still gets an answer, not a 500
-            log.exception("%s %r failed", command["command"], type(parsed).__name__)
-            answer = slack_ui.refused("Something went wrong on our side; it was logged.")
+            reply = await reply_for(exc)
+            if reply is None:  # a bug: logged with its trace, and the person still gets an answer, not a 500
+                log.exception("%s %r failed", command["command"], type(parsed).__name__)
+                reply = slack_ui.refused(SOMETHING_WRONG)
+            answer = reply
         await ack(answer)
         if isinstance(parsed, cmds.Windows):  # slow (14 days of CloudWatch): answered after the ack
             later(windows_answer(engine, parsed, respond))
@@ -80,13 +74,11 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
         app.command(name)(on_command)
 
 
-_warnings: set[asyncio.Task] = set()
+_background = TaskGroup("slack-commands")
 
 
-def later(coro: Any) -> None:
-    task = asyncio.get_running_loop().create_task(coro)
-    _warnings.add(task)
-    task.add_done_callback(_warnings.discard)
+def later(coro: Coroutine[Any, Any, None]) -> None:
+    _background.spawn(coro, "command-answer")
 
 
 async def windows_answer(engine: Engine, c: cmds.Windows, respond: AsyncRespond) -> None:
@@ -110,15 +102,14 @@ def warn_later(client: AsyncWebClient, engine: Engine, text: str) -> None:
             for name in engine.settings.alerts.warning:
                 if name not in _channel_ids:
                     page = await client.conversations_list(limit=1000, types="public_channel,private_channel")
-                    _channel_ids.update({c["name"]: c["id"] for c in page.get("channels", [])})
+                    channels: list[dict[str, Any]] = page.get("channels") or []
+                    _channel_ids.update({c["name"]: c["id"] for c in channels})
                 if name in _channel_ids:
                     await client.chat_postMessage(channel=_channel_ids[name], text=text)
         except Exception:
             log.exception("could not post a warning")
 
-    task = asyncio.get_running_loop().create_task(post())
-    _warnings.add(task)
-    task.add_done_callback(_warnings.discard)
+    _background.spawn(post(), "warning")
 
 
 async def dispatch(
@@ -193,7 +184,7 @@ async def dispatch(
             d = await store.find(deployment_id)
             if d is None:
                 return slack_ui.refused(f"There is no deployment #{deployment_id}.")
-            return slack_ui.audit(d, await store.events(deployment_id))
+            return audit_blocks.audit(d, await store.events(deployment_id))
         case cmds.Schedule():
             return slack_ui.schedule_list(await store.scheduled())
         case cmds.Freeze(env=env, until=until, reason=reason):

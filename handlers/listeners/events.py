@@ -15,10 +15,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.store.aio import AsyncStore
 from bot.clock import Clock
+from bot.tasks import TaskGroup
 from handlers.ui.home import home_view
 
 log = logging.getLogger(__name__)
-_background: set[asyncio.Task] = set()
+_background = TaskGroup("slack-events")
 
 
 class HomeTab:
@@ -87,6 +88,4 @@ def register(app: AsyncApp, home: HomeTab) -> None:
     async def on_app_home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":
             return  # the Messages tab
-        task = asyncio.get_running_loop().create_task(home.opened(event["user"]))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        _background.spawn(home.opened(event["user"]), "home-opened")

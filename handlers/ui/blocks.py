@@ -276,59 +276,6 @@ def _button(
     return b
 
 
-def audit(d: Deployment, events: list[Any]) -> dict[str, Any]:
-    """/deploy audit ID: the whole record, one line per event, within Slack's limits."""
-    head = (
-        f"*Audit of {title(d)}* — {d.state.word}\nRequested by <@{d.requested_by}> at "
-        f"{d.created_at[:19].replace('T', ' ')} UTC ({d.kind}, {d.strategy})"
-        + (f"\nReason: {text(d.reason, None)}" if d.reason else "")
-        + (f"\nOutcome: {d.outcome}" if d.outcome else "")
-    )
-    lines = []
-    for e in events:
-        move = f" {e.from_state or '∅'} → {e.to_state}" if e.from_state != e.to_state else ""
-        flag = " :rotating_light: EMERGENCY" if e.action == "emergency" else ""
-        actor = "the bot" if e.actor == BOT_ACTOR else f"<@{e.actor}>"
-        lines.append(f"`{e.at[11:19]}` {actor} *{e.action}*{move}{flag}")
-        lines += [f"      {k}: {v}" for k, v in audit_details(e.details)]
-    blocks = [section(clip(head, MAX_TEXT))]
-    chunk: list[str] = []
-    for line in lines:
-        if sum(len(x) + 1 for x in chunk) + len(line) > 2800:
-            blocks.append(section("\n".join(chunk)))
-            chunk = []
-        chunk.append(line)
-    if chunk:
-        blocks.append(section("\n".join(chunk)))
-    if len(blocks) > MAX_BLOCKS - 1:
-        blocks = blocks[: MAX_BLOCKS - 1] + [context("More in `deploybot audit --format json`.")]
-    return ephemeral(head + "\n" + "\n".join(lines), blocks)
-
-
-BOT_ACTOR = "deploybot"  # bot.engine.BOT: events the bot itself recorded
-
-
-def audit_details(details: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """An event's details as readable (key, value) pairs: nested tables flattened to `a.b`, lists joined,
-    times shown as times, every value escaped user text and kept to one line of at most 300 characters."""
-    pairs: list[tuple[str, str]] = []
-    for key, value in details.items():
-        if key == "description" or value in (None, "", [], {}):
-            continue
-        name = f"{prefix}{key}".replace("_", " ")
-        if isinstance(value, dict):
-            pairs += audit_details(value, f"{prefix}{key}.")
-        elif isinstance(value, bool):
-            pairs.append((name, "yes" if value else "no"))
-        elif key in ("run_at", "at") and isinstance(value, int | float):
-            pairs.append((name, at_time(value)))
-        elif isinstance(value, list):
-            pairs.append((name, text(", ".join(str(v) for v in value), 300)))
-        else:
-            pairs.append((name, text(value, 300)))
-    return pairs
-
-
 def detail_text(d: Deployment, line: str) -> str:
     return clip(line, MAX_TEXT, f"(full record: /deploy audit {d.id})")
 
@@ -461,36 +408,6 @@ def stale_click(d: Deployment) -> str:
     return f"This deployment is already {d.state.word}; nothing was changed."
 
 
-LEVEL_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
-
-# ------------------------------------------------------------------------------------------------ alerts
-
-ACK_ALERT = "alert:acknowledge"  # the Acknowledge button; value = the alert's id
-MAX_FIELD = 2000
-MAX_CONTEXT_ELEMENTS = 10
-ALERT_TITLES = {
-    "automatic_rollback": "Automatic rollback",
-    "deploy_failed": "Deploy failed",
-    "rollback_failed": "Rollback failed",
-    "unhealthy_after_switch": "Unhealthy targets after the switch",
-    "freeze_override": "Freeze overridden",
-    "emergency_deploy": "Emergency deploy",
-    "inconclusive_analysis": "Analysis inconclusive",
-    "approval_waiting": "Approval waiting",
-    "slow_rollout": "Slow rollout",
-    "missed_window": "Missed its window",
-    "aborted": "Aborted",
-}
-
-
-def alert_title(event: str | None, d: Deployment | None = None, default: str = "Critical") -> str:
-    """The alert's name; a rolling deploy has no traffic switch, so its targets go unhealthy "after the
-    rollout"."""
-    if event == "unhealthy_after_switch" and d is not None and d.strategy == "rolling":
-        return "Unhealthy targets after the rollout"
-    return ALERT_TITLES.get(event or "", default)
-
-
 def at_time(ts: float) -> str:
     """A moment as Slack shows it, in each reader's own time zone; the fallback reads HH:MM UTC."""
     return f"<!date^{int(ts)}^{{time}}|{hhmm(ts)} UTC>"
@@ -500,123 +417,8 @@ def hhmm(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
 
 
-def span(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m" + (f" {s}s" if s else "")
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h" + (f" {m}m" if m else "")
-
-
-def _audit_pointer(d: Deployment) -> str:
-    return f"(full record: /deploy audit {d.id})"
-
-
-def alert(
-    d: Deployment, level: str, text: str, link: str | None, event: str | None = None
-) -> tuple[str, list[dict[str, Any]]]:
-    """A warning or info alert about a deployment for the channels of its level (no acknowledgement)."""
-    what = f" · {alert_title(event, d)}" if event in ALERT_TITLES else ""
-    head = f"{LEVEL_EMOJI.get(level, '')} *{level.upper()}{what}* · {title(d)}"
-    body = clip(text, 2500, _audit_pointer(d))
-    blocks = [section(f"{head}\n{body}")]
-    if link:
-        blocks.append(context(f"<{link}|Open the deployment>"))
-    return f"{level.upper()}: {title(d)}: {body}", blocks
-
-
-def critical_alert(
-    d: Deployment,
-    a: Any,
-    *,
-    link: str | None,
-    oncall: str | None,
-    rounds: int,
-    next_target: str | None = None,
-) -> tuple[str, list[dict[str, Any]]]:
-    """A critical alert (bot.alerts.Alert `a`): what happened, on-call mentioned, a link to the deployment's
-    message, and — until someone acknowledges it — an Acknowledge button. Updated in place as it is
-    acknowledged, escalated and resolved."""
-    what = alert_title(a.event, d)
-    body = clip(a.text, 2500, _audit_pointer(d))
-    blocks = [section(f":rotating_light: *CRITICAL · {what}* · {title(d)}\n{body}")]
-    about = [oncall or "", f"raised {at_time(a.raised_ts)}"]
-    if link:
-        about.append(f"<{link}|Open the deployment>")
-    blocks.append(context(" · ".join(p for p in about if p)))
-    if a.acked_by:
-        status = f":white_check_mark: Acknowledged by <@{a.acked_by}> at {at_time(a.acked_ts)}"
-        fallback = f"acknowledged by <@{a.acked_by}> at {hhmm(a.acked_ts)} UTC"
-        if a.rounds_sent:
-            status += f" (after {a.rounds_sent} escalation{'s' if a.rounds_sent > 1 else ''})"
-        blocks.append(section(status))
-    else:
-        fallback = f"{oncall} please acknowledge" if oncall else "not acknowledged yet"
-        waiting = "Not acknowledged yet"
-        if a.rounds_sent:
-            waiting += f" · escalated {a.rounds_sent}/{rounds}"
-        if a.next_escalation_at is not None and next_target:
-            waiting += f" · escalates to {next_target} at {at_time(a.next_escalation_at)}"
-        blocks.append(context(waiting))
-        blocks.append(
-            {
-                "type": "actions",
-                "block_id": f"alert-{a.id}",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": ACK_ALERT,
-                        "value": str(a.id),
-                        "style": "primary",
-                        "text": {"type": "plain_text", "text": "Acknowledge"},
-                    }
-                ],
-            }
-        )
-    if a.resolved_at:
-        blocks.append(context(f":large_green_circle: Resolved at {at_time(a.resolved_ts)}: {a.resolution}"))
-    text = f"CRITICAL · {what} · {title(d)}: {body} — {fallback}"
-    return clip(text), blocks
-
-
-def escalation(
-    d: Deployment,
-    a: Any,
-    round_: int,
-    rounds: int,
-    target: str | None,
-    waited_seconds: float,
-    link: str | None,
-) -> tuple[str, list[dict[str, Any]]]:
-    """Round `round_` of an unacknowledged critical alert's escalation, posted in the alert's thread (which
-    names the deployment; the notification names the service, version and environment)."""
-    what = alert_title(a.event, d, "Critical alert")
-    who = f"{target} please take a look" if target else "Please take a look"
-    text = (
-        f":rotating_light: Escalation {round_}/{rounds}: {what} — {d.service} {d.version or 'current'} → "
-        f"{d.env} — not acknowledged after {span(waited_seconds)}. {who}."
-    )
-    more = "Acknowledge it on the alert above"
-    if link:
-        more += f" · <{link}|Open the deployment>"
-    blocks = [
-        {"type": "section", "block_id": escalation_block_id(a.id, round_), "text": mrkdwn(text)},
-        context(more),
-    ]
-    return clip(text), blocks
-
-
-def escalation_block_id(alert_id: int, round_: int) -> str:
-    """Marks an escalation message, so a restart can tell whether a round it claimed was posted."""
-    return f"alert-{alert_id}-escalation-{round_}"
-
-
-def already_acknowledged(a: Any, user: str) -> dict[str, Any]:
-    who = "You" if a.acked_by == user else f"<@{a.acked_by}>"
-    return ephemeral(f"{who} acknowledged this alert at {at_time(a.acked_ts)} already; nothing was changed.")
+MAX_FIELD = 2000
+MAX_CONTEXT_ELEMENTS = 10
 
 
 def fit(

@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment, LockInfo
+from handlers.ui import alert_blocks
 from handlers.ui import blocks as slack_ui
 
 MAX_VIEW_BLOCKS = 100  # a Home view holds at most 100 blocks
@@ -40,7 +41,7 @@ def home_view(
     if not alerts:
         blocks.append(slack_ui.context("None — all quiet."))
     for a, d in alerts[:MAX_ROWS]:
-        what = slack_ui.alert_title(a.event, d)
+        what = alert_blocks.alert_title(a.event, d)
         text = (
             f"*{what}* · {slack_ui.title(d)}\n{slack_ui.clip(a.text, 300)}\n"
             f"Raised {slack_ui.at_time(a.raised_ts)}"
@@ -53,7 +54,7 @@ def home_view(
                 "text": slack_ui.mrkdwn(text),
                 "accessory": {
                     "type": "button",
-                    "action_id": slack_ui.ACK_ALERT,
+                    "action_id": alert_blocks.ACK_ALERT,
                     "value": str(a.id),
                     "style": "primary",
                     "text": {"type": "plain_text", "text": "Acknowledge"},

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from bot.app.ports import Http, Metrics, Platform
 from bot.clock import Clock
 from bot.config.model import Target
+from bot.domain.durations import duration as duration  # the plans' one formatter is the domain's
 
 
 class StepFailed(Exception):
@@ -85,13 +86,3 @@ def step_from_dict(data: dict[str, Any]) -> Step:
     values = dict(data)
     cls = _REGISTRY[values.pop("kind")]
     return cls(**values)
-
-
-def duration(seconds: float) -> str:
-    """Seconds as people read them: 45s, 3m, 2m30s, 1h05m."""
-    seconds = int(round(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
