@@ -8,7 +8,7 @@ Stdlib only; `kind` names each class in storage (`to_dict`/`from_dict` round-tri
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 Level = Literal["info", "warning", "critical"]
 JsonValue = str | int | float | bool | None
@@ -257,3 +257,11 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         Promoted, Cancelled, Aborted, Succeeded, RollingBack, RolledBack, RollbackFailed, DeployFailed,
     )
 }  # fmt: skip
+
+
+class OutboxEntry(NamedTuple):
+    """One event read from the outbox: its outbox id (the consumer's cursor), its deployment, the event."""
+
+    id: int
+    deployment_id: int | None
+    event: DomainEvent

@@ -8,9 +8,7 @@ import json
 from collections.abc import Sequence
 
 from bot.adapters.store.base import StoreBase
-from bot.domain.events import DomainEvent
-
-OutboxEntry = tuple[int, int | None, DomainEvent]
+from bot.domain.events import DomainEvent, OutboxEntry
 
 
 class OutboxMixin(StoreBase):
@@ -40,7 +38,9 @@ class OutboxMixin(StoreBase):
             [self.delivered(consumer), limit],
         )
         return [
-            (r["id"], r["deployment_id"], DomainEvent.from_dict(r["kind"], json.loads(r["payload"])))
+            OutboxEntry(
+                r["id"], r["deployment_id"], DomainEvent.from_dict(r["kind"], json.loads(r["payload"]))
+            )
             for r in rows
         ]
 
