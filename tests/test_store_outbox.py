@@ -106,7 +106,7 @@ def test_two_consumers_each_see_every_event_once_in_order(store):
     store.transition(d.id, "start", "deploybot", events=[Started()])
     store.append_events(d.id, [StepStarted(i, f"step {i}") for i in range(1, 6)])
     seen: dict[str, list[DomainEvent]] = {"notifier": [], "pagerduty": []}
-    for round_ in range(10):  # batches of 2 for the notifier, 3 for pagerduty, until both are drained
+    for _ in range(10):  # batches of 2 for the notifier, 3 for pagerduty, until both are drained
         for consumer, limit in (("notifier", 2), ("pagerduty", 3)):
             batch = store.outbox_after(consumer, limit)
             assert len(batch) <= limit
