@@ -138,7 +138,7 @@ def export_audit(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from bot.adapters.store.sqlite import Store
-    from bot.app.audit import audit_rows
+    from bot.adapters.store.audit import audit_rows
 
     path = args.db or db_default()
     if not Path(path).exists():

@@ -170,3 +170,16 @@ def test_no_file_outside_the_sandbox_is_over_500_lines():
         if not m.startswith("bot.sandbox") and (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+@pytest.mark.parametrize("layer", ["bot.domain", "bot.config", "bot.app"])
+def test_dependencies_point_inward_no_inner_layer_imports_an_adapter(layer):
+    outer = ("bot.adapters", "bot.sandbox", "bot.wiring", "handlers")
+    offenders = [
+        f"{m}:{line} imports {t}"
+        for m, deps in GRAPH.items()
+        if m == layer or m.startswith(layer + ".")
+        for t, line in deps
+        if any(t == o or t.startswith(o + ".") for o in outer)
+    ]
+    assert offenders == []

@@ -1,7 +1,8 @@
-"""The store as the use cases see it. Until the typed Storage protocol lands this is the async store."""
+"""The store as the use cases see it: the typed Storage protocol (bot.app.storage), which the async
+store adapter implements."""
 
 from __future__ import annotations
 
-from bot.adapters.store.aio import AsyncStore as StoreLike
+from bot.app.storage import Storage as StoreLike
 
 __all__ = ["StoreLike"]

@@ -1,13 +1,20 @@
-"""The one thread boundary in front of the store: every call runs on the store's own thread, so the event loop never blocks on SQLite."""
+"""The one thread boundary in front of the store: every call runs on the store's own thread, so the event
+loop never blocks on SQLite. AsyncStore implements bot.app.storage.Storage: one typed `async def` per
+Store method, each a `call` of it on that thread."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import ParamSpec, TypeVar, overload
 
 from bot.adapters.store.sqlite import Store, log
+from bot.app.storage import Storage
+from bot.domain.checklist import Approval, ItemState
+from bot.domain.events import DomainEvent, OutboxEntry
+from bot.domain.model import Alert, Amendment, Deployment, Event, LockInfo, StoredAnswer
+from bot.domain.windows import Freeze
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,24 +31,350 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
-    def later(self, fn: Callable[..., Any], *args: Any) -> None:
+    def later(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         """Run `fn` on the store's thread without waiting for it. The thread takes calls in order, so
         every call made after this one sees what it wrote."""
 
-        def done(f: Any) -> None:
+        def done(f: Future[object]) -> None:
             if f.exception() is not None:
                 log.error("store write %s failed: %s", getattr(fn, "__name__", fn), f.exception())
 
-        self._executor.submit(fn, *args).add_done_callback(done)
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.sync, name)
-
-        async def run(*args: Any, **kwargs: Any) -> Any:
-            return await self.call(method, *args, **kwargs)
-
-        return run
+        self._executor.submit(fn, *args, **kwargs).add_done_callback(done)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.sync.close()
+
+    # ------------------------------------------------------------- the store's methods, one each
+
+    async def create_deployment(
+        self,
+        *,
+        service: str,
+        env: str,
+        version: str | None,
+        strategy: str,
+        kind: str,
+        requested_by: str,
+        reason: str | None = None,
+        plan: list[dict] | None = None,
+        channel: str | None = None,
+        previous_version: str | None = None,
+        context: dict | None = None,
+        request_key: str | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment | LockInfo:
+        return await self.call(
+            self.sync.create_deployment,
+            service=service,
+            env=env,
+            version=version,
+            strategy=strategy,
+            kind=kind,
+            requested_by=requested_by,
+            reason=reason,
+            plan=plan,
+            channel=channel,
+            previous_version=previous_version,
+            context=context,
+            request_key=request_key,
+            events=events,
+        )
+
+    async def transition(
+        self,
+        deployment_id: int,
+        action: str,
+        actor: str,
+        details: dict | None = None,
+        outcome: str | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment:
+        return await self.call(self.sync.transition, deployment_id, action, actor, details, outcome, events)
+
+    async def save_progress(
+        self,
+        deployment_id: int,
+        *,
+        step_index: int | None = None,
+        context: dict | None = None,
+        version: str | None = None,
+        previous_version: str | None = None,
+        plan: list[dict] | None = None,
+        event: tuple[str, str, dict] | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment:
+        return await self.call(
+            self.sync.save_progress,
+            deployment_id,
+            step_index=step_index,
+            context=context,
+            version=version,
+            previous_version=previous_version,
+            plan=plan,
+            event=event,
+            events=events,
+        )
+
+    async def set_message(self, deployment_id: int, channel: str, ts: str) -> None:
+        return await self.call(self.sync.set_message, deployment_id, channel, ts)
+
+    async def lock(self, service: str, env: str, holder: str, reason: str) -> LockInfo | None:
+        return await self.call(self.sync.lock, service, env, holder, reason)
+
+    async def unlock(self, service: str, env: str, actor: str) -> LockInfo | None:
+        return await self.call(self.sync.unlock, service, env, actor)
+
+    async def release_stale_locks(self) -> list[LockInfo]:
+        return await self.call(
+            self.sync.release_stale_locks,
+        )
+
+    async def set_item(
+        self, deployment_id: int, item_id: str, done: bool, by: str, evidence: str | None = None
+    ) -> ItemState:
+        return await self.call(self.sync.set_item, deployment_id, item_id, done, by, evidence)
+
+    async def items(self, deployment_id: int) -> dict[str, ItemState]:
+        return await self.call(self.sync.items, deployment_id)
+
+    async def approve(self, deployment_id: int, user: str) -> None:
+        return await self.call(self.sync.approve, deployment_id, user)
+
+    async def approvals(self, deployment_id: int) -> list[Approval]:
+        return await self.call(self.sync.approvals, deployment_id)
+
+    async def amend(
+        self,
+        deployment_id: int,
+        actor: str,
+        *,
+        version: str | None,
+        strategy: str,
+        plan: list[dict],
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment:
+        return await self.call(
+            self.sync.amend,
+            deployment_id,
+            actor,
+            version=version,
+            strategy=strategy,
+            plan=plan,
+            events=events,
+        )
+
+    async def scheduled(self) -> list[Deployment]:
+        return await self.call(
+            self.sync.scheduled,
+        )
+
+    async def overview(self) -> tuple[list[Deployment], list[LockInfo]]:
+        return await self.call(
+            self.sync.overview,
+        )
+
+    async def locks(self) -> list[LockInfo]:
+        return await self.call(
+            self.sync.locks,
+        )
+
+    async def events(
+        self, deployment_id: int | None = None, since: str | None = None, service: str | None = None
+    ) -> list[Event]:
+        return await self.call(self.sync.events, deployment_id, since, service)
+
+    async def active(self) -> list[Deployment]:
+        return await self.call(
+            self.sync.active,
+        )
+
+    async def in_flight(self) -> list[Deployment]:
+        return await self.call(
+            self.sync.in_flight,
+        )
+
+    async def history(self, service: str, env: str | None = None, limit: int = 10) -> list[Deployment]:
+        return await self.call(self.sync.history, service, env, limit)
+
+    async def latest(self, service: str | None = None, limit: int = 10) -> list[Deployment]:
+        return await self.call(self.sync.latest, service, limit)
+
+    async def last_succeeded(self, service: str, env: str, before: int | None = None) -> Deployment | None:
+        return await self.call(self.sync.last_succeeded, service, env, before)
+
+    async def append_events(self, deployment_id: int | None, events: Sequence[DomainEvent]) -> list[int]:
+        return await self.call(self.sync.append_events, deployment_id, events)
+
+    async def outbox_after(self, consumer: str, limit: int = 100) -> list[OutboxEntry]:
+        return await self.call(self.sync.outbox_after, consumer, limit)
+
+    async def delivered(self, consumer: str) -> int:
+        return await self.call(self.sync.delivered, consumer)
+
+    async def mark_delivered(self, consumer: str, outbox_id: int) -> int:
+        return await self.call(self.sync.mark_delivered, consumer, outbox_id)
+
+    async def raise_alert(
+        self,
+        deployment_id: int,
+        event: str,
+        level: str,
+        text: str,
+        *,
+        escalate_at: float | None = None,
+        key: str | None = None,
+        raised_ts: float | None = None,
+    ) -> Alert | None:
+        return await self.call(
+            self.sync.raise_alert,
+            deployment_id,
+            event,
+            level,
+            text,
+            escalate_at=escalate_at,
+            key=key,
+            raised_ts=raised_ts,
+        )
+
+    async def alert(self, alert_id: int) -> Alert:
+        return await self.call(self.sync.alert, alert_id)
+
+    async def add_alert_message(self, alert_id: int, channel: str, ts: str) -> Alert:
+        return await self.call(self.sync.add_alert_message, alert_id, channel, ts)
+
+    async def acknowledge_alert(self, alert_id: int, user: str) -> tuple[bool, Alert]:
+        return await self.call(self.sync.acknowledge_alert, alert_id, user)
+
+    async def resolve_alerts(
+        self, alert_ids: list[int], resolution: str, stop_escalation: bool
+    ) -> list[Alert]:
+        return await self.call(self.sync.resolve_alerts, alert_ids, resolution, stop_escalation)
+
+    async def open_alerts(
+        self, deployment_id: int | None = None, service: str | None = None, env: str | None = None
+    ) -> list[Alert]:
+        return await self.call(self.sync.open_alerts, deployment_id, service, env)
+
+    async def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]:
+        return await self.call(self.sync.unacknowledged_alerts, level)
+
+    async def due_escalations(self, now: float) -> list[Alert]:
+        return await self.call(self.sync.due_escalations, now)
+
+    async def next_escalation_due(self) -> float | None:
+        return await self.call(
+            self.sync.next_escalation_due,
+        )
+
+    async def claim_escalation(self, alert_id: int, round_: int, next_at: float | None) -> bool:
+        return await self.call(self.sync.claim_escalation, alert_id, round_, next_at)
+
+    async def confirm_escalation(self, alert_id: int, round_: int, details: dict | None = None) -> bool:
+        return await self.call(self.sync.confirm_escalation, alert_id, round_, details)
+
+    async def in_doubt_escalations(self) -> list[Alert]:
+        return await self.call(
+            self.sync.in_doubt_escalations,
+        )
+
+    async def claim_request(
+        self, key: str, now: float, keep_seconds: float = 3600.0, abandoned_seconds: float = 15.0
+    ) -> StoredAnswer | None:
+        return await self.call(self.sync.claim_request, key, now, keep_seconds, abandoned_seconds)
+
+    async def answer_request(self, key: str, status: int, content_type: str, body: str) -> None:
+        return await self.call(self.sync.answer_request, key, status, content_type, body)
+
+    async def answered(self, key: str) -> StoredAnswer | None:
+        return await self.call(self.sync.answered, key)
+
+    async def add_freeze(self, freeze: Freeze) -> Freeze:
+        return await self.call(self.sync.add_freeze, freeze)
+
+    async def lift_freezes(self, env: str, actor: str) -> int:
+        return await self.call(self.sync.lift_freezes, env, actor)
+
+    async def freezes(self) -> list[Freeze]:
+        return await self.call(
+            self.sync.freezes,
+        )
+
+    async def get(self, deployment_id: int) -> Deployment:
+        return await self.call(self.sync.get, deployment_id)
+
+    async def find(self, deployment_id: int) -> Deployment | None:
+        return await self.call(self.sync.find, deployment_id)
+
+    async def lock_info(self, service: str, env: str) -> LockInfo | None:
+        return await self.call(self.sync.lock_info, service, env)
+
+    @overload
+    async def record(
+        self,
+        deployment_id: int,
+        actor: str,
+        action: str,
+        details: dict | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment: ...
+    @overload
+    async def record(
+        self,
+        deployment_id: None,
+        actor: str,
+        action: str,
+        details: dict | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> None: ...
+
+    async def record(
+        self,
+        deployment_id: int | None,
+        actor: str,
+        action: str,
+        details: dict | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment | None:
+        return await self.call(self.sync.record, deployment_id, actor, action, details, events)
+
+    async def request_or_amend(
+        self,
+        *,
+        service: str,
+        env: str,
+        version: str | None,
+        strategy: str,
+        kind: str,
+        requested_by: str,
+        reason: str | None = None,
+        plan: list[dict] | None = None,
+        channel: str | None = None,
+        previous_version: str | None = None,
+        context: dict | None = None,
+        request_key: str | None = None,
+        events: Sequence[DomainEvent] = (),
+        amendable: bool = True,
+    ) -> Deployment | LockInfo | Amendment:
+        return await self.call(
+            self.sync.request_or_amend,
+            amendable=amendable,
+            service=service,
+            env=env,
+            version=version,
+            strategy=strategy,
+            kind=kind,
+            requested_by=requested_by,
+            reason=reason,
+            plan=plan,
+            channel=channel,
+            previous_version=previous_version,
+            context=context,
+            request_key=request_key,
+            events=events,
+        )
+
+
+def as_storage(store: AsyncStore) -> Storage:
+    """AsyncStore as the app's Storage (mypy checks here that it implements every method, typed alike)."""
+    return store

@@ -9,7 +9,7 @@ migrations = Migrations("deploybot")
 
 @migrations()
 def m001_initial(db: Database) -> None:
-    db["deployments"].create(
+    db.table("deployments").create(
         {
             "id": int,
             "service": str,
@@ -36,10 +36,10 @@ def m001_initial(db: Database) -> None:
         not_null={"service", "env", "kind", "requested_by", "state", "created_at"},
         defaults={"step_index": 0, "plan": "[]", "context": "{}"},
     )
-    db["deployments"].create_index(["service", "env", "state"])
+    db.table("deployments").create_index(["service", "env", "state"])
     # Slack's trigger_id: a retried or replayed request finds its deployment instead of making another.
-    db["deployments"].create_index(["request_key"], unique=True)
-    db["events"].create(
+    db.table("deployments").create_index(["request_key"], unique=True)
+    db.table("events").create(
         {
             "id": int,
             "deployment_id": int,
@@ -55,7 +55,7 @@ def m001_initial(db: Database) -> None:
         defaults={"details": "{}"},
         foreign_keys=[("deployment_id", "deployments", "id")],
     )
-    db["events"].create_index(["deployment_id", "id"])
+    db.table("events").create_index(["deployment_id", "id"])
     # Append-only: the audit trail can be added to, never edited.
     db.execute(
         "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
@@ -65,7 +65,7 @@ def m001_initial(db: Database) -> None:
         "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
         "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
     )
-    db["locks"].create(
+    db.table("locks").create(
         {"service": str, "env": str, "deployment_id": int, "holder": str, "reason": str, "acquired_at": str},
         pk=("service", "env"),
         not_null={"holder", "acquired_at"},
@@ -77,7 +77,7 @@ def m002_alerts(db: Database) -> None:
     # One row per alert raised about a deployment. Escalation is a timer kept here (next_escalation_at, in
     # the clock's epoch seconds) so a restart rebuilds it; a round is claimed before it is posted and
     # confirmed after (rounds_claimed / rounds_sent), so it is never sent twice.
-    db["alerts"].create(
+    db.table("alerts").create(
         {
             "id": int,
             "deployment_id": int,
@@ -103,31 +103,31 @@ def m002_alerts(db: Database) -> None:
         defaults={"messages": "[]", "rounds_claimed": 0, "rounds_sent": 0},
         foreign_keys=[("deployment_id", "deployments", "id")],
     )
-    db["alerts"].create_index(["deployment_id"])
-    db["alerts"].create_index(["next_escalation_at"])
-    db["alerts"].create_index(["key"], unique=True)  # a timer's warning is raised once
+    db.table("alerts").create_index(["deployment_id"])
+    db.table("alerts").create_index(["next_escalation_at"])
+    db.table("alerts").create_index(["key"], unique=True)  # a timer's warning is raised once
 
 
 @migrations()
 def m010_checklist_and_approvals(db: Database) -> None:
-    db["checklist"].create(
+    db.table("checklist").create(
         {"deployment_id": int, "item_id": str, "done": int, "by": str, "at": str, "evidence": str},
         pk=("deployment_id", "item_id"),
         foreign_keys=[("deployment_id", "deployments", "id")],
     )
-    db["approvals"].create(
+    db.table("approvals").create(
         {"id": int, "deployment_id": int, "user": str, "at": float, "voided": int},
         pk="id",
         not_null={"deployment_id", "user", "at"},
         defaults={"voided": 0},
         foreign_keys=[("deployment_id", "deployments", "id")],
     )
-    db["approvals"].create_index(["deployment_id"])
+    db.table("approvals").create_index(["deployment_id"])
 
 
 @migrations()
 def m020_freezes(db: Database) -> None:
-    db["freezes"].create(
+    db.table("freezes").create(
         {
             "id": int,
             "env": str,
@@ -150,9 +150,23 @@ def m030_requests(db: Database) -> None:
     # claimed before the request is acted on and kept with its answer: a replay or a retry of the same
     # request gets the first answer back and changes nothing. `at` is wall-clock epoch seconds (Slack's
     # signatures are checked against wall time), so old rows can be dropped.
-    db["requests"].create(
+    db.table("requests").create(
         {"key": str, "at": float, "status": int, "content_type": str, "body": str},
         pk="key",
         not_null={"at"},
     )
-    db["requests"].create_index(["at"])
+    db.table("requests").create_index(["at"])
+
+
+@migrations()
+def m040_outbox(db: Database) -> None:
+    # Typed domain events (bot.domain.events), written in the transaction of the state change that
+    # announces them; each consumer (notifier, alerting, PagerDuty) keeps the last id it delivered, so a
+    # crash between the write and the delivery loses nothing and a restart repeats nothing.
+    # AUTOINCREMENT: an id is never reused, even after the newest row goes, so a cursor stays valid.
+    db.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "deployment_id INTEGER REFERENCES deployments(id), kind TEXT NOT NULL, "
+        "payload TEXT NOT NULL DEFAULT '{}', created TEXT NOT NULL)"
+    )
+    db.table("outbox_cursors").create({"consumer": str, "last_id": int}, pk="consumer", not_null={"last_id"})

@@ -1,4 +1,4 @@
-"""The store: deployments, the append-only event log, and locks, in SQLite (WAL) through sqlite-utils.
+"""The store: deployments, the append-only event log, locks and the outbox, in SQLite (WAL) through sqlite-utils.
 
 This is the only module that writes SQL. Every state change is a compare-and-set on the deployment's
 current state, checked against bot.machine, and appends its event in the same transaction: the audit
@@ -8,52 +8,30 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, overload
 
-from sqlite_utils import Database
-
-from bot.adapters.store.schema import migrations
-from bot.clock import Clock
+from bot.adapters.store.alerts import AlertsMixin
+from bot.adapters.store.base import StoreBase
+from bot.adapters.store.outbox import OutboxMixin
+from bot.adapters.store.requests import RequestsMixin
 from bot.domain.checklist import Approval, ItemState
-from bot.domain.errors import Conflict, NotFound
+from bot.domain.errors import Conflict
+from bot.domain.events import DomainEvent
 from bot.domain.machine import ACTIVE, State, next_state
-from bot.domain.model import Alert, Amendment, Deployment, Event, LockInfo, StoredAnswer
-from bot.domain.windows import Freeze
+from bot.domain.model import Amendment, Deployment, Event, LockInfo
 
 log = logging.getLogger(__name__)
 
-
-_SQLITE_INT = range(-(2**63), 2**63)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+__all__ = ["Store", "StoreBase", "log"]
 
 
-class Store:
-    """Synchronous store. Async code uses AsyncStore, which runs these methods on one thread."""
+class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
+    """Synchronous store. Async code uses AsyncStore, which runs these methods on one thread.
 
-    def __init__(self, path: str | Path, clock: Clock | None = None):
-        self.path = str(path)
-        self.clock = clock or Clock()
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
-        self.db = Database(conn)
-        if self.path != ":memory:":
-            self.db.enable_wal()
-            self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        migrations.apply(self.db)
-        self._requests_swept_at = -math.inf
-
-    def close(self) -> None:
-        self.db.close()
-
-    def now(self) -> str:
-        return _iso(self.clock.now())
+    One class over one Database: deployments, transitions, locks, checklist and reads here; alerts
+    (alerts.py), request claims and freezes (requests.py) and the outbox (outbox.py) are its parts."""
 
     # ---------------------------------------------------------------------------------------- writes
 
@@ -72,6 +50,7 @@ class Store:
         previous_version: str | None = None,
         context: dict | None = None,
         request_key: str | None = None,
+        events: Sequence[DomainEvent] = (),
     ) -> Deployment | LockInfo:
         """Create a deployment holding the service+env lock, atomically; or return the lock's holder.
 
@@ -102,9 +81,9 @@ class Store:
                 "updated_at": now,
                 "request_key": request_key,
             }
-            deployment_id = self.db["deployments"].insert(row).last_pk
+            deployment_id = self._insert("deployments", row)
             try:
-                self.db["locks"].insert(
+                self.db.table("locks").insert(
                     {
                         "service": service,
                         "env": env,
@@ -124,6 +103,7 @@ class Store:
                 State.REQUESTED,
                 {"version": version, "strategy": strategy, "kind": kind, "reason": reason},
             )
+            self._append_in_tx(deployment_id, events)
         return self.get(deployment_id)
 
     def transition(
@@ -133,8 +113,10 @@ class Store:
         actor: str,
         details: dict | None = None,
         outcome: str | None = None,
+        events: Sequence[DomainEvent] = (),
     ) -> Deployment:
-        """Move a deployment by a machine action; append its event; release the lock on a terminal state."""
+        """Move a deployment by a machine action; append its audit event and `events` (the outbox), in the
+        same transaction; release the lock on a terminal state. Returns the deployment as it now is."""
         now = self.now()
         with self.db.atomic():
             current = self.get(deployment_id)
@@ -152,17 +134,47 @@ class Store:
             if cursor.rowcount != 1:
                 raise Conflict(f"deployment #{deployment_id} changed state concurrently")
             self._event(deployment_id, actor, action, current.state, target, details)
+            self._append_in_tx(deployment_id, events)
             if target.terminal:
                 self.db.execute("DELETE FROM locks WHERE deployment_id = ?", [deployment_id])
         return self.get(deployment_id)
 
+    @overload
     def record(
-        self, deployment_id: int | None, actor: str, action: str, details: dict | None = None
-    ) -> Event:
-        """Append an event that does not change state (a step reached, a refusal, a measurement)."""
+        self,
+        deployment_id: int,
+        actor: str,
+        action: str,
+        details: dict | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment: ...
+
+    @overload
+    def record(
+        self,
+        deployment_id: None,
+        actor: str,
+        action: str,
+        details: dict | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> None: ...
+
+    def record(
+        self,
+        deployment_id: int | None,
+        actor: str,
+        action: str,
+        details: dict | None = None,
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment | None:
+        """Append an event that does not change state (a step reached, a refusal, a measurement), with
+        its outbox `events` in the same transaction. Returns the deployment (None for none), so a caller
+        never needs to read it again."""
         with self.db.atomic():
             state = self.get(deployment_id).state if deployment_id is not None else None
-            return self._event(deployment_id, actor, action, state, state, details)
+            self._event(deployment_id, actor, action, state, state, details)
+            self._append_in_tx(deployment_id, events)
+        return self.get(deployment_id) if deployment_id is not None else None
 
     def save_progress(
         self,
@@ -174,8 +186,10 @@ class Store:
         previous_version: str | None = None,
         plan: list[dict] | None = None,
         event: tuple[str, str, dict] | None = None,
+        events: Sequence[DomainEvent] = (),
     ) -> Deployment:
-        """Persist where the plan is (and, in the same transaction, the event saying so)."""
+        """Persist where the plan is (and, in the same transaction, the audit event saying so and the
+        outbox `events`). Returns the deployment as it now is: no need to `get` it after."""
         values: dict[str, Any] = {"updated_at": self.now()}
         if step_index is not None:
             values["step_index"] = step_index
@@ -188,15 +202,16 @@ class Store:
         if plan is not None:
             values["plan"] = json.dumps(plan)
         with self.db.atomic():
-            self.db["deployments"].update(deployment_id, values)
+            self.db.table("deployments").update(deployment_id, values)
             if event is not None:
                 actor, action, details = event
                 state = self.get(deployment_id).state
                 self._event(deployment_id, actor, action, state, state, details)
+            self._append_in_tx(deployment_id, events)
         return self.get(deployment_id)
 
     def set_message(self, deployment_id: int, channel: str, ts: str) -> None:
-        self.db["deployments"].update(deployment_id, {"channel": channel, "message_ts": ts})
+        self.db.table("deployments").update(deployment_id, {"channel": channel, "message_ts": ts})
 
     def lock(self, service: str, env: str, holder: str, reason: str) -> LockInfo | None:
         """A manual lock; returns the existing lock instead when one is held."""
@@ -204,7 +219,7 @@ class Store:
             held = self.lock_info(service, env)
             if held is not None:
                 return held
-            self.db["locks"].insert(
+            self.db.table("locks").insert(
                 {
                     "service": service,
                     "env": env,
@@ -244,27 +259,6 @@ class Store:
                 self._event(None, "deploybot", "release_stale_lock", None, None, row)
         return [LockInfo(**r) for r in rows]
 
-    def _event(
-        self,
-        deployment_id: int | None,
-        actor: str,
-        action: str,
-        from_state: State | None,
-        to_state: State | None,
-        details: dict | None,
-    ) -> Event:
-        row = {
-            "deployment_id": deployment_id,
-            "at": self.now(),
-            "actor": actor,
-            "action": action,
-            "from_state": from_state.value if from_state else None,
-            "to_state": to_state.value if to_state else None,
-            "details": json.dumps(details or {}, default=str, sort_keys=True),
-        }
-        row["id"] = self.db["events"].insert(row).last_pk
-        return Event.from_row(row)
-
     # -------------------------------------------------------------------- checklist and approvals
 
     def set_item(
@@ -273,7 +267,7 @@ class Store:
         """Record a checklist item's state (ticked by a person, or seen by an automatic check)."""
         now = self.now()
         with self.db.atomic():
-            self.db["checklist"].upsert(
+            self.db.table("checklist").upsert(
                 {
                     "deployment_id": deployment_id,
                     "item_id": item_id,
@@ -298,7 +292,7 @@ class Store:
 
     def approve(self, deployment_id: int, user: str) -> None:
         with self.db.atomic():
-            self.db["approvals"].insert(
+            self.db.table("approvals").insert(
                 {"deployment_id": deployment_id, "user": user, "at": self.clock.now()}
             )
             self._record_in_tx(deployment_id, user, "approve", {})
@@ -308,7 +302,14 @@ class Store:
         return [Approval(r["user"], r["at"], bool(r["voided"])) for r in rows]
 
     def amend(
-        self, deployment_id: int, actor: str, *, version: str | None, strategy: str, plan: list[dict]
+        self,
+        deployment_id: int,
+        actor: str,
+        *,
+        version: str | None,
+        strategy: str,
+        plan: list[dict],
+        events: Sequence[DomainEvent] = (),
     ) -> Deployment:
         """A changed version or strategy for a request not started yet: its approvals no longer count.
 
@@ -341,6 +342,7 @@ class Store:
                     "approvals_voided": voided,
                 },
             )
+            self._append_in_tx(deployment_id, events)
             return self.get(deployment_id)
 
     def request_or_amend(self, *, amendable: bool = True, **fields: Any) -> Deployment | LockInfo | Amendment:
@@ -377,286 +379,16 @@ class Store:
                     version=fields["version"],
                     strategy=fields["strategy"],
                     plan=fields.get("plan") or [],
+                    events=fields.get("events", ()),
                 )
                 return Amendment(amended, d.version, d.strategy, changed=True)
             return held
-
-    def _record_in_tx(self, deployment_id: int, actor: str, action: str, details: dict) -> Event:
-        state = self.get(deployment_id).state
-        return self._event(deployment_id, actor, action, state, state, details)
-
-    # ---------------------------------------------------------------------------------------- alerts
-
-    def raise_alert(
-        self,
-        deployment_id: int,
-        event: str,
-        level: str,
-        text: str,
-        *,
-        escalate_at: float | None = None,
-        key: str | None = None,
-        raised_ts: float | None = None,
-    ) -> Alert | None:
-        """Record an alert (and its audit event). With a `key` already raised, nothing: None. `raised_ts`:
-        the instant its escalation was computed from (the store's clock now when not given)."""
-        with self.db.atomic():
-            if key is not None and list(self.db.query("SELECT id FROM alerts WHERE key = ?", [key])):
-                return None
-            row = {
-                "deployment_id": deployment_id,
-                "event": event,
-                "level": level,
-                "text": text,
-                "key": key,
-                "raised_at": self.now(),
-                "raised_ts": self.clock.now() if raised_ts is None else raised_ts,
-                "messages": "[]",
-                "rounds_claimed": 0,
-                "rounds_sent": 0,
-                "next_escalation_at": escalate_at,
-            }
-            alert_id = self.db["alerts"].insert(row).last_pk
-            state = self.get(deployment_id).state
-            self._event(
-                deployment_id, "deploybot", "alert_raised", state, state,
-                {"alert": alert_id, "event": event, "level": level},
-            )  # fmt: skip
-        return self.alert(alert_id)
-
-    def alert(self, alert_id: int) -> Alert:
-        if not isinstance(alert_id, int) or alert_id not in _SQLITE_INT:
-            raise NotFound("alert", alert_id)
-        rows = list(self.db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
-        if not rows:
-            raise NotFound("alert", alert_id)
-        return Alert.from_row(rows[0])
-
-    def add_alert_message(self, alert_id: int, channel: str, ts: str) -> Alert:
-        """Remember a Slack message showing the alert (the first one's thread gets the escalations)."""
-        with self.db.atomic():
-            messages = self.alert(alert_id).messages
-            if {"channel": channel, "ts": ts} not in messages:
-                messages.append({"channel": channel, "ts": ts})
-                self.db["alerts"].update(alert_id, {"messages": json.dumps(messages)})
-        return self.alert(alert_id)
-
-    def acknowledge_alert(self, alert_id: int, user: str) -> tuple[bool, Alert]:
-        """Acknowledge, as a compare-and-set: (True, alert) when THIS call acknowledged it, (False, alert
-        as it is) when it was acknowledged already. Escalation stops with the acknowledgement."""
-        with self.db.atomic():
-            current = self.alert(alert_id)
-            cursor = self.db.execute(
-                "UPDATE alerts SET acked_by = ?, acked_at = ?, acked_ts = ?, next_escalation_at = NULL "
-                "WHERE id = ? AND acked_by IS NULL",
-                [user, self.now(), self.clock.now(), alert_id],
-            )
-            won = cursor.rowcount == 1
-            if won:
-                state = self.get(current.deployment_id).state
-                self._event(
-                    current.deployment_id, user, "alert_acknowledged", state, state,
-                    {"alert": alert_id, "rounds_sent": current.rounds_sent},
-                )  # fmt: skip
-        return won, self.alert(alert_id)
-
-    def resolve_alerts(self, alert_ids: list[int], resolution: str, stop_escalation: bool) -> list[Alert]:
-        """Mark alerts resolved (the deployment recovered); returns those THIS call resolved."""
-        resolved = []
-        with self.db.atomic():
-            for alert_id in alert_ids:
-                sets = "resolved_at = ?, resolved_ts = ?, resolution = ?"
-                if stop_escalation:
-                    sets += ", next_escalation_at = NULL"
-                cursor = self.db.execute(
-                    f"UPDATE alerts SET {sets} WHERE id = ? AND resolved_at IS NULL",
-                    [self.now(), self.clock.now(), resolution, alert_id],
-                )
-                if cursor.rowcount == 1:
-                    a = self.alert(alert_id)
-                    state = self.get(a.deployment_id).state
-                    self._event(
-                        a.deployment_id, "deploybot", "alert_resolved", state, state,
-                        {"alert": alert_id, "resolution": resolution},
-                    )  # fmt: skip
-                    resolved.append(a)
-        return resolved
-
-    def open_alerts(
-        self, deployment_id: int | None = None, service: str | None = None, env: str | None = None
-    ) -> list[Alert]:
-        """Alerts not resolved yet, for one deployment or one service+env, oldest first."""
-        sql, args = "SELECT a.* FROM alerts a JOIN deployments d ON d.id = a.deployment_id", []
-        sql += " WHERE a.resolved_at IS NULL"
-        for column, value in (("d.id", deployment_id), ("d.service", service), ("d.env", env)):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                args.append(value)
-        return [Alert.from_row(r) for r in self.db.query(sql + " ORDER BY a.id", args)]
-
-    def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]:
-        rows = self.db.query("SELECT * FROM alerts WHERE level = ? AND acked_by IS NULL ORDER BY id", [level])
-        return [Alert.from_row(r) for r in rows]
-
-    def due_escalations(self, now: float) -> list[Alert]:
-        """Unacknowledged alerts whose next escalation round is due and not being sent."""
-        rows = self.db.query(
-            "SELECT * FROM alerts WHERE acked_by IS NULL AND next_escalation_at IS NOT NULL "
-            "AND next_escalation_at <= ? AND rounds_claimed = rounds_sent ORDER BY next_escalation_at, id",
-            [now],
-        )
-        return [Alert.from_row(r) for r in rows]
-
-    def next_escalation_due(self) -> float | None:
-        rows = list(
-            self.db.query(
-                "SELECT MIN(next_escalation_at) AS due FROM alerts WHERE acked_by IS NULL "
-                "AND next_escalation_at IS NOT NULL AND rounds_claimed = rounds_sent"
-            )
-        )
-        return rows[0]["due"] if rows else None
-
-    def claim_escalation(self, alert_id: int, round_: int, next_at: float | None) -> bool:
-        """Take round `round_` of an alert's escalation for sending, atomically: True for exactly one
-        caller, and only while the alert is unacknowledged and the previous round has been sent."""
-        cursor = self.db.execute(
-            "UPDATE alerts SET rounds_claimed = ?, next_escalation_at = ? WHERE id = ? AND acked_by IS NULL "
-            "AND rounds_claimed = ? AND rounds_sent = ?",
-            [round_, next_at, alert_id, round_ - 1, round_ - 1],
-        )
-        return cursor.rowcount == 1
-
-    def confirm_escalation(self, alert_id: int, round_: int, details: dict | None = None) -> bool:
-        """Round `round_` was posted (or found posted): record it and its audit event."""
-        with self.db.atomic():
-            cursor = self.db.execute(
-                "UPDATE alerts SET rounds_sent = ? WHERE id = ? AND rounds_sent = ? AND rounds_claimed >= ?",
-                [round_, alert_id, round_ - 1, round_],
-            )
-            if cursor.rowcount != 1:
-                return False
-            a = self.alert(alert_id)
-            state = self.get(a.deployment_id).state
-            self._event(
-                a.deployment_id, "deploybot", "alert_escalated", state, state,
-                {"alert": alert_id, "round": round_, **(details or {})},
-            )  # fmt: skip
-        return True
-
-    def in_doubt_escalations(self) -> list[Alert]:
-        """Rounds claimed but not confirmed: the bot stopped while posting them (checked at start)."""
-        rows = self.db.query("SELECT * FROM alerts WHERE rounds_claimed > rounds_sent ORDER BY id")
-        return [Alert.from_row(r) for r in rows]
-
-    # ---------------------------------------------------------------------------- Slack's requests
-
-    def claim_request(
-        self, key: str, now: float, keep_seconds: float = 3600.0, abandoned_seconds: float = 15.0
-    ) -> StoredAnswer | None:
-        """Claim a request by Slack's identity for it, atomically: None when THIS call claimed it (act on
-        it, then `answer_request`), else what was answered to it (fields None while still being handled).
-        Claims older than `keep_seconds` (far beyond Slack's 5-minute signature window) are dropped. A claim
-        never answered after `abandoned_seconds` (Slack wants an answer within 3) belonged to a process that
-        died while handling it: Slack's retry takes it over, so a crash does not swallow the request."""
-        with self.db.atomic():
-            if now - self._requests_swept_at > 60.0:  # old claims go once a minute, not on every request
-                self.db.execute("DELETE FROM requests WHERE at < ?", [now - keep_seconds])
-                self._requests_swept_at = now
-            rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
-            if rows:
-                r = rows[0]
-                if r["status"] is None and r["at"] < now - abandoned_seconds:
-                    self.db.execute("UPDATE requests SET at = ? WHERE key = ? AND status IS NULL", [now, key])
-                    return None
-                return StoredAnswer(r["status"], r["content_type"], r["body"])
-            self.db["requests"].insert({"key": key, "at": now})
-        return None
-
-    def answer_request(self, key: str, status: int, content_type: str, body: str) -> None:
-        self.db.execute(
-            "UPDATE requests SET status = ?, content_type = ?, body = ? WHERE key = ?",
-            [status, content_type, body, key],
-        )
-
-    def answered(self, key: str) -> StoredAnswer | None:
-        rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
-        return StoredAnswer(rows[0]["status"], rows[0]["content_type"], rows[0]["body"]) if rows else None
-
-    # ---------------------------------------------------------------------------- freezes, schedules
-
-    def add_freeze(self, freeze: Freeze) -> Freeze:
-        with self.db.atomic():
-            self.db["freezes"].insert(
-                {
-                    "env": freeze.env,
-                    "start": freeze.start.isoformat(),
-                    "end": freeze.end.isoformat(),
-                    "reason": freeze.reason,
-                    "created_by": freeze.created_by or "deploybot",
-                    "created_at": self.now(),
-                }
-            )
-            self._event(
-                None,
-                freeze.created_by or "deploybot",
-                "freeze",
-                None,
-                None,
-                {"env": freeze.env, "until": freeze.end.isoformat(), "reason": freeze.reason},
-            )
-        return freeze
-
-    def lift_freezes(self, env: str, actor: str) -> int:
-        with self.db.atomic():
-            n = self.db.execute(
-                "UPDATE freezes SET lifted_by = ?, lifted_at = ? WHERE env = ? AND lifted_at IS NULL",
-                [actor, self.now(), env],
-            ).rowcount
-            self._event(None, actor, "unfreeze", None, None, {"env": env, "lifted": n})
-        return n
-
-    def freezes(self) -> list[Freeze]:
-        """Freezes declared in Slack and not lifted (config freezes live in settings)."""
-        rows = self.db.query("SELECT * FROM freezes WHERE lifted_at IS NULL ORDER BY id")
-        return [
-            Freeze(
-                r["env"],
-                datetime.fromisoformat(r["start"]),
-                datetime.fromisoformat(r["end"]),
-                r["reason"],
-                r["created_by"],
-            )
-            for r in rows
-        ]
 
     def scheduled(self) -> list[Deployment]:
         rows = self.db.query("SELECT * FROM deployments WHERE state = ? ORDER BY id", [State.SCHEDULED.value])
         return [Deployment.from_row(r) for r in rows]
 
     # ----------------------------------------------------------------------------------------- reads
-
-    def get(self, deployment_id: int) -> Deployment:
-        """The deployment; NotFound (a KeyError) for an id that names none, however large."""
-        if not isinstance(deployment_id, int) or deployment_id not in _SQLITE_INT:
-            raise NotFound("deployment", deployment_id)
-        rows = list(self.db.query("SELECT * FROM deployments WHERE id = ?", [deployment_id]))
-        if not rows:
-            raise NotFound("deployment", deployment_id)
-        return Deployment.from_row(rows[0])
-
-    def find(self, deployment_id: int) -> Deployment | None:
-        try:
-            return self.get(deployment_id)
-        except KeyError:
-            return None
-
-    def lock_info(self, service: str, env: str) -> LockInfo | None:
-        """The lock on service+env with the deployment holding it, in one call (an ack names the holder)."""
-        rows = list(self.db.query("SELECT * FROM locks WHERE service = ? AND env = ?", [service, env]))
-        if not rows:
-            return None
-        holder = self.find(rows[0]["deployment_id"]) if rows[0]["deployment_id"] is not None else None
-        return LockInfo(**rows[0], deployment=holder)
 
     def overview(self) -> tuple[list[Deployment], list[LockInfo]]:
         """Active deployments and all locks, for /deploy status, in one call."""
@@ -668,7 +400,8 @@ class Store:
     def events(
         self, deployment_id: int | None = None, since: str | None = None, service: str | None = None
     ) -> list[Event]:
-        sql, args = "SELECT e.* FROM events e LEFT JOIN deployments d ON d.id = e.deployment_id WHERE 1=1", []
+        sql = "SELECT e.* FROM events e LEFT JOIN deployments d ON d.id = e.deployment_id WHERE 1=1"
+        args: list[int | str] = []
         if deployment_id is not None:
             sql += " AND e.deployment_id = ?"
             args.append(deployment_id)

@@ -1,0 +1,175 @@
+"""The store's alerts: raised about a deployment, acknowledged, resolved, and escalated in claimed and
+confirmed rounds (so a restart neither loses nor repeats a round)."""
+
+from __future__ import annotations
+
+import json
+
+from bot.adapters.store.base import _SQLITE_INT, StoreBase
+from bot.domain.errors import NotFound
+from bot.domain.model import Alert
+
+
+class AlertsMixin(StoreBase):
+    """Alerts and their escalation timers (part of Store)."""
+
+    def raise_alert(
+        self,
+        deployment_id: int,
+        event: str,
+        level: str,
+        text: str,
+        *,
+        escalate_at: float | None = None,
+        key: str | None = None,
+        raised_ts: float | None = None,
+    ) -> Alert | None:
+        """Record an alert (and its audit event). With a `key` already raised, nothing: None. `raised_ts`:
+        the instant its escalation was computed from (the store's clock now when not given)."""
+        with self.db.atomic():
+            if key is not None and list(self.db.query("SELECT id FROM alerts WHERE key = ?", [key])):
+                return None
+            row = {
+                "deployment_id": deployment_id,
+                "event": event,
+                "level": level,
+                "text": text,
+                "key": key,
+                "raised_at": self.now(),
+                "raised_ts": self.clock.now() if raised_ts is None else raised_ts,
+                "messages": "[]",
+                "rounds_claimed": 0,
+                "rounds_sent": 0,
+                "next_escalation_at": escalate_at,
+            }
+            alert_id = self._insert("alerts", row)
+            state = self.get(deployment_id).state
+            self._event(
+                deployment_id, "deploybot", "alert_raised", state, state,
+                {"alert": alert_id, "event": event, "level": level},
+            )  # fmt: skip
+        return self.alert(alert_id)
+
+    def alert(self, alert_id: int) -> Alert:
+        if not isinstance(alert_id, int) or alert_id not in _SQLITE_INT:
+            raise NotFound("alert", alert_id)
+        rows = list(self.db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
+        if not rows:
+            raise NotFound("alert", alert_id)
+        return Alert.from_row(rows[0])
+
+    def add_alert_message(self, alert_id: int, channel: str, ts: str) -> Alert:
+        """Remember a Slack message showing the alert (the first one's thread gets the escalations)."""
+        with self.db.atomic():
+            messages = self.alert(alert_id).messages
+            if {"channel": channel, "ts": ts} not in messages:
+                messages.append({"channel": channel, "ts": ts})
+                self.db.table("alerts").update(alert_id, {"messages": json.dumps(messages)})
+        return self.alert(alert_id)
+
+    def acknowledge_alert(self, alert_id: int, user: str) -> tuple[bool, Alert]:
+        """Acknowledge, as a compare-and-set: (True, alert) when THIS call acknowledged it, (False, alert
+        as it is) when it was acknowledged already. Escalation stops with the acknowledgement."""
+        with self.db.atomic():
+            current = self.alert(alert_id)
+            cursor = self.db.execute(
+                "UPDATE alerts SET acked_by = ?, acked_at = ?, acked_ts = ?, next_escalation_at = NULL "
+                "WHERE id = ? AND acked_by IS NULL",
+                [user, self.now(), self.clock.now(), alert_id],
+            )
+            won = cursor.rowcount == 1
+            if won:
+                state = self.get(current.deployment_id).state
+                self._event(
+                    current.deployment_id, user, "alert_acknowledged", state, state,
+                    {"alert": alert_id, "rounds_sent": current.rounds_sent},
+                )  # fmt: skip
+        return won, self.alert(alert_id)
+
+    def resolve_alerts(self, alert_ids: list[int], resolution: str, stop_escalation: bool) -> list[Alert]:
+        """Mark alerts resolved (the deployment recovered); returns those THIS call resolved."""
+        resolved = []
+        with self.db.atomic():
+            for alert_id in alert_ids:
+                sets = "resolved_at = ?, resolved_ts = ?, resolution = ?"
+                if stop_escalation:
+                    sets += ", next_escalation_at = NULL"
+                cursor = self.db.execute(
+                    f"UPDATE alerts SET {sets} WHERE id = ? AND resolved_at IS NULL",
+                    [self.now(), self.clock.now(), resolution, alert_id],
+                )
+                if cursor.rowcount == 1:
+                    a = self.alert(alert_id)
+                    state = self.get(a.deployment_id).state
+                    self._event(
+                        a.deployment_id, "deploybot", "alert_resolved", state, state,
+                        {"alert": alert_id, "resolution": resolution},
+                    )  # fmt: skip
+                    resolved.append(a)
+        return resolved
+
+    def open_alerts(
+        self, deployment_id: int | None = None, service: str | None = None, env: str | None = None
+    ) -> list[Alert]:
+        """Alerts not resolved yet, for one deployment or one service+env, oldest first."""
+        sql, args = "SELECT a.* FROM alerts a JOIN deployments d ON d.id = a.deployment_id", []
+        sql += " WHERE a.resolved_at IS NULL"
+        for column, value in (("d.id", deployment_id), ("d.service", service), ("d.env", env)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        return [Alert.from_row(r) for r in self.db.query(sql + " ORDER BY a.id", args)]
+
+    def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]:
+        rows = self.db.query("SELECT * FROM alerts WHERE level = ? AND acked_by IS NULL ORDER BY id", [level])
+        return [Alert.from_row(r) for r in rows]
+
+    def due_escalations(self, now: float) -> list[Alert]:
+        """Unacknowledged alerts whose next escalation round is due and not being sent."""
+        rows = self.db.query(
+            "SELECT * FROM alerts WHERE acked_by IS NULL AND next_escalation_at IS NOT NULL "
+            "AND next_escalation_at <= ? AND rounds_claimed = rounds_sent ORDER BY next_escalation_at, id",
+            [now],
+        )
+        return [Alert.from_row(r) for r in rows]
+
+    def next_escalation_due(self) -> float | None:
+        rows = list(
+            self.db.query(
+                "SELECT MIN(next_escalation_at) AS due FROM alerts WHERE acked_by IS NULL "
+                "AND next_escalation_at IS NOT NULL AND rounds_claimed = rounds_sent"
+            )
+        )
+        return rows[0]["due"] if rows else None
+
+    def claim_escalation(self, alert_id: int, round_: int, next_at: float | None) -> bool:
+        """Take round `round_` of an alert's escalation for sending, atomically: True for exactly one
+        caller, and only while the alert is unacknowledged and the previous round has been sent."""
+        cursor = self.db.execute(
+            "UPDATE alerts SET rounds_claimed = ?, next_escalation_at = ? WHERE id = ? AND acked_by IS NULL "
+            "AND rounds_claimed = ? AND rounds_sent = ?",
+            [round_, next_at, alert_id, round_ - 1, round_ - 1],
+        )
+        return cursor.rowcount == 1
+
+    def confirm_escalation(self, alert_id: int, round_: int, details: dict | None = None) -> bool:
+        """Round `round_` was posted (or found posted): record it and its audit event."""
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE alerts SET rounds_sent = ? WHERE id = ? AND rounds_sent = ? AND rounds_claimed >= ?",
+                [round_, alert_id, round_ - 1, round_],
+            )
+            if cursor.rowcount != 1:
+                return False
+            a = self.alert(alert_id)
+            state = self.get(a.deployment_id).state
+            self._event(
+                a.deployment_id, "deploybot", "alert_escalated", state, state,
+                {"alert": alert_id, "round": round_, **(details or {})},
+            )  # fmt: skip
+        return True
+
+    def in_doubt_escalations(self) -> list[Alert]:
+        """Rounds claimed but not confirmed: the bot stopped while posting them (checked at start)."""
+        rows = self.db.query("SELECT * FROM alerts WHERE rounds_claimed > rounds_sent ORDER BY id")
+        return [Alert.from_row(r) for r in rows]

@@ -1,0 +1,101 @@
+"""The store's shared core: opening the database (WAL, migrations), the clock, the audit event every write appends, and the reads the other parts build on."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from bot.adapters.store.schema import migrations
+from bot.clock import Clock
+from bot.domain.errors import NotFound
+from bot.domain.machine import State
+from bot.domain.model import Deployment, Event, LockInfo
+
+_SQLITE_INT = range(-(2**63), 2**63)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+class StoreBase:
+    """The open database and what every part of the store shares: the clock, the audit event, `get`."""
+
+    def __init__(self, path: str | Path, clock: Clock | None = None):
+        self.path = str(path)
+        self.clock = clock or Clock()
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+        self.db = Database(conn)
+        if self.path != ":memory:":
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        migrations.apply(self.db)
+        self._requests_swept_at = -math.inf
+
+    def close(self) -> None:
+        self.db.close()
+
+    def now(self) -> str:
+        return _iso(self.clock.now())
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        """Insert a row; its new integer id."""
+        pk = self.db.table(table).insert(row).last_pk
+        if not isinstance(pk, int):
+            raise TypeError(f"{table}: no integer id for the inserted row")
+        return pk
+
+    def _event(
+        self,
+        deployment_id: int | None,
+        actor: str,
+        action: str,
+        from_state: State | None,
+        to_state: State | None,
+        details: dict | None,
+    ) -> Event:
+        row = {
+            "deployment_id": deployment_id,
+            "at": self.now(),
+            "actor": actor,
+            "action": action,
+            "from_state": from_state.value if from_state else None,
+            "to_state": to_state.value if to_state else None,
+            "details": json.dumps(details or {}, default=str, sort_keys=True),
+        }
+        row["id"] = self.db.table("events").insert(row).last_pk
+        return Event.from_row(row)
+
+    def _record_in_tx(self, deployment_id: int, actor: str, action: str, details: dict) -> Event:
+        state = self.get(deployment_id).state
+        return self._event(deployment_id, actor, action, state, state, details)
+
+    def get(self, deployment_id: int) -> Deployment:
+        """The deployment; NotFound (a KeyError) for an id that names none, however large."""
+        if not isinstance(deployment_id, int) or deployment_id not in _SQLITE_INT:
+            raise NotFound("deployment", deployment_id)
+        rows = list(self.db.query("SELECT * FROM deployments WHERE id = ?", [deployment_id]))
+        if not rows:
+            raise NotFound("deployment", deployment_id)
+        return Deployment.from_row(rows[0])
+
+    def find(self, deployment_id: int) -> Deployment | None:
+        try:
+            return self.get(deployment_id)
+        except KeyError:
+            return None
+
+    def lock_info(self, service: str, env: str) -> LockInfo | None:
+        """The lock on service+env with the deployment holding it, in one call (an ack names the holder)."""
+        rows = list(self.db.query("SELECT * FROM locks WHERE service = ? AND env = ?", [service, env]))
+        if not rows:
+            return None
+        holder = self.find(rows[0]["deployment_id"]) if rows[0]["deployment_id"] is not None else None
+        return LockInfo(**rows[0], deployment=holder)

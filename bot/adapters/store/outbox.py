@@ -1,0 +1,61 @@
+"""The store's outbox: typed domain events (bot.domain.events) appended in the transaction of the state
+change that announces them, and per-consumer cursors (the last id each consumer delivered), so a crash
+between a transition and its delivery loses nothing, and a restart repeats nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from bot.adapters.store.base import StoreBase
+from bot.domain.events import DomainEvent, OutboxEntry
+
+
+class OutboxMixin(StoreBase):
+    """The outbox (part of Store)."""
+
+    def _append_in_tx(self, deployment_id: int | None, events: Sequence[DomainEvent]) -> list[int]:
+        """Append inside the caller's transaction (its state change and audit event commit with these)."""
+        created = self.now()
+        return [
+            self.db.execute(
+                "INSERT INTO outbox (deployment_id, kind, payload, created) VALUES (?, ?, ?, ?)",
+                [deployment_id, e.kind, json.dumps(e.to_dict(), sort_keys=True), created],
+            ).lastrowid
+            or 0
+            for e in events
+        ]
+
+    def append_events(self, deployment_id: int | None, events: Sequence[DomainEvent]) -> list[int]:
+        """Append events that go with no state change; returns their outbox ids, in order."""
+        with self.db.atomic():
+            return self._append_in_tx(deployment_id, events)
+
+    def outbox_after(self, consumer: str, limit: int = 100) -> list[OutboxEntry]:
+        """The next events `consumer` has not delivered, oldest first: (outbox id, deployment id, event)."""
+        rows = self.db.query(
+            "SELECT id, deployment_id, kind, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            [self.delivered(consumer), limit],
+        )
+        return [
+            OutboxEntry(
+                r["id"], r["deployment_id"], DomainEvent.from_dict(r["kind"], json.loads(r["payload"]))
+            )
+            for r in rows
+        ]
+
+    def delivered(self, consumer: str) -> int:
+        """The last outbox id `consumer` delivered (0: none yet)."""
+        rows = list(self.db.query("SELECT last_id FROM outbox_cursors WHERE consumer = ?", [consumer]))
+        return int(rows[0]["last_id"]) if rows else 0
+
+    def mark_delivered(self, consumer: str, outbox_id: int) -> int:
+        """Move `consumer`'s cursor to `outbox_id`; never back (a late, older mark changes nothing).
+        Returns the cursor as it now stands."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO outbox_cursors (consumer, last_id) VALUES (?, ?) ON CONFLICT (consumer) "
+                "DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                [consumer, outbox_id],
+            )
+            return self.delivered(consumer)

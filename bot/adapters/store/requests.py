@@ -1,0 +1,93 @@
+"""The store's Slack request claims (a retried or replayed request is answered as the first time) and
+the freezes declared in Slack."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.adapters.store.base import StoreBase
+from bot.domain.model import StoredAnswer
+from bot.domain.windows import Freeze
+
+
+class RequestsMixin(StoreBase):
+    """Request claims and freezes (part of Store)."""
+
+    def claim_request(
+        self, key: str, now: float, keep_seconds: float = 3600.0, abandoned_seconds: float = 15.0
+    ) -> StoredAnswer | None:
+        """Claim a request by Slack's identity for it, atomically: None when THIS call claimed it (act on
+        it, then `answer_request`), else what was answered to it (fields None while still being handled).
+        Claims older than `keep_seconds` (far beyond Slack's 5-minute signature window) are dropped. A claim
+        never answered after `abandoned_seconds` (Slack wants an answer within 3) belonged to a process that
+        died while handling it: Slack's retry takes it over, so a crash does not swallow the request."""
+        with self.db.atomic():
+            if now - self._requests_swept_at > 60.0:  # old claims go once a minute, not on every request
+                self.db.execute("DELETE FROM requests WHERE at < ?", [now - keep_seconds])
+                self._requests_swept_at = now
+            rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
+            if rows:
+                r = rows[0]
+                if r["status"] is None and r["at"] < now - abandoned_seconds:
+                    self.db.execute("UPDATE requests SET at = ? WHERE key = ? AND status IS NULL", [now, key])
+                    return None
+                return StoredAnswer(r["status"], r["content_type"], r["body"])
+            self.db.table("requests").insert({"key": key, "at": now})
+        return None
+
+    def answer_request(self, key: str, status: int, content_type: str, body: str) -> None:
+        self.db.execute(
+            "UPDATE requests SET status = ?, content_type = ?, body = ? WHERE key = ?",
+            [status, content_type, body, key],
+        )
+
+    def answered(self, key: str) -> StoredAnswer | None:
+        rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
+        return StoredAnswer(rows[0]["status"], rows[0]["content_type"], rows[0]["body"]) if rows else None
+
+    # ---------------------------------------------------------------------------- freezes, schedules
+
+    def add_freeze(self, freeze: Freeze) -> Freeze:
+        with self.db.atomic():
+            self.db.table("freezes").insert(
+                {
+                    "env": freeze.env,
+                    "start": freeze.start.isoformat(),
+                    "end": freeze.end.isoformat(),
+                    "reason": freeze.reason,
+                    "created_by": freeze.created_by or "deploybot",
+                    "created_at": self.now(),
+                }
+            )
+            self._event(
+                None,
+                freeze.created_by or "deploybot",
+                "freeze",
+                None,
+                None,
+                {"env": freeze.env, "until": freeze.end.isoformat(), "reason": freeze.reason},
+            )
+        return freeze
+
+    def lift_freezes(self, env: str, actor: str) -> int:
+        with self.db.atomic():
+            n = self.db.execute(
+                "UPDATE freezes SET lifted_by = ?, lifted_at = ? WHERE env = ? AND lifted_at IS NULL",
+                [actor, self.now(), env],
+            ).rowcount
+            self._event(None, actor, "unfreeze", None, None, {"env": env, "lifted": n})
+        return n
+
+    def freezes(self) -> list[Freeze]:
+        """Freezes declared in Slack and not lifted (config freezes live in settings)."""
+        rows = self.db.query("SELECT * FROM freezes WHERE lifted_at IS NULL ORDER BY id")
+        return [
+            Freeze(
+                r["env"],
+                datetime.fromisoformat(r["start"]),
+                datetime.fromisoformat(r["end"]),
+                r["reason"],
+                r["created_by"],
+            )
+            for r in rows
+        ]

@@ -1,0 +1,267 @@
+"""Typed domain events: what a deployment's state change announces, written to the store's outbox in the
+same transaction as the change (bot/adapters/store/outbox.py) and read back by the notifier, alerting and
+PagerDuty. Facts only: no Slack markup, no wording (that lives in handlers/ui/). Each event knows its alert
+level and the alert event name it is (alerts.EVENT_LEVELS), so nothing classifies events by their text.
+
+Stdlib only; `kind` names each class in storage (`to_dict`/`from_dict` round-trip the fields)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, Literal, NamedTuple
+
+Level = Literal["info", "warning", "critical"]
+JsonValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """The base of every event. Subclasses set `kind` (the stored name), `alert` (the alert event it is,
+    a key of bot.domain.alerts.EVENT_LEVELS) and `base_level`; `level()` may refine it from fields."""
+
+    kind: ClassVar[str] = ""
+    alert: ClassVar[str] = "detail"
+    base_level: ClassVar[Level] = "info"
+
+    def level(self) -> Level:
+        return self.base_level
+
+    def alert_event(self) -> str:
+        return self.alert
+
+    def to_dict(self) -> dict[str, JsonValue]:
+        return dict(asdict(self))
+
+    @staticmethod
+    def from_dict(kind: str, data: dict[str, JsonValue]) -> DomainEvent:
+        """The event stored as (kind, to_dict()); ValueError for an unknown kind or wrong fields."""
+        cls = EVENT_TYPES.get(kind)
+        if cls is None:
+            raise ValueError(f"unknown domain event kind {kind!r}")
+        names = {f.name for f in fields(cls)}
+        if set(data) != names:
+            raise ValueError(f"{kind}: fields {sorted(data)} are not {sorted(names)}")
+        event: DomainEvent = cls(**data)
+        return event
+
+
+# ------------------------------------------------------------------------------------ before start
+
+
+@dataclass(frozen=True)
+class Requested(DomainEvent):
+    kind: ClassVar[str] = "requested"
+    alert: ClassVar[str] = "requested"
+
+
+@dataclass(frozen=True)
+class EmergencyRequested(DomainEvent):
+    kind: ClassVar[str] = "emergency_requested"
+    alert: ClassVar[str] = "emergency_deploy"
+    base_level: ClassVar[Level] = "critical"
+
+
+@dataclass(frozen=True)
+class Approved(DomainEvent):
+    by: str
+    kind: ClassVar[str] = "approved"
+
+
+@dataclass(frozen=True)
+class Rejected(DomainEvent):
+    by: str
+    reason: str
+    kind: ClassVar[str] = "rejected"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class ApprovalWaiting(DomainEvent):
+    kind: ClassVar[str] = "approval_waiting"
+    alert: ClassVar[str] = "approval_waiting"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class FreezeOverridden(DomainEvent):
+    by: str
+    freeze_reason: str
+    kind: ClassVar[str] = "freeze_overridden"
+    alert: ClassVar[str] = "freeze_override"
+    base_level: ClassVar[Level] = "critical"
+
+
+@dataclass(frozen=True)
+class WindowMissed(DomainEvent):
+    """A scheduled deploy whose window passed: moved to the next one (an ISO instant), or cancelled."""
+
+    moved_to: str | None
+    kind: ClassVar[str] = "window_missed"
+    alert: ClassVar[str] = "missed_window"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class Rescheduled(DomainEvent):
+    by: str
+    run_at: str
+    kind: ClassVar[str] = "rescheduled"
+
+
+@dataclass(frozen=True)
+class Refused(DomainEvent):
+    """The gate refused to start it (a freeze, a window, a failed check)."""
+
+    reason: str
+    kind: ClassVar[str] = "refused"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class GateChanged(DomainEvent):
+    """What the admission gate waits on changed (a check passed, an approval came in)."""
+
+    kind: ClassVar[str] = "gate_changed"
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+@dataclass(frozen=True)
+class Started(DomainEvent):
+    kind: ClassVar[str] = "started"
+    alert: ClassVar[str] = "started"
+
+
+@dataclass(frozen=True)
+class StepStarted(DomainEvent):
+    index: int
+    description: str
+    kind: ClassVar[str] = "step_started"
+    alert: ClassVar[str] = "step_reached"
+
+
+@dataclass(frozen=True)
+class Detail(DomainEvent):
+    text: str
+    kind: ClassVar[str] = "detail"
+
+
+@dataclass(frozen=True)
+class SlowRollout(DomainEvent):
+    detail: str
+    kind: ClassVar[str] = "slow_rollout"
+    alert: ClassVar[str] = "slow_rollout"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class Paused(DomainEvent):
+    """Waiting for a person; `inconclusive`: an analysis could not decide (a warning)."""
+
+    question: str
+    inconclusive: bool = False
+    kind: ClassVar[str] = "paused"
+    alert: ClassVar[str] = "paused"
+
+    def level(self) -> Level:
+        return "warning" if self.inconclusive else "info"
+
+    def alert_event(self) -> str:
+        return "inconclusive_analysis" if self.inconclusive else "paused"
+
+
+@dataclass(frozen=True)
+class Resumed(DomainEvent):
+    by: str
+    kind: ClassVar[str] = "resumed"
+
+
+@dataclass(frozen=True)
+class Promoted(DomainEvent):
+    by: str
+    full: bool
+    kind: ClassVar[str] = "promoted"
+
+
+# ------------------------------------------------------------------------------------------- endings
+
+
+@dataclass(frozen=True)
+class Cancelled(DomainEvent):
+    by: str
+    kind: ClassVar[str] = "cancelled"
+    alert: ClassVar[str] = "cancelled"
+
+
+@dataclass(frozen=True)
+class Aborted(DomainEvent):
+    by: str
+    kind: ClassVar[str] = "aborted"
+    alert: ClassVar[str] = "aborted"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class Succeeded(DomainEvent):
+    kind: ClassVar[str] = "succeeded"
+    alert: ClassVar[str] = "succeeded"
+
+
+@dataclass(frozen=True)
+class RollingBack(DomainEvent):
+    """Rolling back: by a person (`automatic` False, a warning) or by the bot (critical)."""
+
+    reason: str
+    automatic: bool
+    unhealthy_after_switch: bool = False
+    kind: ClassVar[str] = "rolling_back"
+
+    def level(self) -> Level:
+        return "critical" if self.automatic else "warning"
+
+    def alert_event(self) -> str:
+        if not self.automatic:
+            return "aborted"
+        return "unhealthy_after_switch" if self.unhealthy_after_switch else "automatic_rollback"
+
+
+@dataclass(frozen=True)
+class RolledBack(DomainEvent):
+    reason: str
+    kind: ClassVar[str] = "rolled_back"
+    alert: ClassVar[str] = "rolled_back"
+
+
+@dataclass(frozen=True)
+class RollbackFailed(DomainEvent):
+    reason: str
+    kind: ClassVar[str] = "rollback_failed"
+    alert: ClassVar[str] = "rollback_failed"
+    base_level: ClassVar[Level] = "critical"
+
+
+@dataclass(frozen=True)
+class DeployFailed(DomainEvent):
+    reason: str
+    kind: ClassVar[str] = "deploy_failed"
+    alert: ClassVar[str] = "deploy_failed"
+    base_level: ClassVar[Level] = "critical"
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    cls.kind: cls
+    for cls in (
+        Requested, EmergencyRequested, Approved, Rejected, ApprovalWaiting, FreezeOverridden, WindowMissed,
+        Rescheduled, Refused, GateChanged, Started, StepStarted, Detail, SlowRollout, Paused, Resumed,
+        Promoted, Cancelled, Aborted, Succeeded, RollingBack, RolledBack, RollbackFailed, DeployFailed,
+    )
+}  # fmt: skip
+
+
+class OutboxEntry(NamedTuple):
+    """One event read from the outbox: its outbox id (the consumer's cursor), its deployment, the event."""
+
+    id: int
+    deployment_id: int | None
+    event: DomainEvent
