@@ -137,8 +137,8 @@ def export_audit(args: argparse.Namespace) -> int:
     import csv
     from datetime import datetime
 
-    from bot.adapters.store.sqlite import Store
     from bot.adapters.store.audit import audit_rows
+    from bot.adapters.store.sqlite import Store
 
     path = args.db or db_default()
     if not Path(path).exists():

@@ -64,7 +64,8 @@ class ScaledClock(Clock):
     def now(self) -> float:
         if self.origin is None:
             return self.start if self.start is not None else time.time()
-        return self.start + (time.time() - self.origin) * self.speed
+        start = self.origin if self.start is None else self.start
+        return start + (time.time() - self.origin) * self.speed
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)

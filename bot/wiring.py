@@ -117,7 +117,9 @@ async def serve(args: argparse.Namespace) -> int:
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        port = server.sockets[0].getsockname()[1]  # the real port when --port 0
         host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
         _ready({"listening": f"http://{host}:{port}", "db": db_path}, clock)
     log.info(

@@ -139,6 +139,8 @@ class Scheduler:
         self._tasks.spawn(self._run(key), f"schedule {key}")
 
     async def _run(self, key: str) -> None:
+        if self.callback is None:
+            raise RuntimeError("scheduler: bind() a callback before scheduling")
         try:
             await self.callback(key)
         except asyncio.CancelledError:

@@ -143,7 +143,7 @@ class Gate:
                     self.http,
                 )
             else:
-                ok, evidence = state.done, state.evidence
+                ok, evidence = state.done, state.evidence or ""
             if not ok:
                 return (
                     f"Refused: no rollback target ({evidence}). Deploy a known-good version first, so there "

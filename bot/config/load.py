@@ -33,7 +33,7 @@ DEFAULT_CONFIG = Path("config/deploybot.toml")
 
 
 _NUMBER = (int, float)
-_SECONDS = {"check": lambda v: v >= 0, "expect": "a number of seconds >= 0"}
+_SECONDS: dict[str, Any] = {"check": lambda v: v >= 0, "expect": "a number of seconds >= 0"}
 
 
 def _strategy(t: _Table, name: str, default: Any = ...) -> Any:
@@ -251,8 +251,8 @@ def parse_settings(
         n: e if e.channel else Environment(**{**e.__dict__, "channel": deploy_channel})
         for n, e in environments.items()
     }
-    for name, env in environments.items():
-        if not env.load_balancer:
+    for name, environment in environments.items():
+        if not environment.load_balancer:
             raise ConfigError(path, f"environments.{name}.load_balancer", "is required but missing")
     return Settings(
         path=path,

@@ -145,6 +145,26 @@ def passed_text(passed: int, total: int) -> str:
     return f"{passed} of {total} measurement{_s(total)} passed"
 
 
+@dataclass
+class _Judging:
+    """One measurement being judged: the samples, the words for them, and what was found so far."""
+
+    config: AnalysisConfig
+    canary: Sample
+    stable: Sample | None
+    new: str  # "canary", or "new version" on blue-green (there is no canary)
+    failed: list[str] = field(default_factory=list)
+    unsure: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> Sample | None:
+        """The stable group, when it had enough traffic in the window to compare with."""
+        s = self.stable
+        ok = s is not None and s.requests is not None and s.requests >= self.config.min_requests
+        return s if ok else None
+
+
 def judge(
     config: AnalysisConfig,
     canary: GroupMetrics,
@@ -156,91 +176,99 @@ def judge(
     """Judge one measurement. Any alarm in ALARM fails it; without enough canary traffic it is
     inconclusive (never a pass); otherwise a breached threshold fails it, missing latency data makes it
     inconclusive. The stable group is a baseline only with at least min_requests in the window."""
-    c = Sample.of(canary)
-    s = Sample.of(stable) if stable is not None else None
-    window = config.window_seconds
-    new = subject(label)  # "canary", or "new version" on blue-green (there is no canary)
-    stat = config.latency_statistic
-    failed: list[str] = []
-    unsure: list[str] = []
-    notes: list[str] = []
-
+    j = _Judging(config, Sample.of(canary), Sample.of(stable) if stable is not None else None, subject(label))
     for alarm in alarms:
         reason = f": {alarm['reason']}" if alarm.get("reason") else ""
-        failed.append(f'CloudWatch alarm "{alarm["name"]}" is in ALARM{reason}')
-
+        j.failed.append(f'CloudWatch alarm "{alarm["name"]}" is in ALARM{reason}')
+    c, window = j.canary, config.window_seconds
     if c.requests is None or c.requests < config.min_requests:
         got = "no requests" if not c.requests else f"{_count(c.requests)} requests"
-        unsure.append(
-            f"not enough traffic: {got} in {window}s on the {new}, at least {config.min_requests} needed"
+        j.unsure.append(
+            f"not enough traffic: {got} in {window}s on the {j.new}, at least {config.min_requests} needed"
         )
     else:
-        relative = config.max_error_rate_delta is not None or config.max_latency_ratio is not None
-        baseline = s is not None and s.requests is not None and s.requests >= config.min_requests
-        if s is None:
-            stable_rate = stable_latency = "no stable baseline"
-            if relative:
-                notes.append("no stable group to compare with: judged on absolute thresholds only")
-        elif not baseline:
-            stable_rate = stable_latency = "stable baseline unavailable"
-            if relative:
-                got = "no requests" if not s.requests else f"{_count(s.requests)} requests"
-                notes.append(
-                    f"stable baseline unavailable ({got} in {window}s, at least {config.min_requests} "
-                    "needed): judged on absolute thresholds only"
-                )
-        else:
-            stable_rate = f"stable: {_pct(s.error_rate)}"
-            stable_latency = "stable: no data" if s.latency_ms is None else f"stable: {_ms(s.latency_ms)}"
-
-        rate = c.error_rate or 0.0
-        if rate > config.max_error_rate:
-            failed.append(
-                f"error rate {_pct(rate)} on the {new} > {_pct(config.max_error_rate)} threshold "
-                f"({stable_rate})"
-            )
-        if baseline and config.max_error_rate_delta is not None:
-            base_rate = s.error_rate or 0.0  # type: ignore[union-attr]
-            if rate - base_rate > config.max_error_rate_delta + 1e-12:
-                failed.append(
-                    f"error rate {_pct(rate)} on the {new} is {_points(rate - base_rate)} points above the "
-                    f"stable {_pct(base_rate)} (more than {_points(config.max_error_rate_delta)} allowed)"
-                )
-
-        if c.latency_ms is None:
-            unsure.append(
-                f"no latency data ({stat} TargetResponseTime) for the {new} in {window}s: latency not judged"
-            )
-        else:
-            if c.latency_ms > config.max_latency_ms:
-                failed.append(
-                    f"latency {_ms(c.latency_ms)} ({stat}) on the {new} > {_ms(config.max_latency_ms)} "
-                    f"threshold ({stable_latency})"
-                )
-            if baseline and config.max_latency_ratio is not None:
-                base_latency = s.latency_ms  # type: ignore[union-attr]
-                if not base_latency:
-                    notes.append(f"no {stat} latency for the stable group: latency ratio not judged")
-                elif c.latency_ms / base_latency > config.max_latency_ratio + 1e-12:
-                    failed.append(
-                        f"latency {_ms(c.latency_ms)} ({stat}) on the {new} is "
-                        f"{c.latency_ms / base_latency:.2f}x the stable {_ms(base_latency)} "
-                        f"(more than {config.max_latency_ratio:.2f}x allowed)"
-                    )
-
-    verdict = "fail" if failed else "inconclusive" if unsure else "pass"
+        stable_rate, stable_latency = _baseline_words(j)
+        _judge_error_rate(j, stable_rate)
+        _judge_latency(j, stable_latency)
+    verdict = "fail" if j.failed else "inconclusive" if j.unsure else "pass"
     return Measurement(
         at=at,
         label=label,
         verdict=verdict,
-        reasons=failed + unsure,
+        reasons=j.failed + j.unsure,
         canary=c,
-        stable=s,
+        stable=j.stable,
         alarms=[dict(a) for a in alarms],
-        notes=notes,
+        notes=j.notes,
         window_seconds=window,
-        latency_statistic=stat,
+        latency_statistic=config.latency_statistic,
     )
+
+
+def _baseline_words(j: _Judging) -> tuple[str, str]:
+    """How the stable group reads beside the canary's error rate and latency (and a note when the
+    relative thresholds cannot be judged)."""
+    config, s = j.config, j.stable
+    relative = config.max_error_rate_delta is not None or config.max_latency_ratio is not None
+    if s is None:
+        if relative:
+            j.notes.append("no stable group to compare with: judged on absolute thresholds only")
+        return "no stable baseline", "no stable baseline"
+    if j.baseline is None:
+        if relative:
+            got = "no requests" if not s.requests else f"{_count(s.requests)} requests"
+            j.notes.append(
+                f"stable baseline unavailable ({got} in {config.window_seconds}s, at least "
+                f"{config.min_requests} needed): judged on absolute thresholds only"
+            )
+        return "stable baseline unavailable", "stable baseline unavailable"
+    latency = "stable: no data" if s.latency_ms is None else f"stable: {_ms(s.latency_ms)}"
+    return f"stable: {_pct(s.error_rate)}", latency
+
+
+def _judge_error_rate(j: _Judging, stable_rate: str) -> None:
+    config, new = j.config, j.new
+    rate = j.canary.error_rate or 0.0
+    if rate > config.max_error_rate:
+        j.failed.append(
+            f"error rate {_pct(rate)} on the {new} > {_pct(config.max_error_rate)} threshold ({stable_rate})"
+        )
+    base = j.baseline
+    if base is not None and config.max_error_rate_delta is not None:
+        base_rate = base.error_rate or 0.0
+        if rate - base_rate > config.max_error_rate_delta + 1e-12:
+            j.failed.append(
+                f"error rate {_pct(rate)} on the {new} is {_points(rate - base_rate)} points above the "
+                f"stable {_pct(base_rate)} (more than {_points(config.max_error_rate_delta)} allowed)"
+            )
+
+
+def _judge_latency(j: _Judging, stable_latency: str) -> None:
+    config, new, stat = j.config, j.new, j.config.latency_statistic
+    latency = j.canary.latency_ms
+    if latency is None:
+        j.unsure.append(
+            f"no latency data ({stat} TargetResponseTime) for the {new} in {config.window_seconds}s: "
+            "latency not judged"
+        )
+        return
+    if latency > config.max_latency_ms:
+        j.failed.append(
+            f"latency {_ms(latency)} ({stat}) on the {new} > {_ms(config.max_latency_ms)} "
+            f"threshold ({stable_latency})"
+        )
+    base = j.baseline
+    if base is None or config.max_latency_ratio is None:
+        return
+    base_latency = base.latency_ms
+    if not base_latency:
+        j.notes.append(f"no {stat} latency for the stable group: latency ratio not judged")
+    elif latency / base_latency > config.max_latency_ratio + 1e-12:
+        j.failed.append(
+            f"latency {_ms(latency)} ({stat}) on the {new} is "
+            f"{latency / base_latency:.2f}x the stable {_ms(base_latency)} "
+            f"(more than {config.max_latency_ratio:.2f}x allowed)"
+        )
 
 
 def error_measurement(config: AnalysisConfig, error: Exception, at: float, label: str) -> Measurement:

@@ -5,6 +5,7 @@ exactly the user actions legal in its current state, so a button can never offer
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -47,7 +48,7 @@ class Transition:
 
 
 def _t(
-    action: str, sources: set[State], target: State, label: str = "", style: str | None = None
+    action: str, sources: Collection[State], target: State, label: str = "", style: str | None = None
 ) -> Transition:
     return Transition(action, frozenset(sources), target, bool(label), label, style)
 

@@ -51,74 +51,84 @@ def parse_when(text: str, *, now: datetime, default_tz: str = "UTC") -> datetime
     cleaned = original.strip("\"'“”‘’ ")
     if not cleaned:
         raise _bad(original, "it is empty")
-    lowered = cleaned.lower()
-
-    m = _RELATIVE.match(lowered)
+    m = _RELATIVE.match(cleaned.lower())
     if m:
-        seconds = 0
-        for amount, unit in re.findall(r"(\d+)\s*([a-z]+)", m.group(1)):
-            if unit not in _UNITS:
-                raise _bad(cleaned, f'unknown unit "{unit}" (use m, h or d)')
-            seconds += int(amount) * _UNITS[unit]
-        return now + timedelta(seconds=seconds)
-
-    words = cleaned.split(" ")
-    tz = zone(default_tz)
-    explicit_tz = False
-    last = words[-1]
-    if len(words) > 1 and not _CLOCK.match(last) and not _DATE.match(last):
-        try:
-            tz = zone(last)
-        except ValueError as exc:
-            if "/" in last:  # meant as a zone name: say which one is close
-                raise _bad(cleaned, str(exc)) from None
-            raise _bad(cleaned, f'"{last}" is neither a time of day nor a time zone') from None
-        explicit_tz = True
-        words = words[:-1]
-
-    at: datetime | None = None
+        return now + timedelta(seconds=_relative_seconds(m.group(1), cleaned))
+    words, tz, explicit_tz = _split_zone(cleaned.split(" "), zone(default_tz), cleaned)
     if len(words) == 1 and "t" in words[0].lower() and words[0][:4].isdigit():
-        try:
-            parsed = datetime.fromisoformat(words[0].upper())
-        except ValueError:
-            raise _bad(cleaned, f'"{words[0]}" is not an ISO 8601 date-time') from None
-        if parsed.tzinfo is not None and explicit_tz:
-            raise _bad(cleaned, "it gives both a UTC offset and a time zone")
-        if parsed.tzinfo is None:
-            at = _local(parsed.date(), parsed.time(), tz, cleaned)
-        else:
-            at = parsed.astimezone(UTC)
+        at = _iso_instant(words[0], tz, explicit_tz, cleaned)
     else:
-        day_word, clock_word = (words[0], words[1]) if len(words) == 2 else (None, words[0])
-        if len(words) > 2:
-            raise _bad(cleaned, "too many words")
-        if day_word is None and _DATE.match(clock_word):
-            day_word, clock_word = clock_word, "00:00"
-        cm = _CLOCK.match(clock_word)
-        if not cm:
-            raise _bad(cleaned, f'"{clock_word}" is not a time of day (HH:MM)')
-        hour, minute, second = int(cm.group(1)), int(cm.group(2)), int(cm.group(3) or 0)
-        if hour > 23 or minute > 59 or second > 59:
-            raise _bad(cleaned, f'"{clock_word}" is not a time of day (00:00..23:59)')
-        clock = time(hour, minute, second)
-        today = now.astimezone(tz).date()
-        if day_word is None:
-            at = _local(today, clock, tz, cleaned)
-            if at <= now:
-                at = _local(today + timedelta(days=1), clock, tz, cleaned)
-        elif day_word.lower() in ("today", "tomorrow"):
-            day = today + timedelta(days=1 if day_word.lower() == "tomorrow" else 0)
-            at = _local(day, clock, tz, cleaned)
-        elif _DATE.match(day_word):
-            try:
-                day = date.fromisoformat(day_word)
-            except ValueError:
-                raise _bad(cleaned, f'"{day_word}" is not a date') from None
-            at = _local(day, clock, tz, cleaned)
-        else:
-            raise _bad(cleaned, f'"{day_word}" is not a date (YYYY-MM-DD), "today" or "tomorrow"')
+        at = _day_and_clock(words, tz, now, cleaned)
     if at < now:
         raise ValueError(
             f'"{cleaned}" is {format_when(at, tz)}, which is in the past (now: {format_when(now, tz)})'
         )
     return at
+
+
+def _relative_seconds(spec: str, cleaned: str) -> int:
+    """ "1h30m" -> 5400."""
+    seconds = 0
+    for amount, unit in re.findall(r"(\d+)\s*([a-z]+)", spec):
+        if unit not in _UNITS:
+            raise _bad(cleaned, f'unknown unit "{unit}" (use m, h or d)')
+        seconds += int(amount) * _UNITS[unit]
+    return seconds
+
+
+def _split_zone(words: list[str], tz: ZoneInfo, cleaned: str) -> tuple[list[str], ZoneInfo, bool]:
+    """The words without a trailing time zone, the zone (`tz` when none is given), and whether one was."""
+    last = words[-1]
+    if len(words) == 1 or _CLOCK.match(last) or _DATE.match(last):
+        return words, tz, False
+    try:
+        return words[:-1], zone(last), True
+    except ValueError as exc:
+        if "/" in last:  # meant as a zone name: say which one is close
+            raise _bad(cleaned, str(exc)) from None
+        raise _bad(cleaned, f'"{last}" is neither a time of day nor a time zone') from None
+
+
+def _iso_instant(word: str, tz: ZoneInfo, explicit_tz: bool, cleaned: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(word.upper())
+    except ValueError:
+        raise _bad(cleaned, f'"{word}" is not an ISO 8601 date-time') from None
+    if parsed.tzinfo is not None and explicit_tz:
+        raise _bad(cleaned, "it gives both a UTC offset and a time zone")
+    if parsed.tzinfo is None:
+        return _local(parsed.date(), parsed.time(), tz, cleaned)
+    return parsed.astimezone(UTC)
+
+
+def _clock_of(word: str, cleaned: str) -> time:
+    cm = _CLOCK.match(word)
+    if not cm:
+        raise _bad(cleaned, f'"{word}" is not a time of day (HH:MM)')
+    hour, minute, second = int(cm.group(1)), int(cm.group(2)), int(cm.group(3) or 0)
+    if hour > 23 or minute > 59 or second > 59:
+        raise _bad(cleaned, f'"{word}" is not a time of day (00:00..23:59)')
+    return time(hour, minute, second)
+
+
+def _day_and_clock(words: list[str], tz: ZoneInfo, now: datetime, cleaned: str) -> datetime:
+    """ "[DAY] HH:MM" or a bare date: DAY is today, tomorrow or YYYY-MM-DD; no DAY is the next HH:MM."""
+    if len(words) > 2:
+        raise _bad(cleaned, "too many words")
+    day_word, clock_word = (words[0], words[1]) if len(words) == 2 else (None, words[0])
+    if day_word is None and _DATE.match(clock_word):
+        day_word, clock_word = clock_word, "00:00"
+    clock = _clock_of(clock_word, cleaned)
+    today = now.astimezone(tz).date()
+    if day_word is None:
+        at = _local(today, clock, tz, cleaned)
+        return at if at > now else _local(today + timedelta(days=1), clock, tz, cleaned)
+    if day_word.lower() in ("today", "tomorrow"):
+        return _local(today + timedelta(days=1 if day_word.lower() == "tomorrow" else 0), clock, tz, cleaned)
+    if _DATE.match(day_word):
+        try:
+            day = date.fromisoformat(day_word)
+        except ValueError:
+            raise _bad(cleaned, f'"{day_word}" is not a date') from None
+        return _local(day, clock, tz, cleaned)
+    raise _bad(cleaned, f'"{day_word}" is not a date (YYYY-MM-DD), "today" or "tomorrow"')

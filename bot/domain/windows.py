@@ -151,7 +151,7 @@ def _occurrences(
     windows: Iterable[Window], lo: datetime, hi: datetime
 ) -> list[tuple[datetime, datetime, Window]]:
     """Every occurrence overlapping [lo, hi], sorted by start (UTC)."""
-    found = []
+    found: list[tuple[datetime, datetime, Window]] = []
     for w in windows:
         first = lo.astimezone(w.tz).date() - timedelta(days=1)
         last = hi.astimezone(w.tz).date() + timedelta(days=1)

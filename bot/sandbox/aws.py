@@ -441,7 +441,7 @@ class AwsWorld:
                             {
                                 "id": d["id"],
                                 "status": d["status"],
-                                "taskDefinition": short_task_definition(d["taskDefinition"]),
+                                "taskDefinition": short_task_definition(str(d["taskDefinition"])),
                                 "rolloutState": d.get("rolloutState"),
                                 "desired": d.get("desiredCount"),
                                 "running": d.get("runningCount"),

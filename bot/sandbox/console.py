@@ -9,7 +9,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from bot.sandbox.render import Directory, change_line, mrkdwn, render_message
@@ -155,58 +155,90 @@ class Console:
         if not line:
             return
         if line.startswith("/"):
-            command, _, text = line.partition(" ")
-            result = await self.slack.slash(self.user, self.channel, command, text)
-            if result.get("message_ts"):  # the answer is a message: print it now, once
-                self._print_new(self.channel)
-            else:
-                body = result["body"]
-                shown = body.get("text", json.dumps(body)) if isinstance(body, dict) else str(body)
-                if result["status"] != 200 or shown.strip():
-                    self.out(f"(HTTP {result['status']}) {mrkdwn(shown, self.directory())}".rstrip())
+            await self._slash(line)
             return
         word, *args = shlex.split(line)
-        if word == "help":
-            self.out(HELP)
-        elif word == "as" and args:
-            self.slack.user_id(args[0])
-            self.user = args[0].lstrip("@")
-        elif word == "in" and args:
-            self.slack.channel_id(args[0])
-            self.channel = args[0].lstrip("#")
-        elif word == "show" and args and args[0].lstrip("#").isdigit():
-            self.show(int(args[0].lstrip("#")))
-        elif word == "show":
-            channel = args[0].lstrip("#") if args else self.channel
-            for m in self._visible(channel):
-                number = self.numbers.get((m["channel"], m["ts"]))
-                if number is not None:
-                    self.shown.pop(number, None)
-            self._print_new(channel)
-        elif word == "click" and args:
-            await self.click(args[0])
-        elif word == "inject" and len(args) >= 3:
-            fields: dict[str, Any] = {}
-            for a in args[2:]:
-                key, _, value = a.partition("=")
-                if key in ("unhealthy", "healthy"):
-                    fields["unhealthy"] = key == "unhealthy"
-                elif key == "errors":
-                    fields["error_rate"] = float(value)
-                elif key == "latency":
-                    fields["latency_ms"] = float(value)
-            self.out(json.dumps(self.sandbox.world.inject(args[0], args[1], **fields)))
-        elif word == "traffic" and len(args) == 2:
-            self.sandbox.world.inject(args[0], requests_per_minute=float(args[1]))
-        elif word == "aws":
-            self.out(json.dumps(await asyncio.to_thread(self.sandbox.world.snapshot), indent=1, default=str))
-        elif word == "kill":
-            await self.sandbox.bot.kill()
-            self.out("bot killed (SIGKILL)")
-        elif word == "start":
-            self.out(f"bot started at {await self.sandbox.start_bot()}")
-        else:
+        command = self._commands().get(word)
+        if command is None or len(args) < command[0]:
             self.out("? " + HELP.splitlines()[0] + " — type 'help'")
+            return
+        await command[1](args)
+
+    def _commands(self) -> dict[str, tuple[int, Callable[[list[str]], Awaitable[None]]]]:
+        """Each console word: the least number of arguments it takes, and what it does."""
+        return {
+            "help": (0, self._help),
+            "as": (1, self._as),
+            "in": (1, self._in),
+            "show": (0, self._show),
+            "click": (1, self._click),
+            "inject": (3, self._inject),
+            "traffic": (2, self._traffic),
+            "aws": (0, self._aws),
+            "kill": (0, self._kill),
+            "start": (0, self._start),
+        }
+
+    async def _slash(self, line: str) -> None:
+        command, _, text = line.partition(" ")
+        result = await self.slack.slash(self.user, self.channel, command, text)
+        if result.get("message_ts"):  # the answer is a message: print it now, once
+            self._print_new(self.channel)
+            return
+        body = result["body"]
+        shown = body.get("text", json.dumps(body)) if isinstance(body, dict) else str(body)
+        if result["status"] != 200 or shown.strip():
+            self.out(f"(HTTP {result['status']}) {mrkdwn(shown, self.directory())}".rstrip())
+
+    async def _help(self, args: list[str]) -> None:
+        self.out(HELP)
+
+    async def _as(self, args: list[str]) -> None:
+        self.slack.user_id(args[0])
+        self.user = args[0].lstrip("@")
+
+    async def _in(self, args: list[str]) -> None:
+        self.slack.channel_id(args[0])
+        self.channel = args[0].lstrip("#")
+
+    async def _show(self, args: list[str]) -> None:
+        if args and args[0].lstrip("#").isdigit():
+            self.show(int(args[0].lstrip("#")))
+            return
+        channel = args[0].lstrip("#") if args else self.channel
+        for m in self._visible(channel):
+            number = self.numbers.get((m["channel"], m["ts"]))
+            if number is not None:
+                self.shown.pop(number, None)
+        self._print_new(channel)
+
+    async def _click(self, args: list[str]) -> None:
+        await self.click(args[0])
+
+    async def _inject(self, args: list[str]) -> None:
+        fields: dict[str, Any] = {}
+        for a in args[2:]:
+            key, _, value = a.partition("=")
+            if key in ("unhealthy", "healthy"):
+                fields["unhealthy"] = key == "unhealthy"
+            elif key == "errors":
+                fields["error_rate"] = float(value)
+            elif key == "latency":
+                fields["latency_ms"] = float(value)
+        self.out(json.dumps(self.sandbox.world.inject(args[0], args[1], **fields)))
+
+    async def _traffic(self, args: list[str]) -> None:
+        self.sandbox.world.inject(args[0], requests_per_minute=float(args[1]))
+
+    async def _aws(self, args: list[str]) -> None:
+        self.out(json.dumps(await asyncio.to_thread(self.sandbox.world.snapshot), indent=1, default=str))
+
+    async def _kill(self, args: list[str]) -> None:
+        await self.sandbox.bot.kill()
+        self.out("bot killed (SIGKILL)")
+
+    async def _start(self, args: list[str]) -> None:
+        self.out(f"bot started at {await self.sandbox.start_bot()}")
 
     # ------------------------------------------------------------------------------------------ clicks
 

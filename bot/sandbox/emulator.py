@@ -87,7 +87,8 @@ def short_task_definition(arn: str | None) -> str:
 def image_of(task_definition: str | None) -> str | None:
     """The first container's image of a task definition (name:revision or ARN), None if unknown."""
     try:
-        return _ecs().describe_task_definition(task_definition or "").container_definitions[0]["image"]
+        image = _ecs().describe_task_definition(task_definition or "").container_definitions[0]["image"]
+        return str(image) if image is not None else None
     except Exception:
         return None
 
@@ -292,7 +293,7 @@ class RolloutEmulator:
         svc = _ecs().services[key]
         state = self._state(key, svc)
         primary = next(d for d in svc.deployments if d["status"] == "PRIMARY")
-        state.started[primary["id"]] = now
+        state.started[str(primary["id"])] = now
         for _ in range(svc.desired_count):
             self._start_task(svc, state, primary, now).state = RUNNING
         primary["rolloutState"] = "COMPLETED"
@@ -371,13 +372,16 @@ class RolloutEmulator:
         if primary is None:
             return
         config = getattr(svc, "deployment_configuration", None) or {}
-        max_pct = int(config.get("maximumPercent", 200))
-        min_pct = int(config.get("minimumHealthyPercent", 100))
-        breaker = config.get("deploymentCircuitBreaker") or {}
+        self._follow_health(svc, state, now)
+        if primary["rolloutState"] == "FAILED":
+            self._scale_failed(state, primary, svc.desired_count, now)
+        else:
+            self._replace_tasks(svc, state, primary, config, now)
+        self._trip_breaker(svc, state, primary, deployments, config, now)
+        self._settle(svc, state, primary, deployments, now)
 
-        desired = svc.desired_count
-
-        # 2. Health follows the version's behaviour; a started task needs one tick to pass health checks.
+    def _follow_health(self, svc: Any, state: ServiceState, now: float) -> None:
+        """Health follows the version's behaviour; a started task needs one tick to pass health checks."""
         for task in state.tasks:
             if task.state == DRAINING:
                 continue
@@ -397,69 +401,93 @@ class RolloutEmulator:
         for task in [t for t in state.tasks if t.state == DRAINING and t.drain_until <= now]:
             self._remove_task(state, task)
 
-        # 3. Stop and start tasks. A FAILED deployment launches nothing and replaces nothing (the old tasks
-        #    keep serving); only a lower desiredCount stops tasks, the failing ones first.
-        if primary["rolloutState"] == "FAILED":
-            live = [t for t in state.tasks if t.state != DRAINING]
-            for group in (
-                [t for t in live if t.deployment_id == primary["id"]],
-                [t for t in live if t.deployment_id != primary["id"]],
-            ):
-                for task in sorted(group, key=lambda t: t.state == RUNNING)[: max(0, len(group) - desired)]:
-                    self._stop_task(state, task, now)
-        else:
-            stopping: list[Task] = []
-            live = [t for t in state.tasks if t.state != DRAINING]
-            mine = [t for t in live if t.deployment_id == primary["id"]]
-            old = [t for t in live if t.deployment_id != primary["id"]]
-            stopping += [t for t in old if t.state != RUNNING]  # never-healthy old tasks go at once
-            if len(mine) > desired:  # scaled down: failing first, then starting, then newest running
-                rank = {UNHEALTHY: 0, PENDING: 1, RUNNING: 2}
-                excess = sorted(mine, key=lambda t: (rank[t.state], -t.started_at))[: len(mine) - desired]
-                stopping += excess
-                mine = [t for t in mine if t not in excess]
-            running = [t for t in live if t.state == RUNNING and t not in stopping]
-            min_healthy = math.ceil(desired * min_pct / 100)
-            old_running = [t for t in old if t.state == RUNNING]
-            stopping += old_running[: max(0, len(running) - min_healthy)]
-            was_running = [t for t in stopping if t.state == RUNNING]
-            for task in stopping:
+    def _scale_failed(self, state: ServiceState, primary: dict[str, Any], desired: int, now: float) -> None:
+        """A FAILED deployment launches nothing and replaces nothing (the old tasks keep serving); only a
+        lower desiredCount stops tasks, the failing ones first."""
+        live = [t for t in state.tasks if t.state != DRAINING]
+        for group in (
+            [t for t in live if t.deployment_id == primary["id"]],
+            [t for t in live if t.deployment_id != primary["id"]],
+        ):
+            for task in sorted(group, key=lambda t: t.state == RUNNING)[: max(0, len(group) - desired)]:
                 self._stop_task(state, task, now)
-            if was_running:
-                ids = " ".join(f"(task {t.task_id})" for t in was_running)
-                self._event(svc, f"has stopped {len(was_running)} running tasks: {ids}.", now)
 
-            need = desired - len(mine)
-            if need > 0:
-                live = [t for t in state.tasks if t.state != DRAINING]
-                room = math.floor(desired * max_pct / 100) - len(live)
-                started = [self._start_task(svc, state, primary, now) for _ in range(min(need, max(1, room)))]
-                ids = " ".join(f"(task {t.task_id})" for t in started)
-                self._event(svc, f"has started {len(started)} tasks: {ids}.", now)
+    def _replace_tasks(
+        self, svc: Any, state: ServiceState, primary: dict[str, Any], config: dict[str, Any], now: float
+    ) -> None:
+        """Stop old tasks as far as minimumHealthyPercent allows, start new ones within maximumPercent."""
+        desired = svc.desired_count
+        stopping: list[Task] = []
+        live = [t for t in state.tasks if t.state != DRAINING]
+        mine = [t for t in live if t.deployment_id == primary["id"]]
+        old = [t for t in live if t.deployment_id != primary["id"]]
+        stopping += [t for t in old if t.state != RUNNING]  # never-healthy old tasks go at once
+        if len(mine) > desired:  # scaled down: failing first, then starting, then newest running
+            rank = {UNHEALTHY: 0, PENDING: 1, RUNNING: 2}
+            excess = sorted(mine, key=lambda t: (rank[t.state], -t.started_at))[: len(mine) - desired]
+            stopping += excess
+            mine = [t for t in mine if t not in excess]
+        running = [t for t in live if t.state == RUNNING and t not in stopping]
+        min_healthy = math.ceil(desired * int(config.get("minimumHealthyPercent", 100)) / 100)
+        old_running = [t for t in old if t.state == RUNNING]
+        stopping += old_running[: max(0, len(running) - min_healthy)]
+        was_running = [t for t in stopping if t.state == RUNNING]
+        for task in stopping:
+            self._stop_task(state, task, now)
+        if was_running:
+            ids = " ".join(f"(task {t.task_id})" for t in was_running)
+            self._event(svc, f"has stopped {len(was_running)} running tasks: {ids}.", now)
+        need = desired - len(mine)
+        if need > 0:
+            live = [t for t in state.tasks if t.state != DRAINING]
+            room = math.floor(desired * int(config.get("maximumPercent", 200)) / 100) - len(live)
+            started = [self._start_task(svc, state, primary, now) for _ in range(min(need, max(1, room)))]
+            ids = " ".join(f"(task {t.task_id})" for t in started)
+            self._event(svc, f"has started {len(started)} tasks: {ids}.", now)
 
-        # 4. Failure: tasks of the new deployment keep failing health checks (the circuit breaker).
+    def _trip_breaker(
+        self,
+        svc: Any,
+        state: ServiceState,
+        primary: dict[str, Any],
+        deployments: list[dict[str, Any]],
+        config: dict[str, Any],
+        now: float,
+    ) -> None:
+        """Failure: tasks of the new deployment keep failing health checks (the circuit breaker)."""
         mine = [t for t in state.tasks if t.deployment_id == primary["id"]]
-        if (
+        if not (
             primary["rolloutState"] == "IN_PROGRESS"
             and any(t.state == UNHEALTHY for t in mine)
             and now - state.started.get(primary["id"], now) >= self.failure_after_seconds
         ):
-            primary["rolloutState"] = "FAILED"
-            primary["rolloutStateReason"] = "ECS deployment circuit breaker: tasks failed to start."
-            primary["updatedAt"] = self._time(now)
-            self._event(svc, f"(deployment {primary['id']}) deployment failed: tasks failed to start.", now)
-            previous = next((d for d in deployments if d["status"] == "ACTIVE"), None)
-            if breaker.get("rollback") and previous is not None:
-                svc.task_definition = previous["taskDefinition"]  # deployed from the next tick on
-                self._event(svc, f"rolling back to deployment {previous['id']}.", now)
+            return
+        primary["rolloutState"] = "FAILED"
+        primary["rolloutStateReason"] = "ECS deployment circuit breaker: tasks failed to start."
+        primary["updatedAt"] = self._time(now)
+        self._event(svc, f"(deployment {primary['id']}) deployment failed: tasks failed to start.", now)
+        previous = next((d for d in deployments if d["status"] == "ACTIVE"), None)
+        breaker = config.get("deploymentCircuitBreaker") or {}
+        if breaker.get("rollback") and previous is not None:
+            svc.task_definition = previous["taskDefinition"]  # deployed from the next tick on
+            self._event(svc, f"rolling back to deployment {previous['id']}.", now)
 
-        # 5. Old deployments leave the list when their last task is gone; completion; steady state.
+    def _settle(
+        self,
+        svc: Any,
+        state: ServiceState,
+        primary: dict[str, Any],
+        deployments: list[dict[str, Any]],
+        now: float,
+    ) -> None:
+        """Old deployments leave the list when their last task is gone; completion; steady state."""
         if primary["rolloutState"] != "FAILED":
             with_tasks = {t.deployment_id for t in state.tasks}
             deployments = [d for d in deployments if d is primary or d["id"] in with_tasks]
+        mine = [t for t in state.tasks if t.deployment_id == primary["id"]]
         others = [t for t in state.tasks if t.deployment_id != primary["id"]]
         settled = (
-            sum(t.state == RUNNING for t in mine) == desired
+            sum(t.state == RUNNING for t in mine) == svc.desired_count
             and all(t.state == RUNNING for t in mine)
             and not others
         )

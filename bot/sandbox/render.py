@@ -202,34 +202,47 @@ def render_message(message: dict[str, Any], d: Directory, number: int) -> tuple[
     for block in message.get("blocks") or []:
         kind = block.get("type")
         if kind in ("section", "header"):
-            if block.get("text"):
-                text = _text(block["text"], d)
-                if kind == "header" and d.tty:
-                    text = f"{BOLD}{text}{RESET}"
-                lines += text.split("\n")
-            for f in block.get("fields") or []:
-                name, _, value = _text(f, d).partition("\n")
-                lines.append(f"  {name}: {value.replace(chr(10), ' ')}" if value else f"  {name}")
-            for line in _element(block.get("accessory"), d, items, number):
-                lines.append("  " + line)
+            lines += _section(block, d, items, number)
         elif kind == "context":
             parts = [_text(e, d) for e in block.get("elements") or [] if e.get("type") != "image"]
             lines.append("  " + " ".join(p for p in parts if p))
         elif kind == "actions":
-            buttons: list[str] = []
-            for element in block.get("elements") or []:
-                shown = _element(element, d, items, number)
-                if isinstance(element, dict) and element.get("type") == "button":
-                    buttons += shown
-                else:
-                    lines += ["  " + s for s in shown]
-            if buttons:
-                lines.append("  " + "   ".join(buttons))
+            lines += _actions(block, d, items, number)
         elif kind == "divider":
             lines.append("  " + "─" * 24)
     if not lines:
         lines = mrkdwn(message.get("text", ""), d).split("\n")
     return lines, items
+
+
+def _section(block: dict[str, Any], d: Directory, items: list[Clickable], number: int) -> list[str]:
+    lines: list[str] = []
+    if block.get("text"):
+        text = _text(block["text"], d)
+        if block.get("type") == "header" and d.tty:
+            text = f"{BOLD}{text}{RESET}"
+        lines += text.split("\n")
+    for f in block.get("fields") or []:
+        name, _, value = _text(f, d).partition("\n")
+        lines.append(f"  {name}: {value.replace(chr(10), ' ')}" if value else f"  {name}")
+    for line in _element(block.get("accessory"), d, items, number):
+        lines.append("  " + line)
+    return lines
+
+
+def _actions(block: dict[str, Any], d: Directory, items: list[Clickable], number: int) -> list[str]:
+    """An actions block: its buttons on one line, other elements (checkboxes, menus) a line each."""
+    lines: list[str] = []
+    buttons: list[str] = []
+    for element in block.get("elements") or []:
+        shown = _element(element, d, items, number)
+        if isinstance(element, dict) and element.get("type") == "button":
+            buttons += shown
+        else:
+            lines += ["  " + s for s in shown]
+    if buttons:
+        lines.append("  " + "   ".join(buttons))
+    return lines
 
 
 def summary(message: dict[str, Any], d: Directory) -> str:

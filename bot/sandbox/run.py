@@ -80,19 +80,20 @@ class BotProcess:
 
     async def kill(self) -> None:
         """SIGKILL: what a crash looks like. Nothing gets to clean up."""
-        if self.running:
+        if self.running and self.proc is not None:
             self.proc.kill()
             await self.proc.wait()
 
     async def stop(self, grace: float = 20.0) -> int | None:
-        if not self.running:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
+        proc = self.proc
+        if not self.running or proc is None:
+            return proc.returncode if proc else None
+        proc.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(self.proc.wait(), grace)
+            return await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:
             await self.kill()
-            return self.proc.returncode
+            return proc.returncode
 
 
 class Sandbox:
@@ -174,7 +175,9 @@ class Sandbox:
         )
         url = await self.bot.start()
         if self.clock.held:  # the bot began the pinned clock when it was ready: run from the same instant
-            self.clock.begin(ScaledClock.from_spec(self.bot.ready["clock"]).origin)
+            started = ScaledClock.from_spec(self.bot.ready["clock"])
+            assert isinstance(started, ScaledClock)
+            self.clock.begin(started.origin)
         self.slack.bot_events_url = url + "/slack/events"
         return url
 
@@ -234,6 +237,8 @@ class Sandbox:
 
     async def _bot_action(self, request: web.Request) -> web.Response:
         action = (await request.json()).get("action")
+        if self.bot is None:
+            return web.json_response({"ok": False, "error": "the bot was never started"}, status=409)
         if action == "kill":
             await self.bot.kill()
         elif action == "stop":

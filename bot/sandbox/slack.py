@@ -10,7 +10,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -693,6 +693,8 @@ class LocalSlack:
         if m is None:
             raise _ApiError("thread_not_found")
         parent = self._find(cid, m["thread_ts"]) if m["thread_ts"] else m
+        if parent is None:
+            raise _ApiError("thread_not_found")
         thread = [parent, *self._replies(cid, parent["ts"])]
         return {
             "ok": True,
@@ -706,7 +708,7 @@ class LocalSlack:
         zone = ZoneInfo(person["tz"])
         at = datetime.fromtimestamp(self.clock.now(), UTC).astimezone(zone)
         is_bot = uid == BOT_USER_ID
-        profile = {
+        profile: dict[str, Any] = {
             "real_name": person["real_name"],
             "real_name_normalized": person["real_name"],
             "display_name": person["name"],
@@ -727,7 +729,7 @@ class LocalSlack:
             "real_name": person["real_name"],
             "tz": person["tz"],
             "tz_label": _TZ_LABELS.get(at.tzname() or "", at.tzname()),
-            "tz_offset": int(at.utcoffset().total_seconds()),
+            "tz_offset": int((at.utcoffset() or timedelta()).total_seconds()),
             "is_admin": False,
             "is_owner": False,
             "is_primary_owner": False,
@@ -1033,17 +1035,18 @@ class LocalSlack:
         # wall time, not the sandbox clock: bolt checks the timestamp against its own time.time()
         ts = str(int(time.time() if timestamp is None else timestamp))
         secret = "forged-" + self.signing_secret if forge else self.signing_secret
-        send_headers = {
+        send_headers: dict[str, str] = {
             "Content-Type": "application/x-www-form-urlencoded",
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
             "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
+            "X-Slack-Signature": str(SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)),
             **{str(k): str(v) for k, v in (headers or {}).items()},
         }
         if self._session is None:
             self._session = aiohttp.ClientSession()
         timeout = aiohttp.ClientTimeout(total=self.ack_timeout_s)
         try:
+            assert self.bot_events_url is not None  # _require_bot() said so
             async with self._session.post(
                 self.bot_events_url, data=body.encode(), headers=send_headers, timeout=timeout
             ) as resp:
@@ -1075,7 +1078,8 @@ class LocalSlack:
             if request.content_type == "application/json":
                 body = await request.json()
             else:
-                body = json.loads((await request.post()).get("payload", ""))
+                payload = (await request.post()).get("payload", "")
+                body = json.loads(payload if isinstance(payload, str | bytes) else "")
         except ValueError:
             body = None
         if not isinstance(body, dict):
