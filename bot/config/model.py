@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from bot.domain.alerts import AlertConfig
@@ -152,7 +153,7 @@ class AwsSettings:
 
 
 # The [alerts] table: channels per level (per environment, with a default), on-call, escalation and
-# PagerDuty. Parsed and documented in bot.alerts; `.critical`, `.warning`, `.info` are the default channels.
+# PagerDuty. Parsed in bot.config.policy, documented in bot.domain.alerts; `.critical`, `.warning`, `.info` are the default channels.
 AlertRouting = AlertConfig
 
 
@@ -172,6 +173,15 @@ class Settings:
     ] = ()  # configured freeze periods (more come from /deploy freeze, in the store)
 
     def target(self, service: str, env: str) -> Target:
+        """The service in the environment, its overrides applied; built once per Settings."""
+        found = self._targets.get((service, env))
+        return found if found is not None else self._target(service, env)  # unknown: KeyError names it
+
+    @cached_property
+    def _targets(self) -> dict[tuple[str, str], Target]:
+        return {(s, e): self._target(s, e) for s in self.services for e in self.environments}
+
+    def _target(self, service: str, env: str) -> Target:
         svc, environment = self.services[service], self.environments[env]
         o = dict(svc.overrides.get(env, {}))
         return Target(

@@ -20,7 +20,17 @@ from bot.domain.suggest import did_you_mean
 
 if TYPE_CHECKING:
     pass
-from bot.domain.checklist import ACTIONS, CHECKS, DEFAULT_ITEMS, ApprovalPolicy, Guards, Item, Policy, Roles
+from bot.domain.checklist import (
+    ACTIONS,
+    CHECKS,
+    DEFAULT_ITEMS,
+    ApprovalPolicy,
+    Guards,
+    Item,
+    ItemKind,
+    Policy,
+    Roles,
+)
 
 _NUMBER = (int, float)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -118,7 +128,7 @@ def _items(t: _Table, path: str, roles: Roles) -> tuple[Item, ...]:
     items: list[Item] = []
     for n, entry in enumerate(raw):
         it = _Table(path, f"{t.key('checklist')}[{n}]", entry)
-        kind = it.get(
+        kind: ItemKind = it.get(
             "kind", str, "manual", lambda v: v in ("manual", "automatic"), '"manual" or "automatic"'
         )
         check = it.get("check", str, None, lambda v: v in CHECKS, "one of " + ", ".join(CHECKS))

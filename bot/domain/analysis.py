@@ -8,10 +8,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-VERDICTS = ("pass", "fail", "inconclusive", "error")
-STATUSES = ("running", "successful", "failed", "inconclusive")
+Verdict = Literal["pass", "fail", "inconclusive", "error"]  # one measurement
+Status = Literal["running", "successful", "failed", "inconclusive"]  # a whole run (Argo's phases)
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+STATUSES: tuple[Status, ...] = get_args(Status)
 LATENCY_STATISTIC = re.compile(r"^(Average|Minimum|Maximum|p(100|\d{1,2}(\.\d{1,2})?))$")
 
 
@@ -98,7 +100,7 @@ class Measurement:
 
     at: float  # epoch seconds: the end of the window
     label: str  # the phase, e.g. "canary 25%"
-    verdict: str  # pass | fail | inconclusive | error
+    verdict: Verdict
     reasons: list[str] = field(default_factory=list)  # why it is not a pass, one sentence each
     canary: Sample | None = None  # None when the measurement could not be taken (error)
     stable: Sample | None = None  # None without a stable group (blue-green after the switch)
@@ -190,7 +192,7 @@ def judge(
         stable_rate, stable_latency = _baseline_words(j)
         _judge_error_rate(j, stable_rate)
         _judge_latency(j, stable_latency)
-    verdict = "fail" if j.failed else "inconclusive" if j.unsure else "pass"
+    verdict: Verdict = "fail" if j.failed else "inconclusive" if j.unsure else "pass"
     return Measurement(
         at=at,
         label=label,
@@ -303,7 +305,7 @@ class Analysis:
         for m in measurements:
             self.add(m)
 
-    def count(self, verdict: str) -> int:
+    def count(self, verdict: Verdict) -> int:
         return sum(1 for m in self.measurements if m.verdict == verdict)
 
     @property

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 ACTIONS = ("deploy", "approve", "promote", "rollback", "lock", "override_freeze", "emergency")
 CHECKS = ("no_alarms", "promoted_from", "rollback_target", "targets_healthy", "http_status")
-DEFAULT_ITEMS = (
+ItemKind = Literal["manual", "automatic"]
+DEFAULT_ITEMS: tuple[tuple[str, str, ItemKind, str | None], ...] = (
     # The six items every production deploy answers for; automatic where the bot can see the answer.
     ("tests", "Tests passing", "manual", None),
     ("review", "Code review approved", "manual", None),
@@ -27,7 +28,7 @@ DEFAULT_ITEMS = (
 class Item:
     id: str
     label: str
-    kind: str  # manual | automatic
+    kind: ItemKind
     check: str | None = None  # for automatic items: one of CHECKS
     params: Mapping[str, Any] = field(default_factory=dict)  # alarms, source_env, url, expect_status
     roles: tuple[str, ...] = ()  # who may tick a manual item (empty: anyone who may deploy)
