@@ -18,6 +18,19 @@ from bot.usage import UsageError, db_default
 log = logging.getLogger("deploybot")
 
 
+LAYOUT = """\
+where things are (README: Architecture):
+  handlers/app.py, handlers/listeners/   Slack in: signatures, replays, slash commands, buttons
+  handlers/ui/, handlers/errors.py       every word the bot posts
+  bot/domain/                            pure: records, events, state machine, grammar, analysis, windows
+  bot/app/                               use cases: intake, access, gate, scheduling, runner, plans
+  bot/adapters/                          the outside world: store (SQLite), ECS+ALB, CloudWatch, HTTP
+  bot/config/                            the TOML config and its errors
+  bot/wiring.py                          builds and runs every piece (deploybot serve)
+  bot/sandbox/                           the local world (deploybot sandbox)
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # raise, never exit from inside the parser
         raise UsageError(f"{self.prog}: {message}")
@@ -35,7 +48,12 @@ def _instant(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="deploybot", description="Slack ChatOps deployment bot.")
+    p = _Parser(
+        prog="deploybot",
+        description="Slack ChatOps deployment bot.",
+        epilog=LAYOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the bot (HTTP on --port, or --socket-mode)")
