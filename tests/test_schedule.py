@@ -425,7 +425,7 @@ def test_overdue_still_inside_the_window_runs_now():
 def test_overdue_within_grace_runs_now_even_just_after_the_window():
     now = berlin(2026, 11, 30, 5, 1)
     d = overdue(berlin(2026, 11, 30, 4, 59), NIGHTS, (), "production", now=now, grace_seconds=300)
-    assert d.ok and d.run_at == now and "within the 5 min grace" in d.reason
+    assert d.ok and d.run_at == now and "within the 5m grace" in d.reason
     late = overdue(berlin(2026, 11, 30, 4, 50), NIGHTS, (), "production", now=now, grace_seconds=300)
     assert not late.ok and late.run_at == berlin(2026, 12, 1, 2, 0)
 

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from bot.domain import mrkdwn
+from bot.domain.durations import duration
 
 WINDOW_SEARCH = timedelta(days=14)  # next_window_start looks this far ahead
 ALLOWED_SEARCH = timedelta(days=30)  # next_allowed looks this far ahead (freezes may push past a window)
@@ -347,11 +348,13 @@ def overdue(
     if frozen is None:
         if in_window(windows, now):
             return Decision(
-                True, now, f"was due {_ago(late)} ago; still inside an allowed window: running now"
+                True, now, f"was due {duration(late)} ago; still inside an allowed window: running now"
             )
         if late <= grace_seconds:
             return Decision(
-                True, now, f"was due {_ago(late)} ago, within the {_ago(grace_seconds)} grace: running now"
+                True,
+                now,
+                f"was due {duration(late)} ago, within the {duration(grace_seconds)} grace: running now",
             )
     nxt = next_allowed(windows, freezes, env, now)
     missed = _occurrences(windows, due, due)
@@ -369,15 +372,6 @@ def overdue(
     )
     why = f"; {frozen.describe()}" if frozen is not None else ""
     return Decision(False, nxt, f"the bot was down when {what}{why}; {where}", frozen)
-
-
-def _ago(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 Callback = Callable[[str], Awaitable[None]]
