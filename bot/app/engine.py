@@ -7,6 +7,7 @@ from __future__ import annotations
 from bot.app.access import Access
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
+from bot.app.locks import Locks
 from bot.app.notices import Listener, Notice, Publisher
 from bot.app.ports import Http, Metrics, Platform, Timer
 from bot.app.runner import Runner
@@ -78,6 +79,8 @@ class Engine:
             self.scheduling,
             http,
         )
+        self.locks = Locks(store, self.access)
+        self.lock, self.unlock = self.locks.lock, self.locks.unlock
         self.intake = Intake(settings, store, self.publisher, self.access, self.scheduling, gate)
         # the people-facing operations, each owned by one use case
         self.check_access, self.refused = self.access.check, self.access.refused

@@ -146,3 +146,16 @@ async def test_a_second_request_is_told_who_holds_the_lock(world):
     assert isinstance(first, Deployment)
     assert getattr(second, "deployment", None) is not None and second.deployment.id == first.id
     await until_done(engine, first.id)
+
+
+async def test_locks_check_access_and_say_who_holds_what(world, tmp_path):
+    engine, _, _, _ = world
+    assert await engine.lock("web", "staging", "alice", frozenset(), "db maintenance") is None
+    held = await engine.lock("web", "staging", "bob", frozenset(), "mine")
+    assert held is not None and held.holder == "alice"
+    d = await engine.request(deploy("web v2 to staging"), "bob", roles={"engineers"})
+    assert getattr(d, "holder", None) == "alice"  # a deploy is told about the manual lock
+    freed = await engine.unlock("web", "staging", "bob", frozenset())
+    assert freed.removed is not None and freed.removed.holder == "alice"
+    again = await engine.unlock("web", "staging", "bob", frozenset())
+    assert again.removed is None and again.held_by is None
