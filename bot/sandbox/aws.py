@@ -17,6 +17,7 @@ from moto.ecs.models import ecs_backends
 from moto.elbv2.models import elbv2_backends
 from moto.server import ThreadedMotoServer
 
+from bot.adapters.metrics.cloudwatch import NAMESPACE
 from bot.clock import Clock
 from bot.sandbox.emulator import (
     ACCOUNT_ID,
@@ -208,7 +209,7 @@ class AwsWorld:
             for service in self.services:
                 cloudwatch.put_metric_alarm(
                     AlarmName=f"{service}-{env}-5xx",
-                    Namespace="AWS/ApplicationELB",
+                    Namespace=NAMESPACE,
                     MetricName="HTTPCode_Target_5XX_Count",
                     Statistic="Sum",
                     Period=60,

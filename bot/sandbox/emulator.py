@@ -17,6 +17,8 @@ from typing import Any
 from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from moto.elbv2.models import FakeHealthStatus, FakeTargetGroup, elbv2_backends
 
+from bot.adapters.metrics.cloudwatch import NAMESPACE
+
 log = logging.getLogger(__name__)
 
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -553,7 +555,7 @@ class TrafficSimulator:
     """Each tick, splits a service's requests across its rule's target groups by weight and turns them into
     the CloudWatch datapoints an ALB would publish, from the versions of the tasks serving each group."""
 
-    NAMESPACE = "AWS/ApplicationELB"
+    NAMESPACE = NAMESPACE  # what the bot reads (bot.adapters.metrics.cloudwatch)
 
     def __init__(
         self,
