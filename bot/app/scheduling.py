@@ -60,7 +60,13 @@ class Scheduling:
         return [*self.settings.freezes, *(await self.store.freezes())]
 
     async def timing(
-        self, command: Any, kind: str, target: Target, user: str, roles: frozenset[str], reason: str | None
+        self,
+        command: cmds.Deploy | cmds.Rollback | cmds.Promote,
+        kind: str,
+        target: Target,
+        user: str,
+        roles: frozenset[str],
+        reason: str | None,
     ) -> dict[str, Any]:
         """When it may run: refuse during a freeze (unless overridden), or schedule it (--at, --window).
         Returns context keys: run_at (epoch, future only), window_override, freeze_override."""
