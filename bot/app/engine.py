@@ -1,13 +1,13 @@
 """The engine: the one object the Slack adapter talks to, composed of the use cases — access, intake,
-the gate, scheduling and the runner — each in its own module with one job. It emits Notices; it knows
-nothing of Slack."""
+the gate, scheduling and the runner — each in its own module with one job. What they announce they write
+as typed events in the store's outbox, in the transaction of the change (bot.domain.events); the Slack
+notifier reads them from there. It knows nothing of Slack."""
 
 from __future__ import annotations
 
 from bot.app.access import Access
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
-from bot.app.notices import Listener, Notice, Publisher
 from bot.app.ports import Http, Metrics, Platform, Timer
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
@@ -32,7 +32,6 @@ class Engine:
     ):
         self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
-        self.publisher = Publisher()
         self.access = Access(settings, store)
         gate: Gate | None = None
 
@@ -50,7 +49,6 @@ class Engine:
             platform,
             metrics,
             clock,
-            self.publisher,
             timer,
             waiting_for=waiting_for,
             reconsider=reconsider,
@@ -61,7 +59,6 @@ class Engine:
             platform,
             metrics,
             clock,
-            self.publisher,
             self.access,
             timer.cancel,
             http,
@@ -72,13 +69,12 @@ class Engine:
             platform,
             metrics,
             clock,
-            self.publisher,
             self.access,
             self.runner,
             self.scheduling,
             http,
         )
-        self.intake = Intake(settings, store, self.publisher, self.access, self.scheduling, gate)
+        self.intake = Intake(settings, store, self.access, self.scheduling, gate)
         # the people-facing operations, each owned by one use case
         self.check_access, self.refused = self.access.check, self.access.refused
         self.request, self.dry_run = self.intake.request, self.intake.dry_run
@@ -100,12 +96,6 @@ class Engine:
     @property
     def scheduler(self) -> Timer:
         return self.scheduling.scheduler
-
-    def subscribe(self, listener: Listener) -> None:
-        self.publisher.subscribe(listener)
-
-    async def emit(self, notice: Notice) -> None:
-        await self.publisher.emit(notice)
 
     def start_scheduler(self) -> None:
         self.scheduling.start()

@@ -3,7 +3,7 @@ thread). bot.adapters.store.aio.AsyncStore implements it over SQLite; the app ty
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, overload
 
 from bot.domain.checklist import Approval, ItemState
@@ -90,6 +90,7 @@ class Storage(Protocol):
         self, service: str, env: str, before: int | None = None
     ) -> Deployment | None: ...
     async def append_events(self, deployment_id: int | None, events: Sequence[DomainEvent]) -> list[int]: ...
+    def on_append(self, listener: Callable[[], None]) -> Callable[[], None]: ...
     async def outbox_after(self, consumer: str, limit: int = 100) -> list[OutboxEntry]: ...
     async def delivered(self, consumer: str) -> int: ...
     async def mark_delivered(self, consumer: str, outbox_id: int) -> int: ...
@@ -164,5 +165,6 @@ class Storage(Protocol):
         context: dict | None = None,
         request_key: str | None = None,
         events: Sequence[DomainEvent] = (),
+        amend_events: Sequence[DomainEvent] = (),
         amendable: bool = True,
     ) -> Deployment | LockInfo | Amendment: ...
