@@ -15,7 +15,7 @@ from bot.app.scheduling import Scheduling
 from bot.app.storage_types import StoreLike
 from bot.clock import Clock
 from bot.config.model import Settings
-from bot.domain.checklist import Item, Policy, Readiness, readiness, valid_approvals
+from bot.domain.checklist import Item, ItemState, Policy, Readiness, readiness, valid_approvals
 from bot.domain.errors import Conflict, Forbidden, Refused
 from bot.domain.events import (
     Approved,
@@ -87,7 +87,7 @@ class Gate:
                     events=[RefusedEvent(refusal)],
                 )
                 return
-            await self.reconsider(d.id, checks_fresh=True)
+            await self.reconsider(d.id, checks_fresh=True, seen=d)
         except Exception:
             log.exception("admitting deployment #%s failed", deployment_id)
             d = await self.store.get(deployment_id)
@@ -155,21 +155,26 @@ class Gate:
                     return f"Refused: {what} is not satisfied ({state.evidence}). Fix it, then deploy again."
         return None
 
-    async def reconsider(self, deployment_id: int, checks_fresh: bool = False) -> None:
+    async def reconsider(
+        self, deployment_id: int, checks_fresh: bool = False, seen: Deployment | None = None
+    ) -> None:
         """Start the deployment if everything is in place (automatic checks run again right before), else
-        record what it waits for and show it."""
-        first = await self.store.get(deployment_id)
+        record what it waits for and show it. `seen`: the deployment as the caller read it (only its
+        service and environment are used, which never change: the row is read again under the lock)."""
+        first = seen or await self.store.get(deployment_id)
         async with self.admission_lock(first.service, first.env):
             d = await self.store.get(deployment_id)
             if d.state not in BEFORE_START:
                 return
             policy = self.settings.environments[d.env].policy
             emergency = skips_gate(d)
-            ready = await self._readiness(d, policy, emergency)
+            ready, states = await self._readiness(d, policy, emergency)
             if ready.ready and not checks_fresh and policy.automatic_items:
                 await self._run_checks(d)  # again, right before execution
-                ready = await self._readiness(d, policy, emergency)
-            d = await self._save_gate(d, policy, ready, emergency)
+                ready, states = await self._readiness(d, policy, emergency)
+            # what it waits for changed: said with the gate's save, unless a transition below says it
+            quiet = ready.ready or d.state == State.REQUESTED or self.scheduling.waits(d)
+            d = await self._save_gate(d, policy, ready, emergency, states, quiet)
             if await self.scheduling.schedule_or_start(d):
                 return
             if ready.ready:
@@ -190,24 +195,31 @@ class Gate:
                     details={"waiting_for": ready.waiting_for()},
                     events=[GateChanged()],
                 )
-            else:
-                await self.store.append_events(d.id, [GateChanged()])
 
     async def waiting_for(self, d: Deployment) -> str | None:
         """None when `d` may start now, else what it still waits for (the scheduler asks at its time)."""
-        ready = await self._readiness(d, self.settings.environments[d.env].policy, skips_gate(d))
+        ready, _ = await self._readiness(d, self.settings.environments[d.env].policy, skips_gate(d))
         return None if ready.ready else ready.waiting_for()
 
-    async def _readiness(self, d: Deployment, policy: Policy, emergency: bool) -> Readiness:
+    async def _readiness(
+        self, d: Deployment, policy: Policy, emergency: bool
+    ) -> tuple[Readiness, dict[str, ItemState]]:
         states = await self.store.items(d.id)
         approvals = await self.store.approvals(d.id)
-        return readiness(policy, states, approvals, d.requested_by, self.clock.now(), emergency)
+        ready = readiness(policy, states, approvals, d.requested_by, self.clock.now(), emergency)
+        return ready, states
 
     async def _save_gate(
-        self, d: Deployment, policy: Policy, ready: Readiness, emergency: bool
+        self,
+        d: Deployment,
+        policy: Policy,
+        ready: Readiness,
+        emergency: bool,
+        states: dict[str, ItemState],
+        quiet: bool,
     ) -> Deployment:
-        """What the deployment's message shows while it waits: items, approvals, what is missing."""
-        states = await self.store.items(d.id)
+        """What the deployment's message shows while it waits: items, approvals, what is missing (and,
+        unless `quiet`, the GateChanged event that has the message show it)."""
         items = []
         for item in policy.items:
             st = states.get(item.id)
@@ -232,7 +244,8 @@ class Gate:
             "emergency": d.context.get("emergency"),
             "known_good": None if d.context.get("emergency") else d.context.get("known_good"),
         }
-        return await self.store.save_progress(d.id, context={**d.context, "gate": gate})
+        said = [] if quiet else [GateChanged()]
+        return await self.store.save_progress(d.id, context={**d.context, "gate": gate}, events=said)
 
     # ----------------------------------------------------------------------- people at the gate
 

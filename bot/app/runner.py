@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.app.access import BUTTON_ACCESS, Access
-from bot.app.plans import NeedsHuman, StepContext, StepFailed, rollback_plan, step_from_dict
+from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, rollback_plan, step_from_dict
 from bot.app.ports import Http, Metrics, Platform, PlatformError
 from bot.app.storage_types import StoreLike
 from bot.clock import Clock
@@ -57,14 +57,34 @@ def _open_gate() -> asyncio.Event:
     return gate
 
 
+Audit = tuple[str, str, dict[str, Any]]  # (actor, action, details) of an audit event
+
+
+@dataclass
+class Journal:
+    """What the running step said since the run's last store write — its reports (thread lines), live
+    progress lines and audit records — written with the run's next write, or before the step waits
+    (every poll passes a checkpoint), whichever comes first: one round trip instead of one each. A crash
+    before then loses only words of a step that is run again on resume."""
+
+    audit: list[Audit] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
+
+    def take(self) -> tuple[list[Audit], list[DomainEvent]]:
+        audit, events = self.audit, self.events
+        self.audit, self.events = [], []
+        return audit, events
+
+
 @dataclass
 class Run:
-    """An active deployment in this process: its task, its gate (set = may run; cleared while paused) and
-    the running plan's context (promote writes into it)."""
+    """An active deployment in this process: its task, its gate (set = may run; cleared while paused),
+    the running plan's context (promote writes into it) and the journal of what it said."""
 
     task: asyncio.Task[None] | None = None
     gate: asyncio.Event = field(default_factory=_open_gate)
     context: StepContext | None = None
+    journal: Journal = field(default_factory=Journal)
 
 
 class Runner:
@@ -213,24 +233,45 @@ class Runner:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _save(
+        self,
+        deployment_id: int,
+        *,
+        audit: list[Audit] | None = None,
+        events: list[DomainEvent] | None = None,
+        **fields: Any,
+    ) -> Deployment:
+        """save_progress with the journal's audit records and events first, all in one transaction."""
+        said, told = self.run_of(deployment_id).journal.take()
+        return await self.store.save_progress(
+            deployment_id, audit=[*said, *(audit or [])], events=[*told, *(events or [])], **fields
+        )
+
+    async def _flush(self, deployment_id: int) -> None:
+        journal = self.run_of(deployment_id).journal
+        if journal.audit or journal.events:
+            await self._save(deployment_id)
+
     def _context(self, d: Deployment, data: dict[str, Any]) -> StepContext:
         deployment_id = d.id
-        gate = self.run_of(deployment_id).gate
+        run = self.run_of(deployment_id)
 
         async def report(text: str) -> None:
-            await self.store.record(deployment_id, BOT, "detail", {"text": text}, events=[Detail(text)])
+            run.journal.audit.append((BOT, "detail", {"text": text}))
+            run.journal.events.append(Detail(text))
 
         async def progress(text: str) -> None:
-            await self.store.append_events(deployment_id, [Progress(text)])
+            run.journal.events.append(Progress(text))
 
         async def checkpoint() -> None:
-            await gate.wait()
+            await self._flush(deployment_id)  # before any wait: what the step said is out
+            await run.gate.wait()
 
         async def save() -> None:
-            await self.store.save_progress(deployment_id, context=data)
+            await self._save(deployment_id, context=data)
 
         async def record(action: str, details: dict[str, Any]) -> None:
-            await self.store.record(deployment_id, BOT, action, details)
+            run.journal.audit.append((BOT, action, details))
 
         return StepContext(
             deployment_id=d.id,
@@ -296,44 +337,57 @@ class Runner:
 
     async def _forward(self, d: Deployment, ctx: StepContext) -> Deployment:
         steps = [step_from_dict(s) for s in d.plan]
+        announced = False  # the step's start was written with the previous step's end
         try:
             for index in range(d.step_index, len(steps)):
                 step = steps[index]
                 ctx.index = index
                 while True:
                     await ctx.checkpoint()
-                    what = step.describe()
-                    d = await self.store.save_progress(
-                        d.id,
-                        context=ctx.data,
-                        event=(BOT, "step_started", {"index": index, "step": step.kind, "description": what}),
-                        events=[StepStarted(index, what)],
-                    )
+                    if not announced:
+                        audit, said = _started(index, step)
+                        d = await self._save(d.id, context=ctx.data, audit=audit, events=said)
+                    announced = False
                     try:
                         await step.run(ctx)
                         break
                     except NeedsHuman as ask:
                         await self._ask_a_human(d, ctx, str(ask))
-                version = previous = None
-                if index == 0 and ctx.data.get("previous_version"):
-                    previous = ctx.data["previous_version"]
-                    version = ctx.version = d.version or previous
-                d = await self.store.save_progress(
-                    d.id,
-                    step_index=index + 1,
-                    context=ctx.data,
-                    version=version,
-                    previous_version=previous,
-                    event=(BOT, "step_finished", {"index": index, "step": step.kind}),
-                )
+                d, announced = await self._finish_step(d, ctx, steps, index)
             live = f"{d.service} {d.version} is live in {d.env}"
             return await self.transition(d, "succeed", outcome=live, events=[Succeeded(d.version)])
         except Exception as exc:
             return await self._after_failed_step(d, ctx, exc)
 
+    async def _finish_step(
+        self, d: Deployment, ctx: StepContext, steps: list[Step], index: int
+    ) -> tuple[Deployment, bool]:
+        """Step `index` is done: record it, and — unless someone paused the run meanwhile — the next
+        step's start with it, in one write. True when the next step's start was written."""
+        version = previous = None
+        if index == 0 and ctx.data.get("previous_version"):
+            previous = ctx.data["previous_version"]
+            version = ctx.version = d.version or previous
+        audit: list[Audit] = [(BOT, "step_finished", {"index": index, "step": steps[index].kind})]
+        said: list[DomainEvent] = []
+        announce = index + 1 < len(steps) and self.run_of(d.id).gate.is_set()
+        if announce:
+            audit_next, said = _started(index + 1, steps[index + 1])
+            audit += audit_next
+        d = await self._save(
+            d.id,
+            step_index=index + 1,
+            context=ctx.data,
+            version=version,
+            previous_version=previous,
+            audit=audit,
+            events=said,
+        )
+        return d, announce
+
     async def _after_failed_step(self, d: Deployment, ctx: StepContext, exc: Exception) -> Deployment:
         reason = failure_reason(exc, d.id)
-        d = await self.store.save_progress(d.id, context=ctx.data)
+        d = await self._save(d.id, context=ctx.data)
         if not ctx.data.get("changed"):
             failed = DeployFailed(reason, nothing_changed=True)
             return await self.transition(
@@ -350,7 +404,7 @@ class Runner:
 
     async def _ask_a_human(self, d: Deployment, ctx: StepContext, question: str) -> None:
         """Pause (on the record, with the question) and wait until someone promotes, resumes or aborts."""
-        current = await self.store.save_progress(d.id, context=ctx.data)
+        current = await self._save(d.id, context=ctx.data)
         if current.state == State.RUNNING:
             self.run_of(d.id).gate.clear()
             await self.store.transition(
@@ -378,18 +432,18 @@ class Runner:
         try:
             for index in range(int(ctx.data.get("rollback_index", 0)), len(steps)):
                 step = steps[index]
-                await self.store.save_progress(
+                await self._save(
                     d.id,
                     context=ctx.data,
-                    event=(BOT, "rollback_step_started", {"index": index, "step": step.kind}),
+                    audit=[(BOT, "rollback_step_started", {"index": index, "step": step.kind})],
                     events=[StepStarted(index, step.describe(), rollback=True)],
                 )
                 await step.run(ctx)
                 ctx.data["rollback_index"] = index + 1
-                await self.store.save_progress(
+                await self._save(
                     d.id,
                     context=ctx.data,
-                    event=(BOT, "rollback_step_finished", {"index": index, "step": step.kind}),
+                    audit=[(BOT, "rollback_step_finished", {"index": index, "step": step.kind})],
                 )
         except Exception as exc:
             reason = failure_reason(exc, d.id)
@@ -406,6 +460,13 @@ class Runner:
             outcome=f"{why}; back on {back_to or 'the previous version'}",
             events=[RolledBack(why, back_on=back_to)],
         )
+
+
+def _started(index: int, step: Step) -> tuple[list[Audit], list[DomainEvent]]:
+    """The audit record and the event of step `index` starting."""
+    what = step.describe()
+    audit: Audit = (BOT, "step_started", {"index": index, "step": step.kind, "description": what})
+    return [audit], [StepStarted(index, what)]
 
 
 def failure_reason(exc: Exception, deployment_id: int) -> str:

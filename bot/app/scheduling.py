@@ -115,11 +115,16 @@ class Scheduling:
             return {"run_at": at.timestamp(), "window_override": reason}
         raise Refused(f"Not scheduled: {decision.reason}." + ("" if decision.freeze else hint))
 
+    def waits(self, d: Deployment) -> bool:
+        """True when `d` has a time to run at that is still to come."""
+        run_at: float | None = d.context.get("run_at")
+        return run_at is not None and run_at > self.clock.now()
+
     async def schedule_or_start(self, d: Deployment) -> bool:
         """A deployment with a future run_at waits in SCHEDULED for the scheduler; True when it does."""
-        run_at = d.context.get("run_at")
-        if not run_at or run_at <= self.clock.now():
+        if not self.waits(d):
             return False
+        run_at: float = d.context["run_at"]
         if d.state != State.SCHEDULED:
             when = datetime.fromtimestamp(run_at, UTC).isoformat()
             d = await self.store.transition(

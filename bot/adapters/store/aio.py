@@ -122,6 +122,7 @@ class AsyncStore:
         plan: list[dict] | None = None,
         event: tuple[str, str, dict] | None = None,
         events: Sequence[DomainEvent] = (),
+        audit: Sequence[tuple[str, str, dict]] = (),
     ) -> Deployment:
         return await self._write(
             events,
@@ -134,6 +135,7 @@ class AsyncStore:
             plan=plan,
             event=event,
             events=events,
+            audit=audit,
         )
 
     async def set_message(self, deployment_id: int, channel: str, ts: str) -> None:

@@ -187,9 +187,11 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
         plan: list[dict] | None = None,
         event: tuple[str, str, dict] | None = None,
         events: Sequence[DomainEvent] = (),
+        audit: Sequence[tuple[str, str, dict]] = (),
     ) -> Deployment:
-        """Persist where the plan is (and, in the same transaction, the audit event saying so and the
-        outbox `events`). Returns the deployment as it now is: no need to `get` it after."""
+        """Persist where the plan is (and, in the same transaction, the audit events saying so — `audit`,
+        then `event` — and the outbox `events`). Returns the deployment as it now is: no need to `get` it
+        after."""
         values: dict[str, Any] = {"updated_at": self.now()}
         if step_index is not None:
             values["step_index"] = step_index
@@ -203,10 +205,11 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
             values["plan"] = json.dumps(plan)
         with self.db.atomic():
             self.db.table("deployments").update(deployment_id, values)
-            if event is not None:
-                actor, action, details = event
+            written = [*audit, *([event] if event is not None else [])]
+            if written:
                 state = self.get(deployment_id).state
-                self._event(deployment_id, actor, action, state, state, details)
+                for actor, action, details in written:
+                    self._event(deployment_id, actor, action, state, state, details)
             self._append_in_tx(deployment_id, events)
         return self.get(deployment_id)
 
