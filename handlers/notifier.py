@@ -182,9 +182,10 @@ class SlackNotifier(AlertLifecycle):
         if self._cursors is None:
             self._cursors = {c: await self.store.delivered(c) for c in (SLACK, ALERTING)}
         behind = min(self._cursors, key=lambda c: self._cursors[c] if self._cursors else 0)
-        entries = [e for e in await self.store.outbox_after(behind, BATCH) if e.deployment_id is not None]
-        if not entries:
+        read = await self.store.outbox_after(behind, BATCH)
+        if not read:
             return False
+        entries = [e for e in read if e.deployment_id is not None]  # nothing to show for the others
         rows: dict[int, Deployment] = {}
         for entry in entries:
             assert entry.deployment_id is not None
@@ -200,14 +201,14 @@ class SlackNotifier(AlertLifecycle):
                     await self._alert_on(entry, d)
             except Exception as exc:
                 log_failure(exc, f"the {entry.event.kind} event of deployment #{d.id}")
-        last = entries[-1].id
+        last = read[-1].id
         if last > self._cursors[ALERTING]:
             self._cursors[ALERTING] = await self.store.mark_delivered(ALERTING, last)
         if last > self._cursors[SLACK]:
             # delivered = sent: the posts and updates this batch queued have gone out
             await asyncio.gather(*(b.idle() for b in list(self._outboxes.values())))
             self._cursors[SLACK] = await self.store.mark_delivered(SLACK, last)
-        return len(entries) == BATCH  # a full batch: there may be more
+        return len(read) == BATCH  # a full batch: there may be more
 
     async def _show(self, entry: OutboxEntry, d: Deployment, rendered: set[int]) -> None:
         """The "slack" consumer: the deployment's message, its thread, the warning and info channels."""

@@ -166,6 +166,6 @@ class Storage(Protocol):
         context: dict | None = None,
         request_key: str | None = None,
         events: Sequence[DomainEvent] = (),
-        amend_events: Sequence[DomainEvent] = (),
+        amend_events: Sequence[DomainEvent] | None = None,
         amendable: bool = True,
     ) -> Deployment | LockInfo | Amendment: ...

@@ -377,11 +377,11 @@ class AsyncStore:
         context: dict | None = None,
         request_key: str | None = None,
         events: Sequence[DomainEvent] = (),
-        amend_events: Sequence[DomainEvent] = (),
+        amend_events: Sequence[DomainEvent] | None = None,
         amendable: bool = True,
     ) -> Deployment | LockInfo | Amendment:
         return await self._write(
-            (*events, *amend_events),
+            (*events, *(amend_events or ())),
             self.sync.request_or_amend,
             amendable=amendable,
             service=service,

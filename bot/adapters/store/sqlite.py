@@ -353,11 +353,11 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
         person race each other; this serialises them):
         - nothing holds service+env: the deployment is created with the lock (a Deployment);
         - the holder is this person's own request of the same kind, not started yet (and `amendable`): it
-          is amended (appending `amend_events`; `events` go with a creation) to this version and strategy, or found already asking for exactly that (Amendment,
+          is amended (appending `amend_events` when given, else `events`) to this version and strategy, or found already asking for exactly that (Amendment,
           saying what it was before and whether anything changed);
         - else the lock's holder (LockInfo), which may be this person's own started deployment.
         With a request_key already used, the deployment it created is returned unchanged (Slack retries)."""
-        amend_events = fields.pop("amend_events", ())
+        amend_events = fields.pop("amend_events", None)
         with self.db.atomic():
             key = fields.get("request_key")
             if key is not None:
@@ -383,7 +383,7 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
                     version=fields["version"],
                     strategy=fields["strategy"],
                     plan=fields.get("plan") or [],
-                    events=amend_events,
+                    events=fields.get("events", ()) if amend_events is None else amend_events,
                 )
                 return Amendment(amended, d.version, d.strategy, changed=True)
             return held
