@@ -191,7 +191,7 @@ class SlackNotifier(AlertLifecycle):
             assert entry.deployment_id is not None
             if entry.deployment_id not in rows:
                 rows[entry.deployment_id] = await self.store.get(entry.deployment_id)
-        rendered: set[int] = set()
+        rendered: dict[int, str] = {}  # deployments whose message changes: id -> its channel
         for entry in entries:
             d = rows[entry.deployment_id or 0]
             try:
@@ -201,6 +201,10 @@ class SlackNotifier(AlertLifecycle):
                     await self._alert_on(entry, d)
             except Exception as exc:
                 log_failure(exc, f"the {entry.event.kind} event of deployment #{d.id}")
+        for deployment_id, channel in rendered.items():
+            # once per batch, after the batch's thread lines: the update is rendered from the store
+            # when it goes (perhaps a later state), so it waits for the lines that came before it
+            self._render(rows[deployment_id], channel, after_lines=True)
         last = read[-1].id
         if last > self._cursors[ALERTING]:
             self._cursors[ALERTING] = await self.store.mark_delivered(ALERTING, last)
@@ -210,7 +214,7 @@ class SlackNotifier(AlertLifecycle):
             self._cursors[SLACK] = await self.store.mark_delivered(SLACK, last)
         return len(read) == BATCH  # a full batch: there may be more
 
-    async def _show(self, entry: OutboxEntry, d: Deployment, rendered: set[int]) -> None:
+    async def _show(self, entry: OutboxEntry, d: Deployment, rendered: dict[int, str]) -> None:
         """The "slack" consumer: the deployment's message, its thread, the warning and info channels."""
         event = entry.event
         channel = await self._deployment_channel(d)
@@ -218,9 +222,10 @@ class SlackNotifier(AlertLifecycle):
         if step is not None:
             self.live[d.id] = step
         changes = not event_text.thread_only(event)
-        if changes and d.id not in rendered:
-            rendered.add(d.id)  # one render per batch: it shows the latest state
-            self._render(d, channel)
+        if changes:
+            rendered[d.id] = channel  # rendered at the batch's end: it shows the latest state
+            if d.message_ts is None and d.id not in self._posting:
+                self._render(d, channel)  # its first message goes before anything in its thread
         words = event_text.line(event, d)
         if words:
             self._line(d, channel, slack_ui.detail_text(d, words))
@@ -255,7 +260,7 @@ class SlackNotifier(AlertLifecycle):
             )
         return self._outboxes[channel]
 
-    def _render(self, d: Deployment, channel: str) -> None:
+    def _render(self, d: Deployment, channel: str, after_lines: bool = False) -> None:
         """Show the deployment's latest state: its first message, or an update of it."""
         group = ("deployment", d.id)
         if d.message_ts is None:
@@ -275,7 +280,7 @@ class SlackNotifier(AlertLifecycle):
             Update(
                 group,
                 lambda: self._update_deployment(d.id),
-                after_posts=d.state.terminal,
+                after_posts=d.state.terminal or after_lines,
                 urgent=d.state != self._rendered.get(d.id),
             ),
         )
