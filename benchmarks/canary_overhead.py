@@ -31,7 +31,8 @@ What it does:
      clients and on the baseline's clients only, so the emulator's own calls (the traffic simulator's
      PutMetricData from the world's client) are not counted. A call's latency is its whole boto3 call
      (serialisation, HTTP to moto, parsing). Calls are attributed to the running step from the engine's
-     notices (a Notice's deployment.step_index is the running step), checked against the store's
+     outbox writes (each write with events returns the deployment; its step_index is the running step),
+     checked against the store's
      step_started / measurement events.
   5. Zero bake makes the 5% analysis race the emulator: the canary group has no datapoint until an
      emulator tick after the weight change, and without one the analysis is inconclusive and the bot
@@ -47,7 +48,7 @@ each run is printed beside it.
 Prints, per round and as the median over `--rounds`: both wall times and their ratio (target <= 1.15:
 PASS/MISS), and a breakdown of each run's time: AWS call time (the time NOT spent waiting on the
 emulator; ratio printed too), forced emulator ticks, sleeping between polls, the bot's store calls, and
-the rest (the engine's own work: asyncio thread hops, notices, plan bookkeeping). Then a per-step table
+the rest (the engine's own work: asyncio thread hops, events, plan bookkeeping). Then a per-step table
 of the median bot round (step, kind, description, AWS calls by action for bot and baseline, wall ms of
 each), GetMetricData calls per analysis measurement (target <= 1: PASS/MISS), AWS calls per weight shift
 (target 1), store round trips per canary (target <= 30), whether the baseline's call
@@ -68,6 +69,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,6 @@ from bot.adapters.platforms.ecs import EcsPlatform  # noqa: E402
 from bot.adapters.scheduler import Scheduler  # noqa: E402
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
-from bot.app.notices import Notice
 from bot.clock import ScaledClock  # noqa: E402
 from bot.config.load import load_settings
 from bot.config.model import Settings
@@ -201,13 +202,27 @@ class World:
 # ---------------------------------------------------------------------------------------------- the bot
 
 
+class ObservedStore(TimedStore):
+    """The timed store, telling the benchmark of every write that appended outbox events (the writes
+    that announce something) with the deployment the write returned: where the run is, at no extra
+    store call."""
+
+    observe: Callable[[Deployment], None] | None = None
+
+    async def _write(self, appended, fn, /, *args, **kwargs):  # type: ignore[override]
+        result = await super()._write(appended, fn, *args, **kwargs)
+        if appended and isinstance(result, Deployment) and self.observe is not None:
+            self.observe(result)
+        return result
+
+
 async def run_bot(world: World, settings: Settings) -> Run:
     loop = asyncio.get_running_loop()
     recorder = Recorder(make_ticker(world.aws, loop))
     aws = Aws(settings.aws)
     for api in APIS:  # created before the clock starts, as a running bot has them
         recorder.attach(aws.client(api))
-    store = TimedStore(Store(":memory:"))
+    store = ObservedStore(Store(":memory:"))
     assert isinstance(world.aws.clock, ScaledClock)
     clock = TimedClock(world.aws.clock)
     engine = Engine(settings, store, EcsPlatform(aws), CloudWatchMetrics(aws), clock, timer=Scheduler(clock))
@@ -216,20 +231,18 @@ async def run_bot(world: World, settings: Settings) -> Run:
     ends: list[float] = []
     finished = asyncio.Event()
 
-    async def on_notice(n: Notice) -> None:
-        index = n.deployment.step_index  # the running step: step_index counts the finished ones
+    def on_write(d: Deployment) -> None:
+        index = d.step_index  # the running step: step_index counts the finished ones
         if index != recorder.step:
             recorder.step = index
             marks.setdefault(index, time.perf_counter())
-        if n.kind != "update":
-            return
-        if n.deployment.state.terminal:  # the clock stops at the terminal transition's notice
+        if d.state.terminal and not finished.is_set():  # the clock stops at the terminal transition
             ends.append(time.perf_counter())
             finished.set()
-        elif n.deployment.state == State.PAUSED:  # an inconclusive analysis: nobody will answer it
-            aborts.append(loop.create_task(engine.act(n.deployment.id, "abort", USER)))
+        elif d.state == State.PAUSED and not aborts:  # an inconclusive analysis: nobody will answer it
+            aborts.append(loop.create_task(engine.act(d.id, "abort", USER)))
 
-    engine.subscribe(on_notice)
+    store.observe = on_write
     command = cmds.Deploy(SERVICE, VERSION, ENV, "canary", False, None, None, False, None)
     try:
         GC.start()

@@ -167,7 +167,7 @@ def sequences(rounds: list[tuple[Run, Run]], bot: Run, base: Run) -> None:
     bots = [b for b, _ in rounds]
     attributed = all(sorted(i for i in b.marks if i < len(b.plan)) == b.started for b in bots)
     print(
-        "calls attributed to steps by the engine's notices; the steps they saw match the store's step_started "
+        "calls attributed to steps by the engine's outbox writes; the steps they saw match the store's step_started "
         f"events: {'yes' if attributed else 'NO'}"
     )
     same = all(collapsed(b.recorder.calls) == collapsed(p.recorder.calls) for b, p in rounds)

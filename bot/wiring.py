@@ -90,7 +90,7 @@ async def serve(args: argparse.Namespace) -> int:
     notifier = SlackNotifier(client, store, settings.alerts, clock=clock, pagerduty=pagerduty)
     home = HomeTab(client, store, clock, live=notifier.live)
     notifier.on_change = home.changed
-    engine.subscribe(notifier)
+    # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here
     app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
 
     stop = asyncio.Event()

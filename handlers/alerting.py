@@ -16,7 +16,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.store.aio import AsyncStore
-from bot.app.notices import Notice
 from bot.app.plan_time import plan_minimum_seconds
 from bot.clock import Clock
 from bot.domain import alerts as policy
@@ -230,14 +229,9 @@ class AlertLifecycle:
             if not in_own:
                 self._post_simple(channel, d, WARNING, text, event)
 
-    async def _inform(self, d: Deployment, notice: Notice) -> None:
+    async def _inform(self, d: Deployment, text: str) -> None:
         """Info stays in the deployment's thread, unless info channels are configured."""
         places = [c for c, in_own in await self._alert_channels(INFO, d) if not in_own]
-        if not places:
-            return
-        text = notice.text or notice.deployment.state.word
-        if notice.kind == "progress":
-            text = f"Step {notice.deployment.step_index + 1}/{len(notice.deployment.plan)}: {notice.text}"
         for channel in places:
             self._post_simple(channel, d, INFO, text, None)
 

@@ -1,5 +1,17 @@
-"""Turns the engine's Notices into Slack messages, and runs the alerts.
+"""Turns the outbox's domain events into Slack messages, and runs the alerts.
 
+- Two consumers read the store's outbox (bot.adapters.store.outbox), each with its own name and cursor:
+  "slack" (the deployment's message, its thread, the warning and info channels) and "alerting" (critical
+  alerts raised and resolved, which also page PagerDuty). One reader takes the events in batches, oldest
+  first, reading each deployment's row once per batch, and hands every event to both in order. It wakes
+  when the store appends events (AsyncStore.on_append) and at start, so after a crash it catches up with
+  whatever was written and never delivered.
+- The guarantee is at-least-once. "slack" moves its cursor only once what a batch queued in the channels'
+  ordered ChannelOutboxes has been sent; "alerting" once the batch's alerts are raised in the store. A
+  crash in between repeats at most that batch: the deployment's message is an idempotent update (rendered
+  from the store's latest state); a repeated critical goes to the standing alert's thread while that
+  alert is unacknowledged; a thread line of the repeated batch can show twice. PagerDuty has no cursor
+  of its own yet: it is paged from the alert lifecycle (raise, acknowledge, resolve), in memory.
 - A deployment has one top-level message, posted once and then updated in place (chat.update), rendered
   from the store's latest state when its turn comes; details go to its thread.
 - Alerts go to the channels of their level (bot.alerts). A critical one mentions on-call, links the
@@ -21,19 +33,21 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.store.aio import AsyncStore
-from bot.app.notices import Notice
 from bot.clock import Clock
-from bot.domain import alerts as policy
 from bot.domain.alerts import CRITICAL, INFO, WARNING, AlertConfig
+from bot.domain.events import RECOVERY, OutboxEntry
 from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment
 from handlers.alerting import Acknowledgement, AlertLifecycle
 from handlers.directory import SlackDirectory
 from handlers.slack_outbox import ChannelOutbox, Post, Update, add_retry_handlers, log_failure
 from handlers.ui import blocks as slack_ui
+from handlers.ui import event_text
 
 __all__ = ["Acknowledgement", "ChannelOutbox", "SlackNotifier", "add_retry_handlers"]
 log = logging.getLogger(__name__)
+SLACK, ALERTING = "slack", "alerting"  # the notifier's two outbox consumers
+BATCH = 100  # outbox events read at a time
 
 
 class SlackNotifier(AlertLifecycle):
@@ -63,8 +77,11 @@ class SlackNotifier(AlertLifecycle):
         self.merge_backlog = merge_backlog
         self.watch_interval = watch_interval  # clock seconds between checks for slow approvals/rollouts
         self.live: dict[int, str] = {}  # deployment id -> its live progress line
-        self._queue: asyncio.Queue[Notice | None] = asyncio.Queue()
-        self._dirty: set[int] = set()
+        self._wake = asyncio.Event()  # set when the store appended events
+        self._caught_up = asyncio.Event()  # set when the reader found nothing new
+        self._closing = False
+        self._cursors: dict[str, int] | None = None  # each consumer's last delivered outbox id
+        self._unsubscribe = store.on_append(self._nudge)
         self.directory = directory or SlackDirectory(client)
         self._outboxes: dict[str, ChannelOutbox] = {}
         self._posting: set[int] = set()  # deployments whose first message is queued or being sent
@@ -94,30 +111,22 @@ class SlackNotifier(AlertLifecycle):
         if self.pagerduty is not None and (self._pager is None or self._pager.done()):
             self._pager = loop.create_task(self._run_pager(), name="pagerduty")
 
-    async def __call__(self, notice: Notice) -> None:
+    def _nudge(self) -> None:
+        """The store appended events: read them (the reader starts if it is not running)."""
+        if self._closing:
+            return
+        self._caught_up.clear()
+        self._wake.set()
         self._ensure_started()
-        if notice.kind == "progress":
-            self.live[notice.deployment.id] = notice.text
-        if notice.kind in ("update", "progress"):
-            # A bare re-render can wait for the one already queued (it renders the latest state); a notice
-            # that carries words for the thread or an alert (or an info channel) is never dropped.
-            wants_info = bool(self.alerts.channels(INFO, notice.deployment.env))
-            if (
-                notice.deployment.id in self._dirty
-                and not wants_info
-                and (notice.kind == "progress" or not notice.text)
-            ):
-                return
-            self._dirty.add(notice.deployment.id)
-        self._queue.put_nowait(notice)
 
     async def settle(self) -> None:
-        """Wait until every queued notice is handled and every channel's queue is empty (tests bound it
-        with asyncio.timeout)."""
+        """Wait until every event in the outbox is delivered and every channel's queue is empty (tests
+        bound it with asyncio.timeout)."""
+        self._ensure_started()
         while True:
-            await self._queue.join()
+            await self._caught_up.wait()
             await asyncio.gather(*(b.idle() for b in list(self._outboxes.values())))
-            if self._queue.empty() and all(b.is_idle for b in self._outboxes.values()):
+            if self._caught_up.is_set() and all(b.is_idle for b in self._outboxes.values()):
                 return
 
     async def drain(self, within: float = 15.0) -> None:
@@ -126,8 +135,10 @@ class SlackNotifier(AlertLifecycle):
             self._timers.cancel()
             await asyncio.gather(self._timers, return_exceptions=True)
             self._timers = None
+        self._closing = True  # the reader delivers what is in the outbox, then stops
+        self._unsubscribe()
         if self._worker is not None:
-            self._queue.put_nowait(None)
+            self._wake.set()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
         try:
@@ -144,40 +155,98 @@ class SlackNotifier(AlertLifecycle):
                 self._pager.cancel()
             self._pager = None
 
-    # ------------------------------------------------------------------------------- notices
+    # --------------------------------------------------------------------------------- the outbox
 
     async def _run(self) -> None:
+        """The outbox reader: batches until it is caught up, then waits for the store's nudge."""
         while True:
-            notice = await self._queue.get()
+            self._wake.clear()
             try:
-                if notice is None:
-                    return
-                await self._handle(notice)
+                more = await self._deliver_batch()
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
-                log_failure(exc, f"the notice for deployment #{notice.deployment.id if notice else '?'}")
-            finally:
-                self._queue.task_done()
+                log_failure(exc, "reading the outbox")
+                more = False
+                await asyncio.sleep(1.0)
+            if more:
+                continue
+            if self._closing:
+                self._caught_up.set()
+                return
+            if not self._wake.is_set():
+                self._caught_up.set()
+                await self._wake.wait()
 
-    async def _handle(self, notice: Notice) -> None:
-        seen = notice.deployment  # the deployment as it was when the notice was emitted
-        d = await self.store.get(seen.id)
-        event, level = policy.classify(seen, notice.kind, notice.level, notice.text)
+    async def _deliver_batch(self) -> bool:
+        """Deliver the next batch of events to both consumers; False when there was none."""
+        if self._cursors is None:
+            self._cursors = {c: await self.store.delivered(c) for c in (SLACK, ALERTING)}
+        behind = min(self._cursors, key=lambda c: self._cursors[c] if self._cursors else 0)
+        read = await self.store.outbox_after(behind, BATCH)
+        if not read:
+            return False
+        entries = [e for e in read if e.deployment_id is not None]  # nothing to show for the others
+        rows: dict[int, Deployment] = {}
+        for entry in entries:
+            assert entry.deployment_id is not None
+            if entry.deployment_id not in rows:
+                rows[entry.deployment_id] = await self.store.get(entry.deployment_id)
+        rendered: dict[int, str] = {}  # deployments whose message changes: id -> its channel
+        for entry in entries:
+            d = rows[entry.deployment_id or 0]
+            try:
+                if entry.id > self._cursors[SLACK]:
+                    await self._show(entry, d, rendered)
+                if entry.id > self._cursors[ALERTING]:
+                    await self._alert_on(entry, d)
+            except Exception as exc:
+                log_failure(exc, f"the {entry.event.kind} event of deployment #{d.id}")
+        for deployment_id, channel in rendered.items():
+            # once per batch, after the batch's thread lines: the update is rendered from the store
+            # when it goes (perhaps a later state), so it waits for the lines that came before it
+            self._render(rows[deployment_id], channel, after_lines=True)
+        last = read[-1].id
+        if last > self._cursors[ALERTING]:
+            self._cursors[ALERTING] = await self.store.mark_delivered(ALERTING, last)
+        if last > self._cursors[SLACK]:
+            # delivered = sent: the posts and updates this batch queued have gone out
+            await asyncio.gather(*(b.idle() for b in list(self._outboxes.values())))
+            self._cursors[SLACK] = await self.store.mark_delivered(SLACK, last)
+        return len(read) == BATCH  # a full batch: there may be more
+
+    async def _show(self, entry: OutboxEntry, d: Deployment, rendered: dict[int, str]) -> None:
+        """The "slack" consumer: the deployment's message, its thread, the warning and info channels."""
+        event = entry.event
         channel = await self._deployment_channel(d)
-        if notice.kind in ("update", "progress") and d.id in self._dirty:
-            self._dirty.discard(d.id)
-            self._render(d, channel)
-        if notice.kind == "detail" or (notice.kind == "update" and notice.text):
-            self._line(d, channel, slack_ui.detail_text(d, notice.text))
-        if notice.text and level == CRITICAL:
-            await self._raise_critical(d, event, notice.text)
-        elif notice.text and level == WARNING:
-            await self._warn(d, event, notice.text)
-        elif level == INFO and notice.kind in ("update", "progress"):
-            await self._inform(d, notice)
-        if notice.kind == "update" and seen.state in policy.RECOVERED:
-            await self._resolve(seen)
-        if notice.kind == "update":
+        step = event_text.live(event)
+        if step is not None:
+            self.live[d.id] = step
+        changes = not event_text.thread_only(event)
+        if changes:
+            rendered[d.id] = channel  # rendered at the batch's end: it shows the latest state
+            if d.message_ts is None and d.id not in self._posting:
+                self._render(d, channel)  # its first message goes before anything in its thread
+        words = event_text.line(event, d)
+        if words:
+            self._line(d, channel, slack_ui.detail_text(d, words))
+        level = event.level()
+        if words and level == WARNING:
+            await self._warn(d, event.alert_event(), words)
+        elif level == INFO and changes:
+            await self._inform(d, event_text.headline(event, d))
+        if changes:
             self._changed()
+
+    async def _alert_on(self, entry: OutboxEntry, d: Deployment) -> None:
+        """The "alerting" consumer: a critical event raises an alert (or goes to the standing one's
+        thread); a recovery resolves the open ones. By event type, never by its words."""
+        event = entry.event
+        words = event_text.line(event, d)
+        if words and event.level() == CRITICAL:
+            await self._raise_critical(d, event.alert_event(), words)
+        if isinstance(event, RECOVERY):
+            await self._resolve(d)
 
     # ----------------------------------------------------------------------- deployment message
 
@@ -192,7 +261,7 @@ class SlackNotifier(AlertLifecycle):
             )
         return self._outboxes[channel]
 
-    def _render(self, d: Deployment, channel: str) -> None:
+    def _render(self, d: Deployment, channel: str, after_lines: bool = False) -> None:
         """Show the deployment's latest state: its first message, or an update of it."""
         group = ("deployment", d.id)
         if d.message_ts is None:
@@ -212,7 +281,7 @@ class SlackNotifier(AlertLifecycle):
             Update(
                 group,
                 lambda: self._update_deployment(d.id),
-                after_posts=d.state.terminal,
+                after_posts=d.state.terminal or after_lines,
                 urgent=d.state != self._rendered.get(d.id),
             ),
         )

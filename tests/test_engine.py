@@ -16,14 +16,15 @@ from bot.adapters.scheduler import Scheduler
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
-from bot.app.notices import Notice
 from bot.clock import ScaledClock
 from bot.config.load import load_settings
 from bot.domain import commands as cmds
 from bot.domain.errors import Refused
+from bot.domain.events import DeployFailed, DomainEvent
 from bot.domain.machine import State
 from bot.sandbox.aws import AwsWorld
 from bot.sandbox.client import wait_for
+from handlers.ui import event_text
 from tests.conftest import CONFIG
 
 EVERYONE = frozenset({"engineers", "release-managers", "oncall"})  # roles, as Slack groups would give
@@ -42,7 +43,32 @@ async def world(aws_env):
     w.stop()
 
 
-def make_engine(world: AwsWorld, store: AsyncStore, **env_changes) -> tuple[Engine, list[Notice]]:
+@dataclasses.dataclass(frozen=True)
+class Said:
+    """One event the engine announced, with its level and its words as Slack shows them."""
+
+    deployment_id: int | None
+    event: DomainEvent
+    level: str
+    text: str
+
+
+class Announced:
+    """What the engine announced: the store's outbox (read as a consumer of its own, delivering nothing)."""
+
+    def __init__(self, store: AsyncStore):
+        self.store = store
+
+    async def all(self) -> list[Said]:
+        out = []
+        for entry in await self.store.outbox_after("tests", 100_000):
+            d = await self.store.get(entry.deployment_id) if entry.deployment_id else None
+            words = event_text.line(entry.event, d) if d is not None else None
+            out.append(Said(entry.deployment_id, entry.event, entry.event.level(), words or ""))
+        return out
+
+
+def make_engine(world: AwsWorld, store: AsyncStore, **env_changes) -> tuple[Engine, Announced]:
     settings = load_settings(CONFIG, env={"DEPLOYBOT_AWS_ENDPOINT": world.endpoint})
     if env_changes:
         envs = dict(settings.environments)
@@ -58,13 +84,7 @@ def make_engine(world: AwsWorld, store: AsyncStore, **env_changes) -> tuple[Engi
         timer=Scheduler(world.clock),
         http=AiohttpClient(),
     )
-    notices: list[Notice] = []
-
-    async def collect(n: Notice) -> None:
-        notices.append(n)
-
-    engine.subscribe(collect)
-    return engine, notices
+    return engine, Announced(store)
 
 
 def deploy(version: str, env: str = "staging") -> cmds.Deploy:
@@ -94,8 +114,9 @@ async def test_an_aws_error_before_any_change_fails_cleanly_and_says_what_aws_sa
     assert "nothing was changed" in d.outcome
     assert "ClusterNotFound" in d.outcome or "not found" in d.outcome.lower()
     assert await store.lock_info("web", "staging") is None
-    assert [n.deployment.state for n in notices if n.kind == "update"][-1] == State.FAILED
-    assert any(n.level == "critical" for n in notices)
+    said = await notices.all()
+    assert isinstance(said[-1].event, DeployFailed) and said[-1].event.nothing_changed
+    assert any(n.level == "critical" for n in said)
 
 
 async def test_a_crash_mid_plan_resumes_from_the_persisted_step(world, store):
@@ -184,4 +205,4 @@ async def test_an_error_outside_any_step_fails_on_the_record_and_releases_the_lo
     d = await finished(store, d.id)
     assert d.state == State.FAILED and "internal error (KeyError)" in d.outcome
     assert await store.lock_info("web", "staging") is None
-    assert notices[-1].level == "critical"
+    assert (await notices.all())[-1].level == "critical"

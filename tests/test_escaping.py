@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.app.access import ACTION_WORDS
-from bot.app.runner import DONE_WORDS
 from bot.domain import commands as cmds
+from bot.domain import events as ev
 from bot.domain.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurement, judge, passed_text
 from bot.domain.machine import State
 from bot.domain.model import Deployment, Event, LockInfo
 from bot.domain.mrkdwn import BACKTICK_LOOKALIKE, code, plain, text
 from bot.domain.windows import Freeze, format_when
-from handlers.ui import alert_blocks, audit_blocks
+from handlers.ui import alert_blocks, audit_blocks, event_text
 from handlers.ui import blocks as slack_ui
 from handlers.ui.home import home_view
 
@@ -181,7 +181,9 @@ def test_usage_errors_quote_what_was_typed_escaped_and_inside_unbreakable_code_s
 
 
 def test_people_s_actions_read_as_words_with_mentions():
-    assert DONE_WORDS == {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}
+    d = deployment()
+    said = [event_text.line(e, d) for e in (ev.Paused("", by="U1"), ev.Resumed("U1"), ev.Cancelled("U1"))]
+    assert said == ["Paused by <@U1>", "Resumed by <@U1>", "Cancelled by <@U1>"]
     assert ACTION_WORDS["freeze"] == "freeze or unfreeze"
     assert ACTION_WORDS["override_freeze"] == "override a freeze"
 

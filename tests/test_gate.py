@@ -89,7 +89,8 @@ async def test_a_rollback_to_a_version_that_never_succeeded_there_is_refused_or_
     assert [e.details for e in await store.events(glass.id) if e.action == "emergency"] == [
         {"reason": "checkout is down"}
     ]
-    critical = [n.text for n in notices if n.deployment.id == glass.id and n.level == "critical"]
+    said = await notices.all()
+    critical = [n.text for n in said if n.deployment_id == glass.id and n.level == "critical"]
     assert any("Emergency rollback by <@U0CAROL>: checkout is down" in t for t in critical), critical
 
 
@@ -107,7 +108,7 @@ async def test_a_rollback_to_a_known_good_version_skips_the_gate_and_says_why(wo
         {"skipped": "manual items and approvals", "why": "known-good: v2 succeeded in staging as #1"}
     ]
     assert not any(e.action == "emergency" for e in events) and "emergency" not in back.context
-    assert not any(n.level == "critical" for n in notices if n.deployment.id == back.id)
+    assert not any(n.level == "critical" for n in await notices.all() if n.deployment_id == back.id)
     shown = str(slack_ui.gate_blocks(back, back.context["gate"], waiting=False))
     assert "skipped (rollback to a known-good version)" in shown and "mergency" not in shown
     assert "v2 succeeded in staging as #1" in shown

@@ -21,8 +21,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.pagerduty import PagerDuty, PagerDutyError
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
-from bot.app.notices import Notice
 from bot.clock import ManualClock
+from bot.domain import events as ev
 from bot.domain.alerts import AlertConfig, Routes
 from bot.sandbox.client import wait_for
 from bot.sandbox.slack import LocalSlack, _ApiError, block_errors
@@ -69,6 +69,10 @@ class World:
     async def move(self, d, action: str, outcome: str | None = None):
         return await self.store.transition(d.id, action, "deploybot", outcome=outcome)
 
+    async def say(self, d, *events: ev.DomainEvent) -> None:
+        """Events about `d` in the store's outbox (the notifier is nudged by the store, as in the bot)."""
+        await self.store.append_events(d.id, events)
+
     def messages(self, channel: str) -> list[dict]:
         return [m for m in self.slack.messages(channel) if m["ephemeral_for"] is None]
 
@@ -113,12 +117,12 @@ def everything(message: dict) -> str:
 async def rolled_back_alert(w: World, n: SlackNotifier):
     """A canary that rolls back on its own: the deployment's message, then a critical alert."""
     d = await w.deployment()
-    await n(Notice(d, "update"))
+    await w.say(d, ev.Requested())
     d = await w.move(d, "start")
-    await n(Notice(d, "update"))
+    await w.say(d, ev.Started())
     await settled(n)  # the canary ran a while: its message is there before anything goes wrong
     d = await w.move(d, "rollback", outcome="analysis failed at canary 5%: error rate 20.0% > 5.0%")
-    await n(Notice(d, "update", f"Rolling back: {d.outcome}", "critical"))
+    await w.say(d, ev.RollingBack(d.outcome, automatic=True))
     await settled(n)
     (alert,) = w.top("incidents")
     return d, alert
@@ -130,16 +134,16 @@ async def rolled_back_alert(w: World, n: SlackNotifier):
 async def test_one_message_per_deployment_updated_in_place_with_details_in_its_thread(world):
     n = world.notifier()
     d = await world.deployment()
-    await n(Notice(d, "update"))
+    await world.say(d, ev.Requested())
     d = await world.move(d, "start")
-    await n(Notice(d, "update"))
-    await n(Notice(d, "progress", "Shift traffic: 5% to the new version"))
-    await n(Notice(d, "detail", "Traffic: green 5% / blue 95%"))
+    await world.say(d, ev.Started())
+    await world.say(d, ev.StepStarted(0, "Shift traffic: 5% to the new version"))
+    await world.say(d, ev.Detail("Traffic: green 5% / blue 95%"))
     await settled(n)
     (top,) = world.top("deploys")
     assert "Shift traffic: 5%" in everything(top) and ": running" in top["text"]
     d = await world.move(d, "succeed", outcome="web v2 is live in production")
-    await n(Notice(d, "update", d.outcome))
+    await world.say(d, ev.Succeeded("v2"))
     await settled(n)
     (top,) = world.top("deploys")
     assert top["text"].endswith(": succeeded — web v2 is live in production") and top["edited"]
@@ -156,12 +160,12 @@ async def test_one_message_per_deployment_updated_in_place_with_details_in_its_t
 async def test_a_finished_deployment_shows_so_only_once_its_thread_is_out(world):
     n = world.notifier(post_interval=0.2)
     d = await world.move(await world.deployment(), "start")
-    await n(Notice(d, "update"))
+    await world.say(d, ev.Started())
     await settled(n)
     for i in range(5):
-        await n(Notice(d, "detail", f"line {i}"))
-    d = await world.move(d, "succeed", outcome="done")
-    await n(Notice(d, "update", "done"))
+        await world.say(d, ev.Detail(f"line {i}"))
+    d = await world.move(d, "succeed", outcome="web v2 is live in production")
+    await world.say(d, ev.Succeeded("v2"))
 
     async def finished():
         tops = world.top("deploys")
@@ -171,7 +175,7 @@ async def test_a_finished_deployment_shows_so_only_once_its_thread_is_out(world)
     # lines that waited together for the channel's next second go out joined in one message
     assert [line for m in world.thread("deploys", top["ts"]) for line in m["text"].split("\n")] == [
         *(f"line {i}" for i in range(5)),
-        "done",
+        "web v2 is live in production",
     ]
 
 
@@ -261,7 +265,7 @@ async def test_a_second_critical_on_the_same_deployment_goes_to_the_standing_ale
     n = world.notifier()
     d, alert = await rolled_back_alert(world, n)
     d = await world.move(d, "fail", outcome="rollback failed: ECS said no (after: analysis failed)")
-    await n(Notice(d, "update", d.outcome, "critical"))
+    await world.say(d, ev.RollbackFailed("ECS said no", after="analysis failed"))
     await settled(n)
     assert len(world.top("incidents")) == 1
     (line,) = world.thread("incidents", alert["ts"])
@@ -271,9 +275,9 @@ async def test_a_second_critical_on_the_same_deployment_goes_to_the_standing_ale
 async def test_an_alert_in_the_deployment_s_own_channel_goes_in_its_thread(world):
     n = world.notifier(AlertConfig(critical=("deploys",), escalate_after_seconds=DELAY))
     d = await world.move(await world.deployment(), "start")
-    await n(Notice(d, "update"))
+    await world.say(d, ev.Started())
     d = await world.move(d, "fail", outcome="internal error")
-    await n(Notice(d, "update", "internal error", "critical"))
+    await world.say(d, ev.DeployFailed("internal error"))
     await settled(n)
     (top,) = world.top("deploys")  # still one message for the deployment
     thread = world.thread("deploys", top["ts"])
@@ -425,7 +429,7 @@ async def test_recovery_resolves_the_alert_and_escalation_goes_on_until_acknowle
     n = world.notifier()
     d, alert = await rolled_back_alert(world, n)
     d = await world.move(d, "finish_rollback", outcome="analysis failed; back on v1")
-    await n(Notice(d, "update", d.outcome))
+    await world.say(d, ev.RolledBack("analysis failed", back_on="v1"))
     await settled(n)
     (alert,) = world.top("incidents")
     assert "Resolved at" in everything(
@@ -440,7 +444,7 @@ async def test_recovery_can_stop_escalation_when_configured(world):
     n = world.notifier(AlertConfig(escalate_after_seconds=DELAY, escalate_resolved=False))
     d, alert = await rolled_back_alert(world, n)
     d = await world.move(d, "finish_rollback", outcome="back on v1")
-    await n(Notice(d, "update", d.outcome))
+    await world.say(d, ev.RolledBack("analysis failed", back_on="v1"))
     await settled(n)
     assert await world.store.next_escalation_due() is None
     await world.clock.advance(2 * DELAY)
@@ -451,11 +455,11 @@ async def test_recovery_can_stop_escalation_when_configured(world):
 async def test_a_later_successful_deploy_of_the_service_resolves_an_earlier_failure(world):
     n = world.notifier()
     d = await world.move(await world.deployment(), "start")
-    await n(Notice(d, "update"))
+    await world.say(d, ev.Started())
     d = await world.move(d, "fail", outcome="rollback failed: boom")
-    await n(Notice(d, "update", d.outcome, "critical"))
+    await world.say(d, ev.RollbackFailed("boom", after="analysis failed"))
     fixed = await world.move(await world.move(await world.deployment(version="v1"), "start"), "succeed")
-    await n(Notice(fixed, "update", "web v1 is live"))
+    await world.say(fixed, ev.Succeeded("v1"))
     await settled(n)
     assert await world.store.open_alerts(service="web", env="production") == []
     (alert,) = world.top("incidents")
@@ -473,13 +477,13 @@ async def test_warnings_and_info_go_to_the_channels_of_their_level(world):
     )
     n = world.notifier(routes)
     d = await world.deployment()
-    await n(Notice(d, "update"))
+    await world.say(d, ev.Requested())
     d = await world.move(d, "start")
-    await n(Notice(d, "update"))
+    await world.say(d, ev.Started())
     d = await world.move(d, "pause")
-    await n(Notice(d, "update", "Paused: analysis inconclusive at canary 5%", "warning"))
+    await world.say(d, ev.Paused("analysis inconclusive at canary 5%", inconclusive=True))
     staging = await world.deployment(env="staging")
-    await n(Notice(staging, "update", "Aborted by bob; rolling back", "warning"))
+    await world.say(staging, ev.Aborted("bob"))
     await settled(n)
     (warning,) = world.top("incidents")  # production's warnings go to #incidents; staging's stay put
     assert warning["text"].startswith("WARNING: Deployment #1") and "inconclusive" in warning["text"]
@@ -496,7 +500,7 @@ async def test_an_approval_waiting_too_long_raises_one_warning(world):
         AlertConfig(approval_warning_seconds=1800, slow_rollout_seconds=None), watch_interval=60
     )
     d = await world.move(await world.deployment(), "await_approval")
-    await n(Notice(d, "update"))
+    await world.say(d, ev.GateChanged())
     await settled(n)
     await world.clock.advance(1799)
     await settled(n)
@@ -525,8 +529,7 @@ async def test_30_status_changes_in_5_seconds_make_at_most_one_new_message_per_s
     started = time.monotonic()
     for i in range(30):
         d = await world.store.save_progress(d.id, step_index=i % 4)
-        await n(Notice(d, "update", f"Status change {i + 1}"))
-        await n(Notice(d, "progress", f"step {i + 1}"))
+        await world.say(d, ev.Detail(f"Status change {i + 1}"), ev.Progress(f"step {i + 1}"))
         await asyncio.sleep(5 / 30)  # the scenario: 30 changes spread over 5 seconds
     assert time.monotonic() - started < 6.5
     await settled(n, within=40)
@@ -548,10 +551,10 @@ async def test_slack_s_429_and_500_answers_are_retried_by_slack_sdk(world):
     # no pacing or joining of our own: two quick posts, so Slack's 429 and Retry-After take over
     n = world.notifier(post_interval=0.0, merge_backlog=20)
     d = await world.move(await world.deployment(), "start")
-    await n(Notice(d, "update"))
+    await world.say(d, ev.Started())
     await settled(n)
-    await n(Notice(d, "detail", "one"))
-    await n(Notice(d, "detail", "two"))
+    await world.say(d, ev.Detail("one"))
+    await world.say(d, ev.Detail("two"))
     update = world.slack._methods["chat.update"]
     failures = iter([_ApiError("internal_error", status=500)])
 
@@ -563,7 +566,7 @@ async def test_slack_s_429_and_500_answers_are_retried_by_slack_sdk(world):
 
     world.slack._methods["chat.update"] = flaky_update
     d = await world.move(d, "succeed", outcome="live")
-    await n(Notice(d, "update"))
+    await world.say(d, ev.GateChanged())  # an event that only re-renders the message
     await settled(n, within=30)
     errors = [c["error"] for c in world.slack.calls]
     assert "ratelimited" in errors and "internal_error" in errors  # Slack refused...
@@ -575,10 +578,10 @@ async def test_slack_s_429_and_500_answers_are_retried_by_slack_sdk(world):
 async def test_huge_texts_are_cut_to_slack_s_limits_with_a_pointer_to_the_audit(world):
     n = world.notifier()
     d = await world.deployment(reason="why " * 2000)
-    await n(Notice(d, "update"))
+    await world.say(d, ev.Requested())
     d = await world.move(await world.move(d, "start"), "rollback", outcome="analysis: " + "x" * 9000)
-    await n(Notice(d, "detail", "measurements: " + "m" * 9000))
-    await n(Notice(d, "update", "Rolling back: " + "y" * 9000, "critical"))
+    await world.say(d, ev.Detail("measurements: " + "m" * 9000))
+    await world.say(d, ev.RollingBack("y" * 9000, automatic=True))
     await settled(n)
     assert world.slack.rejected == 0  # every message passed the local Slack's Block Kit validation
     (top,) = world.top("deploys")
@@ -768,7 +771,7 @@ async def test_critical_alerts_trigger_acknowledge_and_resolve_one_pagerduty_inc
         a = (await world.store.open_alerts(deployment_id=d.id))[0]
         await n.acknowledge(a.id, "U0CAROL")
         d = await world.move(d, "finish_rollback", outcome="back on v1")
-        await n(Notice(d, "update", d.outcome))
+        await world.say(d, ev.RolledBack("analysis failed", back_on="v1"))
         await wait_for(lambda: _events(server, 3), 10, what="three PagerDuty events")
         assert [e["event_action"] for e in server.events] == ["trigger", "acknowledge", "resolve"]
         assert {e["dedup_key"] for e in server.events} == {f"deploybot-deployment-{d.id}"}
@@ -792,16 +795,17 @@ async def test_a_pagerduty_summary_is_plain_text_that_carries_no_slack_markup_ba
         pd = PagerDuty(ROUTING_KEY, server.url, backoff_seconds=0.01)
         n = world.notifier(pagerduty=pd)
         d = await world.deployment(context={"emergency": "<!channel> hotfix"})
-        hostile = slack_ui.text("<!channel> hotfix <http://evil.example|docs> &lt;!here&gt;")
-        await n(
-            Notice(d, "update", f":rotating_light: Emergency deploy by <@U0ALICE>: {hostile}.", "critical")
+        # the event carries what the person typed; handlers/ui/event_text escapes it
+        await world.say(
+            d, ev.EmergencyRequested("U0ALICE", "<!channel> hotfix <http://evil.example|docs> &lt;!here&gt;")
         )
         await wait_for(lambda: _events(server, 1), 10, what="the PagerDuty trigger")
         summary = server.events[0]["payload"]["summary"]
         assert "<" not in summary and ">" not in summary, summary
-        assert summary.endswith("by @U0ALICE: ‹!channel› hotfix ‹http://evil.example|docs› &lt;!here&gt;."), (
-            summary
-        )
+        assert summary.endswith(
+            "by @U0ALICE: ‹!channel› hotfix ‹http://evil.example|docs› &lt;!here&gt;. "
+            "Manual items and approvals are skipped."
+        ), summary
         await n.drain()
         await pd.close()
 

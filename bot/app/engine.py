@@ -1,6 +1,7 @@
 """The engine: the one object the Slack adapter talks to, composed of the use cases — access, intake,
-the gate, scheduling and the runner — each in its own module with one job. It emits Notices; it knows
-nothing of Slack."""
+the gate, scheduling and the runner — each in its own module with one job. What they announce they write
+as typed events in the store's outbox, in the transaction of the change (bot.domain.events); the Slack
+notifier reads them from there. It knows nothing of Slack."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from bot.app.access import Access
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
 from bot.app.locks import Locks
-from bot.app.notices import Listener, Notice, Publisher
 from bot.app.ports import Http, Metrics, Platform, Timer
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
@@ -33,7 +33,6 @@ class Engine:
     ):
         self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
-        self.publisher = Publisher()
         self.access = Access(settings, store)
         gate: Gate | None = None
 
@@ -51,7 +50,6 @@ class Engine:
             platform,
             metrics,
             clock,
-            self.publisher,
             timer,
             waiting_for=waiting_for,
             reconsider=reconsider,
@@ -62,7 +60,6 @@ class Engine:
             platform,
             metrics,
             clock,
-            self.publisher,
             self.access,
             timer.cancel,
             http,
@@ -73,7 +70,6 @@ class Engine:
             platform,
             metrics,
             clock,
-            self.publisher,
             self.access,
             self.runner,
             self.scheduling,
@@ -81,7 +77,7 @@ class Engine:
         )
         self.locks = Locks(store, self.access)
         self.lock, self.unlock = self.locks.lock, self.locks.unlock
-        self.intake = Intake(settings, store, self.publisher, self.access, self.scheduling, gate)
+        self.intake = Intake(settings, store, self.access, self.scheduling, gate)
         # the people-facing operations, each owned by one use case
         self.check_access, self.refused = self.access.check, self.access.refused
         self.request, self.dry_run = self.intake.request, self.intake.dry_run
@@ -103,12 +99,6 @@ class Engine:
     @property
     def scheduler(self) -> Timer:
         return self.scheduling.scheduler
-
-    def subscribe(self, listener: Listener) -> None:
-        self.publisher.subscribe(listener)
-
-    async def emit(self, notice: Notice) -> None:
-        await self.publisher.emit(notice)
 
     def start_scheduler(self) -> None:
         self.scheduling.start()

@@ -9,17 +9,25 @@ import logging
 
 from bot.app.access import Access
 from bot.app.checks import run_check
-from bot.app.notices import BOT, Notice, Publisher
 from bot.app.ports import Http, Metrics, Platform
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
 from bot.app.storage_types import StoreLike
 from bot.clock import Clock
 from bot.config.model import Settings
-from bot.domain.checklist import Item, Policy, Readiness, readiness, valid_approvals
+from bot.domain.checklist import Item, ItemState, Policy, Readiness, readiness, valid_approvals
 from bot.domain.errors import Conflict, Forbidden, Refused
+from bot.domain.events import (
+    Approved,
+    EmergencyRequested,
+    FreezeOverridden,
+    GateChanged,
+    Rejected,
+    Started,
+)
+from bot.domain.events import Refused as RefusedEvent
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
-from bot.domain.model import Amendment, Deployment
+from bot.domain.model import BOT, Amendment, Deployment
 from bot.domain.mrkdwn import text
 from bot.domain.versions import skips_gate
 from bot.tasks import TaskGroup
@@ -35,7 +43,6 @@ class Gate:
         platform: Platform,
         metrics: Metrics,
         clock: Clock,
-        publisher: Publisher,
         access: Access,
         runner: Runner,
         scheduling: Scheduling,
@@ -43,14 +50,11 @@ class Gate:
     ):
         self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
-        self.publisher, self.access, self.runner, self.scheduling = publisher, access, runner, scheduling
+        self.access, self.runner, self.scheduling = access, runner, scheduling
         self.http = http
         self.admitting: set[int] = set()  # deployments whose checks run now (pruned when they finish)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._background = TaskGroup("gate")
-
-    async def emit(self, notice: Notice) -> None:
-        await self.publisher.emit(notice)
 
     def admission_lock(self, service: str, env: str) -> asyncio.Lock:
         """One lock per service+env (at most one deployment holds it at a time): readiness, the start
@@ -74,49 +78,35 @@ class Gate:
             await self._run_checks(d)
             refusal = await self._guard_refusal(d)
             if refusal:
-                d = await self.store.transition(
-                    d.id, "cancel", BOT, outcome=refusal, details={"guard": refusal}
+                await self.store.transition(
+                    d.id,
+                    "cancel",
+                    BOT,
+                    outcome=refusal,
+                    details={"guard": refusal},
+                    events=[RefusedEvent(refusal)],
                 )
-                await self.emit(Notice(d, "update", refusal, "warning"))
                 return
-            await self.reconsider(d.id, checks_fresh=True)
+            await self.reconsider(d.id, checks_fresh=True, seen=d)
         except Exception:
             log.exception("admitting deployment #%s failed", deployment_id)
             d = await self.store.get(deployment_id)
             if d.state in BEFORE_START:
-                d = await self.store.transition(
-                    d.id,
-                    "cancel",
-                    BOT,
-                    outcome="internal error while checking it; nothing was changed (see the bot's log)",
-                )
-                await self.emit(Notice(d, "update", d.outcome or "", "warning"))
+                why = "internal error while checking it; nothing was changed (see the bot's log)"
+                await self.store.transition(d.id, "cancel", BOT, outcome=why, events=[RefusedEvent(why)])
         finally:
             self.admitting.discard(deployment_id)
 
     async def _announce_broken_glass(self, d: Deployment) -> None:
         emergency = d.context.get("emergency")
         if emergency:
-            await self.store.record(d.id, d.requested_by, "emergency", {"reason": emergency})
-            await self.emit(
-                Notice(
-                    d,
-                    "update",
-                    f":rotating_light: Emergency {'rollback' if d.kind == 'rollback' else 'deploy'} by "
-                    f"<@{d.requested_by}>: "
-                    f"{text(emergency)}. Manual items and approvals are skipped.",
-                    "critical",
-                )
-            )
+            broke = EmergencyRequested(d.requested_by, emergency, rollback=d.kind == "rollback")
+            await self.store.record(d.id, d.requested_by, "emergency", {"reason": emergency}, events=[broke])
         if d.context.get("freeze_override"):
-            await self.emit(
-                Notice(
-                    d,
-                    "update",
-                    f":rotating_light: Freeze override by <@{d.requested_by}>: {text(d.context['freeze_override'])}",
-                    "critical",
-                )
+            overridden = FreezeOverridden(
+                d.requested_by, d.context.get("freeze") or "", reason=d.context["freeze_override"]
             )
+            await self.store.append_events(d.id, [overridden])
 
     async def _run_checks(self, d: Deployment) -> None:
         target = self.settings.target(d.service, d.env)
@@ -165,54 +155,71 @@ class Gate:
                     return f"Refused: {what} is not satisfied ({state.evidence}). Fix it, then deploy again."
         return None
 
-    async def reconsider(self, deployment_id: int, checks_fresh: bool = False) -> None:
+    async def reconsider(
+        self, deployment_id: int, checks_fresh: bool = False, seen: Deployment | None = None
+    ) -> None:
         """Start the deployment if everything is in place (automatic checks run again right before), else
-        record what it waits for and show it."""
-        first = await self.store.get(deployment_id)
+        record what it waits for and show it. `seen`: the deployment as the caller read it (only its
+        service and environment are used, which never change: the row is read again under the lock)."""
+        first = seen or await self.store.get(deployment_id)
         async with self.admission_lock(first.service, first.env):
             d = await self.store.get(deployment_id)
             if d.state not in BEFORE_START:
                 return
             policy = self.settings.environments[d.env].policy
             emergency = skips_gate(d)
-            ready = await self._readiness(d, policy, emergency)
+            ready, states = await self._readiness(d, policy, emergency)
             if ready.ready and not checks_fresh and policy.automatic_items:
                 await self._run_checks(d)  # again, right before execution
-                ready = await self._readiness(d, policy, emergency)
-            await self._save_gate(d, policy, ready, emergency)
-            d = await self.store.get(deployment_id)
+                ready, states = await self._readiness(d, policy, emergency)
+            # what it waits for changed: said with the gate's save, unless a transition below says it
+            quiet = ready.ready or d.state == State.REQUESTED or self.scheduling.waits(d)
+            d = await self._save_gate(d, policy, ready, emergency, states, quiet)
             if await self.scheduling.schedule_or_start(d):
-                await self.emit(Notice(await self.store.get(deployment_id), "update"))
                 return
             if ready.ready:
                 if not self.runner.running(deployment_id):
                     # The start transition happens here, under the lock an amendment takes: the version it
                     # starts with is the last amendment accepted, and none is accepted after it.
                     try:
-                        await self.runner.transition(d, "start")
+                        await self.runner.transition(d, "start", events=[Started()])
                     except (IllegalTransition, Conflict):
                         return  # cancelled meanwhile (the cancel is on its message)
                     self.runner.start(deployment_id)
                 return
             if d.state == State.REQUESTED:
-                d = await self.store.transition(
-                    d.id, "await_approval", BOT, details={"waiting_for": ready.waiting_for()}
+                await self.store.transition(
+                    d.id,
+                    "await_approval",
+                    BOT,
+                    details={"waiting_for": ready.waiting_for()},
+                    events=[GateChanged()],
                 )
-            await self.emit(Notice(d, "update"))
 
     async def waiting_for(self, d: Deployment) -> str | None:
         """None when `d` may start now, else what it still waits for (the scheduler asks at its time)."""
-        ready = await self._readiness(d, self.settings.environments[d.env].policy, skips_gate(d))
+        ready, _ = await self._readiness(d, self.settings.environments[d.env].policy, skips_gate(d))
         return None if ready.ready else ready.waiting_for()
 
-    async def _readiness(self, d: Deployment, policy: Policy, emergency: bool) -> Readiness:
+    async def _readiness(
+        self, d: Deployment, policy: Policy, emergency: bool
+    ) -> tuple[Readiness, dict[str, ItemState]]:
         states = await self.store.items(d.id)
         approvals = await self.store.approvals(d.id)
-        return readiness(policy, states, approvals, d.requested_by, self.clock.now(), emergency)
+        ready = readiness(policy, states, approvals, d.requested_by, self.clock.now(), emergency)
+        return ready, states
 
-    async def _save_gate(self, d: Deployment, policy: Policy, ready: Readiness, emergency: bool) -> None:
-        """What the deployment's message shows while it waits: items, approvals, what is missing."""
-        states = await self.store.items(d.id)
+    async def _save_gate(
+        self,
+        d: Deployment,
+        policy: Policy,
+        ready: Readiness,
+        emergency: bool,
+        states: dict[str, ItemState],
+        quiet: bool,
+    ) -> Deployment:
+        """What the deployment's message shows while it waits: items, approvals, what is missing (and,
+        unless `quiet`, the GateChanged event that has the message show it)."""
         items = []
         for item in policy.items:
             st = states.get(item.id)
@@ -237,7 +244,8 @@ class Gate:
             "emergency": d.context.get("emergency"),
             "known_good": None if d.context.get("emergency") else d.context.get("known_good"),
         }
-        await self.store.save_progress(d.id, context={**d.context, "gate": gate})
+        said = [] if quiet else [GateChanged()]
+        return await self.store.save_progress(d.id, context={**d.context, "gate": gate}, events=said)
 
     # ----------------------------------------------------------------------- people at the gate
 
@@ -258,7 +266,7 @@ class Gate:
         if any(a.user == user for a in given):
             raise Refused(f"You already approved deployment #{d.id}.")
         await self.store.approve(d.id, user)
-        await self.emit(Notice(await self.store.get(d.id), "detail", f"Approved by <@{user}>"))
+        await self.store.append_events(d.id, [Approved(user)])
         await self.reconsider(d.id)
         return await self.store.get(d.id)
 
@@ -275,8 +283,8 @@ class Gate:
             user,
             details={"rejected": reason},
             outcome=f"rejected by <@{user}>: {text(reason)}",
+            events=[Rejected(user, reason)],
         )
-        await self.emit(Notice(d, "update", f"Rejected by <@{user}>: {text(reason)}", "warning"))
         return d
 
     async def tick(
@@ -313,14 +321,6 @@ class Gate:
     async def amended(self, a: Amendment, user: str) -> None:
         """The requester changed the version or strategy before it started: approvals no longer count."""
         d = a.deployment
-        await self.emit(
-            Notice(
-                d,
-                "detail",
-                f"<@{user}> changed it to {d.version or 'the current version'} with "
-                f"{d.strategy}; approvals given so far no longer count.",
-            )
-        )
         try:
             await self.recheck(d.id, user)
         except IllegalTransition:

@@ -10,15 +10,15 @@ from typing import Any
 from bot.app import history
 from bot.app.access import Access
 from bot.app.gate import Gate
-from bot.app.notices import BOT, Notice, Publisher
 from bot.app.plans import Step, StepFailed, plan
 from bot.app.scheduling import Scheduling
 from bot.app.storage_types import StoreLike
 from bot.config.model import Settings
 from bot.domain import commands as cmds
 from bot.domain.errors import Refused
+from bot.domain.events import Amended, Requested
 from bot.domain.machine import BEFORE_START, State
-from bot.domain.model import Amendment, Deployment, LockInfo
+from bot.domain.model import BOT, Amendment, Deployment, LockInfo
 
 Request = cmds.Deploy | cmds.Rollback | cmds.Promote
 ACTIONS: dict[type, str] = {cmds.Deploy: "deploy", cmds.Rollback: "rollback", cmds.Promote: "promote"}
@@ -66,12 +66,11 @@ class Intake:
         self,
         settings: Settings,
         store: StoreLike,
-        publisher: Publisher,
         access: Access,
         scheduling: Scheduling,
         gate: Gate,
     ):
-        self.settings, self.store, self.publisher = settings, store, publisher
+        self.settings, self.store = settings, store
         self.access, self.scheduling, self.gate = access, scheduling, gate
 
     def plan(
@@ -122,6 +121,8 @@ class Intake:
             plan=[s.to_dict() for s in steps],
             channel=target.env.channel,
             request_key=request_key,
+            events=[Requested()],
+            amend_events=[Amended(user, r.version, strategy)],
             context={**({"emergency": emergency} if emergency else {}), **gate, **timing},
         )
         result = await self._create_or_amend(r, user, fields)
@@ -136,7 +137,6 @@ class Intake:
         ):
             return result  # locked, or the same request seen again
         await self._record_gate_decisions(result, user, gate, emergency)
-        await self.publisher.emit(Notice(result, "update"))
         self.gate.admit_later(result.id)
         return result
 

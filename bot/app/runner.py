@@ -12,18 +12,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.app.access import BUTTON_ACCESS, Access
-from bot.app.notices import BOT, Notice, Publisher
-from bot.app.plans import NeedsHuman, StepContext, StepFailed, rollback_plan, step_from_dict
+from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, rollback_plan, step_from_dict
 from bot.app.ports import Http, Metrics, Platform, PlatformError
 from bot.app.storage_types import StoreLike
 from bot.clock import Clock
 from bot.config.model import Settings
 from bot.domain.errors import Refused
+from bot.domain.events import (
+    Aborted,
+    Cancelled,
+    DeployFailed,
+    Detail,
+    DomainEvent,
+    Paused,
+    Progress,
+    Promoted,
+    RestartResumed,
+    Resumed,
+    RollbackFailed,
+    RolledBack,
+    RollingBack,
+    Started,
+    StepStarted,
+    Succeeded,
+)
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
-from bot.domain.model import Deployment
+from bot.domain.model import BOT, Deployment
 
 log = logging.getLogger(__name__)
-DONE_WORDS = {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}
+
+
+def _done(action: str, user: str) -> list[DomainEvent]:
+    """The event of a person's pause, resume or cancel."""
+    if action == "pause":
+        return [Paused("", by=user)]
+    if action == "resume":
+        return [Resumed(user)]
+    return [Cancelled(user)] if action == "cancel" else []
 
 
 def _open_gate() -> asyncio.Event:
@@ -32,14 +57,34 @@ def _open_gate() -> asyncio.Event:
     return gate
 
 
+Audit = tuple[str, str, dict[str, Any]]  # (actor, action, details) of an audit event
+
+
+@dataclass
+class Journal:
+    """What the running step said since the run's last store write — its reports (thread lines), live
+    progress lines and audit records — written with the run's next write, or before the step waits
+    (every poll passes a checkpoint), whichever comes first: one round trip instead of one each. A crash
+    before then loses only words of a step that is run again on resume."""
+
+    audit: list[Audit] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
+
+    def take(self) -> tuple[list[Audit], list[DomainEvent]]:
+        audit, events = self.audit, self.events
+        self.audit, self.events = [], []
+        return audit, events
+
+
 @dataclass
 class Run:
-    """An active deployment in this process: its task, its gate (set = may run; cleared while paused) and
-    the running plan's context (promote writes into it)."""
+    """An active deployment in this process: its task, its gate (set = may run; cleared while paused),
+    the running plan's context (promote writes into it) and the journal of what it said."""
 
     task: asyncio.Task[None] | None = None
     gate: asyncio.Event = field(default_factory=_open_gate)
     context: StepContext | None = None
+    journal: Journal = field(default_factory=Journal)
 
 
 class Runner:
@@ -50,18 +95,14 @@ class Runner:
         platform: Platform,
         metrics: Metrics,
         clock: Clock,
-        publisher: Publisher,
         access: Access,
         unschedule: Callable[[str], bool],
         http: Http | None = None,
     ):
         self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
-        self.publisher, self.access, self.unschedule, self.http = publisher, access, unschedule, http
+        self.access, self.unschedule, self.http = access, unschedule, http
         self.runs: dict[int, Run] = {}
-
-    async def emit(self, notice: Notice) -> None:
-        await self.publisher.emit(notice)
 
     def run_of(self, deployment_id: int) -> Run:
         return self.runs.setdefault(deployment_id, Run())
@@ -84,21 +125,21 @@ class Runner:
             if d.state not in (State.RUNNING, State.PAUSED):
                 raise IllegalTransition(action, d.state)
             await self._stop_task(deployment_id)
-            d = await self.store.transition(deployment_id, "abort", user, outcome=f"aborted by <@{user}>")
+            d = await self.store.transition(
+                deployment_id, "abort", user, outcome=f"aborted by <@{user}>", events=[Aborted(user)]
+            )
             self.run_of(deployment_id).gate.set()
-            await self.emit(Notice(d, "update", f"Aborted by <@{user}>; rolling back", "warning"))
             self.start(deployment_id)
             return d
         if action == "promote":
             return await self.promote(deployment_id, user)
         if action == "cancel":
             self.unschedule(str(deployment_id))
-        d = await self.store.transition(deployment_id, action, user)
+        d = await self.store.transition(deployment_id, action, user, events=_done(action, user))
         if action == "pause":
             self.run_of(deployment_id).gate.clear()
         elif action == "resume":
             self.run_of(deployment_id).gate.set()
-        await self.emit(Notice(d, "update", f"{DONE_WORDS.get(action, action)} by <@{user}>"))
         return d
 
     async def promote(self, deployment_id: int, user: str, full: bool = False) -> Deployment:
@@ -120,15 +161,19 @@ class Runner:
             data.setdefault("promoted", []).append(d.step_index)
         if full:
             data["full"] = True
-        await self.store.save_progress(
+        paused = d.state == State.PAUSED
+        promoted = [Promoted(user, full)]
+        d = await self.store.save_progress(
             deployment_id,
             context=data,
             event=(user, "promote_requested", {"full": full, "step_index": d.step_index}),
+            events=() if paused else promoted,
         )
-        if d.state == State.PAUSED:
-            d = await self.store.transition(deployment_id, "promote", user, details={"full": full})
+        if paused:
+            d = await self.store.transition(
+                deployment_id, "promote", user, details={"full": full}, events=promoted
+            )
             self.run_of(deployment_id).gate.set()
-        await self.emit(Notice(d, "update", f"Promoted by <@{user}>" + (" to 100%" if full else "")))
         return d
 
     # ------------------------------------------------------------------------------------ running
@@ -165,8 +210,13 @@ class Runner:
         for d in await self.store.in_flight():
             if d.state == State.PAUSED:
                 self.run_of(d.id).gate.clear()
-            await self.store.record(d.id, BOT, "resume_after_restart", {"step_index": d.step_index})
-            await self.emit(Notice(d, "detail", f"Bot restarted; carrying on from step {d.step_index + 1}."))
+            await self.store.record(
+                d.id,
+                BOT,
+                "resume_after_restart",
+                {"step_index": d.step_index},
+                events=[RestartResumed(d.step_index)],
+            )
             self.start(d.id)
             resumed.append(d)
         return resumed
@@ -183,25 +233,45 @@ class Runner:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _save(
+        self,
+        deployment_id: int,
+        *,
+        audit: list[Audit] | None = None,
+        events: list[DomainEvent] | None = None,
+        **fields: Any,
+    ) -> Deployment:
+        """save_progress with the journal's audit records and events first, all in one transaction."""
+        said, told = self.run_of(deployment_id).journal.take()
+        return await self.store.save_progress(
+            deployment_id, audit=[*said, *(audit or [])], events=[*told, *(events or [])], **fields
+        )
+
+    async def _flush(self, deployment_id: int) -> None:
+        journal = self.run_of(deployment_id).journal
+        if journal.audit or journal.events:
+            await self._save(deployment_id)
+
     def _context(self, d: Deployment, data: dict[str, Any]) -> StepContext:
         deployment_id = d.id
-        gate = self.run_of(deployment_id).gate
+        run = self.run_of(deployment_id)
 
         async def report(text: str) -> None:
-            await self.store.record(deployment_id, BOT, "detail", {"text": text})
-            await self.emit(Notice(await self.store.get(deployment_id), "detail", text))
+            run.journal.audit.append((BOT, "detail", {"text": text}))
+            run.journal.events.append(Detail(text))
 
         async def progress(text: str) -> None:
-            await self.emit(Notice(await self.store.get(deployment_id), "progress", text))
+            run.journal.events.append(Progress(text))
 
         async def checkpoint() -> None:
-            await gate.wait()
+            await self._flush(deployment_id)  # before any wait: what the step said is out
+            await run.gate.wait()
 
         async def save() -> None:
-            await self.store.save_progress(deployment_id, context=data)
+            await self._save(deployment_id, context=data)
 
         async def record(action: str, details: dict[str, Any]) -> None:
-            await self.store.record(deployment_id, BOT, action, details)
+            run.journal.audit.append((BOT, action, details))
 
         return StepContext(
             deployment_id=d.id,
@@ -226,18 +296,18 @@ class Runner:
         *,
         outcome: str | None = None,
         details: dict[str, Any] | None = None,
-        level: str = "info",
-        text: str = "",
+        events: list[DomainEvent] | None = None,
     ) -> Deployment:
-        d = await self.store.transition(d.id, action, BOT, details=details, outcome=outcome)
-        await self.emit(Notice(d, "update", text or outcome or "", level))
-        return d
+        """A transition the bot makes, with the events that announce it (written in its transaction)."""
+        return await self.store.transition(
+            d.id, action, BOT, details=details, outcome=outcome, events=events or ()
+        )
 
     async def _run(self, deployment_id: int) -> None:
         try:
             d = await self.store.get(deployment_id)
             if d.state in BEFORE_START:
-                d = await self.transition(d, "start")
+                d = await self.transition(d, "start", events=[Started()])
             # the context is built from the row as it started (its version is the last amendment's)
             ctx = self._context(d, dict(d.context))
             self.run_of(deployment_id).context = ctx
@@ -257,82 +327,93 @@ class Runner:
         try:
             d = await self.store.get(deployment_id)
             if not d.state.terminal:
-                await self.transition(
-                    d,
-                    "fail",
-                    level="critical",
-                    outcome=(
-                        f"internal error ({type(exc).__name__}) stopped the deployment at step "
-                        f"{d.step_index + 1}; check {d.service} in {d.env} by hand — the bot's log has details"
-                    ),
+                why = (
+                    f"internal error ({type(exc).__name__}) stopped the deployment at step "
+                    f"{d.step_index + 1}; check {d.service} in {d.env} by hand — the bot's log has details"
                 )
+                await self.transition(d, "fail", outcome=why, events=[DeployFailed(why)])
         except Exception:
             log.exception("deployment #%s: could not record the failure either", deployment_id)
 
     async def _forward(self, d: Deployment, ctx: StepContext) -> Deployment:
         steps = [step_from_dict(s) for s in d.plan]
+        announced = False  # the step's start was written with the previous step's end
         try:
             for index in range(d.step_index, len(steps)):
                 step = steps[index]
                 ctx.index = index
                 while True:
                     await ctx.checkpoint()
-                    await self.store.save_progress(
-                        d.id,
-                        context=ctx.data,
-                        event=(
-                            BOT,
-                            "step_started",
-                            {"index": index, "step": step.kind, "description": step.describe()},
-                        ),
-                    )
-                    await self.emit(Notice(await self.store.get(d.id), "progress", step.describe()))
+                    if not announced:
+                        audit, said = _started(index, step)
+                        d = await self._save(d.id, context=ctx.data, audit=audit, events=said)
+                    announced = False
                     try:
                         await step.run(ctx)
                         break
                     except NeedsHuman as ask:
                         await self._ask_a_human(d, ctx, str(ask))
-                if index == 0 and ctx.data.get("previous_version"):
-                    version = d.version or ctx.data["previous_version"]
-                    await self.store.save_progress(
-                        d.id, version=version, previous_version=ctx.data["previous_version"]
-                    )
-                    ctx.version = version
-                d = await self.store.save_progress(
-                    d.id,
-                    step_index=index + 1,
-                    context=ctx.data,
-                    event=(BOT, "step_finished", {"index": index, "step": step.kind}),
-                )
-            return await self.transition(d, "succeed", outcome=f"{d.service} {d.version} is live in {d.env}")
+                d, announced = await self._finish_step(d, ctx, steps, index)
+            live = f"{d.service} {d.version} is live in {d.env}"
+            return await self.transition(d, "succeed", outcome=live, events=[Succeeded(d.version)])
         except Exception as exc:
             return await self._after_failed_step(d, ctx, exc)
 
+    async def _finish_step(
+        self, d: Deployment, ctx: StepContext, steps: list[Step], index: int
+    ) -> tuple[Deployment, bool]:
+        """Step `index` is done: record it, and — unless someone paused the run meanwhile — the next
+        step's start with it, in one write. True when the next step's start was written."""
+        version = previous = None
+        if index == 0 and ctx.data.get("previous_version"):
+            previous = ctx.data["previous_version"]
+            version = ctx.version = d.version or previous
+        audit: list[Audit] = [(BOT, "step_finished", {"index": index, "step": steps[index].kind})]
+        said: list[DomainEvent] = []
+        announce = index + 1 < len(steps) and self.run_of(d.id).gate.is_set()
+        if announce:
+            audit_next, said = _started(index + 1, steps[index + 1])
+            audit += audit_next
+        d = await self._save(
+            d.id,
+            step_index=index + 1,
+            context=ctx.data,
+            version=version,
+            previous_version=previous,
+            audit=audit,
+            events=said,
+        )
+        return d, announce
+
     async def _after_failed_step(self, d: Deployment, ctx: StepContext, exc: Exception) -> Deployment:
         reason = failure_reason(exc, d.id)
-        await self.store.save_progress(d.id, context=ctx.data)
-        d = await self.store.get(d.id)
+        d = await self._save(d.id, context=ctx.data)
         if not ctx.data.get("changed"):
+            failed = DeployFailed(reason, nothing_changed=True)
             return await self.transition(
-                d, "fail", outcome=f"{reason} (nothing was changed)", level="critical"
+                d, "fail", outcome=f"{reason} (nothing was changed)", events=[failed]
             )
+        unhealthy = isinstance(exc, StepFailed) and exc.unhealthy
         return await self.transition(
             d,
             "rollback",
             outcome=reason,
             details={"reason": reason},
-            level="critical",
-            text=f"Rolling back: {reason}",
+            events=[RollingBack(reason, automatic=True, unhealthy_after_switch=unhealthy)],
         )
 
     async def _ask_a_human(self, d: Deployment, ctx: StepContext, question: str) -> None:
         """Pause (on the record, with the question) and wait until someone promotes, resumes or aborts."""
-        await self.store.save_progress(d.id, context=ctx.data)
-        current = await self.store.get(d.id)
+        current = await self._save(d.id, context=ctx.data)
         if current.state == State.RUNNING:
             self.run_of(d.id).gate.clear()
-            paused = await self.store.transition(d.id, "pause", BOT, details={"reason": question})
-            await self.emit(Notice(paused, "update", f":raised_hand: Paused: {question}", "warning"))
+            await self.store.transition(
+                d.id,
+                "pause",
+                BOT,
+                details={"reason": question},
+                events=[Paused(question, inconclusive=True)],
+            )
         await ctx.checkpoint()
         # promote/resume wrote the context through the store; the running copy is the same dict
         promoted = (await self.store.get(d.id)).context.get("promoted", [])
@@ -341,35 +422,51 @@ class Runner:
     async def _rollback(self, d: Deployment, ctx: StepContext) -> Deployment:
         why = d.outcome or "rollback requested"
         if not ctx.data.get("changed"):
-            return await self.transition(d, "finish_rollback", outcome=f"{why}; nothing had changed yet")
+            return await self.transition(
+                d,
+                "finish_rollback",
+                outcome=f"{why}; nothing had changed yet",
+                events=[RolledBack(why, changed=False)],
+            )
         steps = rollback_plan(d.strategy, ctx.target)
         try:
             for index in range(int(ctx.data.get("rollback_index", 0)), len(steps)):
                 step = steps[index]
-                await self.store.save_progress(
+                await self._save(
                     d.id,
                     context=ctx.data,
-                    event=(BOT, "rollback_step_started", {"index": index, "step": step.kind}),
-                )
-                await self.emit(
-                    Notice(await self.store.get(d.id), "progress", "Rollback: " + step.describe())
+                    audit=[(BOT, "rollback_step_started", {"index": index, "step": step.kind})],
+                    events=[StepStarted(index, step.describe(), rollback=True)],
                 )
                 await step.run(ctx)
                 ctx.data["rollback_index"] = index + 1
-                await self.store.save_progress(
+                await self._save(
                     d.id,
                     context=ctx.data,
-                    event=(BOT, "rollback_step_finished", {"index": index, "step": step.kind}),
+                    audit=[(BOT, "rollback_step_finished", {"index": index, "step": step.kind})],
                 )
         except Exception as exc:
+            reason = failure_reason(exc, d.id)
             return await self.transition(
                 d,
                 "fail",
-                outcome=f"rollback failed: {failure_reason(exc, d.id)} (after: {why})",
-                level="critical",
+                outcome=f"rollback failed: {reason} (after: {why})",
+                events=[RollbackFailed(reason, after=why)],
             )
-        back_to = ctx.data.get("previous_version", "the previous version")
-        return await self.transition(d, "finish_rollback", outcome=f"{why}; back on {back_to}", level="info")
+        back_to = ctx.data.get("previous_version")
+        return await self.transition(
+            d,
+            "finish_rollback",
+            outcome=f"{why}; back on {back_to or 'the previous version'}",
+            events=[RolledBack(why, back_on=back_to)],
+        )
+
+
+def _started(index: int, step: Step) -> tuple[list[Audit], list[DomainEvent]]:
+    """The audit record and the event of step `index` starting."""
+    what = step.describe()
+    audit: Audit = (BOT, "step_started", {"index": index, "step": step.kind, "description": what})
+    return [audit], [StepStarted(index, what)]
 
 
 def failure_reason(exc: Exception, deployment_id: int) -> str:

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.app.notices import BOT, Notice, Publisher
 from bot.app.ports import Metrics, Platform, Timer
 from bot.app.storage_types import StoreLike
 from bot.app.traffic_hours import lowest_traffic_hours, suggest_text
@@ -16,8 +15,9 @@ from bot.clock import Clock
 from bot.config.model import Settings, Target
 from bot.domain import commands as cmds
 from bot.domain.errors import Refused
+from bot.domain.events import GateChanged, Scheduled, WindowMissed
 from bot.domain.machine import State
-from bot.domain.model import Deployment
+from bot.domain.model import BOT, Deployment
 from bot.domain.mrkdwn import code, text
 from bot.domain.when import parse_when
 from bot.domain.windows import (
@@ -26,7 +26,6 @@ from bot.domain.windows import (
     active_freeze,
     decide,
     describe_windows,
-    format_when,
     next_allowed,
     overdue,
     window_at,
@@ -44,13 +43,12 @@ class Scheduling:
         platform: Platform,
         metrics: Metrics,
         clock: Clock,
-        publisher: Publisher,
         timer: Timer,
         *,
         waiting_for: WaitingFor,
         reconsider: Callable[[int], Awaitable[None]],
     ):
-        self.settings, self.store, self.clock, self.publisher = settings, store, clock, publisher
+        self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
         self.waiting_for, self.reconsider = waiting_for, reconsider
         self.scheduler = timer
@@ -96,7 +94,7 @@ class Scheduling:
                 await self.store.record(
                     None, user, "freeze_override", {"env": env, "reason": reason, "freeze": frozen.reason}
                 )
-                return {"freeze_override": reason}
+                return {"freeze_override": reason, "freeze": frozen.reason}
             raise Refused(f"Refused: {frozen.describe()}." + hint)
         return {}
 
@@ -123,13 +121,23 @@ class Scheduling:
             return {"run_at": at.timestamp(), "window_override": reason}
         raise Refused(f"Not scheduled: {decision.reason}." + ("" if decision.freeze else hint))
 
+    def waits(self, d: Deployment) -> bool:
+        """True when `d` has a time to run at that is still to come."""
+        run_at: float | None = d.context.get("run_at")
+        return run_at is not None and run_at > self.clock.now()
+
     async def schedule_or_start(self, d: Deployment) -> bool:
         """A deployment with a future run_at waits in SCHEDULED for the scheduler; True when it does."""
-        run_at = d.context.get("run_at")
-        if not run_at or run_at <= self.clock.now():
+        if not self.waits(d):
             return False
+        run_at: float = d.context["run_at"]
         if d.state != State.SCHEDULED:
-            d = await self.store.transition(d.id, "schedule", BOT, details={"run_at": run_at})
+            when = datetime.fromtimestamp(run_at, UTC).isoformat()
+            d = await self.store.transition(
+                d.id, "schedule", BOT, details={"run_at": run_at}, events=[Scheduled(when)]
+            )
+        else:
+            await self.store.append_events(d.id, [GateChanged()])
         self.scheduler.schedule(str(d.id), run_at)
         return True
 
@@ -165,25 +173,22 @@ class Scheduling:
     async def _move(self, d: Deployment, run_at: datetime | None, why: str) -> None:
         tz = tz_of(self.settings.target(d.service, d.env).windows)
         if run_at is None:
-            d = await self.store.transition(
+            await self.store.transition(
                 d.id,
                 "cancel",
                 BOT,
                 outcome=f"Skipped: {why}; no later window to move it to",
                 details={"why": why},
+                events=[WindowMissed(None, why, tz)],
             )
-            await self.publisher.emit(Notice(d, "update", d.outcome or "", "warning"))
             return
         await self.store.save_progress(
             d.id,
             context={**d.context, "run_at": run_at.timestamp()},
             event=(BOT, "moved", {"why": why, "run_at": run_at.isoformat()}),
+            events=[WindowMissed(run_at.isoformat(), why, tz)],
         )
         self.scheduler.schedule(str(d.id), run_at.timestamp())
-        d = await self.store.get(d.id)
-        await self.publisher.emit(
-            Notice(d, "update", f":warning: Skipped: {why}. Moved to {format_when(run_at, tz)}.", "warning")
-        )
 
     async def reschedule_after_downtime(self, deployment_id: int) -> None:
         d = await self.store.get(deployment_id)

@@ -7,15 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bot.domain.machine import BEFORE_START, State
-from bot.domain.model import Deployment
+from bot.domain.machine import State
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY = {INFO: 0, WARNING: 1, CRITICAL: 2}
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
-# Every deployment event and its level. The engine's Notices carry a level too; the higher one wins, so an
-# event listed here is never reported below its level whoever emits it.
+# Every alert event and its level. Each domain event (bot.domain.events) names its alert event and level by
+# its type (`alert_event()`, `level()`), never below the level listed here (tests/test_domain_events.py);
+# nothing classifies an event by its words.
 EVENT_LEVELS: dict[str, str] = {
     "automatic_rollback": CRITICAL,
     "deploy_failed": CRITICAL,
@@ -40,42 +40,6 @@ EVENT_LEVELS: dict[str, str] = {
 
 # A state the deployment recovers in: its open alerts are resolved.
 RECOVERED = frozenset({State.ROLLED_BACK, State.SUCCEEDED})
-
-
-def classify(d: Deployment, kind: str, level: str = INFO, text: str = "") -> tuple[str, str]:
-    """(event, level) of a Notice about deployment `d` (its state when the notice was emitted)."""
-    event = _event(d, kind, level, text)
-    return event, higher(level, EVENT_LEVELS.get(event, INFO))
-
-
-def _event(d: Deployment, kind: str, level: str, text: str) -> str:
-    words = text.lower()
-    if kind == "progress":
-        return "step_reached"
-    if kind == "detail":
-        return "detail"
-    if "freeze" in words and "overrid" in words:
-        return "freeze_override"
-    if "window" in words and ("missed" in words or "skipped" in words):
-        return "missed_window"  # a scheduled deploy whose window passed (moved on, or cancelled)
-    if d.state in BEFORE_START:
-        emergency = d.context.get("emergency") and (level == CRITICAL or "emergency" in words)
-        return "emergency_deploy" if emergency else "requested"
-    if d.state == State.ROLLING_BACK:
-        if level != CRITICAL:
-            return "aborted"
-        return "unhealthy_after_switch" if "unhealthy" in words else "automatic_rollback"
-    if d.state == State.FAILED:
-        outcome = (d.outcome or words).lower()
-        return "rollback_failed" if outcome.startswith("rollback failed") else "deploy_failed"
-    if d.state == State.PAUSED:
-        return "inconclusive_analysis" if level == WARNING else "paused"
-    return {
-        State.RUNNING: "started",
-        State.SUCCEEDED: "succeeded",
-        State.ROLLED_BACK: "rolled_back",
-        State.CANCELLED: "cancelled",
-    }.get(d.state, "detail")
 
 
 def higher(a: str, b: str) -> str:

@@ -50,15 +50,32 @@ class DomainEvent:
 
 @dataclass(frozen=True)
 class Requested(DomainEvent):
+    """A deployment was created (its message shows it)."""
+
     kind: ClassVar[str] = "requested"
     alert: ClassVar[str] = "requested"
 
 
 @dataclass(frozen=True)
 class EmergencyRequested(DomainEvent):
+    """Broken glass: `by` skips the manual items and approvals, saying `reason`."""
+
+    by: str
+    reason: str
+    rollback: bool = False
     kind: ClassVar[str] = "emergency_requested"
     alert: ClassVar[str] = "emergency_deploy"
     base_level: ClassVar[Level] = "critical"
+
+
+@dataclass(frozen=True)
+class Amended(DomainEvent):
+    """The requester changed the version or strategy before it started (approvals no longer count)."""
+
+    by: str
+    version: str | None
+    strategy: str
+    kind: ClassVar[str] = "amended"
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,7 @@ class Rejected(DomainEvent):
     by: str
     reason: str
     kind: ClassVar[str] = "rejected"
+    alert: ClassVar[str] = "cancelled"
     base_level: ClassVar[Level] = "warning"
 
 
@@ -84,18 +102,33 @@ class ApprovalWaiting(DomainEvent):
 
 @dataclass(frozen=True)
 class FreezeOverridden(DomainEvent):
+    """`by` deploys during a freeze (`freeze_reason`: the freeze's), saying `reason`."""
+
     by: str
     freeze_reason: str
+    reason: str = ""
     kind: ClassVar[str] = "freeze_overridden"
     alert: ClassVar[str] = "freeze_override"
     base_level: ClassVar[Level] = "critical"
 
 
 @dataclass(frozen=True)
+class Scheduled(DomainEvent):
+    """It waits for its time (`run_at`, an ISO instant)."""
+
+    run_at: str
+    kind: ClassVar[str] = "scheduled"
+    alert: ClassVar[str] = "requested"
+
+
+@dataclass(frozen=True)
 class WindowMissed(DomainEvent):
-    """A scheduled deploy whose window passed: moved to the next one (an ISO instant), or cancelled."""
+    """A scheduled deploy whose window passed (`why`): moved to the next one (`moved_to`, an ISO instant,
+    shown in `tz`), or cancelled (`moved_to` None)."""
 
     moved_to: str | None
+    why: str = ""
+    tz: str = "UTC"
     kind: ClassVar[str] = "window_missed"
     alert: ClassVar[str] = "missed_window"
     base_level: ClassVar[Level] = "warning"
@@ -110,10 +143,11 @@ class Rescheduled(DomainEvent):
 
 @dataclass(frozen=True)
 class Refused(DomainEvent):
-    """The gate refused to start it (a freeze, a window, a failed check)."""
+    """The gate refused to start it (a guard, or an error while checking it): cancelled, for `reason`."""
 
     reason: str
     kind: ClassVar[str] = "refused"
+    alert: ClassVar[str] = "cancelled"
     base_level: ClassVar[Level] = "warning"
 
 
@@ -122,6 +156,7 @@ class GateChanged(DomainEvent):
     """What the admission gate waits on changed (a check passed, an approval came in)."""
 
     kind: ClassVar[str] = "gate_changed"
+    alert: ClassVar[str] = "requested"
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -135,16 +170,38 @@ class Started(DomainEvent):
 
 @dataclass(frozen=True)
 class StepStarted(DomainEvent):
+    """Step `index` (0-based) of the plan, or of the rollback plan (`rollback`), began."""
+
     index: int
     description: str
+    rollback: bool = False
     kind: ClassVar[str] = "step_started"
     alert: ClassVar[str] = "step_reached"
 
 
 @dataclass(frozen=True)
+class Progress(DomainEvent):
+    """The running step's live line (a countdown, a rollout's task count): shown on the message."""
+
+    text: str
+    kind: ClassVar[str] = "progress"
+    alert: ClassVar[str] = "step_reached"
+
+
+@dataclass(frozen=True)
 class Detail(DomainEvent):
+    """A line for the deployment's thread (a step's report)."""
+
     text: str
     kind: ClassVar[str] = "detail"
+
+
+@dataclass(frozen=True)
+class RestartResumed(DomainEvent):
+    """The bot restarted and carries the deployment on from step `step_index` (0-based)."""
+
+    step_index: int
+    kind: ClassVar[str] = "restart_resumed"
 
 
 @dataclass(frozen=True)
@@ -157,10 +214,12 @@ class SlowRollout(DomainEvent):
 
 @dataclass(frozen=True)
 class Paused(DomainEvent):
-    """Waiting for a person; `inconclusive`: an analysis could not decide (a warning)."""
+    """Paused: by a person (`by`), or by the bot asking `question`; `inconclusive`: an analysis could not
+    decide, or a planned pause asks a person (a warning)."""
 
     question: str
     inconclusive: bool = False
+    by: str | None = None
     kind: ClassVar[str] = "paused"
     alert: ClassVar[str] = "paused"
 
@@ -175,6 +234,7 @@ class Paused(DomainEvent):
 class Resumed(DomainEvent):
     by: str
     kind: ClassVar[str] = "resumed"
+    alert: ClassVar[str] = "started"
 
 
 @dataclass(frozen=True)
@@ -182,6 +242,7 @@ class Promoted(DomainEvent):
     by: str
     full: bool
     kind: ClassVar[str] = "promoted"
+    alert: ClassVar[str] = "started"
 
 
 # ------------------------------------------------------------------------------------------- endings
@@ -196,6 +257,8 @@ class Cancelled(DomainEvent):
 
 @dataclass(frozen=True)
 class Aborted(DomainEvent):
+    """`by` aborted it: it rolls back."""
+
     by: str
     kind: ClassVar[str] = "aborted"
     alert: ClassVar[str] = "aborted"
@@ -204,6 +267,9 @@ class Aborted(DomainEvent):
 
 @dataclass(frozen=True)
 class Succeeded(DomainEvent):
+    """`version` is live (the service and environment are the deployment's)."""
+
+    version: str | None = None
     kind: ClassVar[str] = "succeeded"
     alert: ClassVar[str] = "succeeded"
 
@@ -228,14 +294,22 @@ class RollingBack(DomainEvent):
 
 @dataclass(frozen=True)
 class RolledBack(DomainEvent):
+    """Back where it was, after `reason`: on `back_on` (a version; None: the previous one), or
+    `changed` False: nothing had changed yet."""
+
     reason: str
+    back_on: str | None = None
+    changed: bool = True
     kind: ClassVar[str] = "rolled_back"
     alert: ClassVar[str] = "rolled_back"
 
 
 @dataclass(frozen=True)
 class RollbackFailed(DomainEvent):
+    """The rollback failed (`reason`); it was rolling back because of `after`."""
+
     reason: str
+    after: str = ""
     kind: ClassVar[str] = "rollback_failed"
     alert: ClassVar[str] = "rollback_failed"
     base_level: ClassVar[Level] = "critical"
@@ -243,7 +317,10 @@ class RollbackFailed(DomainEvent):
 
 @dataclass(frozen=True)
 class DeployFailed(DomainEvent):
+    """It failed for `reason`; `nothing_changed`: before any change to the service."""
+
     reason: str
+    nothing_changed: bool = False
     kind: ClassVar[str] = "deploy_failed"
     alert: ClassVar[str] = "deploy_failed"
     base_level: ClassVar[Level] = "critical"
@@ -252,11 +329,16 @@ class DeployFailed(DomainEvent):
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.kind: cls
     for cls in (
-        Requested, EmergencyRequested, Approved, Rejected, ApprovalWaiting, FreezeOverridden, WindowMissed,
-        Rescheduled, Refused, GateChanged, Started, StepStarted, Detail, SlowRollout, Paused, Resumed,
-        Promoted, Cancelled, Aborted, Succeeded, RollingBack, RolledBack, RollbackFailed, DeployFailed,
+        Requested, EmergencyRequested, Amended, Approved, Rejected, ApprovalWaiting, FreezeOverridden,
+        Scheduled, WindowMissed, Rescheduled, Refused, GateChanged, Started, StepStarted, Progress, Detail,
+        RestartResumed, SlowRollout, Paused, Resumed, Promoted, Cancelled, Aborted, Succeeded, RollingBack,
+        RolledBack, RollbackFailed, DeployFailed,
     )
 }  # fmt: skip
+
+
+# The events that end a deployment's trouble: its open alerts are resolved.
+RECOVERY = (Succeeded, RolledBack)
 
 
 class OutboxEntry(NamedTuple):

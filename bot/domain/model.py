@@ -8,6 +8,8 @@ from typing import Any
 
 from bot.domain.machine import State
 
+BOT = "deploybot"  # the actor of everything the bot does by itself
+
 
 @dataclass(frozen=True)
 class StoredAnswer:

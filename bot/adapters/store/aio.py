@@ -26,6 +26,22 @@ class AsyncStore:
     def __init__(self, store: Store):
         self.sync = store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._appended: list[Callable[[], None]] = []
+
+    def on_append(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` (on the event loop) after each write that appended outbox events: the nudge
+        that wakes the outbox's consumers. Returns the function that unsubscribes it."""
+        self._appended.append(listener)
+        return lambda: self._appended.remove(listener) if listener in self._appended else None
+
+    async def _write(
+        self, appended: Sequence[DomainEvent], fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        result = await self.call(fn, *args, **kwargs)
+        if appended:
+            for listener in list(self._appended):
+                listener()
+        return result
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
@@ -64,7 +80,8 @@ class AsyncStore:
         request_key: str | None = None,
         events: Sequence[DomainEvent] = (),
     ) -> Deployment | LockInfo:
-        return await self.call(
+        return await self._write(
+            events,
             self.sync.create_deployment,
             service=service,
             env=env,
@@ -90,7 +107,9 @@ class AsyncStore:
         outcome: str | None = None,
         events: Sequence[DomainEvent] = (),
     ) -> Deployment:
-        return await self.call(self.sync.transition, deployment_id, action, actor, details, outcome, events)
+        return await self._write(
+            events, self.sync.transition, deployment_id, action, actor, details, outcome, events
+        )
 
     async def save_progress(
         self,
@@ -103,8 +122,10 @@ class AsyncStore:
         plan: list[dict] | None = None,
         event: tuple[str, str, dict] | None = None,
         events: Sequence[DomainEvent] = (),
+        audit: Sequence[tuple[str, str, dict]] = (),
     ) -> Deployment:
-        return await self.call(
+        return await self._write(
+            events,
             self.sync.save_progress,
             deployment_id,
             step_index=step_index,
@@ -114,6 +135,7 @@ class AsyncStore:
             plan=plan,
             event=event,
             events=events,
+            audit=audit,
         )
 
     async def set_message(self, deployment_id: int, channel: str, ts: str) -> None:
@@ -154,7 +176,8 @@ class AsyncStore:
         plan: list[dict],
         events: Sequence[DomainEvent] = (),
     ) -> Deployment:
-        return await self.call(
+        return await self._write(
+            events,
             self.sync.amend,
             deployment_id,
             actor,
@@ -204,7 +227,7 @@ class AsyncStore:
         return await self.call(self.sync.last_succeeded, service, env, before)
 
     async def append_events(self, deployment_id: int | None, events: Sequence[DomainEvent]) -> list[int]:
-        return await self.call(self.sync.append_events, deployment_id, events)
+        return await self._write(events, self.sync.append_events, deployment_id, events)
 
     async def outbox_after(self, consumer: str, limit: int = 100) -> list[OutboxEntry]:
         return await self.call(self.sync.outbox_after, consumer, limit)
@@ -336,7 +359,7 @@ class AsyncStore:
         details: dict | None = None,
         events: Sequence[DomainEvent] = (),
     ) -> Deployment | None:
-        return await self.call(self.sync.record, deployment_id, actor, action, details, events)
+        return await self._write(events, self.sync.record, deployment_id, actor, action, details, events)
 
     async def request_or_amend(
         self,
@@ -354,9 +377,11 @@ class AsyncStore:
         context: dict | None = None,
         request_key: str | None = None,
         events: Sequence[DomainEvent] = (),
+        amend_events: Sequence[DomainEvent] | None = None,
         amendable: bool = True,
     ) -> Deployment | LockInfo | Amendment:
-        return await self.call(
+        return await self._write(
+            (*events, *(amend_events or ())),
             self.sync.request_or_amend,
             amendable=amendable,
             service=service,
@@ -372,6 +397,7 @@ class AsyncStore:
             context=context,
             request_key=request_key,
             events=events,
+            amend_events=amend_events,
         )
 
 

@@ -187,9 +187,11 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
         plan: list[dict] | None = None,
         event: tuple[str, str, dict] | None = None,
         events: Sequence[DomainEvent] = (),
+        audit: Sequence[tuple[str, str, dict]] = (),
     ) -> Deployment:
-        """Persist where the plan is (and, in the same transaction, the audit event saying so and the
-        outbox `events`). Returns the deployment as it now is: no need to `get` it after."""
+        """Persist where the plan is (and, in the same transaction, the audit events saying so — `audit`,
+        then `event` — and the outbox `events`). Returns the deployment as it now is: no need to `get` it
+        after."""
         values: dict[str, Any] = {"updated_at": self.now()}
         if step_index is not None:
             values["step_index"] = step_index
@@ -203,10 +205,11 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
             values["plan"] = json.dumps(plan)
         with self.db.atomic():
             self.db.table("deployments").update(deployment_id, values)
-            if event is not None:
-                actor, action, details = event
+            written = [*audit, *([event] if event is not None else [])]
+            if written:
                 state = self.get(deployment_id).state
-                self._event(deployment_id, actor, action, state, state, details)
+                for actor, action, details in written:
+                    self._event(deployment_id, actor, action, state, state, details)
             self._append_in_tx(deployment_id, events)
         return self.get(deployment_id)
 
@@ -350,10 +353,11 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
         person race each other; this serialises them):
         - nothing holds service+env: the deployment is created with the lock (a Deployment);
         - the holder is this person's own request of the same kind, not started yet (and `amendable`): it
-          is amended to this version and strategy, or found already asking for exactly that (Amendment,
+          is amended (appending `amend_events` when given, else `events`) to this version and strategy, or found already asking for exactly that (Amendment,
           saying what it was before and whether anything changed);
         - else the lock's holder (LockInfo), which may be this person's own started deployment.
         With a request_key already used, the deployment it created is returned unchanged (Slack retries)."""
+        amend_events = fields.pop("amend_events", None)
         with self.db.atomic():
             key = fields.get("request_key")
             if key is not None:
@@ -379,7 +383,7 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
                     version=fields["version"],
                     strategy=fields["strategy"],
                     plan=fields.get("plan") or [],
-                    events=fields.get("events", ()),
+                    events=fields.get("events", ()) if amend_events is None else amend_events,
                 )
                 return Amendment(amended, d.version, d.strategy, changed=True)
             return held

@@ -110,7 +110,8 @@ class WaitForRollout(Step):
                     targets = await unhealthy_targets(ctx, slot)
                     raise StepFailed(
                         f"ECS rollout failed: {r.reason or 'no reason given'}"
-                        + (f"; {targets}" if targets else "")
+                        + (f"; {targets}" if targets else ""),
+                        unhealthy=targets is not None,
                     )
                 line = f"Rolling out {_short(arn)}: {r.running}/{r.desired} tasks running"
             else:
@@ -143,7 +144,7 @@ class WaitForHealthyTargets(Step):
                 await ctx.report(f"Targets healthy in {ctx.target.target_group(slot)}")
                 return
             if ctx.clock.now() >= deadline:
-                raise StepFailed(problem)
+                raise StepFailed(problem, unhealthy=True)
             await ctx.progress(problem)
             await ctx.poll()
 
@@ -186,7 +187,7 @@ class Bake(Step):
                 raise StepFailed(f"during bake the service left the new revision ({r.state}: {r.reason})")
             problem = await unhealthy_targets(ctx, slot)
             if problem is not None:
-                raise StepFailed(f"during bake: {problem}")
+                raise StepFailed(f"during bake: {problem}", unhealthy=True)
             await ctx.poll(min(ctx.target.poll_seconds, left))
         await ctx.report(f"Baked {duration(self.duration)}: rollout steady, targets healthy")
 

@@ -16,7 +16,13 @@ from bot.domain.durations import duration as duration  # the plans' one formatte
 
 
 class StepFailed(Exception):
-    """The world did not reach the step's desired state; the message says why, for people."""
+    """The world did not reach the step's desired state; the message says why, for people.
+    `unhealthy`: the load balancer reports the new revision's targets unhealthy (a fact the alert
+    policy keys on: an automatic rollback for unhealthy targets after a switch is its own alert)."""
+
+    def __init__(self, message: str, *, unhealthy: bool = False):
+        super().__init__(message)
+        self.unhealthy = unhealthy
 
 
 class NeedsHuman(Exception):

@@ -268,7 +268,7 @@ class ScaleDown(Step):
             await ctx.progress(f"{slot} kept warm for instant rollback: {duration(left)} left")
             problem = await unhealthy_live(ctx)
             if problem:
-                raise StepFailed(f"after the switch: {problem}")
+                raise StepFailed(f"after the switch: {problem}", unhealthy=True)
             await ctx.poll(min(ctx.target.poll_seconds, left))
         delay = await ctx.platform.drain_seconds(ctx.target, slot)
         if delay > 0 and not ctx.data.get(f"drained_{slot}"):

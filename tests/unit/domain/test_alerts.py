@@ -14,14 +14,15 @@ from bot.clock import ManualClock
 from bot.config.load import parse_settings
 from bot.config.policy import parse_alerts
 from bot.config.tables import ConfigError
+from bot.domain import events as ev
 from bot.domain.alerts import (
     CRITICAL,
     EVENT_LEVELS,
     INFO,
+    SEVERITY,
     WARNING,
     AlertConfig,
     approval_overdue,
-    classify,
     pagerduty_dedup_key,
     rollout_overdue,
 )
@@ -80,43 +81,43 @@ def moved(store: Store, d, *actions: str, outcome: str | None = None):
     return d
 
 
-def test_classify_derives_the_event_from_the_deployment_s_state(store):
-    d = deployment(store)
-    assert classify(d, "update") == ("requested", INFO)
-    running = moved(store, d, "start")
-    assert classify(running, "progress", text="Shift traffic: 5%") == ("step_reached", INFO)
-    assert classify(running, "detail", text="Traffic: green 5%") == ("detail", INFO)
-    rolling_back = moved(store, running, "rollback", outcome="analysis failed")
-    assert classify(rolling_back, "update", CRITICAL, "Rolling back: analysis failed") == (
-        "automatic_rollback",
-        CRITICAL,
-    )
-    assert classify(rolling_back, "update", CRITICAL, "after the switch: 2 of 2 targets unhealthy")[0] == (
-        "unhealthy_after_switch"
-    )
-    assert classify(rolling_back, "update", WARNING, "Aborted by bob; rolling back") == ("aborted", WARNING)
-    failed = moved(store, rolling_back, "fail", outcome="rollback failed: boom (after: x)")
-    assert classify(failed, "update", CRITICAL, failed.outcome) == ("rollback_failed", CRITICAL)
+def classify(event: ev.DomainEvent) -> tuple[str, str]:
+    """(alert event, level) of a domain event: by its type and fields, never by any text."""
+    return event.alert_event(), event.level()
 
 
-def test_classify_never_reports_an_event_below_its_level(store):
-    d = moved(store, deployment(store), "start", "pause")
-    assert classify(d, "update", WARNING, "Paused: analysis inconclusive") == (
+def test_the_alert_event_comes_from_the_event_s_type():
+    assert classify(ev.Requested()) == ("requested", INFO)
+    assert classify(ev.StepStarted(0, "Shift traffic: 5%")) == ("step_reached", INFO)
+    assert classify(ev.Detail("Traffic: green 5%")) == ("detail", INFO)
+    assert classify(ev.RollingBack("analysis failed", automatic=True)) == ("automatic_rollback", CRITICAL)
+    unhealthy = ev.RollingBack(
+        "after the switch: 2 of 2 targets unhealthy", True, unhealthy_after_switch=True
+    )
+    assert classify(unhealthy)[0] == "unhealthy_after_switch"
+    # the same words without the fact are not that event
+    assert classify(ev.RollingBack("after the switch: 2 of 2 targets unhealthy", True))[0] == (
+        "automatic_rollback"
+    )
+    assert classify(ev.Aborted("bob")) == ("aborted", WARNING)
+    assert classify(ev.RollingBack("by hand", automatic=False)) == ("aborted", WARNING)
+    assert classify(ev.RollbackFailed("boom", after="x")) == ("rollback_failed", CRITICAL)
+
+
+def test_an_event_is_never_reported_below_its_level():
+    assert classify(ev.Paused("analysis inconclusive", inconclusive=True)) == (
         "inconclusive_analysis",
         WARNING,
     )
-    # whoever emits a failed deploy, it is critical even when the notice says info
-    failed = moved(store, deployment(store, service="api"), "start", "fail", outcome="no capacity")
-    assert classify(failed, "update", INFO, "no capacity") == ("deploy_failed", CRITICAL)
-    assert classify(failed, "update", INFO, "Freeze overridden by bob")[0] == "freeze_override"
-    scheduled = moved(store, deployment(store, service="jobs"), "schedule")
-    skipped = ":warning: Skipped: the window opened with approvals missing. Moved to 2026-12-01 02:00 UTC."
-    assert classify(scheduled, "update", WARNING, skipped) == ("missed_window", WARNING)
-    emergency = deployment(store, service="db", context={"emergency": "prod down"})
-    assert classify(emergency, "update", CRITICAL, ":rotating_light: Emergency deploy") == (
-        "emergency_deploy",
-        CRITICAL,
-    )
+    assert classify(ev.DeployFailed("no capacity")) == ("deploy_failed", CRITICAL)
+    # a failure whose words mention a freeze is a failure; an override whose words do not is an override
+    assert classify(ev.DeployFailed("Freeze overridden by bob"))[0] == "deploy_failed"
+    assert classify(ev.FreezeOverridden("bob", "", reason="hotfix")) == ("freeze_override", CRITICAL)
+    skipped = ev.WindowMissed("2026-12-01T02:00:00+00:00", "the window opened with approvals missing")
+    assert classify(skipped) == ("missed_window", WARNING)
+    assert classify(ev.EmergencyRequested("U1", "prod down")) == ("emergency_deploy", CRITICAL)
+    for event in (ev.Requested(), ev.DeployFailed("x"), ev.Aborted("b"), ev.WindowMissed(None)):
+        assert SEVERITY[event.level()] >= SEVERITY[EVENT_LEVELS[event.alert_event()]]
 
 
 # ------------------------------------------------------------------------------------------ config
