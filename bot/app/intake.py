@@ -19,6 +19,7 @@ from bot.domain import commands as cmds
 from bot.domain.errors import Refused
 from bot.domain.machine import BEFORE_START, State
 from bot.domain.model import Amendment, Deployment, LockInfo
+from bot.tasks import TaskGroup
 
 Request = cmds.Deploy | cmds.Rollback | cmds.Promote
 ACTIONS: dict[type, str] = {cmds.Deploy: "deploy", cmds.Rollback: "rollback", cmds.Promote: "promote"}
@@ -73,6 +74,7 @@ class Intake:
     ):
         self.settings, self.store, self.publisher = settings, store, publisher
         self.access, self.scheduling, self.gate = access, scheduling, gate
+        self._after = TaskGroup("intake")
 
     def plan(
         self, service: str, env: str, strategy: str | None, gradual: bool = False
@@ -126,8 +128,8 @@ class Intake:
         )
         result = await self._create_or_amend(r, user, fields)
         if isinstance(result, Amendment):
-            if result.changed:
-                await self.gate.amended(result, user)
+            if result.changed:  # its notice and checks again after the answer: the store has decided it
+                self._after.spawn(self.gate.amended(result, user), f"amended-{result.deployment.id}")
             return result
         if (
             isinstance(result, LockInfo)
