@@ -50,6 +50,7 @@ def build_app(
     )
     directory = notifier.directory if notifier is not None else None
     resolver = RoleResolver(client, engine.settings.roles, directory=directory)
+    resolver.warm()  # read the user groups now, so no ack ever waits on usergroups.* (Slack tier 2)
     commands.register(app, engine, resolver)
     actions.register(app, engine, notifier, resolver)
     if home is not None:
