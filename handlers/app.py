@@ -1,4 +1,5 @@
-"""Wires the Slack app: one AsyncApp, every handler module's register(app, engine), one error handler;
+"""Wires the Slack app: one AsyncApp, the roles middleware (context["roles"], resolved once per request,
+never waiting on Slack), every handler module's register(app, engine), one error handler;
 and the HTTP front of it (`web_app`): signature first, then the body's shape, then replays, then bolt."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from handlers.listeners import actions, approvals, commands, events
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier
 from handlers.request_claims import RequestClaims
-from handlers.roles import RoleResolver
+from handlers.roles import RoleResolver, roles_middleware
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,12 @@ def build_app(
     directory = notifier.directory if notifier is not None else None
     resolver = RoleResolver(client, engine.settings.roles, directory=directory)
     resolver.warm()  # read the user groups now, so no ack ever waits on usergroups.* (Slack tier 2)
-    commands.register(app, engine, resolver)
-    actions.register(app, engine, notifier, resolver)
+    app.middleware(roles_middleware(resolver))  # context["roles"], for every listener
+    commands.register(app, engine, resolver.directory)
+    actions.register(app, engine, notifier)
     if home is not None:
         events.register(app, home)
-    approvals.register(app, engine, resolver)
+    approvals.register(app, engine)
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], respond: Any = None) -> None:

@@ -12,7 +12,10 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -95,3 +98,26 @@ class RoleResolver:
         then)."""
         self._fetched_at = -math.inf
         self.directory.invalidate_groups()
+
+
+def roles_middleware(
+    resolver: RoleResolver,
+) -> Callable[[AsyncBoltContext, Callable[[], Awaitable[BoltResponse]]], Awaitable[BoltResponse | None]]:
+    """Bolt middleware: the person's roles, resolved once per request into `context["roles"]` (from
+    memory: `roles_of` never waits on Slack once the first read is done), for every listener to read."""
+
+    async def resolve_roles(
+        context: AsyncBoltContext,
+        next: Callable[[], Awaitable[BoltResponse]],  # noqa: A002 - bolt's name
+    ) -> BoltResponse | None:
+        if context.user_id:
+            context["roles"] = await resolver.roles_of(context.user_id)
+        return await next()
+
+    return resolve_roles
+
+
+def roles_in(context: AsyncBoltContext) -> frozenset[str]:
+    """What the middleware resolved; nobody holds a role when there was no user to resolve."""
+    roles = context.get("roles")
+    return roles if isinstance(roles, frozenset) else frozenset()

@@ -80,3 +80,27 @@ async def test_the_notifier_and_the_roles_read_usergroups_list_once_between_them
     assert await resolver.roles_of("U0ALICE") == {"engineers"}
     assert await directory.mention("engineers") == "<!subteam^S1>"  # how the notifier mentions a group
     assert slack.calls == 1
+
+
+async def test_the_middleware_resolves_roles_once_into_the_context_for_the_listeners():
+    from slack_bolt.context.async_context import AsyncBoltContext
+    from slack_bolt.response import BoltResponse
+
+    from handlers.roles import roles_in, roles_middleware
+
+    slack = FakeSlack()
+    resolver = RoleResolver(slack, Roles(groups={"engineers": ("engineers",)}))  # type: ignore[arg-type]
+    middleware = roles_middleware(resolver)
+    seen = []
+
+    async def listener() -> BoltResponse:
+        seen.append(roles_in(context))
+        return BoltResponse(status=200)
+
+    context = AsyncBoltContext({"user_id": "U0ALICE"})
+    assert (await middleware(context, listener)).status == 200
+    nobody = AsyncBoltContext({})
+    context = nobody
+    await middleware(nobody, listener)
+    assert seen == [frozenset({"engineers"}), frozenset()]
+    assert slack.calls == 1

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.access import ACTION_WORDS
@@ -25,7 +26,7 @@ from bot.domain.model import LockInfo
 from bot.tasks import TaskGroup
 from handlers.directory import SlackDirectory
 from handlers.errors import SOMETHING_WRONG, reply_for
-from handlers.roles import RoleResolver
+from handlers.roles import roles_in
 from handlers.ui import audit_blocks
 from handlers.ui import blocks as slack_ui
 
@@ -38,11 +39,15 @@ def vocabulary(engine: Engine) -> cmds.Vocabulary:
     return cmds.Vocabulary(tuple(s.services), tuple(s.environments), s.default_environment)
 
 
-def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
+def register(app: AsyncApp, engine: Engine, directory: SlackDirectory) -> None:
     vocab = vocabulary(engine)
 
     async def on_command(
-        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+        ack: AsyncAck,
+        command: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
     ) -> None:
         try:
             # Slack escapes & < > in the text; the parser reads what was typed (--reason "a<b"). Whatever
@@ -54,8 +59,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             return
         user = command["user_id"]
         try:
-            roles = await resolver.roles_of(user)
-            answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles)
+            answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles_in(context))
         except Exception as exc:
             if isinstance(exc, Forbidden) and exc.env == "production":
                 warn_later(
@@ -63,7 +67,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
                     engine,
                     f":warning: <@{user}> tried to {ACTION_WORDS.get(exc.action, exc.action)}"
                     f" in {exc.env} without the role: {slack_ui.code(command['command'] + ' ' + text)}",
-                    resolver.directory,
+                    directory,
                 )
             reply = await reply_for(exc)
             if reply is None:  # a bug: logged with its trace, and the person still gets an answer, not a 500
