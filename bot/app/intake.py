@@ -199,22 +199,29 @@ class Intake:
         waiting = self._waiting_amendments.get(key)
         if waiting is not None:  # a batch waits for the lock: join it
             waiting.append((fields, future))
-            return await future
-        batch = self._waiting_amendments[key] = [(fields, future)]
+        else:  # a task of its own: one request going away (a cancelled handler) never fails the others
+            batch = self._waiting_amendments[key] = [(fields, future)]
+            self._after.spawn(self._amend_batch(key, batch), f"amend-{service}-{env}")
+        return await future
+
+    async def _amend_batch(
+        self, key: tuple[str, str], batch: list[tuple[dict[str, Any], asyncio.Future[Any]]]
+    ) -> None:
+        results: list[Any]
         try:
-            async with self.gate.admission_lock(service, env):
+            async with self.gate.admission_lock(*key):
                 del self._waiting_amendments[key]  # those asking from now on wait for the next turn
                 results = await asyncio.gather(
                     *(self.store.request_or_amend(amendable=True, **f) for f, _ in batch),
                     return_exceptions=True,
                 )
         except BaseException as exc:
-            self._waiting_amendments.pop(key, None)
+            if self._waiting_amendments.get(key) is batch:
+                del self._waiting_amendments[key]
             results = [exc] * len(batch)
         for (_, fut), res in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_exception(res) if isinstance(res, BaseException) else fut.set_result(res)
-        return await future
 
     async def _record_gate_decisions(
         self, d: Deployment, user: str, gate: dict[str, Any], emergency: str | None
