@@ -79,6 +79,7 @@ class Intake:
         self.access, self.scheduling, self.gate = access, scheduling, gate
         self._after = TaskGroup("intake")
         self._amendments: dict[int, list[tuple[Amendment, str]]] = {}  # follow-ups not done yet
+        self._pending_request: dict[tuple[str, str], str] = {}  # service+env -> whose deploy was pending
         self._waiting_amendments: dict[tuple[str, str], list[tuple[dict[str, Any], asyncio.Future[Any]]]] = {}
 
     def plan(
@@ -175,16 +176,27 @@ class Intake:
         # pending deployment takes the service+env admission lock (and decides again under it): an
         # amendment never lands between a start's readiness check and its start transition, and the
         # others are answered without queueing behind it.
-        result = await self.store.request_or_amend(amendable=False, **fields)
-        held = result.deployment if isinstance(result, LockInfo) else None
-        if (
-            r.kind == "deploy"
-            and held is not None
-            and held.requested_by == user
-            and held.kind == r.kind
-            and held.state in BEFORE_START
-        ):
+        key = (r.service, r.env)
+        if r.kind == "deploy" and self._pending_request.get(key) == user:
+            # Only a hint (this person's request was pending a moment ago): the amendable decision under the
+            # lock decides everything again, so a stale hint costs a wait, never a wrong answer.
             result = await self._amend_under_lock(r.service, r.env, fields)
+        else:
+            result = await self.store.request_or_amend(amendable=False, **fields)
+            held = result.deployment if isinstance(result, LockInfo) else None
+            if (
+                r.kind == "deploy"
+                and held is not None
+                and held.requested_by == user
+                and held.kind == r.kind
+                and held.state in BEFORE_START
+            ):
+                result = await self._amend_under_lock(r.service, r.env, fields)
+        d = result.deployment if isinstance(result, LockInfo | Amendment) else result
+        if d is not None and d.kind == "deploy" and d.state in BEFORE_START:
+            self._pending_request[key] = d.requested_by
+        else:
+            self._pending_request.pop(key, None)
         return result
 
     async def _amend_under_lock(
