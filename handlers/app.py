@@ -1,4 +1,5 @@
-"""Wires the Slack app: one AsyncApp, every handler module's register(app, engine), one error handler;
+"""Wires the Slack app: one AsyncApp, the roles middleware (context["roles"], resolved once per request,
+never waiting on Slack), every handler module's register(app, engine), one error handler;
 and the HTTP front of it (`web_app`): signature first, then the body's shape, then replays, then bolt."""
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from handlers.errors import SOMETHING_WRONG
 from handlers.listeners import actions, approvals, commands, events
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier
-from handlers.roles import RoleResolver
+from handlers.request_claims import RequestClaims
+from handlers.roles import RoleResolver, roles_middleware
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,13 @@ def build_app(
     )
     directory = notifier.directory if notifier is not None else None
     resolver = RoleResolver(client, engine.settings.roles, directory=directory)
-    commands.register(app, engine, resolver)
-    actions.register(app, engine, notifier, resolver)
+    resolver.warm()  # read the user groups now, so no ack ever waits on usergroups.* (Slack tier 2)
+    app.middleware(roles_middleware(resolver))  # context["roles"], for every listener
+    commands.register(app, engine, resolver.directory)
+    actions.register(app, engine, notifier)
     if home is not None:
         events.register(app, home)
-    approvals.register(app, engine, resolver)
+    approvals.register(app, engine)
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], respond: Any = None) -> None:
@@ -139,8 +143,11 @@ def web_app(
        signature that does not match: 401);
     2. a signed body that is not what Slack sends gets 400 with a short reason (logged, no traceback);
     3. the request is claimed by Slack's identity for it (`request_key`): a replay or a retry of one
-       already handled gets the first answer back, and nothing is done again;
+       already handled gets the first answer back, and nothing is done again (claims and answers of
+       concurrent requests share one hop to the store's thread: `RequestClaims`);
     4. only then bolt handles it, and its answer is kept for replays."""
+
+    claims = RequestClaims(store)
 
     async def slack_events(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -163,18 +170,16 @@ def web_app(
         if reads_only(fields):  # nothing to repeat: no claim, no thread hop before the answer
             return await to_aiohttp_response(await app.async_dispatch(bolt_request(raw, request)))
         key = request_key(fields, timestamp, raw)
-        seen = await store.claim_request(key, time.time())
+        seen = await claims.claim(key, time.time())
         if seen is not None:
             log.info("request %s seen before (retry %s): answered as the first time",
                      key[:24], request.headers.get("X-Slack-Retry-Num", "-"))  # fmt: skip
             return await _replayed(store, key, seen)
         bolt_response = await app.async_dispatch(bolt_request(raw, request))
         response = await to_aiohttp_response(bolt_response)
-        # Kept for replays without holding up this answer: the store's thread takes calls in order, so a
-        # replay's claim (always queued after this) finds it.
-        store.later(
-            store.sync.answer_request, key, response.status, response.content_type, bolt_response.body or ""
-        )
+        # Kept for replays without holding up this answer: claims and answers reach the store in the order
+        # they are asked for, so a replay's claim (always asked after this) finds it.
+        claims.answer(key, response.status, response.content_type, bolt_response.body or "")
         return response
 
     app_ = web.Application()

@@ -120,6 +120,7 @@ class Engine:
         self.scheduling.shutdown()
         await self.runner.shutdown()
         await self.gate.shutdown()
+        await self.intake.shutdown()
 
 
 __all__ = ["Amendment", "Engine", "LockInfo", "Planned", "Request", "cmds"]

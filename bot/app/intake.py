@@ -4,6 +4,8 @@ create, amend or locked in one transaction, and the new deployment goes to the g
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,11 @@ from bot.domain.errors import Refused
 from bot.domain.events import Amended, Requested
 from bot.domain.machine import BEFORE_START, State
 from bot.domain.model import BOT, Amendment, Deployment, LockInfo
+from bot.tasks import TaskGroup
 
 Request = cmds.Deploy | cmds.Rollback | cmds.Promote
 ACTIONS: dict[type, str] = {cmds.Deploy: "deploy", cmds.Rollback: "rollback", cmds.Promote: "promote"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,13 @@ class Intake:
     ):
         self.settings, self.store = settings, store
         self.access, self.scheduling, self.gate = access, scheduling, gate
+        self._after = TaskGroup("intake")
+        self._amendments: dict[int, list[tuple[Amendment, str]]] = {}  # follow-ups not done yet
+        self._pending_request: dict[tuple[str, str], str] = {}  # service+env -> whose deploy was pending
+        self._waiting_amendments: dict[tuple[str, str], list[tuple[dict[str, Any], asyncio.Future[Any]]]] = {}
+
+    async def shutdown(self) -> None:
+        await self._after.aclose()
 
     def plan(
         self, service: str, env: str, strategy: str | None, gradual: bool = False
@@ -127,8 +138,8 @@ class Intake:
         )
         result = await self._create_or_amend(r, user, fields)
         if isinstance(result, Amendment):
-            if result.changed:
-                await self.gate.amended(result, user)
+            if result.changed:  # its notice and checks again after the answer: the store has decided it
+                self._amended_later(result, user)
             return result
         if (
             isinstance(result, LockInfo)
@@ -140,6 +151,27 @@ class Intake:
         self.gate.admit_later(result.id)
         return result
 
+    def _amended_later(self, a: Amendment, user: str) -> None:
+        """The gate's follow-up of an amendment, after the answer. One deployment's follow-ups run one at a
+        time, in order, so a burst of amendments does not queue as many rechecks on the admission lock the
+        amendments themselves wait for."""
+        pending = self._amendments.setdefault(a.deployment.id, [])
+        pending.append((a, user))
+        if len(pending) == 1:
+            self._after.spawn(self._follow_up(a.deployment.id, pending), f"amended-{a.deployment.id}")
+
+    async def _follow_up(self, deployment_id: int, pending: list[tuple[Amendment, str]]) -> None:
+        try:
+            while pending:
+                a, user = pending[0]
+                try:
+                    await self.gate.amended(a, user)
+                except Exception:
+                    log.exception("following up the amendment of deployment #%s failed", deployment_id)
+                pending.pop(0)
+        finally:
+            self._amendments.pop(deployment_id, None)
+
     async def _create_or_amend(
         self, r: _Resolved, user: str, fields: dict[str, Any]
     ) -> Deployment | LockInfo | Amendment:
@@ -147,18 +179,64 @@ class Intake:
         # pending deployment takes the service+env admission lock (and decides again under it): an
         # amendment never lands between a start's readiness check and its start transition, and the
         # others are answered without queueing behind it.
-        result = await self.store.request_or_amend(amendable=False, **fields)
-        held = result.deployment if isinstance(result, LockInfo) else None
-        if (
-            r.kind == "deploy"
-            and held is not None
-            and held.requested_by == user
-            and held.kind == r.kind
-            and held.state in BEFORE_START
-        ):
-            async with self.gate.admission_lock(r.service, r.env):
-                result = await self.store.request_or_amend(amendable=True, **fields)
+        key = (r.service, r.env)
+        if r.kind == "deploy" and self._pending_request.get(key) == user:
+            # Only a hint (this person's request was pending a moment ago): the amendable decision under the
+            # lock decides everything again, so a stale hint costs a wait, never a wrong answer.
+            result = await self._amend_under_lock(r.service, r.env, fields)
+        else:
+            result = await self.store.request_or_amend(amendable=False, **fields)
+            held = result.deployment if isinstance(result, LockInfo) else None
+            if (
+                r.kind == "deploy"
+                and held is not None
+                and held.requested_by == user
+                and held.kind == r.kind
+                and held.state in BEFORE_START
+            ):
+                result = await self._amend_under_lock(r.service, r.env, fields)
+        d = result.deployment if isinstance(result, LockInfo | Amendment) else result
+        if d is not None and d.kind == "deploy" and d.state in BEFORE_START:
+            self._pending_request[key] = d.requested_by
+        else:
+            self._pending_request.pop(key, None)
         return result
+
+    async def _amend_under_lock(
+        self, service: str, env: str, fields: dict[str, Any]
+    ) -> Deployment | LockInfo | Amendment:
+        """request_or_amend(amendable=True) under the admission lock. The requests waiting for the lock meanwhile
+        go together when it is theirs: each is still its own store transaction, in arrival order, but
+        they are handed to the store's thread at once instead of one lock hand-over (and one thread hop
+        wait) after another, under a burst of one person's requests."""
+        key = (service, env)
+        future: asyncio.Future[Deployment | LockInfo | Amendment] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting_amendments.get(key)
+        if waiting is not None:  # a batch waits for the lock: join it
+            waiting.append((fields, future))
+        else:  # a task of its own: one request going away (a cancelled handler) never fails the others
+            batch = self._waiting_amendments[key] = [(fields, future)]
+            self._after.spawn(self._amend_batch(key, batch), f"amend-{service}-{env}")
+        return await future
+
+    async def _amend_batch(
+        self, key: tuple[str, str], batch: list[tuple[dict[str, Any], asyncio.Future[Any]]]
+    ) -> None:
+        results: list[Any]
+        try:
+            async with self.gate.admission_lock(*key):
+                del self._waiting_amendments[key]  # those asking from now on wait for the next turn
+                results = await asyncio.gather(
+                    *(self.store.request_or_amend(amendable=True, **f) for f, _ in batch),
+                    return_exceptions=True,
+                )
+        except BaseException as exc:
+            if self._waiting_amendments.get(key) is batch:
+                del self._waiting_amendments[key]
+            results = [exc] * len(batch)
+        for (_, fut), res in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_exception(res) if isinstance(res, BaseException) else fut.set_result(res)
 
     async def _record_gate_decisions(
         self, d: Deployment, user: str, gate: dict[str, Any], emergency: str | None

@@ -12,12 +12,13 @@ import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.app.engine import Engine
 from bot.tasks import TaskGroup
 from handlers.errors import DID_NOT_WORK, reply_for
 from handlers.notifier import SlackNotifier
-from handlers.roles import RoleResolver
+from handlers.roles import roles_in
 from handlers.ui import alert_blocks
 from handlers.ui import blocks as slack_ui
 
@@ -27,15 +28,17 @@ log = logging.getLogger(__name__)
 _background = TaskGroup("slack-actions")
 
 
-def register(
-    app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None, resolver: RoleResolver | None = None
-) -> None:
+def register(app: AsyncApp, engine: Engine, alerts: SlackNotifier | None = None) -> None:
     @app.action(re.compile("^" + re.escape(slack_ui.ACTION_PREFIX)))
     async def on_deployment_action(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
     ) -> None:
         await ack()  # Slack hears back at once; the state change happens after
-        _background.spawn(apply(engine, body, action, respond, resolver), "deployment-action")
+        _background.spawn(apply(engine, body, action, respond, roles_in(context)), "deployment-action")
 
     if alerts is not None:
 
@@ -52,7 +55,7 @@ async def apply(
     body: dict[str, Any],
     action: dict[str, Any],
     respond: AsyncRespond,
-    resolver: RoleResolver | None = None,
+    roles: frozenset[str] | None = None,
 ) -> None:
     verb = action["action_id"].removeprefix(slack_ui.ACTION_PREFIX)
     try:
@@ -70,7 +73,6 @@ async def apply(
         return
     try:
         user = body["user"]["id"]
-        roles = await resolver.roles_of(user) if resolver is not None else None
         await engine.act(deployment_id, verb, user, roles)
     except Exception as exc:
         reply = await reply_for(exc, stale=lambda: now_is(engine, deployment_id))

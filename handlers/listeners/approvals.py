@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.app.engine import Engine
 from bot.domain.errors import Refused
@@ -16,23 +17,27 @@ from bot.domain.machine import IllegalTransition
 from bot.tasks import TaskGroup
 from handlers.errors import DID_NOT_WORK, reply_for
 from handlers.listeners.actions import NOT_ITS_MESSAGE, from_its_message, now_is
-from handlers.roles import RoleResolver
+from handlers.roles import roles_in
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
 _background = TaskGroup("slack-approvals")
 
 
-def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
+def register(app: AsyncApp, engine: Engine) -> None:
     def on(
         action_id: str, work: Callable[[int, str, frozenset[str], dict[str, Any]], Awaitable[Any]]
     ) -> None:
         @app.action(action_id)
         async def handler(
-            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+            ack: AsyncAck,
+            body: dict[str, Any],
+            action: dict[str, Any],
+            respond: AsyncRespond,
+            context: AsyncBoltContext,
         ) -> None:
             await ack()
-            _background.spawn(run(engine, resolver, body, action, respond, work), action_id)
+            _background.spawn(run(engine, roles_in(context), body, action, respond, work), action_id)
 
     async def approve(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
         await engine.approve(deployment_id, user, roles)
@@ -62,7 +67,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
 
 async def run(
     engine: Engine,
-    resolver: RoleResolver,
+    roles: frozenset[str],
     body: dict[str, Any],
     action: dict[str, Any],
     respond: AsyncRespond,
@@ -82,7 +87,7 @@ async def run(
             await respond(slack_ui.refused(NOT_ITS_MESSAGE), replace_original=False)
         return
     try:
-        await work(deployment_id, user, await resolver.roles_of(user), action)
+        await work(deployment_id, user, roles, action)
     except Exception as exc:
         reply = await reply_for(exc, stale=lambda: now_is(engine, deployment_id))
         if reply is None:

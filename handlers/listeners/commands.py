@@ -6,14 +6,17 @@ learns at once whether it started or who holds the lock; the deployment itself r
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.access import ACTION_WORDS
 from bot.app.engine import Engine
+from bot.app.storage_types import StoreLike
 from bot.domain import commands as cmds
 from bot.domain.durations import duration
 from bot.domain.errors import Forbidden
@@ -21,8 +24,9 @@ from bot.domain.machine import IllegalTransition
 from bot.domain.model import Amendment as Amended
 from bot.domain.model import LockInfo
 from bot.tasks import TaskGroup
+from handlers.directory import SlackDirectory
 from handlers.errors import SOMETHING_WRONG, reply_for
-from handlers.roles import RoleResolver
+from handlers.roles import roles_in
 from handlers.ui import audit_blocks
 from handlers.ui import blocks as slack_ui
 
@@ -35,11 +39,15 @@ def vocabulary(engine: Engine) -> cmds.Vocabulary:
     return cmds.Vocabulary(tuple(s.services), tuple(s.environments), s.default_environment)
 
 
-def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
+def register(app: AsyncApp, engine: Engine, directory: SlackDirectory) -> None:
     vocab = vocabulary(engine)
 
     async def on_command(
-        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+        ack: AsyncAck,
+        command: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
     ) -> None:
         try:
             # Slack escapes & < > in the text; the parser reads what was typed (--reason "a<b"). Whatever
@@ -51,8 +59,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
             return
         user = command["user_id"]
         try:
-            roles = await resolver.roles_of(user)
-            answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles)
+            answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles_in(context))
         except Exception as exc:
             if isinstance(exc, Forbidden) and exc.env == "production":
                 warn_later(
@@ -60,6 +67,7 @@ def register(app: AsyncApp, engine: Engine, resolver: RoleResolver) -> None:
                     engine,
                     f":warning: <@{user}> tried to {ACTION_WORDS.get(exc.action, exc.action)}"
                     f" in {exc.env} without the role: {slack_ui.code(command['command'] + ' ' + text)}",
+                    directory,
                 )
             reply = await reply_for(exc)
             if reply is None:  # a bug: logged with its trace, and the person still gets an answer, not a 500
@@ -91,132 +99,217 @@ async def windows_answer(engine: Engine, c: cmds.Windows, respond: AsyncRespond)
     await respond(slack_ui.ephemeral(text), replace_original=False)
 
 
-_channel_ids: dict[str, str] = {}
-
-
-def warn_later(client: AsyncWebClient, engine: Engine, text: str) -> None:
-    """A warning to the warning channels, after the ack (never before it)."""
+def warn_later(client: AsyncWebClient, engine: Engine, text: str, directory: SlackDirectory) -> None:
+    """A warning to the warning channels, after the ack (never before it); channel names resolved through
+    the bot's one Slack directory."""
 
     async def post() -> None:
-        try:
-            for name in engine.settings.alerts.warning:
-                if name not in _channel_ids:
-                    page = await client.conversations_list(limit=1000, types="public_channel,private_channel")
-                    channels: list[dict[str, Any]] = page.get("channels") or []
-                    _channel_ids.update({c["name"]: c["id"] for c in channels})
-                if name in _channel_ids:
-                    await client.chat_postMessage(channel=_channel_ids[name], text=text)
-        except Exception:
-            log.exception("could not post a warning")
+        for name in engine.settings.alerts.warning:
+            try:
+                await client.chat_postMessage(channel=await directory.channel_id(name), text=text)
+            except LookupError as exc:
+                log.warning("could not post a warning: %s", exc)
+            except Exception:
+                log.exception("could not post a warning")
 
     _background.spawn(post(), "warning")
 
 
+@dataclass(frozen=True)
+class Call:
+    """One command to answer: who asks, with which roles, under which Slack request."""
+
+    engine: Engine
+    command: cmds.Command
+    user: str
+    request_key: str | None
+    roles: frozenset[str]
+
+    @property
+    def store(self) -> StoreLike:
+        return self.engine.store
+
+
+Answer = dict[str, Any]
+Handler = Callable[[Any], Awaitable[Answer]]  # each takes the Call of its own command type
+
+
 async def dispatch(
     engine: Engine, c: cmds.Command, user: str, request_key: str | None, roles: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    store = engine.store
-    match c:
-        case cmds.Help():
-            return slack_ui.ephemeral(cmds.help_text("/deploy"))
-        case cmds.Deploy(dry_run=True):
-            p = engine.dry_run(c)
-            return slack_ui.dry_run(
-                p.service,
-                p.env,
-                p.version,
-                p.strategy,
-                [s.describe() for s in p.steps],
-                duration(p.eta_seconds),
-            )
-        case cmds.Deploy() | cmds.Rollback() | cmds.Promote():
-            result = await engine.request(c, user, request_key, roles)
-            if isinstance(result, LockInfo):
-                if result.deployment is not None and result.deployment.requested_by == user:
-                    return slack_ui.own_lock(result.deployment, getattr(c, "version", None))
-                return slack_ui.locked(result, result.deployment)
-            if isinstance(result, Amended):
-                if not result.changed:
-                    return slack_ui.already_requested(result.deployment)
-                d = result.deployment
-                was = [result.from_version or "(current version)"] if result.from_version != d.version else []
-                was += [f"with {result.from_strategy}"] if result.from_strategy != d.strategy else []
-                return slack_ui.amended(d, was=" ".join(was))
-            return slack_ui.requested(result, None)
-        case cmds.Status(target=None):
-            return slack_ui.deployment_list("Active deployments", *(await store.overview()))
-        case cmds.Status(target=str(t)) if t.lstrip("#").isdigit():
-            d = await store.find(int(t.lstrip("#")))
-            if d is None:
-                return slack_ui.refused(f"There is no deployment #{int(t.lstrip('#'))}.")
-            return slack_ui.deployment_list(f"Deployment {d.ref}", [d])
-        case cmds.Status(target=str(t)):
-            return slack_ui.deployment_list(f"Latest deployments of {t}", await store.latest(t, 5))
-        case cmds.History(service=service, env=env):
-            where = f" in {env}" if env else ""
-            return slack_ui.deployment_list(f"History of {service}{where}", await store.history(service, env))
-        case cmds.PromoteDeployment(deployment_id=deployment_id, full=full):
-            d = await store.find(deployment_id)
-            if d is None:
-                return slack_ui.refused(f"There is no deployment #{deployment_id}.")
-            await engine.check_access("promote", d.env, user, roles, deployment=d)
-            try:
-                d = await engine.promote(deployment_id, user, full)
-            except IllegalTransition:
-                return slack_ui.ephemeral(slack_ui.stale_click(d))
-            return slack_ui.ephemeral(
-                f"Promoted {d.ref}" + (" straight to 100%." if full else "; it carries on.")
-            )
-        case cmds.Approve(deployment_id=deployment_id):
-            d = await engine.approve(deployment_id, user, roles)
-            return slack_ui.ephemeral(
-                f"You approved {d.ref}."
-                + (
-                    f" It still waits for {d.context['gate']['waiting_for']}."
-                    if d.state.value == "awaiting_approval" and d.context.get("gate", {}).get("waiting_for")
-                    else ""
-                )
-            )
-        case cmds.Reject(deployment_id=deployment_id, reason=reason):
-            d = await engine.reject(deployment_id, user, roles, reason)
-            return slack_ui.ephemeral(f"You rejected {d.ref}; it is cancelled.")
-        case cmds.Audit(deployment_id=deployment_id):
-            d = await store.find(deployment_id)
-            if d is None:
-                return slack_ui.refused(f"There is no deployment #{deployment_id}.")
-            return audit_blocks.audit(d, await store.events(deployment_id))
-        case cmds.Schedule():
-            return slack_ui.schedule_list(await store.scheduled())
-        case cmds.Freeze(env=env, until=until, reason=reason):
-            await engine.check_access("freeze", env, user, roles)
-            freeze = await engine.freeze(env, until, reason, user)
-            return slack_ui.in_channel(f":snowflake: <@{user}> froze {env}: {freeze.describe()}")
-        case cmds.Unfreeze(env=env):
-            await engine.check_access("freeze", env, user, roles)
-            lifted, remaining = await engine.unfreeze(env, user)
-            text = f":sunny: <@{user}> lifted {lifted} freeze{'s' if lifted != 1 else ''} of {env}."
-            if remaining:
-                text += f" Still in force (from the config file): {remaining}."
-            return slack_ui.in_channel(text)
-        case cmds.Windows():
-            return slack_ui.ephemeral("Reading 14 days of traffic from CloudWatch…")
-        case cmds.Lock(service=service, env=env, reason=reason):
-            await engine.check_access("lock", env, user, roles, service=service)
-            held = await store.lock(service, env, user, reason)
-            if held is not None:
-                return slack_ui.locked(held, held.deployment)
-            return slack_ui.ephemeral(f":lock: Locked {service} in {env}: {slack_ui.text(reason)}")
-        case cmds.Unlock(service=service, env=env):
-            await engine.check_access("lock", env, user, roles, service=service)
-            removed = await store.unlock(service, env, user)
-            if removed is None:
-                held = await store.lock_info(service, env)
-                if held is not None:
-                    return slack_ui.refused(
-                        f"{service} in {env} is held by deployment #{held.deployment_id}; "
-                        "it is released when that deployment finishes."
-                    )
-                return slack_ui.ephemeral(f"{service} in {env} was not locked.")
-            return slack_ui.ephemeral(f":unlock: Unlocked {service} in {env}.")
-        case _:
-            return slack_ui.refused(f"`{type(c).__name__.lower()}` is not available yet.")
+) -> Answer:
+    handler = HANDLERS.get(type(c))
+    if handler is None:
+        return slack_ui.refused(f"`{type(c).__name__.lower()}` is not available yet.")
+    return await handler(Call(engine, c, user, request_key, roles))
+
+
+async def _help(call: Call) -> Answer:
+    return slack_ui.ephemeral(cmds.help_text("/deploy"))
+
+
+async def _deploy(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Deploy)
+    if not c.dry_run:
+        return await _request(call)
+    p = call.engine.dry_run(c)
+    steps = [s.describe() for s in p.steps]
+    return slack_ui.dry_run(p.service, p.env, p.version, p.strategy, steps, duration(p.eta_seconds))
+
+
+async def _request(call: Call) -> Answer:
+    """/deploy, /rollback, /promote: the store's one decision (created, amended, or who holds the lock)."""
+    c, user = call.command, call.user
+    assert isinstance(c, cmds.Deploy | cmds.Rollback | cmds.Promote)
+    result = await call.engine.request(c, user, call.request_key, call.roles)
+    if isinstance(result, LockInfo):
+        if result.deployment is not None and result.deployment.requested_by == user:
+            return slack_ui.own_lock(result.deployment, getattr(c, "version", None))
+        return slack_ui.locked(result, result.deployment)
+    if isinstance(result, Amended):
+        return _amended(result)
+    return slack_ui.requested(result, None)
+
+
+def _amended(result: Amended) -> Answer:
+    if not result.changed:
+        return slack_ui.already_requested(result.deployment)
+    d = result.deployment
+    was = [result.from_version or "(current version)"] if result.from_version != d.version else []
+    was += [f"with {result.from_strategy}"] if result.from_strategy != d.strategy else []
+    return slack_ui.amended(d, was=" ".join(was))
+
+
+async def _status(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Status)
+    t = c.target
+    if t is None:
+        return slack_ui.deployment_list("Active deployments", *(await call.store.overview()))
+    if t.lstrip("#").isdigit():
+        d = await call.store.find(int(t.lstrip("#")))
+        if d is None:
+            return slack_ui.refused(f"There is no deployment #{int(t.lstrip('#'))}.")
+        return slack_ui.deployment_list(f"Deployment {d.ref}", [d])
+    return slack_ui.deployment_list(f"Latest deployments of {t}", await call.store.latest(t, 5))
+
+
+async def _history(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.History)
+    where = f" in {c.env}" if c.env else ""
+    return slack_ui.deployment_list(
+        f"History of {c.service}{where}", await call.store.history(c.service, c.env)
+    )
+
+
+async def _promote_deployment(call: Call) -> Answer:
+    c, engine = call.command, call.engine
+    assert isinstance(c, cmds.PromoteDeployment)
+    d = await call.store.find(c.deployment_id)
+    if d is None:
+        return slack_ui.refused(f"There is no deployment #{c.deployment_id}.")
+    await engine.check_access("promote", d.env, call.user, call.roles, deployment=d)
+    try:
+        d = await engine.promote(c.deployment_id, call.user, c.full)
+    except IllegalTransition:
+        return slack_ui.ephemeral(slack_ui.stale_click(d))
+    return slack_ui.ephemeral(f"Promoted {d.ref}" + (" straight to 100%." if c.full else "; it carries on."))
+
+
+async def _approve(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Approve)
+    d = await call.engine.approve(c.deployment_id, call.user, call.roles)
+    waiting = d.context.get("gate", {}).get("waiting_for")
+    still = f" It still waits for {waiting}." if d.state.value == "awaiting_approval" and waiting else ""
+    return slack_ui.ephemeral(f"You approved {d.ref}.{still}")
+
+
+async def _reject(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Reject)
+    d = await call.engine.reject(c.deployment_id, call.user, call.roles, c.reason)
+    return slack_ui.ephemeral(f"You rejected {d.ref}; it is cancelled.")
+
+
+async def _audit(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Audit)
+    d = await call.store.find(c.deployment_id)
+    if d is None:
+        return slack_ui.refused(f"There is no deployment #{c.deployment_id}.")
+    return audit_blocks.audit(d, await call.store.events(c.deployment_id))
+
+
+async def _schedule(call: Call) -> Answer:
+    return slack_ui.schedule_list(await call.store.scheduled())
+
+
+async def _freeze(call: Call) -> Answer:
+    c, engine, user = call.command, call.engine, call.user
+    assert isinstance(c, cmds.Freeze)
+    await engine.check_access("freeze", c.env, user, call.roles)
+    freeze = await engine.freeze(c.env, c.until, c.reason, user)
+    return slack_ui.in_channel(f":snowflake: <@{user}> froze {c.env}: {freeze.describe()}")
+
+
+async def _unfreeze(call: Call) -> Answer:
+    c, engine, user = call.command, call.engine, call.user
+    assert isinstance(c, cmds.Unfreeze)
+    await engine.check_access("freeze", c.env, user, call.roles)
+    lifted, remaining = await engine.unfreeze(c.env, user)
+    text = f":sunny: <@{user}> lifted {lifted} freeze{'s' if lifted != 1 else ''} of {c.env}."
+    if remaining:
+        text += f" Still in force (from the config file): {remaining}."
+    return slack_ui.in_channel(text)
+
+
+async def _windows(call: Call) -> Answer:
+    return slack_ui.ephemeral("Reading 14 days of traffic from CloudWatch…")  # the report follows the ack
+
+
+async def _lock(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Lock)
+    held = await call.engine.lock(c.service, c.env, call.user, call.roles, c.reason)
+    if held is not None:
+        return slack_ui.locked(held, held.deployment)
+    return slack_ui.ephemeral(f":lock: Locked {c.service} in {c.env}: {slack_ui.text(c.reason)}")
+
+
+async def _unlock(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Unlock)
+    service, env = c.service, c.env
+    outcome = await call.engine.unlock(service, env, call.user, call.roles)
+    if outcome.removed is not None:
+        return slack_ui.ephemeral(f":unlock: Unlocked {service} in {env}.")
+    held = outcome.held_by
+    if held is not None:
+        return slack_ui.refused(
+            f"{service} in {env} is held by deployment #{held.deployment_id}; "
+            "it is released when that deployment finishes."
+        )
+    return slack_ui.ephemeral(f"{service} in {env} was not locked.")
+
+
+# One handler per command type: where each slash command is answered.
+HANDLERS: dict[type[cmds.Command], Handler] = {
+    cmds.Help: _help,
+    cmds.Deploy: _deploy,
+    cmds.Rollback: _request,
+    cmds.Promote: _request,
+    cmds.Status: _status,
+    cmds.History: _history,
+    cmds.PromoteDeployment: _promote_deployment,
+    cmds.Approve: _approve,
+    cmds.Reject: _reject,
+    cmds.Audit: _audit,
+    cmds.Schedule: _schedule,
+    cmds.Freeze: _freeze,
+    cmds.Unfreeze: _unfreeze,
+    cmds.Windows: _windows,
+    cmds.Lock: _lock,
+    cmds.Unlock: _unlock,
+}
