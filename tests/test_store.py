@@ -204,3 +204,23 @@ def test_a_claim_left_unanswered_by_a_crashed_process_is_taken_over_by_slack_s_r
     assert store.claim_request("trigger:2", now=1061.0).status is None  # ... and now holds the claim
     store.answer_request("trigger:2", 200, "application/json", "{}")
     assert store.claim_request("trigger:2", now=1200.0).status == 200  # an answered one is never redone
+
+
+def test_request_or_amend_many_decides_each_in_order_and_a_failure_stays_its_own(store):
+    base = dict(service="web", env="staging", strategy="rolling", kind="deploy", requested_by="U1", plan=[])
+    results = store.request_or_amend_many(
+        [
+            {**base, "version": "v1"},
+            {**base, "version": "v2"},
+            {**base, "version": "v3", "plan": [object()]},  # cannot be stored
+            {**base, "version": "v4"},
+            {**base, "version": "v9", "requested_by": "U2"},
+        ]
+    )
+    first, second, bad, fourth, other = results
+    assert first.version == "v1"
+    assert second.changed and second.from_version == "v1" and second.deployment.version == "v2"
+    assert isinstance(bad, TypeError)
+    assert fourth.changed and fourth.from_version == "v2"  # the failed one changed nothing
+    assert fourth.deployment.version == "v4" and fourth.deployment.id == first.id
+    assert other.deployment.id == first.id and other.deployment.requested_by == "U1"  # someone else: locked

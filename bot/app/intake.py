@@ -226,9 +226,8 @@ class Intake:
         try:
             async with self.gate.admission_lock(*key):
                 del self._waiting_amendments[key]  # those asking from now on wait for the next turn
-                results = await asyncio.gather(
-                    *(self.store.request_or_amend(amendable=True, **f) for f, _ in batch),
-                    return_exceptions=True,
+                results = list(
+                    await self.store.request_or_amend_many([{**f, "amendable": True} for f, _ in batch])
                 )
         except BaseException as exc:
             if self._waiting_amendments.get(key) is batch:

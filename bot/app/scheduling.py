@@ -52,10 +52,26 @@ class Scheduling:
         self.platform, self.metrics = platform, metrics
         self.waiting_for, self.reconsider = waiting_for, reconsider
         self.scheduler = timer
+        self._stored_freezes: list[Freeze] | None = None
+        self._freeze_generation = 0
         timer.bind(self._due, self._missed)
 
     async def freezes(self) -> list[Freeze]:
-        return [*self.settings.freezes, *(await self.store.freezes())]
+        """The config's freezes and the store's. The store's are kept in memory between changes: this
+        process is their only writer (freeze/unfreeze below), so every /deploy is not one more trip to the
+        store. A read that a change overtook is not kept (the generation moved on). Several replicas
+        (one shared PostgreSQL) must drop this cache or invalidate it from the database."""
+        stored = self._stored_freezes
+        if stored is None:
+            generation = self._freeze_generation
+            stored = await self.store.freezes()
+            if generation == self._freeze_generation:
+                self._stored_freezes = stored
+        return [*self.settings.freezes, *stored]
+
+    def _freezes_changed(self) -> None:
+        self._freeze_generation += 1
+        self._stored_freezes = None
 
     async def timing(
         self,
@@ -216,10 +232,16 @@ class Scheduling:
             end = parse_when(until, now=now, default_tz=tz_of(self.settings.environments[env].windows))
         except ValueError as exc:
             raise Refused(f"until {code(until)}: {text(exc, None)}") from None
-        return await self.store.add_freeze(Freeze(env, now, end, reason, user))
+        try:
+            return await self.store.add_freeze(Freeze(env, now, end, reason, user))
+        finally:
+            self._freezes_changed()
 
     async def unfreeze(self, env: str, user: str) -> tuple[int, str]:
-        lifted = await self.store.lift_freezes(env, user)
+        try:
+            lifted = await self.store.lift_freezes(env, user)
+        finally:
+            self._freezes_changed()
         now = self.clock.utcnow()
         remaining = [f.describe() for f in self.settings.freezes if f.env in (env, "*") and f.end > now]
         return lifted, "; ".join(remaining)

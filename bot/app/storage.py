@@ -3,8 +3,8 @@ thread). bot.adapters.store.aio.AsyncStore implements it over SQLite; the app ty
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, overload
 
 from bot.domain.checklist import Approval, ItemState
 from bot.domain.events import DomainEvent, OutboxEntry
@@ -150,6 +150,9 @@ class Storage(Protocol):
         details: dict | None = None,
         events: Sequence[DomainEvent] = (),
     ) -> None: ...
+    async def request_or_amend_many(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> list[Deployment | LockInfo | Amendment | Exception]: ...
     async def request_or_amend(
         self,
         *,

@@ -5,9 +5,9 @@ Store method, each a `call` of it on that thread."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from bot.adapters.store.sqlite import Store, log
 from bot.app.storage import Storage
@@ -360,6 +360,12 @@ class AsyncStore:
         events: Sequence[DomainEvent] = (),
     ) -> Deployment | None:
         return await self._write(events, self.sync.record, deployment_id, actor, action, details, events)
+
+    async def request_or_amend_many(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> list[Deployment | LockInfo | Amendment | Exception]:
+        appended = [e for r in requests for e in (*r.get("events", ()), *(r.get("amend_events") or ()))]
+        return await self._write(appended, self.sync.request_or_amend_many, requests)
 
     async def request_or_amend(
         self,

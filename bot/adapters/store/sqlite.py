@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
 from bot.adapters.store.alerts import AlertsMixin
@@ -387,6 +387,19 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
                 )
                 return Amendment(amended, d.version, d.strategy, changed=True)
             return held
+
+    def request_or_amend_many(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> list[Deployment | LockInfo | Amendment | Exception]:
+        """request_or_amend for each request in order, each in its own transaction (one failing fails
+        alone, its exception in its place): a burst of one person's requests in one trip to the store."""
+        results: list[Deployment | LockInfo | Amendment | Exception] = []
+        for fields in requests:
+            try:
+                results.append(self.request_or_amend(**dict(fields)))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     def scheduled(self) -> list[Deployment]:
         rows = self.db.query("SELECT * FROM deployments WHERE state = ? ORDER BY id", [State.SCHEDULED.value])

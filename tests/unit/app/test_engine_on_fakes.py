@@ -159,3 +159,46 @@ async def test_locks_check_access_and_say_who_holds_what(world, tmp_path):
     assert freed.removed is not None and freed.removed.holder == "alice"
     again = await engine.unlock("web", "staging", "bob", frozenset())
     assert again.removed is None and again.held_by is None
+
+
+async def test_freezes_are_read_once_between_changes_and_a_change_is_seen_at_once(world):
+    engine, _, _, _ = world
+    reads = 0
+    real = engine.store.freezes
+
+    async def counted():
+        nonlocal reads
+        reads += 1
+        return await real()
+
+    engine.store.freezes = counted  # type: ignore[method-assign]
+    await engine.freeze("staging", "+2h", "release train", "bob")
+    with pytest.raises(Exception, match="release train"):
+        await engine.request(deploy("web v2 to staging"), "alice", roles={"engineers"})
+    with pytest.raises(Exception, match="release train"):
+        await engine.request(deploy("web v3 to staging"), "alice", roles={"engineers"})
+    assert reads == 1  # the second request used what the first read
+    await engine.unfreeze("staging", "bob")
+    d = await engine.request(deploy("web v2 to staging"), "alice", roles={"engineers"})
+    assert isinstance(d, Deployment) and reads == 2
+    await until_done(engine, d.id)
+
+
+async def test_a_freezes_read_overtaken_by_a_freeze_is_not_kept(world):
+    engine, _, _, _ = world
+    release = asyncio.Event()
+    real = engine.store.freezes
+
+    async def slow():
+        before = await real()  # read before the freeze lands...
+        await release.wait()  # ...and handed back after it
+        return before
+
+    engine.store.freezes = slow  # type: ignore[method-assign]
+    reading = asyncio.create_task(engine.scheduling.freezes())
+    await asyncio.sleep(0)
+    engine.store.freezes = real  # type: ignore[method-assign]
+    await engine.freeze("staging", "+2h", "overtaken", "bob")
+    release.set()
+    assert [f.reason for f in await reading] == []  # that caller saw the world as it was
+    assert [f.reason for f in await engine.scheduling.freezes()] == ["overtaken"]  # nobody after it
