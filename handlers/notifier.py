@@ -88,6 +88,7 @@ class SlackNotifier(AlertLifecycle):
         self._shown: dict[tuple[str, str], tuple[str, list]] = {}  # what each message shows now
         self._first_shown: dict[int, tuple[str, list]] = {}
         self._rendered: dict[int, State] = {}  # the state each deployment's message shows
+        self._through: dict[int, int] = {}  # the last outbox event shown of each deployment
         self._links: dict[tuple[str, str], str] = {}
         self._escalating: set[tuple[int, int]] = set()  # (alert, round) being posted by this process
         self._timer_wake = asyncio.Event()
@@ -218,6 +219,7 @@ class SlackNotifier(AlertLifecycle):
     async def _show(self, entry: OutboxEntry, d: Deployment, rendered: dict[int, str]) -> None:
         """The "slack" consumer: the deployment's message, its thread, the warning and info channels."""
         event = entry.event
+        self._through[d.id] = max(entry.id, self._through.get(d.id, 0))
         channel = await self._deployment_channel(d)
         step = event_text.live(event)
         if step is not None:
@@ -315,11 +317,21 @@ class SlackNotifier(AlertLifecycle):
         d = await self.store.get(deployment_id)
         if d.message_ts is None or d.channel is None:
             return
+        if d.state.terminal and await self._lines_to_come(deployment_id):
+            return  # it ended after this batch was read: the batch with its end renders it, after its lines
         text, blocks = self._content(d)
         self._rendered[deployment_id] = d.state
         await self._update_message(d.channel, d.message_ts, text, blocks)
         if d.state.terminal:
             self.live.pop(d.id, None)
+            self._through.pop(d.id, None)
+
+    async def _lines_to_come(self, deployment_id: int) -> bool:
+        """Whether the outbox holds events of this deployment this notifier has not shown yet: its message
+        must not say it ended before its thread has the lines that came first."""
+        through = self._through.get(deployment_id, 0)
+        pending = await self.store.outbox_after(SLACK, BATCH)
+        return any(e.deployment_id == deployment_id and e.id > through for e in pending)
 
     async def _update_message(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         if self._shown.get((channel, ts)) == (text, blocks):
