@@ -405,6 +405,7 @@ class AlertLifecycle:
 
     async def _run_pager(self) -> None:
         assert self.pagerduty is not None
+        await self._recover_pages()
         while (item := await self._pages.get()) is not None:
             action, a, d = item
             key = policy.pagerduty_dedup_key(d.id)
@@ -426,8 +427,20 @@ class AlertLifecycle:
                     await self.pagerduty.acknowledge(key)
                 else:
                     await self.pagerduty.resolve(key)
+                await self.store.mark_paged(a.id, action)
             except Exception as exc:
                 log.error("PagerDuty %s for deployment #%s failed: %s", action, d.id, exc)
+
+    async def _recover_pages(self) -> None:
+        """What PagerDuty was never confirmed to have (the bot stopped before sending it, or PD refused
+        it), queued again at start, in order, ahead of anything new."""
+        try:
+            for a in await self.store.unpaged_alerts():
+                d = await self.store.get(a.deployment_id)
+                for action in a.pages_due():
+                    self._pages.put_nowait((action, a, d))
+        except Exception:
+            log.exception("could not read the alerts PagerDuty still needs")
 
     # ---------------------------------------------------------------------------------- lookups
 

@@ -812,3 +812,30 @@ async def test_a_pagerduty_summary_is_plain_text_that_carries_no_slack_markup_ba
 
 async def _events(server: PagerDutyServer, count: int) -> bool:
     return len(server.events) >= count
+
+
+async def test_a_page_pagerduty_never_confirmed_is_sent_at_the_next_start_and_only_once(world):
+    """The bot raised a critical alert but PagerDuty refused the trigger (or the bot stopped first): the
+    next start sends it; a start after that sends nothing."""
+    async with PagerDutyServer([400]) as server:  # the first trigger is refused (and not retried)
+        pd = PagerDuty(ROUTING_KEY, server.url, backoff_seconds=0.01)
+        n = world.notifier(pagerduty=pd)
+        d, _ = await rolled_back_alert(world, n)
+        await wait_for(lambda: _events(server, 1), 10, what="the refused trigger")
+        await n.drain()
+        (a,) = await world.store.open_alerts(deployment_id=d.id)
+        assert a.paged is None and a.pages_due() == ["trigger"]
+
+        again = world.notifier(pagerduty=pd)  # the next start, on the same store
+        await again.start()
+        await wait_for(lambda: _events(server, 2), 10, what="the trigger sent at start")
+        await again.drain()
+        assert [e["event_action"] for e in server.events] == ["trigger", "trigger"]
+        (a,) = await world.store.open_alerts(deployment_id=d.id)
+        assert a.paged == "trigger" and a.pages_due() == []
+
+        third = world.notifier(pagerduty=pd)
+        await third.start()
+        await third.drain()
+        assert len(server.events) == 2  # nothing owed, nothing sent
+        await pd.close()

@@ -126,6 +126,7 @@ class Alert:
     rounds_claimed: int
     rounds_sent: int
     next_escalation_at: float | None
+    paged: str | None = None  # the last PagerDuty action confirmed sent for it
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Alert:
@@ -149,3 +150,19 @@ class Alert:
     @property
     def thread(self) -> dict[str, str] | None:
         return self.messages[0] if self.messages else None
+
+    def pages_due(self) -> list[str]:
+        """The PagerDuty actions its incident still needs, in order, from what was confirmed sent: a
+        critical alert is triggered, then acknowledged and resolved as it is; one resolved before it was
+        ever paged needs nothing."""
+        if self.level != "critical":
+            return []
+        wanted = (
+            ["trigger"]
+            + (["acknowledge"] if self.acknowledged else [])
+            + (["resolve"] if self.resolved else [])
+        )
+        if self.paged is None:
+            return [] if self.resolved else wanted
+        done = wanted.index(self.paged) + 1 if self.paged in wanted else len(wanted)
+        return wanted[done:]

@@ -279,6 +279,12 @@ class AsyncStore:
     ) -> list[Alert]:
         return await self.call(self.sync.open_alerts, deployment_id, service, env)
 
+    async def mark_paged(self, alert_id: int, action: str) -> None:
+        return await self.call(self.sync.mark_paged, alert_id, action)
+
+    async def unpaged_alerts(self) -> list[Alert]:
+        return await self.call(self.sync.unpaged_alerts)
+
     async def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]:
         return await self.call(self.sync.unacknowledged_alerts, level)
 

@@ -120,6 +120,18 @@ class AlertsMixin(StoreBase):
                 args.append(value)
         return [Alert.from_row(r) for r in self.db.query(sql + " ORDER BY a.id", args)]
 
+    def mark_paged(self, alert_id: int, action: str) -> None:
+        """PagerDuty confirmed `action` for this alert's incident."""
+        with self.db.atomic():
+            self.db.execute("UPDATE alerts SET paged = ? WHERE id = ?", [action, alert_id])
+
+    def unpaged_alerts(self) -> list[Alert]:
+        """Critical alerts whose incident still needs a PagerDuty action (Alert.pages_due), oldest first."""
+        rows = self.db.query(
+            "SELECT * FROM alerts WHERE level = 'critical' AND (paged IS NULL OR paged != 'resolve') ORDER BY id"
+        )
+        return [a for a in (Alert.from_row(r) for r in rows) if a.pages_due()]
+
     def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]:
         rows = self.db.query("SELECT * FROM alerts WHERE level = ? AND acked_by IS NULL ORDER BY id", [level])
         return [Alert.from_row(r) for r in rows]

@@ -170,3 +170,10 @@ def m040_outbox(db: Database) -> None:
         "payload TEXT NOT NULL DEFAULT '{}', created TEXT NOT NULL)"
     )
     db.table("outbox_cursors").create({"consumer": str, "last_id": int}, pk="consumer", not_null={"last_id"})
+
+
+@migrations()
+def m050_paged(db: Database) -> None:
+    # The last PagerDuty action an alert's incident was confirmed to have (trigger, acknowledge, resolve),
+    # so a page the bot stopped before sending is sent at the next start, and none is sent twice.
+    db.table("alerts").add_column("paged", str)

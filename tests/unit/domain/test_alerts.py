@@ -3,6 +3,7 @@ acknowledgement as a compare-and-set, escalation rounds claimed and confirmed ex
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from bot.domain.alerts import (
     rollout_overdue,
 )
 from bot.domain.machine import State
+from bot.domain.model import Alert
 
 EXAMPLE = Path(__file__).parents[3] / "config" / "deploybot.toml"
 
@@ -296,3 +298,42 @@ def test_alerts_survive_a_reopen_of_the_database(tmp_path):
     }
     assert again.get(d.id).state == State.REQUESTED
     again.close()
+
+
+@pytest.mark.parametrize(
+    ("paged", "acked", "resolved", "due"),
+    [
+        (None, False, False, ["trigger"]),
+        (None, True, False, ["trigger", "acknowledge"]),
+        (None, True, True, []),  # resolved before it was ever paged: nothing to page about
+        ("trigger", False, False, []),
+        ("trigger", True, False, ["acknowledge"]),
+        ("trigger", False, True, ["resolve"]),
+        ("acknowledge", True, True, ["resolve"]),
+        ("resolve", True, True, []),
+    ],
+)
+def test_an_alert_knows_the_pagerduty_actions_its_incident_still_needs(paged, acked, resolved, due):
+    a = Alert(
+        id=1,
+        deployment_id=1,
+        event="automatic_rollback",
+        level="critical",
+        text="x",
+        key=None,
+        raised_at="t",
+        raised_ts=0.0,
+        messages=[],
+        acked_by="U1" if acked else None,
+        acked_at=None,
+        acked_ts=None,
+        resolved_at="t" if resolved else None,
+        resolved_ts=None,
+        resolution=None,
+        rounds_claimed=0,
+        rounds_sent=0,
+        next_escalation_at=None,
+        paged=paged,
+    )
+    assert a.pages_due() == due
+    assert dataclasses.replace(a, level="warning").pages_due() == []
