@@ -410,6 +410,8 @@ class AlertLifecycle:
             action, a, d = item
             key = policy.pagerduty_dedup_key(d.id)
             try:
+                if action not in (await self.store.alert(a.id)).pages_due():
+                    continue  # already confirmed (queued twice: at start and as it happened), or moot
                 if action == "trigger":  # at once, Slack or not: the link is there if the message is
                     link = await self._deployment_link(await self.store.get(d.id))
                     what = alert_blocks.alert_title(a.event, d)

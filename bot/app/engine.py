@@ -16,6 +16,7 @@ from bot.app.storage_types import StoreLike
 from bot.clock import Clock
 from bot.config.model import Settings
 from bot.domain import commands as cmds
+from bot.domain.machine import State
 from bot.domain.model import Amendment, Deployment, LockInfo
 
 
@@ -111,7 +112,7 @@ class Engine:
         for d in await self.store.scheduled():
             await self.scheduling.reschedule_after_downtime(d.id)
         for d in await self.store.active():
-            if d.state.value == "requested":  # the crash came while its checks ran: check it again
+            if d.state == State.REQUESTED:  # the crash came while its checks ran: check it again
                 self.gate.admit_later(d.id)
         return resumed
 
