@@ -3,7 +3,7 @@ every refusal is recorded in the audit trail with what it was about."""
 
 from __future__ import annotations
 
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.config.model import Settings
 from bot.domain.errors import Forbidden
 from bot.domain.model import Deployment
@@ -25,7 +25,7 @@ ACTION_WORDS = {
 
 
 class Access:
-    def __init__(self, settings: Settings, store: StoreLike):
+    def __init__(self, settings: Settings, store: Storage):
         self.settings, self.store = settings, store
 
     async def check(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bot.app.plans.rolling import image_tag
 from bot.app.ports import Http, HttpError, Metrics, Platform, PlatformError
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.config.model import Target
 from bot.domain.checklist import Item
 from bot.domain.model import Deployment
@@ -17,7 +17,7 @@ async def run_check(
     target: Target,
     platform: Platform,
     metrics: Metrics,
-    store: StoreLike,
+    store: Storage,
     http: Http | None = None,
 ) -> tuple[bool, str]:
     """Never raises: an AWS or HTTP failure is a failed check whose evidence says what happened."""
@@ -68,7 +68,7 @@ async def _no_alarms(item: Item, target: Target, metrics: Metrics) -> tuple[bool
     )
 
 
-async def _promoted_from(item: Item, d: Deployment, store: StoreLike) -> tuple[bool, str]:
+async def _promoted_from(item: Item, d: Deployment, store: Storage) -> tuple[bool, str]:
     source = item.params.get("source_env", "staging")
     last = await store.last_succeeded(d.service, source)
     if last is None:

@@ -12,7 +12,7 @@ from bot.app.locks import Locks
 from bot.app.ports import Http, Metrics, Platform, Timer
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.clock import Clock
 from bot.config.model import Settings
 from bot.domain import commands as cmds
@@ -24,7 +24,7 @@ class Engine:
     def __init__(
         self,
         settings: Settings,
-        store: StoreLike,
+        store: Storage,
         platform: Platform,
         metrics: Metrics,
         clock: Clock,

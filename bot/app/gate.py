@@ -12,7 +12,7 @@ from bot.app.checks import run_check
 from bot.app.ports import Http, Metrics, Platform
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.clock import Clock
 from bot.config.model import Settings
 from bot.domain.checklist import Item, ItemState, Policy, Readiness, readiness, valid_approvals
@@ -39,7 +39,7 @@ class Gate:
     def __init__(
         self,
         settings: Settings,
-        store: StoreLike,
+        store: Storage,
         platform: Platform,
         metrics: Metrics,
         clock: Clock,

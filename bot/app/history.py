@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.domain.errors import Refused
 from bot.domain.machine import State
 from bot.domain.model import Deployment
 from bot.domain.versions import compare_versions
 
 
-async def known_good_versions(store: StoreLike, service: str, env: str) -> dict[str, tuple[str, str]]:
+async def known_good_versions(store: Storage, service: str, env: str) -> dict[str, tuple[str, str]]:
     """The versions a rollback may return to without the gate, newest first: version -> (why, short
     why). A version is known-good when it succeeded in `env`, or when it is the version the latest
     success there replaced (its warm slot, when the strategy keeps one)."""
@@ -41,7 +41,7 @@ def not_known_good(service: str, env: str, version: str, known: dict[str, tuple[
     )
 
 
-async def downgrade(store: StoreLike, service: str, env: str, source: Deployment) -> dict[str, Any] | None:
+async def downgrade(store: Storage, service: str, env: str, source: Deployment) -> dict[str, Any] | None:
     """Whether promoting `source`'s version would lower what `env` runs: the versions compare lower
     (v4 < v5, v2.3.9 < v2.3.10), or, when they cannot be ordered, the version succeeded in `env` before
     the one running now. None: not a downgrade (or nothing to compare with)."""
@@ -68,7 +68,7 @@ async def downgrade(store: StoreLike, service: str, env: str, source: Deployment
     }
 
 
-async def rollback_version(store: StoreLike, service: str, env: str) -> str:
+async def rollback_version(store: Storage, service: str, env: str) -> str:
     """The version before the current one that last succeeded here."""
     current = await store.last_succeeded(service, env)
     for d in await store.history(service, env, limit=200):

@@ -14,7 +14,7 @@ from bot.app.access import Access
 from bot.app.gate import Gate
 from bot.app.plans import Step, StepFailed, plan
 from bot.app.scheduling import Scheduling
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.config.model import Settings
 from bot.domain import commands as cmds
 from bot.domain.errors import Refused
@@ -69,7 +69,7 @@ class Intake:
     def __init__(
         self,
         settings: Settings,
-        store: StoreLike,
+        store: Storage,
         access: Access,
         scheduling: Scheduling,
         gate: Gate,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.app.access import Access
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.domain.model import LockInfo
 
 
@@ -20,7 +20,7 @@ class Unlocked:
 
 
 class Locks:
-    def __init__(self, store: StoreLike, access: Access):
+    def __init__(self, store: Storage, access: Access):
         self.store, self.access = store, access
 
     async def lock(

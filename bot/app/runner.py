@@ -14,7 +14,7 @@ from typing import Any
 from bot.app.access import BUTTON_ACCESS, Access
 from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, rollback_plan, step_from_dict
 from bot.app.ports import Http, Metrics, Platform, PlatformError
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.clock import Clock
 from bot.config.model import Settings
 from bot.domain.errors import Refused
@@ -91,7 +91,7 @@ class Runner:
     def __init__(
         self,
         settings: Settings,
-        store: StoreLike,
+        store: Storage,
         platform: Platform,
         metrics: Metrics,
         clock: Clock,

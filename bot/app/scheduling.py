@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.app.ports import Metrics, Platform, Timer
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.app.traffic_hours import lowest_traffic_hours, suggest_text
 from bot.clock import Clock
 from bot.config.model import Settings, Target
@@ -39,7 +39,7 @@ class Scheduling:
     def __init__(
         self,
         settings: Settings,
-        store: StoreLike,
+        store: Storage,
         platform: Platform,
         metrics: Metrics,
         clock: Clock,

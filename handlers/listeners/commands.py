@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.access import ACTION_WORDS
 from bot.app.engine import Engine
-from bot.app.storage_types import StoreLike
+from bot.app.storage import Storage
 from bot.domain import commands as cmds
 from bot.domain.durations import duration
 from bot.domain.errors import Forbidden
@@ -126,7 +126,7 @@ class Call:
     roles: frozenset[str]
 
     @property
-    def store(self) -> StoreLike:
+    def store(self) -> Storage:
         return self.engine.store
 
 
