@@ -19,7 +19,7 @@ from bot.domain.events import (
     WindowMissed,
 )
 
-SAMPLES = {"str": "x", "int": 3, "bool": True, "str | None": None}
+SAMPLES = {"str": "x", "int": 3, "float": 1.5, "bool": True, "str | None": None}
 
 
 def sample(cls: type[DomainEvent]) -> DomainEvent:

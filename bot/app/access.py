@@ -8,7 +8,12 @@ from bot.config.model import Settings
 from bot.domain.errors import Forbidden
 from bot.domain.model import Deployment
 
-BUTTON_ACCESS = {"abort": "rollback", "promote": "promote"}  # pause, resume, cancel: deploy
+BUTTON_ACCESS = {
+    "abort": "rollback",
+    "promote": "promote",
+    "retry_rollback": "rollback",
+    "all_to_stable": "rollback",
+}  # pause, resume, cancel: deploy
 # Actions checked against another action's roles, with words of their own in a refusal.
 SAME_ROLE_AS = {"freeze": "override_freeze", "emergency_rollback": "emergency"}
 ACTION_WORDS = {

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bot.app.plans.rolling import image_tag
+from bot.app.plans.reads import image_tag
 from bot.app.ports import Http, HttpError, Metrics, Platform, PlatformError
 from bot.app.storage import Storage
 from bot.config.model import Target

@@ -69,9 +69,21 @@ async def downgrade(store: Storage, service: str, env: str, source: Deployment) 
 
 
 async def rollback_version(store: Storage, service: str, env: str) -> str:
-    """The version before the current one that last succeeded here."""
+    """Where a /rollback goes: the last version that succeeded here, whole, when something changed the
+    service after it and did not end where it started (a failed deployment may have left traffic split:
+    the rollback repairs it onto that version); otherwise the version before the current one."""
     current = await store.last_succeeded(service, env)
-    for d in await store.history(service, env, limit=200):
+    recent = await store.history(service, env, limit=200)
+    latest = next((d for d in recent if d.state in (State.SUCCEEDED, State.FAILED, State.ROLLED_BACK)), None)
+    if (
+        current is not None
+        and current.version
+        and latest is not None
+        and latest.state == State.FAILED
+        and latest.context.get("changed")
+    ):
+        return current.version
+    for d in recent:
         if d.state == State.SUCCEEDED and current is not None and d.version != current.version:
             return str(d.version)
     if current is not None and current.previous_version and current.previous_version != current.version:

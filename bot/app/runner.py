@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from bot.app.access import BUTTON_ACCESS, Access
-from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, rollback_plan, step_from_dict
-from bot.app.ports import Http, Metrics, Platform, PlatformError
-from bot.app.storage import Storage
-from bot.clock import Clock
-from bot.config.model import Settings
+from bot.app import history
+from bot.app.access import BUTTON_ACCESS
+from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, step_from_dict
+from bot.app.plans.truth import VerifyLive
+from bot.app.ports import PlatformError
+from bot.app.rollback import FORWARD_ATTEMPTS, NUDGES, Rollbacks, backoff, failure_reason
+from bot.app.run import Audit
 from bot.domain.errors import Refused
 from bot.domain.events import (
     Aborted,
@@ -29,8 +28,6 @@ from bot.domain.events import (
     Promoted,
     RestartResumed,
     Resumed,
-    RollbackFailed,
-    RolledBack,
     RollingBack,
     Started,
     StepStarted,
@@ -51,61 +48,8 @@ def _done(action: str, user: str) -> list[DomainEvent]:
     return [Cancelled(user)] if action == "cancel" else []
 
 
-def _open_gate() -> asyncio.Event:
-    gate = asyncio.Event()
-    gate.set()
-    return gate
-
-
-Audit = tuple[str, str, dict[str, Any]]  # (actor, action, details) of an audit event
-
-
-@dataclass
-class Journal:
-    """What the running step said since the run's last store write — its reports (thread lines), live
-    progress lines and audit records — written with the run's next write, or before the step waits
-    (every poll passes a checkpoint), whichever comes first: one round trip instead of one each. A crash
-    before then loses only words of a step that is run again on resume."""
-
-    audit: list[Audit] = field(default_factory=list)
-    events: list[DomainEvent] = field(default_factory=list)
-
-    def take(self) -> tuple[list[Audit], list[DomainEvent]]:
-        audit, events = self.audit, self.events
-        self.audit, self.events = [], []
-        return audit, events
-
-
-@dataclass
-class Run:
-    """An active deployment in this process: its task, its gate (set = may run; cleared while paused),
-    the running plan's context (promote writes into it) and the journal of what it said."""
-
-    task: asyncio.Task[None] | None = None
-    gate: asyncio.Event = field(default_factory=_open_gate)
-    context: StepContext | None = None
-    journal: Journal = field(default_factory=Journal)
-
-
-class Runner:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Storage,
-        platform: Platform,
-        metrics: Metrics,
-        clock: Clock,
-        access: Access,
-        unschedule: Callable[[str], bool],
-        http: Http | None = None,
-    ):
-        self.settings, self.store, self.clock = settings, store, clock
-        self.platform, self.metrics = platform, metrics
-        self.access, self.unschedule, self.http = access, unschedule, http
-        self.runs: dict[int, Run] = {}
-
-    def run_of(self, deployment_id: int) -> Run:
-        return self.runs.setdefault(deployment_id, Run())
+class Runner(Rollbacks):
+    """Runs each deployment's plan forward, step by step, and applies people's actions."""
 
     def running(self, deployment_id: int) -> bool:
         run = self.runs.get(deployment_id)
@@ -133,6 +77,8 @@ class Runner:
             return d
         if action == "promote":
             return await self.promote(deployment_id, user)
+        if action in NUDGES:
+            return await self.nudge(d, action, user)
         if action == "cancel":
             self.unschedule(str(deployment_id))
         d = await self.store.transition(deployment_id, action, user, events=_done(action, user))
@@ -233,26 +179,7 @@ class Runner:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _save(
-        self,
-        deployment_id: int,
-        *,
-        audit: list[Audit] | None = None,
-        events: list[DomainEvent] | None = None,
-        **fields: Any,
-    ) -> Deployment:
-        """save_progress with the journal's audit records and events first, all in one transaction."""
-        said, told = self.run_of(deployment_id).journal.take()
-        return await self.store.save_progress(
-            deployment_id, audit=[*said, *(audit or [])], events=[*told, *(events or [])], **fields
-        )
-
-    async def _flush(self, deployment_id: int) -> None:
-        journal = self.run_of(deployment_id).journal
-        if journal.audit or journal.events:
-            await self._save(deployment_id)
-
-    def _context(self, d: Deployment, data: dict[str, Any]) -> StepContext:
+    def _context(self, d: Deployment, data: dict[str, Any], known_good: tuple[str, ...] = ()) -> StepContext:
         deployment_id = d.id
         run = self.run_of(deployment_id)
 
@@ -273,6 +200,9 @@ class Runner:
         async def record(action: str, details: dict[str, Any]) -> None:
             run.journal.audit.append((BOT, action, details))
 
+        async def say(event: DomainEvent) -> None:
+            run.journal.events.append(event)
+
         return StepContext(
             deployment_id=d.id,
             version=d.version,
@@ -287,20 +217,8 @@ class Runner:
             save=save,
             record=record,
             http=self.http,
-        )
-
-    async def transition(
-        self,
-        d: Deployment,
-        action: str,
-        *,
-        outcome: str | None = None,
-        details: dict[str, Any] | None = None,
-        events: list[DomainEvent] | None = None,
-    ) -> Deployment:
-        """A transition the bot makes, with the events that announce it (written in its transaction)."""
-        return await self.store.transition(
-            d.id, action, BOT, details=details, outcome=outcome, events=events or ()
+            say=say,
+            known_good=known_good,
         )
 
     async def _run(self, deployment_id: int) -> None:
@@ -309,7 +227,8 @@ class Runner:
             if d.state in BEFORE_START:
                 d = await self.transition(d, "start", events=[Started()])
             # the context is built from the row as it started (its version is the last amendment's)
-            ctx = self._context(d, dict(d.context))
+            known = tuple(await history.known_good_versions(self.store, d.service, d.env))
+            ctx = self._context(d, dict(d.context), known)
             self.run_of(deployment_id).context = ctx
             if d.state in (State.RUNNING, State.PAUSED):
                 d = await self._forward(d, ctx)
@@ -349,15 +268,32 @@ class Runner:
                         d = await self._save(d.id, context=ctx.data, audit=audit, events=said)
                     announced = False
                     try:
-                        await step.run(ctx)
+                        await self._attempt(d, ctx, step)
                         break
                     except NeedsHuman as ask:
                         await self._ask_a_human(d, ctx, str(ask))
                 d, announced = await self._finish_step(d, ctx, steps, index)
+            await self._attempt(d, ctx, VerifyLive())  # the world shows it, or it is not done
             live = f"{d.service} {d.version} is live in {d.env}"
             return await self.transition(d, "succeed", outcome=live, events=[Succeeded(d.version)])
         except Exception as exc:
             return await self._after_failed_step(d, ctx, exc)
+
+    async def _attempt(self, d: Deployment, ctx: StepContext, step: Step) -> None:
+        """Run a forward step; a platform error (AWS failing past its client's retries) is tried again a
+        few times with backoff before it counts as the step's failure. Steps state where the world should
+        be, so running one again is harmless."""
+        for attempt in range(1, FORWARD_ATTEMPTS + 1):
+            try:
+                await step.run(ctx)
+                return
+            except PlatformError as exc:
+                if attempt == FORWARD_ATTEMPTS:
+                    raise
+                wait = backoff(attempt)
+                await ctx.progress(f"{exc}; trying again in {wait:.0f}s ({attempt} of {FORWARD_ATTEMPTS})")
+                await self._flush(d.id)
+                await self._wait_to_retry(d.id, wait)
 
     async def _finish_step(
         self, d: Deployment, ctx: StepContext, steps: list[Step], index: int
@@ -419,59 +355,9 @@ class Runner:
         promoted = (await self.store.get(d.id)).context.get("promoted", [])
         ctx.data["promoted"] = sorted(set(ctx.data.get("promoted", [])) | set(promoted))
 
-    async def _rollback(self, d: Deployment, ctx: StepContext) -> Deployment:
-        why = d.outcome or "rollback requested"
-        if not ctx.data.get("changed"):
-            return await self.transition(
-                d,
-                "finish_rollback",
-                outcome=f"{why}; nothing had changed yet",
-                events=[RolledBack(why, changed=False)],
-            )
-        steps = rollback_plan(d.strategy, ctx.target)
-        try:
-            for index in range(int(ctx.data.get("rollback_index", 0)), len(steps)):
-                step = steps[index]
-                await self._save(
-                    d.id,
-                    context=ctx.data,
-                    audit=[(BOT, "rollback_step_started", {"index": index, "step": step.kind})],
-                    events=[StepStarted(index, step.describe(), rollback=True)],
-                )
-                await step.run(ctx)
-                ctx.data["rollback_index"] = index + 1
-                await self._save(
-                    d.id,
-                    context=ctx.data,
-                    audit=[(BOT, "rollback_step_finished", {"index": index, "step": step.kind})],
-                )
-        except Exception as exc:
-            reason = failure_reason(exc, d.id)
-            return await self.transition(
-                d,
-                "fail",
-                outcome=f"rollback failed: {reason} (after: {why})",
-                events=[RollbackFailed(reason, after=why)],
-            )
-        back_to = ctx.data.get("previous_version")
-        return await self.transition(
-            d,
-            "finish_rollback",
-            outcome=f"{why}; back on {back_to or 'the previous version'}",
-            events=[RolledBack(why, back_on=back_to)],
-        )
-
 
 def _started(index: int, step: Step) -> tuple[list[Audit], list[DomainEvent]]:
     """The audit record and the event of step `index` starting."""
     what = step.describe()
     audit: Audit = (BOT, "step_started", {"index": index, "step": step.kind, "description": what})
     return [audit], [StepStarted(index, what)]
-
-
-def failure_reason(exc: Exception, deployment_id: int) -> str:
-    """Why a step failed, in words for people. Anything but a StepFailed or PlatformError is a bug: logged."""
-    if isinstance(exc, StepFailed | PlatformError):
-        return str(exc)
-    log.error("deployment #%s: unexpected error in a step", deployment_id, exc_info=exc)
-    return f"internal error ({type(exc).__name__}); the bot's log has the details"

@@ -316,6 +316,60 @@ class RollbackFailed(DomainEvent):
 
 
 @dataclass(frozen=True)
+class RollbackStuck(DomainEvent):
+    """A rollback step failed (`reason`, at rollback step `step`) while traffic is not yet whole on the
+    stable side; the bot keeps trying (attempt `attempt`, the next in `retry_seconds`) until it is, or a
+    person acts. It was rolling back because of `after`."""
+
+    reason: str
+    after: str = ""
+    step: str = ""
+    attempt: int = 1
+    retry_seconds: float = 0.0
+    kind: ClassVar[str] = "rollback_stuck"
+    alert: ClassVar[str] = "rollback_stuck"
+    base_level: ClassVar[Level] = "critical"
+
+
+@dataclass(frozen=True)
+class RollbackRetried(DomainEvent):
+    """A stuck rollback was tried again: by a person (`by`), or by the bot after `attempts` failed tries
+    (`by` empty) when it got through."""
+
+    by: str = ""
+    attempts: int = 0
+    kind: ClassVar[str] = "rollback_retried"
+
+
+@dataclass(frozen=True)
+class TrafficForced(DomainEvent):
+    """A person (`by`) sent all traffic to the stable slot `slot` (running `version`) while a rollback
+    was stuck; `running`/`desired`: that slot's tasks as AWS showed them."""
+
+    by: str
+    slot: str
+    version: str
+    running: int = 0
+    desired: int = 0
+    kind: ClassVar[str] = "traffic_forced"
+    alert: ClassVar[str] = "traffic_forced"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class TrafficRepaired(DomainEvent):
+    """The deployment found traffic split (`was`, e.g. "blue 25%, green 75%") and first put all of it on
+    `slot`, which runs `version`, the last version known good in the environment."""
+
+    was: str
+    slot: str
+    version: str
+    kind: ClassVar[str] = "traffic_repaired"
+    alert: ClassVar[str] = "traffic_repaired"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
 class DeployFailed(DomainEvent):
     """It failed for `reason`; `nothing_changed`: before any change to the service."""
 
@@ -332,7 +386,8 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         Requested, EmergencyRequested, Amended, Approved, Rejected, ApprovalWaiting, FreezeOverridden,
         Scheduled, WindowMissed, Rescheduled, Refused, GateChanged, Started, StepStarted, Progress, Detail,
         RestartResumed, SlowRollout, Paused, Resumed, Promoted, Cancelled, Aborted, Succeeded, RollingBack,
-        RolledBack, RollbackFailed, DeployFailed,
+        RolledBack, RollbackFailed, RollbackStuck, RollbackRetried, TrafficForced, TrafficRepaired,
+        DeployFailed,
     )
 }  # fmt: skip
 

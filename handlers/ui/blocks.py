@@ -122,9 +122,28 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
     ]
     if gate and waiting:
         buttons = gate_buttons(d, gate) + buttons
+    if d.state == State.ROLLING_BACK and d.context.get("stuck"):
+        buttons += stuck_buttons(d)
     if buttons:
         blocks.append({"type": "actions", "block_id": f"deployment-{d.id}", "elements": buttons})
     return blocks
+
+
+def stuck_buttons(d: Deployment) -> list[dict[str, Any]]:
+    """A rollback that keeps failing: try again now, or (two slots) all traffic to stable in one change."""
+    offered = [("retry_rollback", "Retry now", "primary")]
+    if d.strategy != "rolling" and d.context.get("stable_slot"):
+        offered.append(("all_to_stable", "All traffic to stable", "danger"))
+    return [
+        {
+            "type": "button",
+            "action_id": ACTION_PREFIX + action,
+            "value": str(d.id),
+            "text": {"type": "plain_text", "text": label},
+            "style": style,
+        }
+        for action, label, style in offered
+    ]
 
 
 def _when(at: str | float | None) -> str:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from bot.domain import events as ev
+from bot.domain.durations import duration
 from bot.domain.model import Deployment
 from bot.domain.mrkdwn import text
 from bot.domain.windows import format_when
@@ -180,6 +181,40 @@ def _rolled_back(e: ev.RolledBack, d: Deployment) -> str:
 @_says(ev.RollbackFailed)
 def _rollback_failed(e: ev.RollbackFailed, d: Deployment) -> str:
     return f"rollback failed: {e.reason} (after: {e.after})"
+
+
+@_says(ev.RollbackStuck)
+def _rollback_stuck(e: ev.RollbackStuck, d: Deployment) -> str:
+    step = f" at “{e.step}”" if e.step else ""
+    return (
+        f"rollback failing{step}: {e.reason} (after: {e.after}). Traffic is not yet whole on the stable "
+        f"side, so the bot keeps trying (next in {duration(e.retry_seconds)}) and holds the lock. "
+        "On the deployment's message, *Retry now* tries at once and *All traffic to stable* moves all "
+        "the traffic back in one change."
+    )
+
+
+@_says(ev.RollbackRetried)
+def _rollback_retried(e: ev.RollbackRetried, d: Deployment) -> str:
+    if e.by:
+        return f"<@{e.by}> asked to retry the rollback now"
+    return f"The rollback got through after {e.attempts} failed {'try' if e.attempts == 1 else 'tries'}"
+
+
+@_says(ev.TrafficForced)
+def _traffic_forced(e: ev.TrafficForced, d: Deployment) -> str:
+    return (
+        f"<@{e.by}> sent all traffic to {e.slot}, which runs {text(e.version)} "
+        f"({e.running} of {e.desired} tasks running); the rollback carries on from there"
+    )
+
+
+@_says(ev.TrafficRepaired)
+def _traffic_repaired(e: ev.TrafficRepaired, d: Deployment) -> str:
+    return (
+        f"Traffic was split ({e.was}): all of it now goes to {e.slot}, which runs {text(e.version)}, the last "
+        f"version known good in {d.env}"
+    )
 
 
 @_says(ev.DeployFailed)

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.app.plans.reads import image_tag, unhealthy_targets
 from bot.app.plans.steps import Step, StepContext, StepFailed, duration
+from bot.app.plans.truth import AllTrafficTo, repair_split
 from bot.config.model import Target
 
-
-def image_tag(image: str) -> str:
-    """'registry/web:v2' -> 'v2' (a digest or untagged image gives the whole reference)."""
-    name = image.rsplit("/", 1)[-1]
-    return name.split(":", 1)[1] if ":" in name else image
+__all__ = ["image_tag", "plan", "rollback_plan", "unhealthy_targets"]
 
 
 @dataclass
@@ -29,7 +27,9 @@ class CaptureCurrent(Step):
     async def run(self, ctx: StepContext) -> None:
         if "previous_task_definition" in ctx.data:
             return
-        now = await ctx.platform.running(ctx.target)
+        # a two-slot service updates the slot with all the traffic: split traffic is repaired first
+        slot = await repair_split(ctx) if len(ctx.target.slots) > 1 else None
+        now = await ctx.platform.running(ctx.target, slot)
         if now.image is None:
             raise StepFailed(
                 f"task definition {now.revision} has no container {ctx.target.service.container!r}"
@@ -149,21 +149,6 @@ class WaitForHealthyTargets(Step):
             await ctx.poll()
 
 
-async def unhealthy_targets(ctx: StepContext, slot: str) -> str | None:
-    """None when the slot's targets are all healthy and enough; else what is wrong, in words."""
-    health = await ctx.platform.target_health(ctx.target, slot)
-    wanted = int(ctx.data.get("desired_count", 0))
-    healthy = [t for t in health if t.state == "healthy"]
-    bad = [t for t in health if t.state not in ("healthy", "draining")]
-    if not bad and len(healthy) >= wanted:
-        return None
-    reasons = sorted({t.reason or t.state for t in bad})
-    return (
-        f"{len(bad)} of {len(health)} targets unhealthy in {ctx.target.target_group(slot)}"
-        f"{' (' + ', '.join(reasons) + ')' if reasons else ''}; {len(healthy)}/{wanted} healthy"
-    )
-
-
 @dataclass
 class Bake(Step):
     """Watch the new version for a while: the rollout must stay complete and the targets healthy."""
@@ -204,11 +189,12 @@ def plan(target: Target) -> list[Step]:
 
 
 def rollback_plan(target: Target) -> list[Step]:
-    return [
+    steps: list[Step] = [
         UpdateService("previous_task_definition"),
         WaitForRollout("previous_task_definition", target.rollout_timeout_seconds),
         WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0)),
     ]
+    return [*steps, AllTrafficTo("slot")] if len(target.slots) > 1 else steps
 
 
 def _short(arn: str) -> str:

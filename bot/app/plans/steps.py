@@ -13,6 +13,7 @@ from bot.app.ports import Http, Metrics, Platform
 from bot.clock import Clock
 from bot.config.model import Target
 from bot.domain.durations import duration as duration  # the plans' one formatter is the domain's
+from bot.domain.events import DomainEvent
 
 
 class StepFailed(Exception):
@@ -49,6 +50,8 @@ class StepContext:
     )  # audit
     index: int = 0  # the running step's place in the plan
     http: Http | None = None  # smoke checks' HTTP client
+    say: Callable[[DomainEvent], Awaitable[None]] = field(default=lambda event: _noop())  # an event
+    known_good: tuple[str, ...] = ()  # versions known good in the environment, newest first
 
     async def poll(self, seconds: float | None = None) -> None:
         await self.checkpoint()

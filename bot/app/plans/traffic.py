@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.app.measure import run_analysis
-from bot.app.plans.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout, image_tag
+from bot.app.plans.reads import image_tag
+from bot.app.plans.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout
 from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, duration
+from bot.app.plans.truth import repair_split, split_words, whole_on
 from bot.app.ports import HttpError
 from bot.config.model import Target
 from bot.domain.analysis import Analysis, Measurement
@@ -41,12 +43,10 @@ class CaptureTraffic(Step):
                 f"{ctx.target.service.name} has one slot; blue-green and canary need two "
                 "(ecs_service must use {slot})"
             )
-        weights = await ctx.platform.weights(ctx.target)
-        live = [s for s, w in weights.items() if w > 0]
-        if len(live) != 1:
-            split = ", ".join(f"{s} {w}%" for s, w in weights.items())
-            raise StepFailed(f"traffic is split ({split}); finish or roll back whatever split it first")
-        now = await ctx.platform.running(ctx.target, live[0])
+        live = await repair_split(ctx) or whole_on(await ctx.platform.weights(ctx.target))
+        if live is None:  # moved again since the repair read it: a person or another tool is at it
+            raise StepFailed("traffic moved while the deployment was reading it; try again")
+        now = await ctx.platform.running(ctx.target, live)
         if now.image is None:
             raise StepFailed(
                 f"task definition {now.revision} has no container {ctx.target.service.container!r}"
@@ -275,6 +275,9 @@ class ScaleDown(Step):
             await ctx.progress(f"Draining {slot}: {duration(delay)}")
             await ctx.clock.sleep(delay)
             ctx.data[f"drained_{slot}"] = True
+        weights = await ctx.platform.weights(ctx.target)
+        if weights.get(slot, 0) > 0:  # never take the tasks away from traffic: the move did not hold
+            raise StepFailed(f"{slot} still has traffic ({split_words(weights)}); it is not scaled down")
         await ctx.platform.update_slot(ctx.target, slot, count=0)
         if self.slot_key == "stable_slot":
             ctx.data["stable_scaled_down"] = True

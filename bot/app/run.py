@@ -1,0 +1,123 @@
+"""The state a runner keeps per active deployment (a Run: task, gate, wake, plan context, journal) and
+the writes every part of the runner shares: a save with what the running step said, a transition the bot
+makes, a wait to try again that a person can cut short."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.app.access import Access
+from bot.app.plans import StepContext
+from bot.app.ports import Http, Metrics, Platform
+from bot.app.storage import Storage
+from bot.clock import Clock
+from bot.config.model import Settings
+from bot.domain.events import DomainEvent
+from bot.domain.model import BOT, Deployment
+
+
+def _open_gate() -> asyncio.Event:
+    gate = asyncio.Event()
+    gate.set()
+    return gate
+
+
+Audit = tuple[str, str, dict[str, Any]]  # (actor, action, details) of an audit event
+
+
+@dataclass
+class Journal:
+    """What the running step said since the run's last store write — its reports (thread lines), live
+    progress lines and audit records — written with the run's next write, or before the step waits
+    (every poll passes a checkpoint), whichever comes first: one round trip instead of one each. A crash
+    before then loses only words of a step that is run again on resume."""
+
+    audit: list[Audit] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
+
+    def take(self) -> tuple[list[Audit], list[DomainEvent]]:
+        audit, events = self.audit, self.events
+        self.audit, self.events = [], []
+        return audit, events
+
+
+@dataclass
+class Run:
+    """An active deployment in this process: its task, its gate (set = may run; cleared while paused),
+    the running plan's context (promote writes into it) and the journal of what it said."""
+
+    task: asyncio.Task[None] | None = None
+    gate: asyncio.Event = field(default_factory=_open_gate)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set: stop waiting to retry, try now
+    context: StepContext | None = None
+    journal: Journal = field(default_factory=Journal)
+
+
+class RunBase:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Storage,
+        platform: Platform,
+        metrics: Metrics,
+        clock: Clock,
+        access: Access,
+        unschedule: Callable[[str], bool],
+        http: Http | None = None,
+    ):
+        self.settings, self.store, self.clock = settings, store, clock
+        self.platform, self.metrics = platform, metrics
+        self.access, self.unschedule, self.http = access, unschedule, http
+        self.runs: dict[int, Run] = {}
+
+    def run_of(self, deployment_id: int) -> Run:
+        return self.runs.setdefault(deployment_id, Run())
+
+    async def _save(
+        self,
+        deployment_id: int,
+        *,
+        audit: list[Audit] | None = None,
+        events: list[DomainEvent] | None = None,
+        **fields: Any,
+    ) -> Deployment:
+        """save_progress with the journal's audit records and events first, all in one transaction."""
+        said, told = self.run_of(deployment_id).journal.take()
+        return await self.store.save_progress(
+            deployment_id, audit=[*said, *(audit or [])], events=[*told, *(events or [])], **fields
+        )
+
+    async def _flush(self, deployment_id: int) -> None:
+        journal = self.run_of(deployment_id).journal
+        if journal.audit or journal.events:
+            await self._save(deployment_id)
+
+    async def transition(
+        self,
+        d: Deployment,
+        action: str,
+        *,
+        outcome: str | None = None,
+        details: dict[str, Any] | None = None,
+        events: list[DomainEvent] | None = None,
+    ) -> Deployment:
+        """A transition the bot makes, with the events that announce it (written in its transaction)."""
+        return await self.store.transition(
+            d.id, action, BOT, details=details, outcome=outcome, events=events or ()
+        )
+
+    async def _wait_to_retry(self, deployment_id: int, seconds: float) -> None:
+        """Sleep `seconds` of clock time, or less if a person asks to retry now."""
+        wake = self.run_of(deployment_id).wake
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (sleeper, waker):
+                t.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+            wake.clear()
