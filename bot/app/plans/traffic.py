@@ -16,7 +16,7 @@ from bot.app.measure import run_analysis
 from bot.app.plans.reads import image_tag
 from bot.app.plans.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout
 from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, duration
-from bot.app.plans.truth import repair_split, split_words, whole_on
+from bot.app.plans.truth import repair_split, split_words
 from bot.app.ports import HttpError
 from bot.config.model import Target
 from bot.domain.analysis import Analysis, Measurement
@@ -43,10 +43,7 @@ class CaptureTraffic(Step):
                 f"{ctx.target.service.name} has one slot; blue-green and canary need two "
                 "(ecs_service must use {slot})"
             )
-        live = await repair_split(ctx) or whole_on(await ctx.platform.weights(ctx.target))
-        if live is None:  # moved again since the repair read it: a person or another tool is at it
-            raise StepFailed("traffic moved while the deployment was reading it; try again")
-        now = await ctx.platform.running(ctx.target, live)
+        now = await ctx.platform.running(ctx.target, await repair_split(ctx))
         if now.image is None:
             raise StepFailed(
                 f"task definition {now.revision} has no container {ctx.target.service.container!r}"

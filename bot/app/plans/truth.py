@@ -117,13 +117,13 @@ class AllTrafficTo(Step):
         await ctx.report(f"Traffic was {split_words(weights)}: all of it now goes to {slot}")
 
 
-async def repair_split(ctx: StepContext) -> str | None:
-    """When traffic is split, all of it to the slot running the newest version known good here (whose
-    targets are healthy), in one change; returns that slot (None: traffic was whole). StepFailed when no
-    slot can be trusted with it: a person must decide."""
+async def repair_split(ctx: StepContext) -> str:
+    """The slot with all the traffic — after, when traffic is split, putting all of it on the slot that
+    runs the newest version known good here (whose targets are healthy) in one change. StepFailed when
+    no slot can be trusted with it: a person must decide."""
     weights = await ctx.platform.weights(ctx.target)
-    if whole_on(weights) is not None:
-        return None
+    if (whole := whole_on(weights)) is not None:
+        return whole
     states = {s: await ctx.platform.running(ctx.target, s) for s in ctx.target.slots}
     runs = {s: image_tag(st.image) for s, st in states.items() if st.image and st.desired > 0}
     was = split_words(weights)
