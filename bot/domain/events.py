@@ -135,13 +135,6 @@ class WindowMissed(DomainEvent):
 
 
 @dataclass(frozen=True)
-class Rescheduled(DomainEvent):
-    by: str
-    run_at: str
-    kind: ClassVar[str] = "rescheduled"
-
-
-@dataclass(frozen=True)
 class Refused(DomainEvent):
     """The gate refused to start it (a guard, or an error while checking it): cancelled, for `reason`."""
 
@@ -384,7 +377,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.kind: cls
     for cls in (
         Requested, EmergencyRequested, Amended, Approved, Rejected, ApprovalWaiting, FreezeOverridden,
-        Scheduled, WindowMissed, Rescheduled, Refused, GateChanged, Started, StepStarted, Progress, Detail,
+        Scheduled, WindowMissed, Refused, GateChanged, Started, StepStarted, Progress, Detail,
         RestartResumed, SlowRollout, Paused, Resumed, Promoted, Cancelled, Aborted, Succeeded, RollingBack,
         RolledBack, RollbackFailed, RollbackStuck, RollbackRetried, TrafficForced, TrafficRepaired,
         DeployFailed,

@@ -110,11 +110,6 @@ def _window_missed(e: ev.WindowMissed, d: Deployment) -> str:
     return f":warning: Skipped: {e.why}. Moved to {format_when(datetime.fromisoformat(e.moved_to), e.tz)}."
 
 
-@_says(ev.Rescheduled)
-def _rescheduled(e: ev.Rescheduled, d: Deployment) -> str:
-    return f"<@{e.by}> moved it to {format_when(datetime.fromisoformat(e.run_at), 'UTC')}."
-
-
 # ------------------------------------------------------------------------------------------ running
 
 
