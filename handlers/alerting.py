@@ -209,7 +209,9 @@ class AlertLifecycle:
             candidates += [a for a in earlier if a.deployment_id < d.id]
         if not candidates:
             return
-        resolution = f"{d.ref} {d.state.word}" + (f" — {slack_ui.clip(d.outcome, 300)}" if d.outcome else "")
+        resolution = f"{d.ref} {d.state.word}" + (
+            f" — {slack_ui.clip(slack_ui.outcome_text(d), 300)}" if d.outcome else ""
+        )
         resolved = await self.store.resolve_alerts(
             sorted({a.id for a in candidates}), resolution, stop_escalation=not self.alerts.escalate_resolved
         )

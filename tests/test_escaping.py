@@ -264,3 +264,23 @@ def test_the_audit_shows_readable_key_value_lines_not_python_dicts():
     )
     assert "run at: <!date^1796162400^" in shown and "full: yes" in shown and "gate.waiting for: bob" in shown
     assert "the bot *schedule*" in shown and "<@U0BOB> *promote*" in shown
+
+
+def test_who_stopped_a_deployment_is_a_fact_named_by_the_ui_and_what_follows_is_escaped():
+    hostile = "<!channel> *now* <https://evil.example|click>"
+    rejected = deployment(
+        state=State.CANCELLED,
+        outcome=f"rejected: {hostile}",
+        context={"stopped_by": {"how": "rejected", "by": "U0BOB"}},
+    )
+    shown = slack_ui.outcome_text(rejected)
+    assert shown.startswith("rejected by <@U0BOB>: ")
+    assert "<!channel>" not in shown and "<https://" not in shown
+    aborted = deployment(
+        state=State.ROLLED_BACK,
+        outcome="aborted; back on v1",
+        context={"stopped_by": {"how": "aborted", "by": "<!here>"}},  # not a user id: shown as text
+    )
+    assert slack_ui.outcome_text(aborted) == "aborted by &lt;!here&gt;; back on v1"
+    plain = deployment(state=State.FAILED, outcome="ECS said no")
+    assert slack_ui.outcome_text(plain) == "ECS said no"  # the bot's own words, as they are

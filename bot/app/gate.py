@@ -28,7 +28,6 @@ from bot.domain.events import (
 from bot.domain.events import Refused as RefusedEvent
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
 from bot.domain.model import BOT, Amendment, Deployment
-from bot.domain.mrkdwn import text
 from bot.domain.versions import skips_gate
 from bot.tasks import TaskGroup
 
@@ -277,12 +276,15 @@ class Gate:
         if d.state not in BEFORE_START:
             raise IllegalTransition("reject", d.state)
         await self.access.check("approve", d.env, user, roles, deployment=d)
+        # facts, not words: who stopped it is named by handlers/ui (blocks.outcome_text)
+        stopped = {"how": "rejected", "by": user}
+        await self.store.save_progress(d.id, context={**d.context, "stopped_by": stopped})
         d = await self.store.transition(
             d.id,
             "cancel",
             user,
             details={"rejected": reason},
-            outcome=f"rejected by <@{user}>: {text(reason)}",
+            outcome=f"rejected: {reason}",
             events=[Rejected(user, reason)],
         )
         return d

@@ -69,8 +69,11 @@ class Runner(Rollbacks):
             if d.state not in (State.RUNNING, State.PAUSED):
                 raise IllegalTransition(action, d.state)
             await self._stop_task(deployment_id)
+            # facts, not words: who stopped it is named by handlers/ui (blocks.outcome_text)
+            stopped = {"how": "aborted", "by": user}
+            await self.store.save_progress(deployment_id, context={**d.context, "stopped_by": stopped})
             d = await self.store.transition(
-                deployment_id, "abort", user, outcome=f"aborted by <@{user}>", events=[Aborted(user)]
+                deployment_id, "abort", user, outcome="aborted", events=[Aborted(user)]
             )
             self.run_of(deployment_id).gate.set()
             self.start(deployment_id)

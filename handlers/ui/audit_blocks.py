@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from bot.domain.model import Deployment
-from handlers.ui.blocks import MAX_BLOCKS, MAX_TEXT, at_time, clip, context, ephemeral, section, text, title
+from handlers.ui.blocks import (
+    MAX_BLOCKS,
+    MAX_TEXT,
+    at_time,
+    clip,
+    context,
+    ephemeral,
+    outcome_text,
+    section,
+    text,
+    title,
+)
 
 
 def audit(d: Deployment, events: list[Any]) -> dict[str, Any]:
@@ -14,7 +25,7 @@ def audit(d: Deployment, events: list[Any]) -> dict[str, Any]:
         f"*Audit of {title(d)}* — {d.state.word}\nRequested by <@{d.requested_by}> at "
         f"{d.created_at[:19].replace('T', ' ')} UTC ({d.kind}, {d.strategy})"
         + (f"\nReason: {text(d.reason, None)}" if d.reason else "")
-        + (f"\nOutcome: {d.outcome}" if d.outcome else "")
+        + (f"\nOutcome: {outcome_text(d)}" if d.outcome else "")
     )
     lines = []
     for e in events:

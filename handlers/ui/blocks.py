@@ -12,6 +12,7 @@ writes are mrkdwn already escaped that way; builders show them as they are."""
 from __future__ import annotations
 
 import copy
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,9 +69,24 @@ def title(d: Deployment) -> str:
     return f"{what} {d.ref} · {d.service} {text(d.version) or '(current version)'} → {d.env}"
 
 
+def outcome_text(d: Deployment, said: str | None = None) -> str:
+    """An outcome (the deployment's own, or `said`, one of its events' reasons) for people: the bot's
+    words, with the person who stopped it (a fact in its context: aborted, rejected) named. What follows
+    a person's act may hold their words (a rejection's reason), so it is escaped."""
+    words = d.outcome if said is None else said
+    if not words:
+        return ""
+    who = d.context.get("stopped_by")
+    if isinstance(who, dict) and isinstance(who.get("how"), str) and words.startswith(who["how"]):
+        user = str(who.get("by", ""))
+        named = f"<@{user}>" if re.fullmatch(r"[UW][A-Z0-9]{2,30}", user) else text(user)
+        return f"{who['how']} by {named}{text(words[len(who['how']) :], None)}"
+    return words
+
+
 def deployment_text(d: Deployment) -> str:
     """The notification fallback text: id, service, version, environment and the state word."""
-    return f"{title(d)}: {d.state.word}" + (f" — {d.outcome}" if d.outcome and d.state.terminal else "")
+    return f"{title(d)}: {d.state.word}" + (f" — {outcome_text(d)}" if d.outcome and d.state.terminal else "")
 
 
 def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, Any]]:
@@ -104,7 +120,7 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
             )
         )
     if d.outcome and (d.state.terminal or d.state == State.ROLLING_BACK):
-        blocks.append(section(f"*{'Why' if d.state != State.SUCCEEDED else 'Result'}:* {d.outcome}"))
+        blocks.append(section(f"*{'Why' if d.state != State.SUCCEEDED else 'Result'}:* {outcome_text(d)}"))
     gate = d.context.get("gate")
     waiting = d.state in (State.REQUESTED, State.AWAITING_APPROVAL, State.SCHEDULED)
     if gate:
@@ -411,7 +427,7 @@ def deployment_list(
     lines = [
         f"{STATE_EMOJI.get(d.state, '')} {d.ref} {d.service} {d.version or 'current'} → {d.env}: "
         f"*{d.state.word}* (<@{d.requested_by}>, {d.created_at[:16].replace('T', ' ')})"
-        + (f" — {clip(d.outcome, 200)}" if d.outcome else "")
+        + (f" — {clip(outcome_text(d), 200)}" if d.outcome else "")
         for d in deployments
     ]
     for lock in locks or []:

@@ -14,6 +14,7 @@ from bot.domain.durations import duration
 from bot.domain.model import Deployment
 from bot.domain.mrkdwn import text
 from bot.domain.windows import format_when
+from handlers.ui.blocks import outcome_text
 
 E = TypeVar("E", bound=ev.DomainEvent)
 _LINES: dict[type[ev.DomainEvent], Callable[[Any, Deployment], str]] = {}
@@ -168,9 +169,10 @@ def _rolling_back(e: ev.RollingBack, d: Deployment) -> str:
 
 @_says(ev.RolledBack)
 def _rolled_back(e: ev.RolledBack, d: Deployment) -> str:
+    why = outcome_text(d, e.reason)
     if not e.changed:
-        return f"{e.reason}; nothing had changed yet"
-    return f"{e.reason}; back on {e.back_on or 'the previous version'}"
+        return f"{why}; nothing had changed yet"
+    return f"{why}; back on {e.back_on or 'the previous version'}"
 
 
 @_says(ev.RollbackFailed)

@@ -97,7 +97,7 @@ def home_view(
         blocks += _heading(":white_check_mark: Recently finished")
         lines = [
             f"{slack_ui.STATE_EMOJI.get(d.state, '')} {d.ref} {d.service} {d.version or 'current'} → {d.env}: "
-            f"*{d.state.word}*" + (f" — {slack_ui.clip(d.outcome, 150)}" if d.outcome else "")
+            f"*{d.state.word}*" + (f" — {slack_ui.clip(slack_ui.outcome_text(d), 150)}" if d.outcome else "")
             for d in recent[:MAX_ROWS]
         ]
         blocks.append(slack_ui.section("\n".join(lines)))
