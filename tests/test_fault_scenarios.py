@@ -16,7 +16,7 @@ import aiohttp
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import db_rows, top_level
+from tests.conftest import db_rows, message_of, top_level
 
 SPEED = 60  # sandbox seconds per wall second
 
@@ -162,6 +162,31 @@ async def test_elbv2_failing_while_a_bad_canary_sits_at_50_ends_whole_with_a_cri
 
         await wait_for(stuck, 30, what="a rollback try to fail on ELBv2")
         assert row(sb, d)["state"] == "rolling_back"  # it does not give up, or claim anything
+
+        # its message offers help; a person's move while ELBv2 is down is refused with what AWS said
+        m = await message_of(client, d, "All traffic to stable", "Retry now")
+        r = await client.click("bob", "deploys", m["ts"], label="All traffic to stable")
+        assert r["status"] == 200
+
+        async def told():
+            said = [
+                x for x in await client.messages("deploys") if x.get("ephemeral_for") == sb.slack.users["bob"]
+            ]
+            return said or None
+
+        (answer,) = await wait_for(told, 30, what="bob to be told")
+        assert "AWS did not move the traffic" in answer["text"] and "nothing changed" in answer["text"]
+        r = await client.click("carol", "deploys", m["ts"], label="Retry now")
+        assert r["status"] == 200
+
+        async def retried():
+            return db_rows(
+                sb, "SELECT actor FROM events WHERE deployment_id = ? AND action = 'retry_rollback'", (d,)
+            )
+
+        assert (await wait_for(retried, 30, what="carol's retry on the record"))[0][
+            "actor"
+        ] == sb.slack.users["carol"]
         assert await assert_true_and_whole(sb, client, d) == "rolled_back"
         weights = (await client.aws())["production"]["web"]["weights"]
         assert weights == {"blue": 100, "green": 0}

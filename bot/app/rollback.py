@@ -66,7 +66,14 @@ class Rollbacks(RunBase):
                 f"Deployment #{d.id} is a {d.strategy} deploy of one slot: its traffic has nowhere else to go."
             )
         target = self.settings.target(d.service, d.env)
-        await self.platform.set_weights(target, {stable: 100, new: 0})  # a PlatformError: the person is told
+        try:
+            await self.platform.set_weights(target, {stable: 100, new: 0})
+        except PlatformError as exc:
+            await self.store.record(d.id, user, "all_to_stable_failed", {"error": str(exc)})
+            raise Refused(
+                f"AWS did not move the traffic of #{d.id} ({exc}); nothing changed. The rollback keeps "
+                "trying; press again to retry the move."
+            ) from None
         data["weight"] = 0
         now = await self.platform.running(target, stable)
         forced = TrafficForced(
