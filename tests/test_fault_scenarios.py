@@ -163,30 +163,6 @@ async def test_elbv2_failing_while_a_bad_canary_sits_at_50_ends_whole_with_a_cri
         await wait_for(stuck, 30, what="a rollback try to fail on ELBv2")
         assert row(sb, d)["state"] == "rolling_back"  # it does not give up, or claim anything
 
-        # its message offers help; a person's move while ELBv2 is down is refused with what AWS said
-        m = await message_of(client, d, "All traffic to stable", "Retry now")
-        r = await client.click("bob", "deploys", m["ts"], label="All traffic to stable")
-        assert r["status"] == 200
-
-        async def told():
-            said = [
-                x for x in await client.messages("deploys") if x.get("ephemeral_for") == sb.slack.users["bob"]
-            ]
-            return said or None
-
-        (answer,) = await wait_for(told, 30, what="bob to be told")
-        assert "AWS did not move the traffic" in answer["text"] and "nothing changed" in answer["text"]
-        r = await client.click("carol", "deploys", m["ts"], label="Retry now")
-        assert r["status"] == 200
-
-        async def retried():
-            return db_rows(
-                sb, "SELECT actor FROM events WHERE deployment_id = ? AND action = 'retry_rollback'", (d,)
-            )
-
-        assert (await wait_for(retried, 30, what="carol's retry on the record"))[0][
-            "actor"
-        ] == sb.slack.users["carol"]
         assert await assert_true_and_whole(sb, client, d) == "rolled_back"
         weights = (await client.aws())["production"]["web"]["weights"]
         assert weights == {"blue": 100, "green": 0}
@@ -251,3 +227,64 @@ async def test_sixty_percent_faults_for_30_s_then_none_leave_nothing_split_false
         assert len([s for r in results for s in r]) == 6
         assert not db_rows(sb, "SELECT id FROM deployments WHERE state NOT IN ('succeeded', 'rolled_back')")
         assert not db_rows(sb, "SELECT id FROM locks")  # nothing holds a lock: nothing stuck
+
+
+async def test_a_stuck_rollback_offers_retry_now_and_all_traffic_to_stable_and_tells_the_truth(
+    tmp_path, aws_env
+):
+    async with (
+        Sandbox(config=config(tmp_path), speed=SPEED, workdir=tmp_path) as sb,
+        SandboxClient(sb.slack_url) as client,
+    ):
+        d = await deploy(client, "web v2 to production")
+
+        async def at_10():
+            return (await client.aws())["production"]["web"]["weights"]["green"] == 10
+
+        await wait_for(at_10, 60, what="the canary to take 10%")
+        # every weight change fails until the faults are cleared: the rollback sticks at its traffic move
+        await faults(
+            sb, "POST", {"service": "elbv2", "operations": ["ModifyRule"], "rate": 1.0, "error": "500"}
+        )
+        await client.inject("web", "v2", error_rate=0.3)  # then the canary goes bad: roll it back
+
+        async def stuck():
+            rows = db_rows(
+                sb, "SELECT 1 FROM events WHERE deployment_id = ? AND action = 'rollback_step_failed'", (d,)
+            )
+            return bool(rows)
+
+        await wait_for(stuck, 60, what="a rollback try to fail on ModifyRule")
+        # its message offers help; a person's move while ELBv2 is down is refused with what AWS said
+        m = await message_of(client, d, "All traffic to stable", "Retry now")
+        r = await client.click("bob", "deploys", m["ts"], label="All traffic to stable")
+        assert r["status"] == 200
+
+        async def told():
+            said = [
+                x for x in await client.messages("deploys") if x.get("ephemeral_for") == sb.slack.users["bob"]
+            ]
+            return said or None
+
+        (answer,) = await wait_for(told, 30, what="bob to be told")
+        assert (
+            "AWS did not move the traffic" in answer["text"]
+            and "ModifyRule" in answer["text"]
+            and "nothing changed" in answer["text"]
+        )
+        assert row(sb, d)["state"] == "rolling_back"
+        assert (await client.aws())["production"]["web"]["weights"]["green"] == 10  # nothing claimed
+        await faults(sb, "DELETE")
+        r = await client.click("carol", "deploys", m["ts"], label="Retry now")
+        assert r["status"] == 200
+
+        async def retried():
+            return db_rows(
+                sb, "SELECT actor FROM events WHERE deployment_id = ? AND action = 'retry_rollback'", (d,)
+            )
+
+        assert (await wait_for(retried, 30, what="carol's retry on the record"))[0][
+            "actor"
+        ] == sb.slack.users["carol"]
+        assert await assert_true_and_whole(sb, client, d) == "rolled_back"
+        assert (await client.aws())["production"]["web"]["weights"] == {"blue": 100, "green": 0}
