@@ -17,7 +17,8 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.sandbox.client import wait_for
-from bot.sandbox.console import Console
+from bot.sandbox.console import Console, fault_from_words
+from bot.sandbox.faults import FaultInjector
 from bot.sandbox.render import BOLD, RESET, Directory, change_line, mrkdwn, render_message, summary
 from bot.sandbox.slack import BOT_USER_ID, LocalSlack
 from tests.conftest import CONFIG
@@ -268,6 +269,61 @@ async def test_a_slash_commands_answer_prints_once_with_names_not_ids(world):
     bot.answer = {"status": 401, "body": ""}
     await console.handle("/deploy web v2")
     assert printed[-1] == "(HTTP 401)"
+
+
+def test_the_faults_command_reads_a_rate_a_duration_an_error_and_operations():
+    assert fault_from_words(["elbv2", "100%", "6s"]) == {"service": "elbv2", "rate": 1.0, "seconds": 6.0}
+    assert fault_from_words(["*", "20%"]) == {"service": "*", "rate": 0.2}
+    assert fault_from_words(["ecs", "50%", "30s", "throttle"]) == {
+        "service": "ecs",
+        "rate": 0.5,
+        "seconds": 30.0,
+        "error": "throttle",
+    }
+    assert fault_from_words(["ecs", "UpdateService,DescribeServices", "100%", "10s"]) == {
+        "service": "ecs",
+        "operations": ["UpdateService", "DescribeServices"],
+        "rate": 1.0,
+        "seconds": 10.0,
+    }
+    assert fault_from_words(["cloudwatch", "2m", "503", "latency=250", "seed=7"]) == {
+        "service": "cloudwatch",
+        "seconds": 120.0,
+        "error": "503",
+        "latency_ms": 250.0,
+        "seed": 7,
+    }
+    assert fault_from_words(["ecs", "0%", "300ms", "timeout"])["latency_ms"] == 300.0
+    for bad in ("often", "lots%", "seed=x", "5h"):
+        with pytest.raises(ValueError, match="a fault takes a rate"):
+            fault_from_words(["ecs", bad])
+
+
+async def test_the_faults_command_adds_lists_and_clears_rules():
+    clock = ManualClock(NOW)
+    sandbox = FakeSandbox(LocalSlack(signing_secret="s", bot_token="xoxb-t", clock=clock))
+    sandbox.world = type("World", (), {"faults": FaultInjector(clock.now)})()
+    printed: list[str] = []
+    console = Console(sandbox, out=printed.append)
+    await console.handle("faults")
+    assert printed[-1] == "no faults (the bot's AWS calls pass)"
+    await console.handle("faults elbv2 100% 6s seed=3")
+    assert printed[-1] == "fault 1: elbv2 100% 500, 6s left of 6s, seed 3 — failed 0, passed 0"
+    await console.handle("faults ecs UpdateService,DescribeServices 50% throttle latency=200 seed=4")
+    assert printed[-1].splitlines()[1] == (
+        "fault 2: ecs UpdateService,DescribeServices 50% throttle, +200ms, until cleared, seed 4"
+        " — failed 0, passed 0"
+    )
+    await clock.advance(6)
+    await console.handle("faults")
+    assert printed[-1].startswith("fault 2: ecs") and "\n" not in printed[-1]  # the 6 s one has ended
+    with pytest.raises(ValueError, match="service must be one of ecs, elbv2, cloudwatch or \\*"):
+        await console.handle("faults s3 100%")
+    await console.handle("faults off")
+    assert printed[-1] == "faults cleared (1 removed)"
+    assert sandbox.world.faults.rules() == []
+    await console.handle("help")
+    assert "faults elbv2 100% 6s" in printed[-1] and "faults off" in printed[-1]
 
 
 # --- the process: quit and SIGTERM clean up -----------------------------------------------------------------

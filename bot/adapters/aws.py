@@ -38,8 +38,8 @@ class Aws:
         self._config = Config(
             region_name=aws.region,
             retries={"mode": "standard", "max_attempts": aws.max_attempts},
-            connect_timeout=5,
-            read_timeout=30,
+            connect_timeout=aws.connect_timeout_seconds,
+            read_timeout=aws.read_timeout_seconds,
         )
         self._clients: dict[tuple[str, str | None], Any] = {}  # boto3 clients are untyped
         self._lock = threading.Lock()

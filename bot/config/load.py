@@ -242,6 +242,12 @@ def parse_settings(
         region=aws_t.get("region", str, "us-east-1"),
         endpoint_url=aws_t.get("endpoint_url", str, None),
         max_attempts=aws_t.get("max_attempts", int, 5, lambda v: 1 <= v <= 20, "an integer 1..20"),
+        connect_timeout_seconds=float(
+            aws_t.get("connect_timeout_seconds", _NUMBER, 5.0, lambda v: v > 0, "a number of seconds > 0")
+        ),
+        read_timeout_seconds=float(
+            aws_t.get("read_timeout_seconds", _NUMBER, 30.0, lambda v: v > 0, "a number of seconds > 0")
+        ),
     )
     aws_t.finish()
     alerts = alerts_from_table(alerts_t, deploy_channel, list(environments))

@@ -150,6 +150,8 @@ class AwsSettings:
     region: str = "us-east-1"
     endpoint_url: str | None = None
     max_attempts: int = 5
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0  # an answer slower than this is a ReadTimeoutError (then retried)
 
 
 # The [alerts] table: channels per level (per environment, with a default), on-call, escalation and

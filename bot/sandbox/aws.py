@@ -1,6 +1,7 @@
 """The sandbox's AWS world: moto's server on loopback, provisioned with the demo world (per environment an
 ECS cluster, an ALB with one weighted rule per service, blue/green target groups and ECS services), plus
-the emulators (bot.sandbox.emulator) that make rollouts, target health and ALB metrics move with the clock."""
+the emulators (bot.sandbox.emulator) that make rollouts, target health and ALB metrics move with the clock,
+and the fault injector (bot.sandbox.faults) in front of moto that fails the bot's calls on request."""
 
 from __future__ import annotations
 
@@ -32,17 +33,21 @@ from bot.sandbox.emulator import (
     rule_weights,
     short_task_definition,
 )
+from bot.sandbox.faults import FaultInjector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ACCOUNT_ID", "REGION", "SLOTS", "AwsWorld", "Behaviour"]
+__all__ = ["ACCOUNT_ID", "BOT_ACCESS_KEY", "REGION", "SANDBOX_ACCESS_KEY", "SLOTS", "AwsWorld", "Behaviour"]
 
 SLOTS = ("blue", "green")
 CONTAINER_PORT = 8080
 DEREGISTRATION_DELAY = 30
 DEFAULT_RPM = 3000.0  # enough that a 5% canary sees > 50 requests a minute (analysis min_requests)
-# Dummy credentials for the boto3 clients the sandbox makes: real ones are never read.
-DUMMY_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
+# Dummy credentials for the boto3 clients the sandbox makes: real ones are never read. The bot gets a key
+# of its own: faults apply to every key but the sandbox's (the bot's, and what STS hands it for a role).
+SANDBOX_ACCESS_KEY = "sandbox"
+BOT_ACCESS_KEY = "deploybot-bot"
+DUMMY_CREDENTIALS = {"aws_access_key_id": SANDBOX_ACCESS_KEY, "aws_secret_access_key": "sandbox"}
 DEPLOYMENT_CONFIGURATION = {
     "maximumPercent": 200,
     "minimumHealthyPercent": 100,
@@ -82,6 +87,7 @@ class AwsWorld:
             self.behaviour, lambda: self.clock.now(), failure_after_seconds=failure_after_seconds
         )
         self.traffic = TrafficSimulator(self.emulator, self.behaviour, self.requests_per_minute)
+        self.faults = FaultInjector(lambda: self.clock.now(), exempt_keys=(SANDBOX_ACCESS_KEY,))
         self._reset_state()
 
     # --- server -----------------------------------------------------------------------------------------
@@ -93,6 +99,10 @@ class AwsWorld:
                 werkzeug.setLevel(logging.WARNING)
             self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             self._server.start()
+            # werkzeug's server calls its `app` per request: faults go in front of moto's dispatcher.
+            wsgi = self._server._server
+            assert wsgi is not None
+            wsgi.app = self.faults.wrap(wsgi.app)
             host, port = self._server.get_host_and_port()
             self.endpoint = f"http://{host}:{port}"
             self.emulator.activate()
@@ -100,7 +110,8 @@ class AwsWorld:
         return self.endpoint  # type: ignore[return-value]
 
     def reset(self, clock: Clock | None = None) -> None:
-        """Empty every moto backend (POST /moto-api/reset) and forget the world; provision() rebuilds it."""
+        """Empty every moto backend (POST /moto-api/reset) and forget the world (faults too); provision()
+        rebuilds it."""
         if clock is not None:
             self.clock = clock
         request = urllib.request.Request(f"{self._require_endpoint()}/moto-api/reset", method="POST")
@@ -119,10 +130,12 @@ class AwsWorld:
         self.traffic.rng = random.Random(self._seed + 1)
         self._tick_lock = asyncio.Lock()
         self._last_traffic_at = None
+        self.faults.clear()
 
     def stop(self) -> None:
         """Stop the server and restore moto's patched methods."""
         self.emulator.deactivate()
+        self.faults.clear()  # a request a timeout holds is let go
         if self._server is not None:
             self._server.stop()
             self._server = None

@@ -80,6 +80,17 @@ class SandboxClient:
     async def aws(self) -> dict[str, Any]:
         return await self._get("/_sandbox/aws")
 
+    async def faults(self, service: str | None = None, **rule: Any) -> dict[str, Any]:
+        """With a service: add a fault rule (rate, error, seconds, operations, latency_ms, seed); without:
+        list the active rules. Either way the answer's "faults" are the active rules."""
+        if service is None:
+            return await self._get("/_sandbox/faults")
+        return await self._post("/_sandbox/faults", {"service": service, **rule})
+
+    async def clear_faults(self) -> dict[str, Any]:
+        async with self.session.delete(f"{self.url}/_sandbox/faults") as resp:
+            return await resp.json(content_type=None)
+
 
 async def wait_for(
     probe: Callable[[], Awaitable[T | None]],

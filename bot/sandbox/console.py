@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+from bot.sandbox.faults import ERRORS
 from bot.sandbox.render import Directory, change_line, mrkdwn, render_message
 
 
@@ -38,6 +40,10 @@ HELP = """Commands:
   show [CHANNEL]           print a channel's messages again
   inject SERVICE VERSION unhealthy|healthy|errors=0.2|latency=300
   traffic SERVICE RPM      simulated requests per minute (0: no metrics)
+  faults SERVICE [OPERATION,...] [RATE%] [Ns|Nm] [500|503|throttle|timeout] [latency=MS] [seed=N]
+                           fail the bot's AWS calls: SERVICE ecs, elbv2, cloudwatch or * (all); e.g.
+                           faults elbv2 100% 6s | faults * 20% | faults ecs UpdateService 50% 30s throttle
+                           (defaults: 100%, 500, until cleared); faults lists them, faults off clears
   aws                      the AWS world: slots, task definitions, counts, weights
   kill | start             SIGKILL the bot process / start it again on the same database
   help | quit              quit stops the sandbox and removes its temporary folder"""
@@ -174,6 +180,7 @@ class Console:
             "click": (1, self._click),
             "inject": (3, self._inject),
             "traffic": (2, self._traffic),
+            "faults": (0, self._faults),
             "aws": (0, self._aws),
             "kill": (0, self._kill),
             "start": (0, self._start),
@@ -229,6 +236,16 @@ class Console:
 
     async def _traffic(self, args: list[str]) -> None:
         self.sandbox.world.inject(args[0], requests_per_minute=float(args[1]))
+
+    async def _faults(self, args: list[str]) -> None:
+        faults = self.sandbox.world.faults
+        if args == ["off"]:
+            self.out(f"faults cleared ({faults.clear()} removed)")
+            return
+        if args:
+            faults.add(fault_from_words(args))
+        rules = faults.rules()
+        self.out("\n".join(fault_line(r) for r in rules) if rules else "no faults (the bot's AWS calls pass)")
 
     async def _aws(self, args: list[str]) -> None:
         self.out(json.dumps(await asyncio.to_thread(self.sandbox.world.snapshot), indent=1, default=str))
@@ -328,3 +345,56 @@ class Console:
         self.out("\n" + head + "\n" + "\n".join(indent + line for line in lines))
         sig = signature or json.dumps([m.get("text"), m.get("blocks")], sort_keys=True)
         self.shown[number] = (sig, lines)
+
+
+# ------------------------------------------------------------------------------------------------ faults
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)")
+
+
+def fault_from_words(words: list[str]) -> dict[str, Any]:
+    """The words after `faults` as a fault request (bot.sandbox.faults checks it): `elbv2 100% 6s`,
+    `* 20%`, `ecs UpdateService,DescribeServices 50% 30s throttle latency=300 seed=7`."""
+    service, *rest = words
+    body: dict[str, Any] = {"service": service}
+    for word in rest:
+        lower = word.lower()
+        key, _, value = lower.partition("=")
+        duration = _DURATION.fullmatch(lower)
+        try:
+            if word.endswith("%"):
+                body["rate"] = float(word[:-1]) / 100
+            elif lower in ERRORS:
+                body["error"] = lower
+            elif key == "latency" and value:
+                body["latency_ms"] = float(value.removesuffix("ms"))
+            elif key == "seed" and value:
+                body["seed"] = int(value)
+            elif duration is not None:
+                number, unit = float(duration.group(1)), duration.group(2)
+                if unit == "ms":
+                    body["latency_ms"] = number
+                else:
+                    body["seconds"] = number * (60 if unit == "m" else 1)
+            elif word[:1].isupper():
+                body["operations"] = [w for w in word.split(",") if w]
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"{word!r}: a fault takes a rate (20%), a duration (6s, 2m), an error "
+                f"({', '.join(ERRORS)}), latency=MS, seed=N and AWS operation names (ModifyRule,UpdateService)"
+            ) from None
+    return body
+
+
+def fault_line(rule: dict[str, Any]) -> str:
+    """One active fault rule as the console lists it."""
+    what = rule["service"] + (" " + ",".join(rule["operations"]) if rule["operations"] else "")
+    left = rule["remaining_seconds"]
+    until = "until cleared" if left is None else f"{left:.0f}s left of {rule['seconds']:g}s"
+    latency = f", +{rule['latency_ms']:g}ms" if rule["latency_ms"] else ""
+    return (
+        f"fault {rule['id']}: {what} {rule['rate'] * 100:g}% {rule['error']}{latency}, {until}, "
+        f"seed {rule['seed']} — failed {rule['failed']}, passed {rule['passed']}"
+    )

@@ -3,7 +3,14 @@
 
 Control API (on the local Slack's address), besides the local Slack's own /_sandbox routes:
   POST /_sandbox/inject {"service","version","error_rate","latency_ms","unhealthy","requests_per_minute"}
-  POST /_sandbox/bot {"action": "kill" | "start" | "stop"}      GET /_sandbox/aws  (a snapshot of the world)"""
+  POST /_sandbox/bot {"action": "kill" | "start" | "stop"}      GET /_sandbox/aws  (a snapshot of the world)
+  POST /_sandbox/faults {"service": "ecs"|"elbv2"|"cloudwatch"|"*", "operations": ["ModifyRule", ...],
+       "rate": 0..1 (default 1), "error": "500"|"503"|"throttle"|"timeout" (default 500), "seconds": S
+       (sandbox clock; default until cleared), "latency_ms": L (wall), "seed": N}  adds a fault rule on the
+       bot's AWS calls (bot.sandbox.faults); the answer lists the active rules
+  GET /_sandbox/faults  (the active rules, with the attempts each failed and passed)
+  DELETE /_sandbox/faults  (clears them all)
+A bad request gets 400 and {"ok": false, "error": "..."} saying what is wrong."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +30,8 @@ from typing import Any
 from aiohttp import web
 
 from bot.clock import ScaledClock
-from bot.sandbox.aws import AwsWorld
+from bot.sandbox.aws import BOT_ACCESS_KEY, AwsWorld
+from bot.sandbox.faults import TIMEOUT_MARGIN
 from bot.sandbox.slack import LocalSlack
 
 BOT_START_TIMEOUT = 60.0
@@ -121,6 +130,8 @@ class Sandbox:
         self.signing_secret = secrets.token_hex(16)
         self.bot_token = "xoxb-sandbox-" + secrets.token_hex(12)
         self.world = AwsWorld(self.clock)
+        # A "timeout" fault holds a call past the bot's read timeout, so botocore gives up on it.
+        self.world.faults.timeout_seconds = read_timeout_of(self.config) + TIMEOUT_MARGIN
         self.slack = LocalSlack(
             signing_secret=self.signing_secret, bot_token=self.bot_token, clock=self.clock
         )
@@ -134,6 +145,9 @@ class Sandbox:
         app.router.add_post("/_sandbox/inject", self._inject)
         app.router.add_post("/_sandbox/bot", self._bot_action)
         app.router.add_get("/_sandbox/aws", self._aws)
+        app.router.add_post("/_sandbox/faults", self._add_fault)
+        app.router.add_get("/_sandbox/faults", self._faults)
+        app.router.add_delete("/_sandbox/faults", self._clear_faults)
         app.router.add_get("/_sandbox/app/{env}/{service}/{slot}/healthz", self._app_health)
         self.slack_url = await self.slack.start()
         if self.clock.held:  # a pinned clock begins when the bot is ready: the world must be ready by then
@@ -156,7 +170,7 @@ class Sandbox:
                 "DEPLOYBOT_AWS_ENDPOINT": self.aws_url,
                 "DEPLOYBOT_CLOCK": self.clock.spec(),
                 "SANDBOX_APP_URL": self.slack_url + "/_sandbox/app",  # the smoke checks' target in the config
-                "AWS_ACCESS_KEY_ID": "sandbox",
+                "AWS_ACCESS_KEY_ID": BOT_ACCESS_KEY,  # its own key: faults apply to it, not to the sandbox's
                 "AWS_SECRET_ACCESS_KEY": "sandbox",
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "PYTHONUNBUFFERED": "1",
@@ -264,10 +278,39 @@ class Sandbox:
             return web.Response(status=503, text=f"{service} {version}: unhealthy")
         return web.Response(text=f"ok {service} {version}")
 
+    async def _add_fault(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            return web.json_response(
+                {"ok": False, "error": f"bad fault request: not JSON ({exc})"}, status=400
+            )
+        try:
+            added = self.world.faults.add(body)
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error": f"bad fault request: {exc}"}, status=400)
+        return web.json_response({"ok": True, "added": added, "faults": self.world.faults.rules()})
+
+    async def _faults(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "faults": self.world.faults.rules()})
+
+    async def _clear_faults(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "cleared": self.world.faults.clear(), "faults": []})
+
     async def _aws(self, _request: web.Request) -> web.Response:
         return web.json_response(
             await asyncio.to_thread(self.world.snapshot), dumps=lambda o: json.dumps(o, default=str)
         )
+
+
+def read_timeout_of(config: str | Path) -> float:
+    """The bot's AWS read timeout as its config sets it (`[aws] read_timeout_seconds`, default 30); the bot
+    checks the config itself, so a file this cannot read gives the default."""
+    try:
+        value = tomllib.loads(Path(config).read_text()).get("aws", {}).get("read_timeout_seconds", 30.0)
+    except (OSError, ValueError, AttributeError):
+        return 30.0
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 30.0
 
 
 async def run_sandbox(args: Any) -> int:
