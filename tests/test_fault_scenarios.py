@@ -203,7 +203,7 @@ async def test_twenty_percent_faults_on_every_aws_call_ten_deploys_end_whole_and
         states = [s for r in results for s in r]
         assert len(states) == 10 and "rolled_back" in states and "succeeded" in states
         shown = await faults(sb, "GET")
-        assert sum(rule["failed"] for rule in shown["rules"]) > 0  # the faults really hit the bot
+        assert sum(rule["failed"] for rule in shown["faults"]) > 0  # the faults really hit the bot
         assert not db_rows(sb, "SELECT id FROM deployments WHERE state NOT IN ('succeeded', 'rolled_back')")
 
 
@@ -226,7 +226,7 @@ async def test_sixty_percent_faults_for_30_s_then_none_leave_nothing_split_false
         )
         assert len([s for r in results for s in r]) == 6
         assert not db_rows(sb, "SELECT id FROM deployments WHERE state NOT IN ('succeeded', 'rolled_back')")
-        assert not db_rows(sb, "SELECT id FROM locks")  # nothing holds a lock: nothing stuck
+        assert not db_rows(sb, "SELECT * FROM locks")  # nothing holds a lock: nothing stuck
 
 
 async def test_a_stuck_rollback_offers_retry_now_and_all_traffic_to_stable_and_tells_the_truth(
