@@ -54,6 +54,7 @@ BATCH = 100  # outbox events read at a time
 FIRST_POST = "deploybot_deployment"  # the metadata event_type of a deployment's top-level message
 ADOPT_MARGIN = 300.0  # seconds of history before a recorded attempt searched for its message (clock skew)
 ADOPT_PAGES = 5  # conversations.history pages searched at most
+FIRST_POST_TRIES = 3  # a failed first message is tried again this many times at once (then at a change)
 
 
 class SlackNotifier(AlertLifecycle):
@@ -91,6 +92,7 @@ class SlackNotifier(AlertLifecycle):
         self.directory = directory or SlackDirectory(client)
         self._outboxes: dict[str, ChannelOutbox] = {}
         self._posting: set[int] = set()  # deployments whose first message is queued or being sent
+        self._first_tries: dict[int, int] = {}  # deployments whose first message failed: tries so far
         self._shown: dict[tuple[str, str], tuple[str, list]] = {}  # what each message shows now
         self._first_shown: dict[int, tuple[str, list]] = {}
         self._rendered: dict[int, State] = {}  # the state each deployment's message shows
@@ -281,14 +283,14 @@ class SlackNotifier(AlertLifecycle):
         if d.message_ts is None:
             if d.id not in self._posting:
                 self._posting.add(d.id)
-                self._outbox(channel).post(
-                    Post(
-                        group,
-                        build=lambda: self._first_message(d.id),
-                        sent=lambda resp: self._first_message_sent(d.id, resp),
-                        failed=lambda: self._posting.discard(d.id),
-                    )
+                post = Post(
+                    group,
+                    build=lambda: self._first_message(d.id),
+                    sent=lambda resp: self._first_message_sent(d.id, resp),
+                    once=True,
                 )
+                post.failed = lambda: self._first_message_failed(d, channel, post.error)
+                self._outbox(channel).post(post)
             return  # the queued first message renders the latest state when it goes
         self._outbox(channel).update(
             group,
@@ -340,6 +342,7 @@ class SlackNotifier(AlertLifecycle):
             return False
         log.info("deployment #%s: adopted its message %s, posted before a restart", d.id, ts)
         await self.store.set_message(d.id, channel, ts)
+        self._first_tries.pop(d.id, None)
         self._posting.discard(d.id)
         self._render(await self.store.get(d.id), channel)  # it shows what it showed then: update it
         for a in await self.store.open_alerts(deployment_id=d.id):
@@ -371,8 +374,22 @@ class SlackNotifier(AlertLifecycle):
                 return None
         return None
 
+    def _first_message_failed(self, d: Deployment, channel: str, error: Exception | None) -> None:
+        """It may have landed (a 5xx, a lost connection, its ts not stored): try again, a few times; each
+        try first looks for it in the channel (the attempt is recorded). Slack's plain refusal (HTTP 200,
+        ok false) stored nothing and would be refused again: the next change of the deployment tries."""
+        self._posting.discard(d.id)
+        tries = self._first_tries.get(d.id, 0) + 1
+        refused = isinstance(error, SlackApiError) and getattr(error.response, "status_code", 0) == 200
+        if refused or tries > FIRST_POST_TRIES:
+            self._first_tries.pop(d.id, None)  # the next change of the deployment tries again
+            return
+        self._first_tries[d.id] = tries
+        self._render(d, channel)
+
     async def _first_message_sent(self, deployment_id: int, resp: dict[str, Any]) -> None:
         await self.store.set_message(deployment_id, resp["channel"], resp["ts"])
+        self._first_tries.pop(deployment_id, None)
         self._shown[(resp["channel"], resp["ts"])] = self._first_shown.pop(deployment_id, ("", []))
         self._posting.discard(deployment_id)
         d = await self.store.get(deployment_id)

@@ -12,6 +12,7 @@ from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.domain import events as ev
 from bot.domain.model import Deployment
+from bot.sandbox.slack import _ApiError
 from handlers.notifier import FIRST_POST, SlackNotifier
 from tests import test_notifier
 from tests.test_notifier import World, settled
@@ -24,18 +25,23 @@ class Crash(Exception):
 
 
 class LosesTheTs(AsyncStore):
-    """The store of a process that dies right after Slack answered the first post: set_message never
-    happens (once)."""
+    """A store whose set_message fails once, after Slack answered the first post (a store write that
+    failed); `dies`: the process died there, so nothing it does after reaches the store."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, dies: bool = False):
         super().__init__(store)
-        self.lost = 0
+        self.lost, self.dies = 0, dies
 
     async def set_message(self, deployment_id: int, channel: str, ts: str) -> None:
         if not self.lost:
             self.lost += 1
             raise Crash(f"killed before storing ts {ts}")
         await super().set_message(deployment_id, channel, ts)
+
+    async def call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.dies and self.lost:
+            raise Crash("this process is dead")
+        return await super().call(fn, *args, **kwargs)
 
 
 def notifier_on(store: AsyncStore, w: World) -> SlackNotifier:
@@ -89,14 +95,15 @@ async def test_the_first_post_is_recorded_before_it_goes_and_carries_the_deploym
 
 async def test_a_crash_after_slack_answered_is_adopted_by_the_next_process(world, tmp_path):
     db = str(tmp_path / "d.db")
-    crashed = LosesTheTs(Store(db, world.clock))
+    crashed = LosesTheTs(Store(db, world.clock), dies=True)
     first = notifier_on(crashed, world)
     d = await create(crashed)
     await settled(first)
-    assert crashed.lost == 1 and (await crashed.get(d.id)).message_ts is None
+    assert crashed.lost == 1
     (posted,) = world.top("deploys")  # Slack has it; the store does not know
     await first.drain()
     crashed.close()
+    history = len(world.calls("conversations.history"))  # the dead process looked for nothing
 
     store = AsyncStore(Store(db, world.clock))  # the restarted bot, on the same database
     assert await store.unconfirmed_first_posts() == [d.id]
@@ -106,7 +113,7 @@ async def test_a_crash_after_slack_answered_is_adopted_by_the_next_process(world
     assert [m["ts"] for m in world.top("deploys")] == [posted["ts"]]  # no second message
     assert (await store.get(d.id)).message_ts == posted["ts"]
     assert len(world.calls("chat.postMessage", "C0DEPLOYS")) == 1
-    assert len(world.calls("conversations.history")) == 1
+    assert len(world.calls("conversations.history")) == history + 1
     assert await store.unconfirmed_first_posts() == []
 
     d = await store.transition(d.id, "start", "deploybot", events=[ev.Started()])
@@ -119,21 +126,48 @@ async def test_a_crash_after_slack_answered_is_adopted_by_the_next_process(world
     store.close()
 
 
-async def test_a_lost_ts_is_adopted_by_the_same_process_at_the_next_change(world, tmp_path):
+async def test_a_ts_the_store_failed_to_keep_is_adopted_by_the_same_process_at_once(world, tmp_path):
     store = LosesTheTs(Store(str(tmp_path / "d.db"), world.clock))
     n = notifier_on(store, world)
     d = await create(store)
     await settled(n)
     (posted,) = world.top("deploys")
+    assert store.lost == 1 and (await store.get(d.id)).message_ts == posted["ts"]  # its retry looked first
+    assert len(world.calls("chat.postMessage", "C0DEPLOYS")) == 1
     d = await store.transition(d.id, "start", "deploybot", events=[ev.Started()])
-    await world.clock.advance(5.0)
     await store.record(d.id, "deploybot", "detail", {"text": "x"}, events=[ev.Detail("Traffic: green 5%")])
     await settled(n)
     (top,) = world.top("deploys")
     assert top["ts"] == posted["ts"] and ": running" in top["text"]
-    assert (await store.get(d.id)).message_ts == posted["ts"]
-    assert "Traffic: green 5%" in [m["text"] for m in world.thread("deploys", posted["ts"])]
+    assert [m["text"] for m in world.thread("deploys", posted["ts"])] == ["Traffic: green 5%"]
     assert len(mine(world, d.id)) == 1
+    await n.drain()
+    store.close()
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["stored-then-500", "500-before-storing"])
+async def test_a_first_post_answered_with_a_500_is_not_posted_twice(world, tmp_path, landed):
+    post = world.slack._methods["chat.postMessage"]
+    failures = iter([_ApiError("internal_error", status=500)])
+
+    def flaky(args: dict) -> dict:  # Slack stores the message (or not), then answers 500
+        err = next(failures, None)
+        if err is None:
+            return post(args)
+        if landed:
+            post(args)
+        raise err
+
+    world.slack._methods["chat.postMessage"] = flaky
+    store = AsyncStore(Store(str(tmp_path / "d.db"), world.clock))
+    n = notifier_on(store, world)
+    d = await create(store)
+    await settled(n)
+    (top,) = world.top("deploys")
+    assert (await store.get(d.id)).message_ts == top["ts"]
+    assert [c["error"] for c in world.calls("chat.postMessage")][0] == "internal_error"
+    assert len(world.calls("chat.postMessage")) == (1 if landed else 2)  # looked first, then posted
+    assert len(world.calls("conversations.history")) == 1
     await n.drain()
     store.close()
 
@@ -169,13 +203,14 @@ async def test_an_attempt_that_never_reached_slack_is_posted_once(world, tmp_pat
 
 async def test_the_message_is_found_past_the_first_page_of_history(world, tmp_path):
     db = str(tmp_path / "d.db")
-    crashed = LosesTheTs(Store(db, world.clock))
+    crashed = LosesTheTs(Store(db, world.clock), dies=True)
     first = notifier_on(crashed, world)
     d = await create(crashed)
     await settled(first)
     (posted,) = world.top("deploys")
     await first.drain()
     crashed.close()
+    history = len(world.calls("conversations.history"))
     for i in range(130):  # a busy channel while the bot was down
         await world.clock.advance(1.0)
         await world.client.chat_postMessage(channel="deploys", text=f"chatter {i}")
@@ -185,7 +220,7 @@ async def test_the_message_is_found_past_the_first_page_of_history(world, tmp_pa
     await n.start()
     await settled(n)
     assert (await store.get(d.id)).message_ts == posted["ts"]
-    assert len(world.calls("conversations.history")) == 2  # 100 a page, newest first
+    assert len(world.calls("conversations.history")) == history + 2  # 100 a page, newest first
     assert len(mine(world, d.id)) == 1 and len(world.top("deploys")) == 131
     await n.drain()
     store.close()
