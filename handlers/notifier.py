@@ -112,9 +112,13 @@ class SlackNotifier(AlertLifecycle):
         deployment whose top-level message was set out to be posted, with no ts stored, gets it found
         (or posted) first."""
         for deployment_id in await self.store.unconfirmed_first_posts():
-            if deployment_id not in self._posting:
+            if deployment_id in self._posting:
+                continue
+            try:
                 d = await self.store.get(deployment_id)
                 self._render(d, await self._deployment_channel(d))
+            except Exception as exc:  # Slack unreachable: its next change tries again; start regardless
+                log_failure(exc, f"the message of deployment #{deployment_id} (looking for it)")
         self._ensure_started()
 
     def _ensure_started(self) -> None:
