@@ -13,7 +13,10 @@
   alert is unacknowledged; a thread line of the repeated batch can show twice. PagerDuty has no cursor
   of its own yet: it is paged from the alert lifecycle (raise, acknowledge, resolve), in memory.
 - A deployment has one top-level message, posted once and then updated in place (chat.update), rendered
-  from the store's latest state when its turn comes; details go to its thread.
+  from the store's latest state when its turn comes; details go to its thread. Once, even across a crash
+  between Slack's answer and saving its ts: the attempt is stored before the post, the post carries
+  message metadata naming the deployment, and a notifier that finds an attempt without a ts (at start,
+  or when it next sets out to post) looks for the message in the channel's history and adopts it.
 - Alerts go to the channels of their level (bot.alerts). A critical one mentions on-call, links the
   deployment's message and carries an Acknowledge button; unacknowledged, it escalates in its thread on a
   timer kept in the store (so a restart neither loses nor repeats a round); it is resolved when the
@@ -48,6 +51,10 @@ __all__ = ["Acknowledgement", "ChannelOutbox", "SlackNotifier", "add_retry_handl
 log = logging.getLogger(__name__)
 SLACK, ALERTING = "slack", "alerting"  # the notifier's two outbox consumers
 BATCH = 100  # outbox events read at a time
+FIRST_POST = "deploybot_deployment"  # the metadata event_type of a deployment's top-level message
+ADOPT_MARGIN = 300.0  # seconds of history before a recorded attempt searched for its message (clock skew)
+ADOPT_PAGES = 5  # conversations.history pages searched at most
+FIRST_POST_TRIES = 3  # a failed first message is tried again this many times at once (then at a change)
 
 
 class SlackNotifier(AlertLifecycle):
@@ -85,6 +92,7 @@ class SlackNotifier(AlertLifecycle):
         self.directory = directory or SlackDirectory(client)
         self._outboxes: dict[str, ChannelOutbox] = {}
         self._posting: set[int] = set()  # deployments whose first message is queued or being sent
+        self._first_tries: dict[int, int] = {}  # deployments whose first message failed: tries so far
         self._shown: dict[tuple[str, str], tuple[str, list]] = {}  # what each message shows now
         self._first_shown: dict[int, tuple[str, list]] = {}
         self._rendered: dict[int, State] = {}  # the state each deployment's message shows
@@ -100,7 +108,17 @@ class SlackNotifier(AlertLifecycle):
     # --------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start the workers and the alert timers (rebuilt from the store: call it at every start)."""
+        """Start the workers and the alert timers (rebuilt from the store: call it at every start). A
+        deployment whose top-level message was set out to be posted, with no ts stored, gets it found
+        (or posted) first."""
+        for deployment_id in await self.store.unconfirmed_first_posts():
+            if deployment_id in self._posting:
+                continue
+            try:
+                d = await self.store.get(deployment_id)
+                self._render(d, await self._deployment_channel(d))
+            except Exception as exc:  # Slack unreachable: its next change tries again; start regardless
+                log_failure(exc, f"the message of deployment #{deployment_id} (looking for it)")
         self._ensure_started()
 
     def _ensure_started(self) -> None:
@@ -269,14 +287,14 @@ class SlackNotifier(AlertLifecycle):
         if d.message_ts is None:
             if d.id not in self._posting:
                 self._posting.add(d.id)
-                self._outbox(channel).post(
-                    Post(
-                        group,
-                        build=lambda: self._first_message(d.id),
-                        sent=lambda resp: self._first_message_sent(d.id, resp),
-                        failed=lambda: self._posting.discard(d.id),
-                    )
+                post = Post(
+                    group,
+                    build=lambda: self._first_message(d.id),
+                    sent=lambda resp: self._first_message_sent(d.id, resp),
+                    once=True,
                 )
+                post.failed = lambda: self._first_message_failed(d, channel, post.error)
+                self._outbox(channel).post(post)
             return  # the queued first message renders the latest state when it goes
         self._outbox(channel).update(
             group,
@@ -295,6 +313,8 @@ class SlackNotifier(AlertLifecycle):
 
     async def _first_message(self, deployment_id: int) -> dict[str, Any] | None:
         d = await self.store.get(deployment_id)
+        if d.message_ts is None and await self._adopt(d):
+            return None
         if d.message_ts is not None:  # posted meanwhile: an update instead
             self._posting.discard(deployment_id)
             self._render(d, d.channel or "")
@@ -302,10 +322,78 @@ class SlackNotifier(AlertLifecycle):
         text, blocks = self._content(d)
         self._first_shown[deployment_id] = (text, blocks)
         self._rendered[deployment_id] = d.state
-        return {"text": text, "blocks": blocks}
+        await self.store.record_first_post_attempt(deployment_id, self.clock.now())  # before the post
+        payload = {"deployment_id": d.id, "created_at": d.created_at}
+        return {
+            "text": text,
+            "blocks": blocks,
+            "metadata": {"event_type": FIRST_POST, "event_payload": payload},
+        }
+
+    async def _adopt(self, d: Deployment) -> bool:
+        """A post set out before (by a process that crashed, or whose store write failed) may have reached
+        Slack: find it by its metadata in the channel's history and keep its ts. True when adopted."""
+        attempted = await self.store.first_post_attempt(d.id)
+        if attempted is None:
+            return False
+        channel = await self._deployment_channel(d)
+        try:
+            ts = await self._posted(channel, d, attempted - ADOPT_MARGIN)
+        except SlackApiError as exc:  # e.g. missing_scope (channels:history / groups:history)
+            log.warning("could not look for deployment #%s's message: %s", d.id, exc.response.get("error"))
+            return False
+        if ts is None:
+            return False
+        log.info("deployment #%s: adopted its message %s, posted before a restart", d.id, ts)
+        await self.store.set_message(d.id, channel, ts)
+        self._first_tries.pop(d.id, None)
+        self._posting.discard(d.id)
+        self._render(await self.store.get(d.id), channel)  # it shows what it showed then: update it
+        for a in await self.store.open_alerts(deployment_id=d.id):
+            self._refresh_alert(a)
+        return True
+
+    async def _posted(self, channel: str, d: Deployment, oldest: float) -> str | None:
+        """The ts of the deployment's top-level message in the channel's history since `oldest`, if any."""
+        cursor = None
+        for _ in range(ADOPT_PAGES):
+            out = await self.client.conversations_history(
+                channel=channel,
+                oldest=f"{max(0.0, oldest):.6f}",
+                include_all_metadata=True,
+                limit=100,
+                cursor=cursor,
+            )
+            for m in out.get("messages") or []:
+                meta = m.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if (
+                    meta.get("event_type") == FIRST_POST
+                    and payload.get("deployment_id") == d.id
+                    and payload.get("created_at", d.created_at) == d.created_at
+                ):
+                    return str(m["ts"])
+            cursor = (out.get("response_metadata") or {}).get("next_cursor")
+            if not out.get("has_more") or not cursor:
+                return None
+        return None
+
+    def _first_message_failed(self, d: Deployment, channel: str, error: Exception | None) -> None:
+        """It may have landed (a 5xx, a lost connection, its ts not stored): try again, a few times; each
+        try first looks for it in the channel (the attempt is recorded). Slack's plain refusal (HTTP 200,
+        ok false) stored nothing and would be refused again: the next change of the deployment tries."""
+        self._posting.discard(d.id)
+        tries = self._first_tries.get(d.id, 0) + 1
+        refused = isinstance(error, SlackApiError) and getattr(error.response, "status_code", 0) == 200
+        if refused or tries > FIRST_POST_TRIES:
+            self._first_tries.pop(d.id, None)  # the next change of the deployment tries again
+            return
+        self._first_tries[d.id] = tries
+        self._render(d, channel)
 
     async def _first_message_sent(self, deployment_id: int, resp: dict[str, Any]) -> None:
         await self.store.set_message(deployment_id, resp["channel"], resp["ts"])
+        self._first_tries.pop(deployment_id, None)
         self._shown[(resp["channel"], resp["ts"])] = self._first_shown.pop(deployment_id, ("", []))
         self._posting.discard(deployment_id)
         d = await self.store.get(deployment_id)

@@ -1,9 +1,13 @@
 """Every channel has its own queue (ChannelOutbox): new messages in order, at most one per `post_interval`;
-updates coalesced per message. Slack's 429 and 5xx answers are retried by slack_sdk's handlers (Retry-After)."""
+updates coalesced per message. Slack's 429 and 5xx answers are retried by slack_sdk's handlers (Retry-After).
+A post that must never go twice (`Post.once`: a deployment's top-level message) is retried by slack_sdk on
+429 only, when Slack stored nothing; after a 5xx or a lost connection it may be there already, so it fails
+to its owner, which looks before posting again."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import time
@@ -51,6 +55,8 @@ class Post:
     thread: Callable[[], Awaitable[str | None]] | None = None
     sent: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     failed: Callable[[], None] | None = None
+    once: bool = False  # not retried on an answer that may mean it was posted (see the module's doc)
+    error: Exception | None = None  # why it failed, set before `failed` is called
 
 
 @dataclass(eq=False)
@@ -92,6 +98,7 @@ class ChannelOutbox:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task | None = None
+        self._once_client: AsyncWebClient | None = None
 
     def post(self, op: Post) -> None:
         self._posts.append(op)
@@ -122,17 +129,30 @@ class ChannelOutbox:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def post_message(self, **kwargs: Any) -> Any:
-        """chat.postMessage, `post_interval` seconds after this channel's previous new message."""
+    async def post_message(self, *, once: bool = False, **kwargs: Any) -> Any:
+        """chat.postMessage, `post_interval` seconds after this channel's previous new message; `once`:
+        retried only on 429 (see the module's doc)."""
         wait = self._last_post + self.post_interval - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        client = self._retried_on_429_only() if once else self.client
         try:
-            return await self.client.chat_postMessage(channel=self.channel, **kwargs)
+            return await client.chat_postMessage(channel=self.channel, **kwargs)
         finally:
             # counted from when Slack answered: Slack then has the previous message, so it sees the two
             # at least `post_interval` apart however long each request took to reach it
             self._last_post = time.monotonic()
+
+    def _retried_on_429_only(self) -> AsyncWebClient:
+        """The client (its token, session, base URL) with only its rate-limit retries: a 429 means Slack
+        stored nothing; a 5xx or a broken connection may come after it did."""
+        if self._once_client is None:
+            once = copy.copy(self.client)
+            once.retry_handlers = [
+                h for h in self.client.retry_handlers if isinstance(h, AsyncRateLimitErrorRetryHandler)
+            ]
+            self._once_client = once
+        return self._once_client
 
     def _kick(self) -> None:
         self._idle.clear()
@@ -196,11 +216,12 @@ class ChannelOutbox:
                 kwargs = await op.build() if op.build is not None else None
                 if kwargs is None:
                     return
-                resp = await self.post_message(**kwargs)
+                resp = await self.post_message(once=op.once, **kwargs)
             if op.sent is not None:
                 await op.sent(resp.data if hasattr(resp, "data") else resp)
         except Exception as exc:
             log_failure(exc, f"a message for {op.group} in {self.channel}")
+            op.error = exc
             if op.failed is not None:
                 op.failed()
         finally:

@@ -117,8 +117,16 @@ class Platform(Protocol):
         """What `slot` (None: the live slot) runs now: revision, image, instance counts."""
         ...
 
-    async def register_revision(self, target: Target, base: str, image: str) -> str:
-        """A new revision like `base` with the service container's image replaced; returns its id."""
+    async def register_revision(self, target: Target, base: str, image: str, *, key: str) -> str:
+        """A new revision like `base` (everything of it: settings, containers, tags) with the service
+        container's image replaced, marked with `key` (the deployment it is for); returns its id. It
+        always registers a new one: a caller that may have registered already (a crash between the call
+        and saving its answer) asks find_revision first."""
+        ...
+
+    async def find_revision(self, target: Target, base: str, image: str, key: str) -> str | None:
+        """The revision register_revision made from `base` with `image` for `key`, if there is one (among
+        the service's newest revisions); None otherwise. Costs a few reads: only a resume asks."""
         ...
 
     async def update_slot(

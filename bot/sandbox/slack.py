@@ -3,6 +3,7 @@ that acts as users by signing slash commands and button clicks and POSTing them 
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import math
@@ -141,6 +142,45 @@ def _parse_json_arg(value: Any) -> Any:
         except ValueError:
             raise _ApiError("invalid_blocks", errors=["not valid JSON"]) from None
     return value
+
+
+def _metadata(value: Any) -> dict | None:
+    """chat.postMessage's `metadata` ({event_type, event_payload}; a JSON string in a form-encoded call),
+    refused the way Slack refuses it."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _ApiError("invalid_metadata_format") from None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("event_type"), str)
+        or not value["event_type"]
+        or not isinstance(value.get("event_payload"), dict)
+    ):
+        raise _ApiError("invalid_metadata_schema")
+    return {"event_type": value["event_type"], "event_payload": copy.deepcopy(value["event_payload"])}
+
+
+def _ts_key(ts: str) -> int:
+    return int(ts.replace(".", ""))
+
+
+def _cursor(ts: str) -> str:
+    """Slack's history cursors are base64 of "next_ts:<ts without the dot>"."""
+    return base64.b64encode(f"next_ts:{_ts_key(ts)}".encode()).decode()
+
+
+def _from_cursor(cursor: str) -> int:
+    try:
+        kind, _, value = base64.b64decode(cursor.encode(), validate=True).decode().partition(":")
+        if kind == "next_ts" and value.isdigit():
+            return int(value)
+    except ValueError:
+        pass
+    raise _ApiError("invalid_cursor")
 
 
 def _truthy(value: Any) -> bool:
@@ -379,9 +419,13 @@ class LocalSlack:
                     element.setdefault("action_id", _random_id())
         return blocks
 
-    def _wire_message(self, m: dict) -> dict:
-        """A stored message as the Web API and interaction payloads show it."""
+    def _wire_message(self, m: dict, *, metadata: bool = False) -> dict:
+        """A stored message as the Web API and interaction payloads show it; its message metadata
+        ({event_type, event_payload}) with `metadata` (history and replies show it on
+        include_all_metadata)."""
         out: dict[str, Any] = {"type": "message", "user": m["user"], "text": m["text"], "ts": m["ts"]}
+        if metadata and m.get("metadata") is not None:
+            out["metadata"] = copy.deepcopy(m["metadata"])
         if m["bot_id"]:
             out.update(bot_id=m["bot_id"], app_id=APP_ID)
             out["bot_profile"] = {
@@ -544,6 +588,7 @@ class LocalSlack:
         self._check_rate(cid)
         text, blocks, attachments = self._content(args)
         thread_ts = self._thread(cid, args.get("thread_ts"))
+        metadata = _metadata(args.get("metadata"))
         m = self._append(
             cid,
             user=BOT_USER_ID,
@@ -553,7 +598,9 @@ class LocalSlack:
             thread_ts=thread_ts,
             via="chat.postMessage",
         )
-        return {"ok": True, "channel": cid, "ts": m["ts"], "message": self._wire_message(m)}
+        if metadata is not None:
+            m["metadata"] = metadata
+        return {"ok": True, "channel": cid, "ts": m["ts"], "message": self._wire_message(m, metadata=True)}
 
     def _chat_update(self, args: dict) -> dict:
         channel, ts = self._require(args, "channel", "ts")
@@ -666,11 +713,13 @@ class LocalSlack:
         return {"ok": True, "channel": {"id": self._dm(ids[0])}}
 
     def _conversations_history(self, args: dict) -> dict:
+        """Top-level messages, newest first, `limit` a page; the next page from `cursor` (Slack's shape:
+        `has_more`, `response_metadata.next_cursor`, "" on the last page)."""
         (channel,) = self._require(args, "channel")
         cid = self.channel_id(channel)
         inclusive = _truthy(args.get("inclusive"))
         oldest, latest = float(args.get("oldest") or 0), float(args.get("latest") or math.inf)
-        limit = int(args.get("limit") or 100)
+        limit = max(1, min(int(args.get("limit") or 100), 999))
         top = [
             m
             for m in reversed(self._messages[cid])
@@ -678,12 +727,17 @@ class LocalSlack:
             and m["ephemeral_for"] is None
             and (oldest <= float(m["ts"]) <= latest if inclusive else oldest < float(m["ts"]) < latest)
         ]
+        if args.get("cursor"):
+            start = _from_cursor(str(args["cursor"]))
+            top = [m for m in top if _ts_key(m["ts"]) <= start]
+        page, rest = top[:limit], top[limit:]
+        metadata = _truthy(args.get("include_all_metadata"))
         return {
             "ok": True,
-            "messages": [self._wire_message(m) for m in top[:limit]],
-            "has_more": len(top) > limit,
+            "messages": [self._wire_message(m, metadata=metadata) for m in page],
+            "has_more": bool(rest),
             "pin_count": 0,
-            "response_metadata": {"next_cursor": ""},
+            "response_metadata": {"next_cursor": _cursor(rest[0]["ts"]) if rest else ""},
         }
 
     def _conversations_replies(self, args: dict) -> dict:
@@ -696,9 +750,10 @@ class LocalSlack:
         if parent is None:
             raise _ApiError("thread_not_found")
         thread = [parent, *self._replies(cid, parent["ts"])]
+        metadata = _truthy(args.get("include_all_metadata"))
         return {
             "ok": True,
-            "messages": [self._wire_message(x) for x in thread],
+            "messages": [self._wire_message(x, metadata=metadata) for x in thread],
             "has_more": False,
             "response_metadata": {"next_cursor": ""},
         }

@@ -6,33 +6,89 @@ the service's target groups. Reads of immutable things are cached: target group 
 definitions by full ARN. The route (which rule, on which listener of which load balancer) is found by
 weights() (DescribeLoadBalancers, DescribeListeners, DescribeRules) and kept, so a weight shift is ONE
 ModifyRule/ModifyListener call; it is found again only when such a write is refused (the rule changed
-or went away under us), and the write is tried once more."""
+or went away under us), and the write is tried once more.
+
+A new revision copies everything of its base (every field RegisterTaskDefinition takes, and the tags),
+with the service container's image replaced; it is tagged with the deployment it is for (KEY_TAG), so a
+deployment resumed after a crash finds it (find_revision) instead of registering another."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import botocore.session  # type: ignore[import-untyped]
 
 from bot.adapters.aws import Answer, Caller
 from bot.app.ports import MetricScope, PlatformError, Rollout, SlotState, TargetHealth
 from bot.config.model import Target
 
-_KEEP = (  # what a new task definition revision copies from its base, besides the containers
-    "family",
-    "taskRoleArn",
-    "executionRoleArn",
-    "networkMode",
-    "volumes",
-    "placementConstraints",
-    "requiresCompatibilities",
-    "cpu",
-    "memory",
-    "runtimePlatform",
-    "pidMode",
-    "ipcMode",
+# What a new revision does not copy from its base: what AWS sets on registration (the rest is copied, so a
+# field this code has never heard of, such as ephemeralStorage or proxyConfiguration, survives a deploy).
+NOT_COPIED = frozenset(
+    {
+        "taskDefinitionArn",
+        "revision",
+        "status",
+        "requiresAttributes",
+        "compatibilities",
+        "registeredAt",
+        "registeredBy",
+        "deregisteredAt",
+        "deleteRequestedAt",
+    }
 )
+KEY_TAG = "deploybot:deployment"  # on each revision the bot registers: the deployment it is for
+BASE_TAG = "deploybot:base"  # ... and the revision it was made from
+MAX_TAGS = 50  # AWS's limit per resource
+FIND_PAGES, FIND_PAGE_SIZE = 2, 10  # a resume looks at the family's newest revisions only
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _register_fields() -> frozenset[str]:
+    """What RegisterTaskDefinition takes, from botocore's own model of it (no call is made): a read-only
+    field AWS adds to DescribeTaskDefinition one day is left out (and logged) rather than refused."""
+    model = botocore.session.get_session().get_service_model("ecs")
+    return frozenset(model.operation_model("RegisterTaskDefinition").input_shape.members)
+
+
+def clone_params(described: Answer, image: str, container: str, key: str, base: str) -> dict[str, Any]:
+    """RegisterTaskDefinition's arguments for a revision like `described` (a DescribeTaskDefinition answer
+    with include=["TAGS"]) with `container`'s image replaced: every field but those AWS sets, and its
+    tags but those AWS reserves (`aws:`) and the bot's own, which name the new deployment instead."""
+    td = described["taskDefinition"]
+    fields = _register_fields()
+    params: dict[str, Any] = {}
+    for name, value in td.items():
+        if name in NOT_COPIED or value is None:
+            continue
+        if name not in fields:
+            log.warning(
+                "task definition %s: field %s is not copied (RegisterTaskDefinition has no such parameter)",
+                base,
+                name,
+            )
+            continue
+        params[name] = value
+    params["containerDefinitions"] = [
+        {**c, "image": image} if c["name"] == container else c for c in td["containerDefinitions"]
+    ]
+    kept = [
+        t
+        for t in described.get("tags") or []
+        if not t["key"].lower().startswith("aws:") and t["key"] not in (KEY_TAG, BASE_TAG)
+    ]
+    own = [{"key": KEY_TAG, "value": key}, {"key": BASE_TAG, "value": base}]
+    tags = kept + own[: max(0, MAX_TAGS - len(kept))]  # the base's own tags first: they are the service's
+    params.pop("tags", None)
+    if tags:
+        params["tags"] = tags
+    return params
 
 
 @dataclass(frozen=True)
@@ -82,16 +138,27 @@ class EcsPlatform:
         service: Answer = out["services"][0]
         return service
 
-    async def _task_definition(self, target: Target, arn: str) -> Answer:
-        """A task definition by full ARN is immutable, so it is read once ("family:rev" names are not cached)."""
+    async def _described(self, target: Target, arn: str) -> Answer:
+        """A task definition with its tags (DescribeTaskDefinition, include=["TAGS"]): {"taskDefinition",
+        "tags"}. One by full ARN is immutable, so it is read once ("family:rev" names are not cached);
+        its tags are kept with it."""
         if arn not in self._task_definitions:
             out = await self.aws.call(
-                "ecs", "describe_task_definition", target.env.aws_role_arn, taskDefinition=arn
+                "ecs",
+                "describe_task_definition",
+                target.env.aws_role_arn,
+                taskDefinition=arn,
+                include=["TAGS"],
             )
+            described = {"taskDefinition": out["taskDefinition"], "tags": out.get("tags") or []}
             if not arn.startswith("arn:"):
-                return dict(out["taskDefinition"])
-            self._task_definitions[arn] = out["taskDefinition"]
+                return described
+            self._task_definitions[arn] = described
         return copy.deepcopy(self._task_definitions[arn])
+
+    async def _task_definition(self, target: Target, arn: str) -> Answer:
+        td: Answer = (await self._described(target, arn))["taskDefinition"]
+        return td
 
     async def running(self, target: Target, slot: str | None = None) -> SlotState:
         slot = slot if slot is not None else await self.live_slot(target)
@@ -106,29 +173,52 @@ class EcsPlatform:
             )
         return SlotState(slot, revision, image, svc.get("desiredCount", 0), svc.get("runningCount", 0))
 
-    async def register_revision(self, target: Target, base: str, image: str) -> str:
-        td = await self._task_definition(target, base)
-        names = [c["name"] for c in td["containerDefinitions"]]
+    async def register_revision(self, target: Target, base: str, image: str, *, key: str) -> str:
+        described = await self._described(target, base)
+        names = [c["name"] for c in described["taskDefinition"]["containerDefinitions"]]
         if target.service.container not in names:
             raise PlatformError(
                 "ECS RegisterTaskDefinition",
                 f"task definition {base} has no container {target.service.container!r} "
                 f"(it has: {', '.join(names)})",
             )
-        containers = [
-            {**c, "image": image} if c["name"] == target.service.container else c
-            for c in td["containerDefinitions"]
-        ]
-        params = {k: td[k] for k in _KEEP if td.get(k) not in (None, [], "")}
-        out = await self.aws.call(
-            "ecs",
-            "register_task_definition",
-            target.env.aws_role_arn,
-            containerDefinitions=containers,
-            **params,
-        )
+        params = clone_params(described, image, target.service.container, key, base)
+        out = await self.aws.call("ecs", "register_task_definition", target.env.aws_role_arn, **params)
         arn: str = out["taskDefinition"]["taskDefinitionArn"]
+        self._task_definitions[arn] = {
+            "taskDefinition": out["taskDefinition"],
+            "tags": out.get("tags") or params.get("tags", []),
+        }
         return arn
+
+    async def find_revision(self, target: Target, base: str, image: str, key: str) -> str | None:
+        """The family's newest ACTIVE revisions (ListTaskDefinitions, newest first, a page or two), each
+        described until one carries the deployment's tag and runs `image`."""
+        family = (await self._task_definition(target, base))["family"]
+        params: dict[str, Any] = {
+            "familyPrefix": family,
+            "status": "ACTIVE",
+            "sort": "DESC",
+            "maxResults": FIND_PAGE_SIZE,
+        }
+        for _ in range(FIND_PAGES):
+            out = await self.aws.call("ecs", "list_task_definitions", target.env.aws_role_arn, **params)
+            for arn in _newest(out.get("taskDefinitionArns", []), family):
+                if arn == base:
+                    continue
+                described = await self._described(target, arn)
+                tags = {t["key"]: t["value"] for t in described["tags"]}
+                containers = described["taskDefinition"]["containerDefinitions"]
+                if (
+                    tags.get(KEY_TAG) == key
+                    and tags.get(BASE_TAG, base) == base
+                    and any(c["name"] == target.service.container and c["image"] == image for c in containers)
+                ):
+                    return arn
+            if not out.get("nextToken"):
+                break
+            params["nextToken"] = out["nextToken"]
+        return None
 
     async def update_slot(
         self, target: Target, slot: str, *, revision: str | None = None, count: int | None = None
@@ -272,6 +362,14 @@ class EcsPlatform:
         route = self._routes.get(self._route_key(target)) or await self._find_route(target)
         dims = alb_dimensions(await self._target_group_arn(target, slot), route.load_balancer_arn)
         return MetricScope(tuple((d["Name"], d["Value"]) for d in dims))
+
+
+def _newest(arns: list[str], family: str) -> list[str]:
+    """The family's revisions of one ListTaskDefinitions page, newest first, at most a page's worth (AWS
+    sorts and pages as asked; moto returns every revision, oldest first, in one page)."""
+    mine = [(a, a.rsplit("/", 1)[-1].rsplit(":", 1)) for a in arns]
+    numbered = [(int(n[1]), a) for a, n in mine if len(n) == 2 and n[0] == family and n[1].isdigit()]
+    return [a for _, a in sorted(numbered, reverse=True)[:FIND_PAGE_SIZE]]
 
 
 def _forward_weights(action: Mapping[str, Any]) -> dict[str, int]:

@@ -3,7 +3,8 @@ that complete after a few polls, target health and weights, all in dicts; no net
 
 It keeps the path of the world (`history`: every weight change, every slot update) for tests to assert
 on, and takes injected faults: a write refused or a transient error (`fail`), unhealthy targets
-(`set_health`), a rollout that fails (`fail_rollouts`)."""
+(`set_health`), a rollout that fails (`fail_rollouts`), a write that lands but whose answer is lost
+(`lose`: the crash between a call and saving what it returned)."""
 
 from __future__ import annotations
 
@@ -55,11 +56,13 @@ class MemoryPlatform:
     def __init__(self, *, rollout_polls: int = 1):
         self.services: dict[tuple[str, str], FakeService] = {}
         self.revisions: dict[str, dict[str, str]] = {}  # revision id -> {container name: image}
+        self.revision_keys: dict[str, tuple[str, str]] = {}  # revision id -> (key, base) it was made for
         self.rollout_polls = rollout_polls  # an update completes at the rollout() call after this many
         self.history: list[Change] = []
         self.weight_history: list[dict[str, int]] = []  # the weights after every set_weights, in order
         self.calls: list[str] = []
         self._faults: dict[str, list[PlatformError]] = {}
+        self._lost: dict[str, list[Exception]] = {}
         self._failing_rollouts: dict[tuple[str, str, str], str] = {}
 
     # ---------------------------------------------------------------------------------------- setup
@@ -104,6 +107,11 @@ class MemoryPlatform:
         """The next calls of `operation` (a method name, e.g. "set_weights") raise these, one each."""
         self._faults.setdefault(operation, []).extend(errors)
 
+    def lose(self, operation: str, *errors: Exception) -> None:
+        """The next calls of `operation` take effect, then raise these (one each) instead of answering:
+        the write happened, the caller never hears of it."""
+        self._lost.setdefault(operation, []).extend(errors)
+
     def fail_rollouts(self, target: Target, image: str, reason: str) -> None:
         """Every rollout of a revision running `image` fails with `reason`."""
         self._failing_rollouts[(target.service.name, target.env.name, image)] = reason
@@ -127,6 +135,11 @@ class MemoryPlatform:
         if pending:
             raise pending.pop(0)
 
+    def _leave(self, operation: str) -> None:
+        lost = self._lost.get(operation)
+        if lost:
+            raise lost.pop(0)
+
     # ------------------------------------------------------------------------------------- Platform
 
     async def weights(self, target: Target) -> dict[str, int]:
@@ -145,14 +158,27 @@ class MemoryPlatform:
         image = self.revisions.get(fs.revision, {}).get(target.service.container) if fs.revision else None
         return SlotState(slot, fs.revision, image, fs.desired, fs.running)
 
-    async def register_revision(self, target: Target, base: str, image: str) -> str:
+    async def register_revision(self, target: Target, base: str, image: str, *, key: str) -> str:
         self._enter("register_revision")
         containers = self.revisions.get(base)
         if containers is None or target.service.container not in containers:
             raise PlatformError(
                 "RegisterRevision", f"revision {base} has no container {target.service.container!r}"
             )
-        return self._revision(target, {**containers, target.service.container: image})
+        revision = self._revision(target, {**containers, target.service.container: image})
+        self.revision_keys[revision] = (key, base)
+        self._leave("register_revision")
+        return revision
+
+    async def find_revision(self, target: Target, base: str, image: str, key: str) -> str | None:
+        self._enter("find_revision")
+        for revision in reversed(self.revisions):  # newest first
+            if (
+                self.revision_keys.get(revision) == (key, base)
+                and self.revisions[revision].get(target.service.container) == image
+            ):
+                return revision
+        return None
 
     async def update_slot(
         self, target: Target, slot: str, *, revision: str | None = None, count: int | None = None

@@ -141,6 +141,15 @@ class AsyncStore:
     async def set_message(self, deployment_id: int, channel: str, ts: str) -> None:
         return await self.call(self.sync.set_message, deployment_id, channel, ts)
 
+    async def record_first_post_attempt(self, deployment_id: int, at: float) -> None:
+        return await self.call(self.sync.record_first_post_attempt, deployment_id, at)
+
+    async def first_post_attempt(self, deployment_id: int) -> float | None:
+        return await self.call(self.sync.first_post_attempt, deployment_id)
+
+    async def unconfirmed_first_posts(self) -> list[int]:
+        return await self.call(self.sync.unconfirmed_first_posts)
+
     async def lock(self, service: str, env: str, holder: str, reason: str) -> LockInfo | None:
         return await self.call(self.sync.lock, service, env, holder, reason)
 

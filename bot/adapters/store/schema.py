@@ -177,3 +177,14 @@ def m050_paged(db: Database) -> None:
     # The last PagerDuty action an alert's incident was confirmed to have (trigger, acknowledge, resolve),
     # so a page the bot stopped before sending is sent at the next start, and none is sent twice.
     db.table("alerts").add_column("paged", str)
+
+
+@migrations()
+def m052_first_posts(db: Database) -> None:
+    # When the notifier last set out to post a deployment's top-level message (epoch seconds of the
+    # clock), written BEFORE the post: a restart that finds one without the deployment's message_ts
+    # looks for that message in the channel (its metadata names the deployment) instead of posting again.
+    db.execute(
+        "CREATE TABLE first_posts (deployment_id INTEGER PRIMARY KEY REFERENCES deployments(id), "
+        "attempted REAL NOT NULL)"
+    )

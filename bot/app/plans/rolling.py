@@ -48,7 +48,11 @@ class CaptureCurrent(Step):
 
 @dataclass
 class RegisterRevision(Step):
-    """A task definition revision like the running one, with the new image."""
+    """A task definition revision like the running one, with the new image, marked with the deployment.
+
+    Across a crash it registers one revision, not two: `registering` is saved before the call, so a run
+    that finds it without `task_definition` (the call may have landed, its answer was lost) first asks
+    the platform for the revision made for this deployment. A normal run makes no lookup."""
 
     kind = "register_revision"
 
@@ -60,9 +64,20 @@ class RegisterRevision(Step):
             return
         version = ctx.version or ctx.data["previous_version"]
         image = ctx.target.image(version)
-        arn = await ctx.platform.register_revision(ctx.target, ctx.data["previous_task_definition"], image)
+        base, key = ctx.data["previous_task_definition"], str(ctx.deployment_id)
+        arn = None
+        if ctx.data.get("registering"):
+            arn = await ctx.platform.find_revision(ctx.target, base, image, key)
+        if arn is None:
+            ctx.data["registering"] = True
+            await ctx.save()  # before the call: a crash right after it must look for what it made
+            arn = await ctx.platform.register_revision(ctx.target, base, image, key=key)
+            line = f"Registered {_short(arn)} with image {image}"
+        else:
+            line = f"Found {_short(arn)} with image {image}, registered for this deployment before a restart"
         ctx.data["task_definition"] = arn
-        await ctx.report(f"Registered {_short(arn)} with image {image}")
+        ctx.data.pop("registering", None)
+        await ctx.report(line)
 
 
 @dataclass
