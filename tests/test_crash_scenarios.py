@@ -144,12 +144,18 @@ async def test_sigkill_at_50_instants_loses_nothing_and_repeats_nothing(tmp_path
             raised = db_rows(sb, "SELECT id FROM alerts WHERE deployment_id = ? AND level = 'critical'", (d,))
             assert len(raised) == 1, d
 
-        # --- no deployment registered two revisions
-        registered = {d: json.loads(r["context"] or "{}").get("task_definition") for d, r in rows.items()}
+        # --- no deployment registered two revisions (each new one is tagged with its deployment)
+        made: dict[str, list[str]] = {}
         for family in families:
-            now = ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]
-            ours = {arn for arn in registered.values() if arn and f"/{family}:" in arn}
-            assert len(now) - before[family] <= len(ours), (family, len(now) - before[family], len(ours))
+            for arn in ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]:
+                tags = ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"]).get("tags", [])
+                for tag in tags:
+                    if tag["key"] == "deploybot:deployment":
+                        made.setdefault(tag["value"], []).append(arn)
+        assert made, "no revision carries its deployment's tag"
+        assert {d: arns for d, arns in made.items() if len(arns) > 1} == {}  # no orphan revisions
+        total = sum(len(ecs.list_task_definitions(familyPrefix=f)["taskDefinitionArns"]) for f in families)
+        assert total - sum(before.values()) == len(made)  # and none registered untagged
 
         # --- every audit walks its states without a gap
         for d in ids:
