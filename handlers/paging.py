@@ -125,8 +125,10 @@ class Pager:
                 worker.cancel()
 
     def quiet(self) -> bool:
-        """Every worker is done or waiting out a backoff (for tests stepping a manual clock)."""
-        return all(w.done() or d in self.waiting for d, w in self.workers.items())
+        """Every worker is done or waiting out a backoff that has not ended (tests stepping a manual clock
+        move it on only then)."""
+        now = self.clock.now()
+        return all(w.done() or self.waiting.get(d, now) > now for d, w in self.workers.items())
 
     # ------------------------------------------------------------------------------- delivery
 

@@ -46,8 +46,9 @@ class PagerDutyError(Exception):
 
 
 class PagerDuty:
-    """A small Events API v2 client. Retries 429 and 5xx answers and connection errors a few times, quickly
-    (`max_attempts`, `backoff_seconds` doubling); a 400 (a malformed event) is not retried."""
+    """A small Events API v2 client. Retries 429 and 5xx answers and refused or dropped connections a few
+    times, quickly (`max_attempts`, `backoff_seconds` doubling); not a timeout (it has waited already), not a
+    Retry-After longer than QUICK_WAIT_MAX, never a 400 (a malformed event)."""
 
     def __init__(
         self,
@@ -133,6 +134,8 @@ class PagerDuty:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = self._clean(_no_answer(exc, self.timeout_seconds))
                 failure = PagerDutyError(f"PagerDuty {what}: {problem}", problem=problem)
+                if isinstance(exc, TimeoutError):
+                    break  # it already waited its whole timeout: no quick retry
             if not failure.retryable:
                 raise failure
             wait = self.backoff_seconds * 2 ** (attempt - 1)
