@@ -7,8 +7,8 @@ once confirmed.
   order — trigger, then acknowledge, then resolve — each only after the one before was confirmed. Workers
   are independent: one incident failing does not hold another's pages (an outage holds them all anyway).
 - A failure is retried for as long as the alert owes something, with exponential backoff and jitter on
-  the injected clock (2 s doubling to 5 min; at least PagerDuty's Retry-After). The client's own retries
-  (bot.adapters.pagerduty) only cover a blip of a second or so.
+  the injected clock (2 s doubling to 5 min; at least PagerDuty's Retry-After). Each attempt is one try
+  of the client (bot.adapters.pagerduty), whose own quick retries are for callers without a queue.
 - After 5 minutes (clock time) of failing, one "paging is failing" warning — a domain event appended to
   the outbox in the transaction that records it was said, so the deployment's thread and the warning
   channels get it exactly as other warnings, once, across restarts; when the alert's pages are all
@@ -224,10 +224,12 @@ class Pager:
     async def _send(self, action: str, a: Alert) -> dict[str, Any]:
         d = await self.store.get(a.deployment_id)
         key = policy.pagerduty_dedup_key(d.id)
+        # one try each time: the backoff here is the retrying (the client's quick retries would only
+        # stretch an attempt, in real time, whatever the clock)
         if action == "acknowledge":
-            return await self.pagerduty.acknowledge(key)
+            return await self.pagerduty.acknowledge(key, attempts=1)
         if action == "resolve":
-            return await self.pagerduty.resolve(key)
+            return await self.pagerduty.resolve(key, attempts=1)
         link = await self.link(d)  # the link is there if the message is
         what = alert_blocks.alert_title(a.event, d)
         return await self.pagerduty.trigger(
@@ -240,4 +242,5 @@ class Pager:
             custom_details={"deployment": d.id, "version": d.version, "state": d.state.value},
             links=[{"href": link, "text": "The deployment in Slack"}] if link else None,
             timestamp=a.raised_at,
+            attempts=1,
         )

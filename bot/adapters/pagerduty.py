@@ -89,6 +89,7 @@ class PagerDuty:
         custom_details: dict[str, Any] | None = None,
         links: list[dict[str, str]] | None = None,
         timestamp: str | None = None,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
         """`timestamp`: when it happened (ISO 8601; default now) — a page delivered late keeps its time."""
         payload: dict[str, Any] = {
@@ -105,19 +106,21 @@ class PagerDuty:
         body: dict[str, Any] = {"event_action": "trigger", "dedup_key": dedup_key, "payload": payload}
         if links:
             body["links"] = links
-        return await self.send(body)
+        return await self.send(body, attempts)
 
-    async def acknowledge(self, dedup_key: str) -> dict[str, Any]:
-        return await self.send({"event_action": "acknowledge", "dedup_key": dedup_key})
+    async def acknowledge(self, dedup_key: str, attempts: int | None = None) -> dict[str, Any]:
+        return await self.send({"event_action": "acknowledge", "dedup_key": dedup_key}, attempts)
 
-    async def resolve(self, dedup_key: str) -> dict[str, Any]:
-        return await self.send({"event_action": "resolve", "dedup_key": dedup_key})
+    async def resolve(self, dedup_key: str, attempts: int | None = None) -> dict[str, Any]:
+        return await self.send({"event_action": "resolve", "dedup_key": dedup_key}, attempts)
 
-    async def send(self, event: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, event: dict[str, Any], attempts: int | None = None) -> dict[str, Any]:
+        """Send one event: up to `attempts` tries (default max_attempts; 1: the caller does the retrying)."""
         body = {"routing_key": self._routing_key, "client": self.source, **event}
         what = f"{event['event_action']} {event['dedup_key']}"
         failure = PagerDutyError("not sent")
-        for attempt in range(1, self.max_attempts + 1):
+        tries = max(1, attempts or self.max_attempts)
+        for attempt in range(1, tries + 1):
             try:
                 async with self.session.post(self.url, json=body) as resp:
                     answer = _parse(await resp.text())
@@ -143,7 +146,7 @@ class PagerDuty:
                 if failure.retry_after > QUICK_WAIT_MAX:
                     break  # a long wait is the caller's to keep
                 wait = failure.retry_after
-            if attempt < self.max_attempts:
+            if attempt < tries:
                 log.info(
                     "PagerDuty %s failed (%s); quick retry %d in %.2fs", what, failure.problem, attempt, wait
                 )
