@@ -87,6 +87,10 @@ class Pager:
             await self.recover()
             while (item := await queue.get()) is not None:
                 self.wake(item[2].id)
+        except asyncio.CancelledError:
+            for worker in self.workers.values():  # stopped for good: no send is waited for
+                worker.cancel()
+            raise
         finally:
             await self.close()
 
@@ -138,16 +142,16 @@ class Pager:
             self._again.discard(deployment_id)
             try:
                 step = await self._next(deployment_id)
-            except Exception:
-                log.exception("PagerDuty: could not read what deployment #%s owes", deployment_id)
-                await self._wait(deployment_id, backoff.next())
-                continue
-            if step is None:
-                if deployment_id in self._again:
-                    continue  # something changed while the store was read
-                return
-            a, action = step
-            wait = await self._attempt(a, action, backoff)
+                if step is None:
+                    if deployment_id in self._again:
+                        continue  # something changed while the store was read
+                    return
+                wait = await self._attempt(*step, backoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store failed us: the page is still owed, so try again later
+                log.exception("PagerDuty delivery for deployment #%s", deployment_id)
+                wait = backoff.next()
             if wait is not None:
                 await self._wait(deployment_id, wait)
 

@@ -344,3 +344,42 @@ async def test_the_local_pagerduty_checks_the_routing_key_and_the_event(world):
     assert w.pd.events == [] and len(w.pd.rejected) == 2
     with pytest.raises(ValueError, match="fail must be one of"):
         w.pd.set_failure("418")
+
+
+# ------------------------------------------------------------------------------------- the store
+
+
+def test_the_store_keeps_what_an_alert_owes_and_says_failing_and_restored_once():
+    clock = ManualClock()
+    store = Store(":memory:", clock)
+    try:
+        d = store.create_deployment(
+            service="web", env="production", version="v2", strategy="canary", kind="deploy",
+            requested_by="U0ALICE",
+        )  # fmt: skip
+        quiet = store.raise_alert(d.id, "deploy_failed", "critical", "quiet")
+        a = store.raise_alert(d.id, "deploy_failed", "critical", "boom")
+        assert quiet is not None and a is not None
+        store.resolve_alerts([quiet.id], "fixed", stop_escalation=True)  # resolved, never tried: owes nothing
+        store.page_attempt(a.id, "trigger")
+        store.resolve_alerts([a.id], "fixed", stop_escalation=True)
+        # tried before it was resolved: the whole incident is owed, late
+        assert [(x.id, due) for x, due in store.pages_owed()] == [(a.id, ["trigger", "resolve"])]
+        assert store.warn_paging(a.id) is False  # nothing has failed yet
+        store.page_failed(a.id, "trigger", "HTTP 500: down")
+        clock._now += 300
+        trouble = store.page_failed(a.id, "trigger", "HTTP 503: still down")
+        assert trouble.attempts == 2 and trouble.failing_since == clock.now() - 300
+        assert store.warn_paging(a.id) is True and store.warn_paging(a.id) is False  # said once
+        assert store.mark_paged(a.id, "trigger") is False  # the resolve is still owed
+        trouble = store.page_trouble(a.id)
+        assert trouble is not None and trouble.failing_since is None and trouble.delivered == ("trigger",)
+        assert store.mark_paged(a.id, "resolve") is True  # owes nothing: "works again", and the row goes
+        assert store.page_trouble(a.id) is None and store.pages_owed() == []
+        said = [e.event for e in store.outbox_after("nobody") if e.event.kind.startswith("paging")]
+        assert said == [
+            ev.PagingFailing("trigger", "HTTP 503: still down", 300),
+            ev.PagingRestored("trigger resolve", 300),
+        ]
+    finally:
+        store.close()

@@ -162,8 +162,9 @@ class AlertsMixin(StoreBase):
         its whole incident even if it was resolved before PagerDuty took anything."""
         sql = (
             "SELECT a.*, p.alert_id AS attempted FROM alerts a LEFT JOIN page_attempts p ON p.alert_id = a.id "
-            "WHERE a.level = 'critical' AND (a.paged IS NULL OR a.paged != 'resolve')"
-        )
+            "WHERE a.level = 'critical' AND (a.paged IS NULL OR a.paged != 'resolve') "
+            "AND (a.resolved_at IS NULL OR a.paged IS NOT NULL OR p.alert_id IS NOT NULL)"
+        )  # (resolved, never paged nor tried: owes nothing)
         args: list[Any] = []
         if deployment_id is not None:
             sql += " AND a.deployment_id = ?"
