@@ -110,6 +110,8 @@ class Pager:
         if worker is not None and not worker.done():
             self._again.add(deployment_id)
             return
+        for done in [d for d, w in self.workers.items() if w.done()]:
+            del self.workers[done]
         loop = asyncio.get_running_loop()
         self.workers[deployment_id] = loop.create_task(
             self._deliver(deployment_id), name=f"pagerduty-{deployment_id}"
@@ -208,11 +210,11 @@ class Pager:
         if not warned and now - since >= self.warn_after - 1e-3:
             warned = await self.store.warn_paging(a.id) or warned
         wait = backoff.next(retry_after)
-        if not warned:  # the next attempt comes by the warning's time: it says whether paging still fails
-            wait = min(wait, max(since + self.warn_after - now, 0.0)) or wait
+        if not warned and retry_after is None:  # the next attempt comes by the warning's time: it says
+            wait = min(wait, max(since + self.warn_after - now, 0.0)) or wait  # whether paging still fails
         log.warning(
-            "PagerDuty %s for deployment #%s failed (%s), failing for %.0fs; attempt %d, next in %.0fs",
-            action, a.deployment_id, problem, now - since, trouble.attempts + 1, wait,
+            "PagerDuty %s for deployment #%s failed (%s), failing for %.0fs (%d failures); next try in %.0fs",
+            action, a.deployment_id, problem, now - since, trouble.attempts, wait,
         )  # fmt: skip
         return wait
 

@@ -22,12 +22,22 @@ async def test_pagerduty_failing_for_ten_minutes_then_every_event_delivered_in_o
         Sandbox(config=config(tmp_path, delay=3600), speed=SPEED, workdir=tmp_path, pagerduty=True) as sb,
         SandboxClient(sb.slack_url) as client,
     ):
-        r = await client._post("/_sandbox/pagerduty", {"fail": "500", "seconds": OUTAGE})
+        r = await client._post("/_sandbox/pagerduty", {"fail": "500"})  # down until told otherwise...
         assert r["ok"] and r["fail"] == "500", r
-        outage_ends = sb.clock.now() + OUTAGE
         await client.inject("web", "v2", error_rate=0.2)
         d = await deploy(client)
         key = pagerduty_dedup_key(d)
+
+        async def first_page():
+            state = await client._get("/_sandbox/pagerduty")
+            return [f for f in state["failures"] if f["dedup_key"] == key]
+
+        await wait_for(first_page, 90, what="the first page to fail")
+        # ...then for 10 minutes of sandbox time from the first page PagerDuty could not take
+        r = await client._post("/_sandbox/pagerduty", {"fail": "500", "seconds": OUTAGE})
+        assert r["ok"] and OUTAGE - 10 < r["seconds_left"] <= OUTAGE, r
+        assert sb.pagerduty is not None and sb.pagerduty.fail_until is not None
+        outage_ends = sb.pagerduty.fail_until
         alert = await the_alert(client, d)
         r = await client.click("carol", "incidents", alert["ts"], label="Acknowledge")
         assert r["status"] == 200
