@@ -1,6 +1,7 @@
 """The alert lifecycle, mixed into SlackNotifier: critical alerts raised (one per incident), acknowledged and
 resolved; warnings and info to the channels of their level; the escalation timer loop (rounds kept in the
-store, so a restart neither loses nor repeats one); the waiting/slow warnings; the PagerDuty queue."""
+store, so a restart neither loses nor repeats one); the waiting/slow warnings; the PagerDuty queue (its
+delivery in handlers/paging.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from bot.domain.alerts import CRITICAL, INFO, WARNING, AlertConfig
 from bot.domain.durations import duration
 from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment
+from handlers.paging import Pager
 from handlers.slack_outbox import ChannelOutbox, Post, Update
 from handlers.ui import alert_blocks
 from handlers.ui import blocks as slack_ui
@@ -51,6 +53,7 @@ class AlertLifecycle:
     _escalating: set[tuple[int, int]]
     _timer_wake: asyncio.Event
     _pages: asyncio.Queue[tuple[str, Alert, Deployment] | None]
+    paging: Pager | None = None  # PagerDuty's delivery, while it runs
 
     if TYPE_CHECKING:
 
@@ -401,50 +404,17 @@ class AlertLifecycle:
     # --------------------------------------------------------------------------------- PagerDuty
 
     def _page(self, action: str, a: Alert, d: Deployment) -> None:
+        """An alert of `d` changed: its incident may owe PagerDuty `action` (the store says what is owed)."""
         if self.pagerduty is not None:
             self._ensure_started()
             self._pages.put_nowait((action, a, d))
 
     async def _run_pager(self) -> None:
+        """PagerDuty's delivery (handlers/paging.py): what is owed at start, then each page as it comes,
+        retried in order per incident until PagerDuty has it."""
         assert self.pagerduty is not None
-        await self._recover_pages()
-        while (item := await self._pages.get()) is not None:
-            action, a, d = item
-            key = policy.pagerduty_dedup_key(d.id)
-            try:
-                if action not in (await self.store.alert(a.id)).pages_due():
-                    continue  # already confirmed (queued twice: at start and as it happened), or moot
-                if action == "trigger":  # at once, Slack or not: the link is there if the message is
-                    link = await self._deployment_link(await self.store.get(d.id))
-                    what = alert_blocks.alert_title(a.event, d)
-                    await self.pagerduty.trigger(
-                        key,
-                        # plain text, not mrkdwn: no markup can ride back into Slack on PD's integration
-                        slack_ui.plain(f"{what}: {slack_ui.title(d)}: {a.text}"),
-                        component=d.service,
-                        group=d.env,
-                        event_class=a.event,
-                        custom_details={"deployment": d.id, "version": d.version, "state": d.state.value},
-                        links=[{"href": link, "text": "The deployment in Slack"}] if link else None,
-                    )
-                elif action == "acknowledge":
-                    await self.pagerduty.acknowledge(key)
-                else:
-                    await self.pagerduty.resolve(key)
-                await self.store.mark_paged(a.id, action)
-            except Exception as exc:
-                log.error("PagerDuty %s for deployment #%s failed: %s", action, d.id, exc)
-
-    async def _recover_pages(self) -> None:
-        """What PagerDuty was never confirmed to have (the bot stopped before sending it, or PD refused
-        it), queued again at start, in order, ahead of anything new."""
-        try:
-            for a in await self.store.unpaged_alerts():
-                d = await self.store.get(a.deployment_id)
-                for action in a.pages_due():
-                    self._pages.put_nowait((action, a, d))
-        except Exception:
-            log.exception("could not read the alerts PagerDuty still needs")
+        self.paging = Pager(self.store, self.pagerduty, self.clock, link=self._deployment_link)
+        await self.paging.run(self._pages)
 
     # ---------------------------------------------------------------------------------- lookups
 

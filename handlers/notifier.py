@@ -10,8 +10,9 @@
   ordered ChannelOutboxes has been sent; "alerting" once the batch's alerts are raised in the store. A
   crash in between repeats at most that batch: the deployment's message is an idempotent update (rendered
   from the store's latest state); a repeated critical goes to the standing alert's thread while that
-  alert is unacknowledged; a thread line of the repeated batch can show twice. PagerDuty has no cursor
-  of its own yet: it is paged from the alert lifecycle (raise, acknowledge, resolve), in memory.
+  alert is unacknowledged; a thread line of the repeated batch can show twice. PagerDuty has no cursor:
+  the alert lifecycle wakes its delivery (handlers/paging.py), which reads what each alert owes from the
+  store.
 - A deployment has one top-level message, posted once and then updated in place (chat.update), rendered
   from the store's latest state when its turn comes; details go to its thread. Once, even across a crash
   between Slack's answer and saving its ts: the attempt is stored before the post, the post carries

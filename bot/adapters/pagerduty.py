@@ -1,10 +1,16 @@
 """PagerDuty Events API v2 over aiohttp: trigger, acknowledge and resolve one incident per deployment
 (dedup_key from bot.alerts.pagerduty_dedup_key). Optional, off by default ([alerts.pagerduty]); the
-routing key is a secret read from the environment, never shown in a repr, a log line or an error."""
+routing key is a secret read from the environment, never shown in a repr, a log line or an error.
+
+Two kinds of retrying, split on purpose: this client retries a blip (a 429 or 5xx answer, a dropped
+connection) a few times within about a second, then raises PagerDutyError saying whether the event may
+succeed later (`retryable`, with any Retry-After). The long retrying — with backoff on the injected clock,
+for hours, in order per incident, persisted across restarts — is the caller's (handlers/paging.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -16,15 +22,33 @@ from bot.domain.alerts import PAGERDUTY_EVENTS_URL
 log = logging.getLogger(__name__)
 MAX_SUMMARY = 1024  # PagerDuty's limit on payload.summary
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+BODY_SHOWN = 200  # characters of an error body that go into the message
+QUICK_WAIT_MAX = 2.0  # a Retry-After longer than this is not waited here: the caller's queue waits it
 
 
 class PagerDutyError(Exception):
-    """PagerDuty refused an event, or could not be reached after the retries."""
+    """PagerDuty refused an event, or could not be reached after the quick retries. `problem` is the short
+    reason ("HTTP 500: …", "no answer: …"), free of the routing key; `retryable` False means the event
+    itself is wrong (a 400) and sending it again cannot help; `retry_after` is PagerDuty's Retry-After."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problem: str = "",
+        status: int | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.problem = problem or message
+        self.status, self.retryable, self.retry_after = status, retryable, retry_after
 
 
 class PagerDuty:
-    """A small Events API v2 client. Retries 429 and 5xx answers and connection errors with backoff; a 400
-    (a malformed event) is not retried."""
+    """A small Events API v2 client. Retries 429 and 5xx answers and refused or dropped connections a few
+    times, quickly (`max_attempts`, `backoff_seconds` doubling); not a timeout (it has waited already), not a
+    Retry-After longer than QUICK_WAIT_MAX, never a 400 (a malformed event)."""
 
     def __init__(
         self,
@@ -33,15 +57,16 @@ class PagerDuty:
         *,
         source: str = "deploybot",
         timeout_seconds: float = 10.0,
-        max_attempts: int = 4,
-        backoff_seconds: float = 0.5,
+        max_attempts: int = 3,
+        backoff_seconds: float = 0.25,
     ):
         if not routing_key:
             raise ValueError("a PagerDuty routing key is required")
         self._routing_key = routing_key
         self.url, self.source = url, source
+        self.timeout_seconds = timeout_seconds
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self.max_attempts, self.backoff_seconds = max_attempts, backoff_seconds
+        self.max_attempts, self.backoff_seconds = max(1, max_attempts), backoff_seconds
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -63,12 +88,15 @@ class PagerDuty:
         event_class: str | None = None,
         custom_details: dict[str, Any] | None = None,
         links: list[dict[str, str]] | None = None,
+        timestamp: str | None = None,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
+        """`timestamp`: when it happened (ISO 8601; default now) — a page delivered late keeps its time."""
         payload: dict[str, Any] = {
             "summary": summary if len(summary) <= MAX_SUMMARY else summary[: MAX_SUMMARY - 1] + "…",
             "source": self.source,
             "severity": severity,
-            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "timestamp": timestamp or datetime.now(UTC).isoformat(timespec="seconds"),
         }
         for key, value in (("component", component), ("group", group), ("class", event_class)):
             if value:
@@ -78,35 +106,56 @@ class PagerDuty:
         body: dict[str, Any] = {"event_action": "trigger", "dedup_key": dedup_key, "payload": payload}
         if links:
             body["links"] = links
-        return await self.send(body)
+        return await self.send(body, attempts)
 
-    async def acknowledge(self, dedup_key: str) -> dict[str, Any]:
-        return await self.send({"event_action": "acknowledge", "dedup_key": dedup_key})
+    async def acknowledge(self, dedup_key: str, attempts: int | None = None) -> dict[str, Any]:
+        return await self.send({"event_action": "acknowledge", "dedup_key": dedup_key}, attempts)
 
-    async def resolve(self, dedup_key: str) -> dict[str, Any]:
-        return await self.send({"event_action": "resolve", "dedup_key": dedup_key})
+    async def resolve(self, dedup_key: str, attempts: int | None = None) -> dict[str, Any]:
+        return await self.send({"event_action": "resolve", "dedup_key": dedup_key}, attempts)
 
-    async def send(self, event: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, event: dict[str, Any], attempts: int | None = None) -> dict[str, Any]:
+        """Send one event: up to `attempts` tries (default max_attempts; 1: the caller does the retrying)."""
         body = {"routing_key": self._routing_key, "client": self.source, **event}
         what = f"{event['event_action']} {event['dedup_key']}"
-        problem = ""
-        for attempt in range(1, self.max_attempts + 1):
+        failure = PagerDutyError("not sent")
+        tries = max(1, attempts or self.max_attempts)
+        for attempt in range(1, tries + 1):
             try:
                 async with self.session.post(self.url, json=body) as resp:
-                    answer = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                    answer = _parse(await resp.text())
                     if resp.status in (200, 201, 202):
-                        return answer or {}
-                    problem = f"HTTP {resp.status}: {_message(answer)}"
-                    if resp.status not in RETRY_STATUSES:
-                        raise PagerDutyError(f"PagerDuty refused {what}: {problem}")
-                    delay = _retry_after(resp.headers.get("Retry-After"))
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                problem, delay = f"{type(exc).__name__}: {exc}", None
-            if attempt < self.max_attempts:
-                wait = delay if delay is not None else self.backoff_seconds * 2 ** (attempt - 1)
-                log.warning("PagerDuty %s failed (%s); retry %d in %.1fs", what, problem, attempt, wait)
+                        return answer if isinstance(answer, dict) else {}
+                    problem = self._clean(f"HTTP {resp.status}: {_message(answer)}")
+                    failure = PagerDutyError(
+                        f"PagerDuty refused {what}: {problem}",
+                        problem=problem,
+                        status=resp.status,
+                        retryable=resp.status in RETRY_STATUSES,
+                        retry_after=_retry_after(resp.headers.get("Retry-After")),
+                    )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = self._clean(_no_answer(exc, self.timeout_seconds))
+                failure = PagerDutyError(f"PagerDuty {what}: {problem}", problem=problem)
+                if isinstance(exc, TimeoutError):
+                    break  # it already waited its whole timeout: no quick retry
+            if not failure.retryable:
+                raise failure
+            wait = self.backoff_seconds * 2 ** (attempt - 1)
+            if failure.retry_after is not None:
+                if failure.retry_after > QUICK_WAIT_MAX:
+                    break  # a long wait is the caller's to keep
+                wait = failure.retry_after
+            if attempt < tries:
+                log.info(
+                    "PagerDuty %s failed (%s); quick retry %d in %.2fs", what, failure.problem, attempt, wait
+                )
                 await asyncio.sleep(wait)
-        raise PagerDutyError(f"PagerDuty {what} failed after {self.max_attempts} attempts: {problem}")
+        raise failure
+
+    def _clean(self, text: str) -> str:
+        """Never the routing key, whatever a server echoes back."""
+        return text.replace(self._routing_key, "[redacted]")
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -120,12 +169,30 @@ class PagerDuty:
             self._session = None
 
 
+def _parse(text: str) -> Any:
+    """The answer's JSON, or its text when it is not JSON (a proxy's HTML error page, say)."""
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _message(answer: Any) -> str:
     if isinstance(answer, dict):
         parts = [str(answer.get("message") or answer.get("status") or "")]
         parts += [str(e) for e in answer.get("errors") or []]
-        return "; ".join(p for p in parts if p) or "no message"
-    return str(answer)[:200]
+        return "; ".join(p for p in parts if p)[:BODY_SHOWN] or "no message"
+    return " ".join(str(answer).split())[:BODY_SHOWN] or "no message"
+
+
+def _no_answer(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return f"no answer within {timeout:g}s"
+    os_error = getattr(exc, "os_error", None)
+    reason = getattr(os_error, "strerror", None) or type(exc).__name__
+    return f"no answer: {reason}"
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -4,12 +4,31 @@ thread). bot.adapters.store.aio.AsyncStore implements it over SQLite; the app ty
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, overload
 
 from bot.domain.checklist import Approval, ItemState
 from bot.domain.events import DomainEvent, OutboxEntry
 from bot.domain.model import Alert, Amendment, Deployment, Event, LockInfo, StoredAnswer
 from bot.domain.windows import Freeze
+
+
+@dataclass(frozen=True)
+class PageTrouble:
+    """An alert's page on its way to PagerDuty (the store's page_attempts row): `failing_since` the clock
+    instant the present run of failures began (None: not failing), `problem` the last failure's reason,
+    `refused` the action PagerDuty rejected as malformed, `warned` whether "paging is failing" was said."""
+
+    alert_id: int
+    deployment_id: int
+    action: str | None
+    attempts: int
+    failing_since: float | None
+    first_failed: float | None
+    problem: str | None
+    refused: str | None
+    warned: bool
+    delivered: tuple[str, ...]
 
 
 class Storage(Protocol):
@@ -120,6 +139,13 @@ class Storage(Protocol):
     ) -> list[Alert]: ...
     async def mark_paged(self, alert_id: int, action: str) -> None: ...
     async def unpaged_alerts(self) -> list[Alert]: ...
+    async def pages_owed(self, deployment_id: int | None = None) -> list[tuple[Alert, list[str]]]: ...
+    async def page_attempt(self, alert_id: int, action: str) -> None: ...
+    async def page_failed(
+        self, alert_id: int, action: str, problem: str, refused: bool = False
+    ) -> PageTrouble: ...
+    async def page_trouble(self, alert_id: int) -> PageTrouble | None: ...
+    async def warn_paging(self, alert_id: int) -> bool: ...
     async def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]: ...
     async def due_escalations(self, now: float) -> list[Alert]: ...
     async def next_escalation_due(self) -> float | None: ...

@@ -395,3 +395,36 @@ class OutboxEntry(NamedTuple):
     id: int
     deployment_id: int | None
     event: DomainEvent
+
+
+# ------------------------------------------------------------------------------------------ paging
+# (appended after the registry: registered below)
+
+
+@dataclass(frozen=True)
+class PagingFailing(DomainEvent):
+    """PagerDuty has not taken the `action` page of this deployment's incident for `seconds` (`problem`:
+    "HTTP 500: …", "no answer: …"); `refused`: it rejected the event itself (a 400), so it is not retried.
+    Said once per trouble (bot.adapters.store.alerts records it); the bot keeps trying unless refused."""
+
+    action: str
+    problem: str
+    seconds: int
+    refused: bool = False
+    kind: ClassVar[str] = "paging_failing"
+    base_level: ClassVar[Level] = "warning"
+
+
+@dataclass(frozen=True)
+class PagingRestored(DomainEvent):
+    """PagerDuty takes this incident's pages again after a PagingFailing: `delivered` (the actions sent
+    since the trouble began, space-separated, in order), `seconds` after the trouble began. A warning
+    like the one it closes, so it reaches the same channels."""
+
+    delivered: str
+    seconds: int
+    kind: ClassVar[str] = "paging_restored"
+    base_level: ClassVar[Level] = "warning"
+
+
+EVENT_TYPES.update({cls.kind: cls for cls in (PagingFailing, PagingRestored)})

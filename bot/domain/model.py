@@ -151,10 +151,11 @@ class Alert:
     def thread(self) -> dict[str, str] | None:
         return self.messages[0] if self.messages else None
 
-    def pages_due(self) -> list[str]:
+    def pages_due(self, attempted: bool = False) -> list[str]:
         """The PagerDuty actions its incident still needs, in order, from what was confirmed sent: a
         critical alert is triggered, then acknowledged and resolved as it is; one resolved before it was
-        ever paged needs nothing."""
+        ever paged needs nothing — unless its page was `attempted` (PagerDuty was being asked, and failed):
+        then the incident is delivered whole, late."""
         if self.level != "critical":
             return []
         wanted = (
@@ -163,6 +164,6 @@ class Alert:
             + (["resolve"] if self.resolved else [])
         )
         if self.paged is None:
-            return [] if self.resolved else wanted
+            return [] if self.resolved and not attempted else wanted
         done = wanted.index(self.paged) + 1 if self.paged in wanted else len(wanted)
         return wanted[done:]

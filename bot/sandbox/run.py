@@ -10,6 +10,9 @@ Control API (on the local Slack's address), besides the local Slack's own /_sand
        bot's AWS calls (bot.sandbox.faults); the answer lists the active rules
   GET /_sandbox/faults  (the active rules, with the attempts each failed and passed)
   DELETE /_sandbox/faults  (clears them all)
+  With Sandbox(pagerduty=True), a local PagerDuty (bot.sandbox.pagerduty) the bot pages:
+  POST /_sandbox/pagerduty {"fail": "500"|"503"|"429"|"400"|"timeout"|null, "seconds": S, "times": N}
+  GET /_sandbox/pagerduty  (the events it accepted, the ones it rejected, the failures it served)
 A bad request gets 400 and {"ok": false, "error": "..."} saying what is wrong."""
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from aiohttp import web
 from bot.clock import ScaledClock
 from bot.sandbox.aws import BOT_ACCESS_KEY, AwsWorld
 from bot.sandbox.faults import TIMEOUT_MARGIN
+from bot.sandbox.pagerduty import LocalPagerDuty, write_config
 from bot.sandbox.slack import LocalSlack
 
 BOT_START_TIMEOUT = 60.0
@@ -114,10 +118,12 @@ class Sandbox:
         speed: float = 10.0,
         workdir: str | Path | None = None,
         clock_start: datetime | float | None = None,
+        pagerduty: bool = False,
     ):
         """`clock_start` pins the virtual clock: it reads that instant until the bot is ready, then runs
         `speed` times faster than the wall from there (in this process and in the bot alike). Without it
-        the clock starts at the wall time now and runs from the moment the Sandbox is made."""
+        the clock starts at the wall time now and runs from the moment the Sandbox is made. `pagerduty`: a
+        local PagerDuty (bot/sandbox/pagerduty.py) the bot pages, its config's [alerts.pagerduty] enabled."""
         self.config = str(Path(config or "config/deploybot.toml").resolve())
         self.own_workdir = workdir is None  # a temporary folder of its own: removed by stop()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="deploybot-sandbox-"))
@@ -138,10 +144,17 @@ class Sandbox:
         self.bot: BotProcess | None = None
         self.aws_url = self.slack_url = ""
         self._emulator: asyncio.Task | None = None
+        self.pagerduty = LocalPagerDuty(self.clock) if pagerduty else None
 
     async def start(self) -> dict[str, Any]:
         self.aws_url = await asyncio.to_thread(self.world.start)
+        if self.pagerduty is not None:
+            dest, url = str(self.workdir / "deploybot-pagerduty.toml"), await self.pagerduty.start()
+            self.config = await asyncio.to_thread(write_config, self.config, dest, url)
         app = self.slack.make_app()
+        if self.pagerduty is not None:
+            app.router.add_post("/_sandbox/pagerduty", self.pagerduty.control_post)
+            app.router.add_get("/_sandbox/pagerduty", self.pagerduty.control_get)
         app.router.add_post("/_sandbox/inject", self._inject)
         app.router.add_post("/_sandbox/bot", self._bot_action)
         app.router.add_get("/_sandbox/aws", self._aws)
@@ -177,6 +190,8 @@ class Sandbox:
                 "DEPLOYBOT_PARENT_PID": str(os.getpid()),  # the bot ends with the sandbox, even a killed one
             }
         )
+        if self.pagerduty is not None:
+            env["PAGERDUTY_ROUTING_KEY"] = self.pagerduty.routing_key
         return env
 
     async def start_bot(self) -> str:
@@ -218,6 +233,8 @@ class Sandbox:
             self._emulator.cancel()
             await asyncio.gather(self._emulator, return_exceptions=True)
         await self.slack.stop()
+        if self.pagerduty is not None:
+            await self.pagerduty.stop()
         await asyncio.to_thread(self.world.stop)
         if self.own_workdir:
             await asyncio.to_thread(shutil.rmtree, self.workdir, True)

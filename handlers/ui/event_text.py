@@ -20,7 +20,9 @@ E = TypeVar("E", bound=ev.DomainEvent)
 _LINES: dict[type[ev.DomainEvent], Callable[[Any, Deployment], str]] = {}
 
 # Events that only add a line to the thread: the deployment's message does not change.
-THREAD_ONLY: tuple[type[ev.DomainEvent], ...] = (ev.Detail, ev.Approved, ev.Amended, ev.RestartResumed)
+THREAD_ONLY: tuple[type[ev.DomainEvent], ...] = (
+    ev.Detail, ev.Approved, ev.Amended, ev.RestartResumed, ev.PagingFailing, ev.PagingRestored,
+)  # fmt: skip
 
 
 def _says(cls: type[E]) -> Callable[[Callable[[E, Deployment], str]], Callable[[E, Deployment], str]]:
@@ -217,3 +219,29 @@ def _traffic_repaired(e: ev.TrafficRepaired, d: Deployment) -> str:
 @_says(ev.DeployFailed)
 def _deploy_failed(e: ev.DeployFailed, d: Deployment) -> str:
     return f"{e.reason} (nothing was changed)" if e.nothing_changed else e.reason
+
+
+# ------------------------------------------------------------------------------------------- paging
+
+PAGE_WORDS = {"trigger": "trigger", "acknowledge": "acknowledgement", "resolve": "resolution"}
+
+
+@_says(ev.PagingFailing)
+def _paging_failing(e: ev.PagingFailing, d: Deployment) -> str:
+    what = PAGE_WORDS.get(e.action, e.action)
+    # the problem may quote a server's error page: escaped, never markup
+    if e.refused:
+        return (
+            f":warning: PagerDuty paging is failing: PagerDuty rejected this incident's {what} "
+            f"({text(e.problem)}). It is not retried; on-call is not paged about it."
+        )
+    return (
+        f":warning: PagerDuty paging is failing: this incident's {what} has not been delivered for "
+        f"{duration(e.seconds)} ({text(e.problem)}). Still trying; page on-call another way meanwhile."
+    )
+
+
+@_says(ev.PagingRestored)
+def _paging_restored(e: ev.PagingRestored, d: Deployment) -> str:
+    sent = ", ".join(PAGE_WORDS.get(a, a) for a in e.delivered.split()) or "nothing"
+    return f"PagerDuty paging works again: delivered {sent} ({duration(e.seconds)} after the trouble began)."

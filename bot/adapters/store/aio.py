@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, overload
 
 from bot.adapters.store.sqlite import Store, log
-from bot.app.storage import Storage
+from bot.app.storage import PageTrouble, Storage
 from bot.domain.checklist import Approval, ItemState
 from bot.domain.events import DomainEvent, OutboxEntry
 from bot.domain.model import Alert, Amendment, Deployment, Event, LockInfo, StoredAnswer
@@ -289,10 +289,33 @@ class AsyncStore:
         return await self.call(self.sync.open_alerts, deployment_id, service, env)
 
     async def mark_paged(self, alert_id: int, action: str) -> None:
-        return await self.call(self.sync.mark_paged, alert_id, action)
+        if await self.call(self.sync.mark_paged, alert_id, action):  # "paging works again" in the outbox
+            for listener in list(self._appended):
+                listener()
 
     async def unpaged_alerts(self) -> list[Alert]:
         return await self.call(self.sync.unpaged_alerts)
+
+    async def pages_owed(self, deployment_id: int | None = None) -> list[tuple[Alert, list[str]]]:
+        return await self.call(self.sync.pages_owed, deployment_id)
+
+    async def page_attempt(self, alert_id: int, action: str) -> None:
+        return await self.call(self.sync.page_attempt, alert_id, action)
+
+    async def page_failed(
+        self, alert_id: int, action: str, problem: str, refused: bool = False
+    ) -> PageTrouble:
+        return await self.call(self.sync.page_failed, alert_id, action, problem, refused)
+
+    async def page_trouble(self, alert_id: int) -> PageTrouble | None:
+        return await self.call(self.sync.page_trouble, alert_id)
+
+    async def warn_paging(self, alert_id: int) -> bool:
+        warned = await self.call(self.sync.warn_paging, alert_id)
+        if warned:  # it appended the warning to the outbox: wake its readers
+            for listener in list(self._appended):
+                listener()
+        return warned
 
     async def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]:
         return await self.call(self.sync.unacknowledged_alerts, level)

@@ -4,14 +4,22 @@ confirmed rounds (so a restart neither loses nor repeats a round)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from bot.adapters.store.base import _SQLITE_INT, StoreBase
+from bot.app.storage import PageTrouble
 from bot.domain.errors import NotFound
+from bot.domain.events import DomainEvent, PagingFailing, PagingRestored
 from bot.domain.model import Alert
 
 
 class AlertsMixin(StoreBase):
-    """Alerts and their escalation timers (part of Store)."""
+    """Alerts and their escalation timers, and PagerDuty's queue of pages (part of Store)."""
+
+    if TYPE_CHECKING:
+
+        def _append_in_tx(self, deployment_id: int | None, events: Sequence[DomainEvent]) -> list[int]: ...
 
     def raise_alert(
         self,
@@ -120,17 +128,114 @@ class AlertsMixin(StoreBase):
                 args.append(value)
         return [Alert.from_row(r) for r in self.db.query(sql + " ORDER BY a.id", args)]
 
-    def mark_paged(self, alert_id: int, action: str) -> None:
-        """PagerDuty confirmed `action` for this alert's incident."""
+    def mark_paged(self, alert_id: int, action: str) -> bool:
+        """PagerDuty confirmed `action` for this alert's incident. Its page_attempts row notes it, and goes
+        when the alert owes nothing more — with a "paging works again" event in the outbox if "paging is
+        failing" was said. True when that event was appended."""
         with self.db.atomic():
             self.db.execute("UPDATE alerts SET paged = ? WHERE id = ?", [action, alert_id])
+            trouble = self.page_trouble(alert_id)
+            if trouble is None:
+                return False
+            delivered = (*trouble.delivered, action)
+            if self.alert(alert_id).pages_due(attempted=True):
+                self.db.execute(
+                    "UPDATE page_attempts SET delivered = ?, failing_since = NULL WHERE alert_id = ?",
+                    [" ".join(delivered), alert_id],
+                )
+                return False
+            self.db.execute("DELETE FROM page_attempts WHERE alert_id = ?", [alert_id])
+            if not trouble.warned:
+                return False
+            began = trouble.first_failed if trouble.first_failed is not None else self.clock.now()
+            restored = PagingRestored(" ".join(delivered), int(round(self.clock.now() - began)))
+            self._append_in_tx(trouble.deployment_id, [restored])
+            return True
 
     def unpaged_alerts(self) -> list[Alert]:
         """Critical alerts whose incident still needs a PagerDuty action (Alert.pages_due), oldest first."""
-        rows = self.db.query(
-            "SELECT * FROM alerts WHERE level = 'critical' AND (paged IS NULL OR paged != 'resolve') ORDER BY id"
+        return [a for a, _ in self.pages_owed()]
+
+    def pages_owed(self, deployment_id: int | None = None) -> list[tuple[Alert, list[str]]]:
+        """(alert, the PagerDuty actions it still owes, in order) for every critical alert owing some (of
+        one deployment, or all), oldest first. An alert with a page_attempts row was being paged: it owes
+        its whole incident even if it was resolved before PagerDuty took anything."""
+        sql = (
+            "SELECT a.*, p.alert_id AS attempted FROM alerts a LEFT JOIN page_attempts p ON p.alert_id = a.id "
+            "WHERE a.level = 'critical' AND (a.paged IS NULL OR a.paged != 'resolve') "
+            "AND (a.resolved_at IS NULL OR a.paged IS NOT NULL OR p.alert_id IS NOT NULL)"
+        )  # (resolved, never paged nor tried: owes nothing)
+        args: list[Any] = []
+        if deployment_id is not None:
+            sql += " AND a.deployment_id = ?"
+            args.append(deployment_id)
+        out = []
+        for row in self.db.query(sql + " ORDER BY a.id", args):
+            attempted = row.pop("attempted") is not None
+            a = Alert.from_row(row)
+            if due := a.pages_due(attempted=attempted):
+                out.append((a, due))
+        return out
+
+    def page_attempt(self, alert_id: int, action: str) -> None:
+        """`action` of this alert is about to be sent: from now on the alert is owed its whole incident."""
+        a = self.alert(alert_id)
+        self.db.execute(
+            "INSERT INTO page_attempts (alert_id, deployment_id, action, created) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (alert_id) DO UPDATE SET action = excluded.action",
+            [alert_id, a.deployment_id, action, self.clock.now()],
         )
-        return [a for a in (Alert.from_row(r) for r in rows) if a.pages_due()]
+
+    def page_failed(self, alert_id: int, action: str, problem: str, refused: bool = False) -> PageTrouble:
+        """PagerDuty did not take `action` (`problem`; `refused`: rejected as malformed): the row counts the
+        attempt and remembers since when it fails."""
+        now = self.clock.now()
+        with self.db.atomic():
+            self.page_attempt(alert_id, action)
+            self.db.execute(
+                "UPDATE page_attempts SET attempts = attempts + 1, problem = ?, "
+                "failing_since = COALESCE(failing_since, ?), first_failed = COALESCE(first_failed, ?), "
+                "refused = CASE WHEN ? THEN ? ELSE refused END WHERE alert_id = ?",
+                [problem, now, now, int(refused), action, alert_id],
+            )
+            trouble = self.page_trouble(alert_id)
+        assert trouble is not None
+        return trouble
+
+    def page_trouble(self, alert_id: int) -> PageTrouble | None:
+        rows = list(self.db.query("SELECT * FROM page_attempts WHERE alert_id = ?", [alert_id]))
+        if not rows:
+            return None
+        r = rows[0]
+        return PageTrouble(
+            alert_id=r["alert_id"],
+            deployment_id=r["deployment_id"],
+            action=r["action"],
+            attempts=r["attempts"] or 0,
+            failing_since=r["failing_since"],
+            first_failed=r["first_failed"],
+            problem=r["problem"],
+            refused=r["refused"],
+            warned=bool(r["warned"]),
+            delivered=tuple((r["delivered"] or "").split()),
+        )
+
+    def warn_paging(self, alert_id: int) -> bool:
+        """Say "paging is failing" for this alert, once: a compare-and-set of its row's `warned`, with the
+        warning appended to the outbox in the same transaction. False: said already (or nothing fails)."""
+        with self.db.atomic():
+            trouble = self.page_trouble(alert_id)
+            if trouble is None or trouble.warned or trouble.failing_since is None:
+                return False
+            self.db.execute("UPDATE page_attempts SET warned = 1 WHERE alert_id = ?", [alert_id])
+            failing = PagingFailing(
+                trouble.action or "trigger",
+                trouble.problem or "no answer",
+                int(round(self.clock.now() - trouble.failing_since)),
+                refused=trouble.refused == trouble.action,
+            )
+            self._append_in_tx(trouble.deployment_id, [failing])
+        return True
 
     def unacknowledged_alerts(self, level: str = "critical") -> list[Alert]:
         rows = self.db.query("SELECT * FROM alerts WHERE level = ? AND acked_by IS NULL ORDER BY id", [level])

@@ -180,6 +180,36 @@ def m050_paged(db: Database) -> None:
 
 
 @migrations()
+def m051_page_attempts(db: Database) -> None:
+    # PagerDuty's persistent queue, beside `alerts.paged`: one row per alert whose page is being delivered.
+    # Written before the first attempt (so an alert resolved during an outage is still delivered whole),
+    # kept while the alert owes PagerDuty an action, removed (in the same transaction as the last
+    # `paged`) when it owes nothing. `failing_since`: the clock instant the present run of failures began
+    # (NULL: not failing); `first_failed`: when this row's trouble began; `warned`: the "paging is failing"
+    # warning was written to the outbox (said once per row, across restarts); `refused`: the action
+    # PagerDuty rejected as malformed (a 400); `delivered`: the actions confirmed since the row was made.
+    db.table("page_attempts").create(
+        {
+            "alert_id": int,
+            "deployment_id": int,
+            "action": str,
+            "attempts": int,
+            "failing_since": float,
+            "first_failed": float,
+            "problem": str,
+            "refused": str,
+            "warned": int,
+            "delivered": str,
+            "created": float,
+        },
+        pk="alert_id",
+        not_null={"deployment_id", "created"},
+        defaults={"attempts": 0, "warned": 0, "delivered": ""},
+        foreign_keys=[("alert_id", "alerts", "id"), ("deployment_id", "deployments", "id")],
+    )
+
+
+@migrations()
 def m052_first_posts(db: Database) -> None:
     # When the notifier last set out to post a deployment's top-level message (epoch seconds of the
     # clock), written BEFORE the post: a restart that finds one without the deployment's message_ts
