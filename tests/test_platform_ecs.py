@@ -123,3 +123,22 @@ async def test_running_names_the_live_slot_its_revision_and_image(world, target,
     )
     again = await platform.running(target, "blue")
     assert again == now and ecs_calls == ["DescribeServices"]  # a task definition ARN is read once
+
+
+async def test_weights_are_read_fresh_in_one_call_once_the_route_is_known(world, target, platform):
+    await platform.weights(target)
+    elb = world.client("elbv2")
+    rule = elb.describe_rules(RuleArns=[world.rule_arn("web", "staging")])["Rules"][0]
+    action = rule["Actions"][0]
+    for g in action["ForwardConfig"]["TargetGroups"]:  # a person moves traffic by hand
+        g["Weight"] = 30 if g["TargetGroupArn"] == world.target_group_arn("web", "staging", "green") else 70
+    elb.modify_rule(RuleArn=rule["RuleArn"], Actions=[action])
+    calls = elb_calls(platform)
+    assert await platform.weights(target) == {"blue": 70, "green": 30}  # fresh, not the cached route's
+    assert calls == ["DescribeRules"]
+
+    elb.delete_rule(RuleArn=rule["RuleArn"])  # the rule goes: it is looked for again, and not found
+    calls.clear()
+    with pytest.raises(PlatformError, match="no rule on deploybot-staging:80 forwards to"):
+        await platform.weights(target)
+    assert calls == ["DescribeRules", "DescribeLoadBalancers", "DescribeListeners", "DescribeRules"]

@@ -312,8 +312,35 @@ class EcsPlatform:
         )
 
     async def weights(self, target: Target) -> dict[str, int]:
-        route = await self._find_route(target)
+        """Read fresh: the route found before is read again in one call (DescribeRules or
+        DescribeListeners by ARN); it is looked for anew when it is gone or no longer forwards to the
+        service's groups."""
+        route = self._routes.get(self._route_key(target))
+        fresh = await self._reread(target, route) if route is not None else None
+        route = fresh or await self._find_route(target)
         return {s: route.weights.get(await self._target_group_arn(target, s), 0) for s in target.slots}
+
+    async def _reread(self, target: Target, route: Route) -> Route | None:
+        role = target.env.aws_role_arn
+        try:
+            if route.is_rule:
+                out = await self.aws.call("elbv2", "describe_rules", role, RuleArns=[route.arn])
+                actions = [a for r in out.get("Rules", []) for a in r.get("Actions", [])]
+            else:
+                out = await self.aws.call("elbv2", "describe_listeners", role, ListenerArns=[route.arn])
+                actions = [a for li in out.get("Listeners", []) for a in li.get("DefaultActions", [])]
+        except PlatformError as exc:
+            if exc.code in ("RuleNotFound", "ListenerNotFound"):
+                return None
+            raise
+        groups = {await self._target_group_arn(target, s) for s in target.slots}
+        for action in actions:
+            weights = _forward_weights(action)
+            if weights and groups & weights.keys():
+                again = Route(route.arn, route.is_rule, route.load_balancer_arn, weights, action)
+                self._routes[self._route_key(target)] = again
+                return again
+        return None
 
     async def live_slot(self, target: Target) -> str:
         if len(target.slots) == 1:
