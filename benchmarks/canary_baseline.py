@@ -24,20 +24,17 @@ DEPLOYMENT_CONFIGURATION = {
     "minimumHealthyPercent": 100,
     "deploymentCircuitBreaker": {"enable": True, "rollback": False},
 }
-KEEP = (  # what a new task definition revision copies from its base, as the bot's ECS platform does
-    "family",
-    "taskRoleArn",
-    "executionRoleArn",
-    "networkMode",
-    "volumes",
-    "placementConstraints",
-    "requiresCompatibilities",
-    "cpu",
-    "memory",
-    "runtimePlatform",
-    "pidMode",
-    "ipcMode",
-)
+NOT_COPIED = {  # what a new revision does not copy from its base (AWS sets it), as the bot's ECS platform
+    "taskDefinitionArn",
+    "revision",
+    "status",
+    "requiresAttributes",
+    "compatibilities",
+    "registeredAt",
+    "registeredBy",
+    "deregisteredAt",
+    "deleteRequestedAt",
+}
 
 
 def dimensions(tg: str, lb: str) -> list[dict[str, str]]:
@@ -100,7 +97,8 @@ class PlainScript:
         live = self.service(self.stable)
         self.previous = live["taskDefinition"]
         self.desired = max(1, live["desiredCount"])
-        self.base = self.ecs.describe_task_definition(taskDefinition=self.previous)["taskDefinition"]
+        described = self.ecs.describe_task_definition(taskDefinition=self.previous, include=["TAGS"])
+        self.base, self.base_tags = described["taskDefinition"], described.get("tags", [])
 
     def use_revision(self) -> None:
         """The idle slot's task definition does not run the new image, so register one."""
@@ -112,8 +110,14 @@ class PlainScript:
             {**c, "image": f"{SERVICE}:{VERSION}"} if c["name"] == SERVICE else c
             for c in self.base["containerDefinitions"]
         ]
-        params = {k: self.base[k] for k in KEEP if self.base.get(k) not in (None, [], "")}
-        out = self.ecs.register_task_definition(containerDefinitions=containers, **params)
+        params = {k: v for k, v in self.base.items() if k not in NOT_COPIED and v is not None}
+        params["containerDefinitions"] = containers
+        tags = [t for t in self.base_tags if not t["key"].startswith(("aws:", "deploybot:"))]
+        tags += [
+            {"key": "deploybot:deployment", "value": "1"},
+            {"key": "deploybot:base", "value": self.previous},
+        ]
+        out = self.ecs.register_task_definition(**params, tags=tags)
         self.revision = out["taskDefinition"]["taskDefinitionArn"]
 
     def prepare_slot(self) -> None:
@@ -198,12 +202,19 @@ class PlainScript:
             if a["Key"] == "deregistration_delay.timeout_seconds"
         )
         time.sleep(delay / self.clock.speed)
+        self.elb.describe_rules(RuleArns=[self.rule])  # never scale down a slot that still has traffic
         self.ecs.update_service(
             cluster=self.cluster,
             service=f"{SERVICE}-{self.stable}",
             deploymentConfiguration=DEPLOYMENT_CONFIGURATION,
             desiredCount=0,
         )
+
+    def verify_live(self) -> None:
+        """Before it is called live: all traffic on the new slot, which runs the new revision."""
+        self.step()
+        self.elb.describe_rules(RuleArns=[self.rule])
+        self.service(self.new)
 
     def run(self) -> Run:
         GC.start()
@@ -217,6 +228,7 @@ class PlainScript:
             self.set_weights(weight)
             self.analyze(weight)
         self.scale_down()
+        self.verify_live()
         end = time.perf_counter()
         gc_seconds, gc_full = GC.stop()
         return Run(

@@ -4,6 +4,7 @@ baseline makes the bot's calls. See canary_overhead.py."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import re
 import statistics
@@ -181,6 +182,10 @@ def sequences(rounds: list[tuple[Run, Run]], bot: Run, base: Run) -> None:
         print(
             f"  baseline {p_seq[first] if first is not None else '-'} (bot {len(b_seq)}, baseline {len(p_seq)})"
         )
+        for line in difflib.unified_diff(
+            [str(c) for c in p_seq], [str(c) for c in b_seq], "baseline", "bot", n=1, lineterm=""
+        ):
+            print("   ", line[:200])
 
 
 def details(bot: Run, base: Run) -> None:

@@ -52,6 +52,7 @@ class Run:
     task: asyncio.Task[None] | None = None
     gate: asyncio.Event = field(default_factory=_open_gate)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set: stop waiting to retry, try now
+    resumed: bool = False  # started again after a restart (its first step may have half-happened)
     context: StepContext | None = None
     journal: Journal = field(default_factory=Journal)
 

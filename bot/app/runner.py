@@ -157,6 +157,7 @@ class Runner(Rollbacks):
             )
         resumed = []
         for d in await self.store.in_flight():
+            self.run_of(d.id).resumed = True
             if d.state == State.PAUSED:
                 self.run_of(d.id).gate.clear()
             await self.store.record(
@@ -182,7 +183,7 @@ class Runner(Rollbacks):
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _context(self, d: Deployment, data: dict[str, Any], known_good: tuple[str, ...] = ()) -> StepContext:
+    def _context(self, d: Deployment, data: dict[str, Any]) -> StepContext:
         deployment_id = d.id
         run = self.run_of(deployment_id)
 
@@ -206,6 +207,9 @@ class Runner(Rollbacks):
         async def say(event: DomainEvent) -> None:
             run.journal.events.append(event)
 
+        async def known_good() -> tuple[str, ...]:
+            return tuple(await history.known_good_versions(self.store, d.service, d.env))
+
         return StepContext(
             deployment_id=d.id,
             version=d.version,
@@ -222,6 +226,7 @@ class Runner(Rollbacks):
             http=self.http,
             say=say,
             known_good=known_good,
+            resumed=run.resumed,
         )
 
     async def _run(self, deployment_id: int) -> None:
@@ -230,8 +235,7 @@ class Runner(Rollbacks):
             if d.state in BEFORE_START:
                 d = await self.transition(d, "start", events=[Started()])
             # the context is built from the row as it started (its version is the last amendment's)
-            known = tuple(await history.known_good_versions(self.store, d.service, d.env))
-            ctx = self._context(d, dict(d.context), known)
+            ctx = self._context(d, dict(d.context))
             self.run_of(deployment_id).context = ctx
             if d.state in (State.RUNNING, State.PAUSED):
                 d = await self._forward(d, ctx)

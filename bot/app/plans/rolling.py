@@ -50,9 +50,10 @@ class CaptureCurrent(Step):
 class RegisterRevision(Step):
     """A task definition revision like the running one, with the new image, marked with the deployment.
 
-    Across a crash it registers one revision, not two: `registering` is saved before the call, so a run
-    that finds it without `task_definition` (the call may have landed, its answer was lost) first asks
-    the platform for the revision made for this deployment. A normal run makes no lookup."""
+    It registers one revision, not two: a try after one whose answer was lost (`registering` set, no
+    `task_definition`) or the first run after a restart (`ctx.resumed`: the call may have landed just
+    before the crash) first asks the platform for the revision made for this deployment. A normal run
+    makes no lookup and no extra store write."""
 
     kind = "register_revision"
 
@@ -66,11 +67,10 @@ class RegisterRevision(Step):
         image = ctx.target.image(version)
         base, key = ctx.data["previous_task_definition"], str(ctx.deployment_id)
         arn = None
-        if ctx.data.get("registering"):
+        if ctx.data.get("registering") or ctx.resumed:
             arn = await ctx.platform.find_revision(ctx.target, base, image, key)
         if arn is None:
-            ctx.data["registering"] = True
-            await ctx.save()  # before the call: a crash right after it must look for what it made
+            ctx.data["registering"] = True  # a retry of this call must look for what it made
             arn = await ctx.platform.register_revision(ctx.target, base, image, key=key)
             line = f"Registered {_short(arn)} with image {image}"
         else:

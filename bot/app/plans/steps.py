@@ -51,7 +51,9 @@ class StepContext:
     index: int = 0  # the running step's place in the plan
     http: Http | None = None  # smoke checks' HTTP client
     say: Callable[[DomainEvent], Awaitable[None]] = field(default=lambda event: _noop())  # an event
-    known_good: tuple[str, ...] = ()  # versions known good in the environment, newest first
+    known_good: Callable[[], Awaitable[tuple[str, ...]]] = field(default=lambda: _none())
+    # ^ the versions known good in the environment, newest first (read from the store when asked)
+    resumed: bool = False  # this run carries on after a restart: a write may have landed unrecorded
 
     async def poll(self, seconds: float | None = None) -> None:
         await self.checkpoint()
@@ -61,6 +63,10 @@ class StepContext:
 
 async def _noop() -> None:
     return None
+
+
+async def _none() -> tuple[str, ...]:
+    return ()
 
 
 _REGISTRY: dict[str, type[Step]] = {}

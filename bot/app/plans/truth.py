@@ -127,13 +127,11 @@ async def repair_split(ctx: StepContext) -> str:
     states = {s: await ctx.platform.running(ctx.target, s) for s in ctx.target.slots}
     runs = {s: image_tag(st.image) for s, st in states.items() if st.image and st.desired > 0}
     was = split_words(weights)
-    good = next(
-        (s for v in ctx.known_good for s in ctx.target.slots if runs.get(s) == v),
-        None,
-    )
+    known_good = await ctx.known_good()
+    good = next((s for v in known_good for s in ctx.target.slots if runs.get(s) == v), None)
     if good is None:
         what = ", ".join(f"{s} runs {v}" for s, v in runs.items()) or "neither slot runs tasks"
-        known = ", ".join(ctx.known_good) or "none yet"
+        known = ", ".join(known_good) or "none yet"
         raise StepFailed(
             f"traffic is split ({was}) and no slot runs a version known good in {ctx.target.env.name} "
             f"({what}; known good: {known}); move the traffic by hand or roll back to a known-good version"

@@ -1,6 +1,7 @@
 """RegisterRevision (and blue-green's UseRevision) across a crash, on the in-memory Platform: the revision
-registered for a deployment is found again when the step runs a second time with what was saved, instead
-of a second one being registered; a normal run makes no lookup at all."""
+registered for a deployment is found again when the step runs again — after a restart (`ctx.resumed`) or
+in the same run after a lost answer — instead of a second one being registered; a normal run makes no
+lookup and no extra store write."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class Run:
         self.saved = {"slot": idle, "stable_slot": live, "previous_task_definition": base}
         self.saved["previous_version"] = "v1"
 
-    def context(self) -> StepContext:
+    def context(self, resumed: bool = False) -> StepContext:
         data = copy.deepcopy(self.saved)  # a (re)started process begins from what the store has
 
         async def save() -> None:
@@ -62,10 +63,11 @@ class Run:
             progress=line,
             checkpoint=nothing,
             save=save,
+            resumed=resumed,
         )
 
-    async def step(self, step: RegisterRevision) -> StepContext:
-        ctx = self.context()
+    async def step(self, step: RegisterRevision, resumed: bool = False) -> StepContext:
+        ctx = self.context(resumed)
         await step.run(ctx)
         self.saved = copy.deepcopy(ctx.data)  # the runner saves the context after the step
         return ctx
@@ -80,10 +82,10 @@ async def test_a_crash_after_the_registration_landed_finds_it_instead_of_registe
     run.platform.lose("register_revision", Crash("killed between AWS's answer and the save"))
     with pytest.raises(Crash):
         await run.step(step)
-    assert run.saved.get("registering") is True and "task_definition" not in run.saved
+    assert "task_definition" not in run.saved and "registering" not in run.saved  # no extra write
     (made,) = run.new_revisions()  # it landed
 
-    ctx = await run.step(step)  # the restarted process runs the step again
+    ctx = await run.step(step, resumed=True)  # the restarted process runs the step again
 
     assert run.new_revisions() == [made]  # one revision, not two
     assert ctx.data["task_definition"] == made and "registering" not in ctx.data
@@ -109,14 +111,26 @@ async def test_a_crash_before_the_registration_landed_registers_on_resume():
     run.platform.fail("register_revision", PlatformError("RegisterRevision", "connection reset"))
     with pytest.raises(PlatformError):
         await run.step(RegisterRevision())
-    assert run.saved.get("registering") is True and run.new_revisions() == []
+    assert run.new_revisions() == []
 
-    ctx = await run.step(RegisterRevision())
+    ctx = await run.step(RegisterRevision(), resumed=True)
 
     (made,) = run.new_revisions()
     assert ctx.data["task_definition"] == made
     assert run.platform.calls.count("find_revision") == 1  # looked, found none, registered
     assert run.platform.calls.count("register_revision") == 2
+
+
+async def test_a_retry_in_the_same_run_after_a_lost_answer_finds_what_it_made():
+    run = Run()
+    run.platform.lose("register_revision", PlatformError("RegisterTaskDefinition", "read timeout"))
+    ctx = run.context()
+    with pytest.raises(PlatformError):
+        await RegisterRevision().run(ctx)  # the runner tries a platform error again, same context
+    await RegisterRevision().run(ctx)
+    (made,) = run.new_revisions()
+    assert ctx.data["task_definition"] == made and run.platform.calls.count("register_revision") == 1
+    assert run.platform.calls.count("find_revision") == 1
 
 
 async def test_another_deployments_revision_is_not_taken():
