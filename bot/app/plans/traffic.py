@@ -43,7 +43,10 @@ class CaptureTraffic(Step):
                 f"{ctx.target.service.name} has one slot; blue-green and canary need two "
                 "(ecs_service must use {slot})"
             )
-        now = await ctx.platform.running(ctx.target, await repair_split(ctx))
+        live = await repair_split(ctx)
+        if ctx.data.get("repaired") and not ctx.data.get("repair_judged"):
+            await judge_repair(ctx, live)
+        now = await ctx.platform.running(ctx.target, live)
         if now.image is None:
             raise StepFailed(
                 f"task definition {now.revision} has no container {ctx.target.service.container!r}"
@@ -60,6 +63,38 @@ class CaptureTraffic(Step):
             f"Live: {now.slot} runs {image_tag(now.image)} with all the traffic; "
             f"{ctx.data['slot']} gets the new version"
         )
+
+
+async def judge_repair(ctx: StepContext, slot: str) -> None:
+    """Split traffic was just put all on `slot` (the last known-good version): it is analysed at 100% for
+    a canary step's bake before anything else moves. A failure stops the deployment there (all traffic
+    stays on that slot, nothing else changed); inconclusive carries on, and says so."""
+
+    async def on_measurement(m: Measurement) -> None:
+        await ctx.record("measurement", {**m.to_dict(), "repair": True})
+
+    analysis: Analysis = await run_analysis(
+        ctx.metrics,
+        ctx.target.analysis,
+        duration_seconds=ctx.target.step_bake_seconds,
+        clock=ctx.clock,
+        account=ctx.target.env.aws_role_arn,
+        canary=await ctx.platform.metric_scope(ctx.target, slot),
+        stable=None,
+        label=f"{slot} after the repair",
+        on_measurement=on_measurement,
+        checkpoint=ctx.checkpoint,
+    )
+    status = analysis.finish()
+    last = next((m for m in reversed(analysis.measurements) if m.reasons), None)
+    why = "; ".join(last.reasons) if last else analysis.reason
+    if status == "failed":
+        raise StepFailed(f"after the repair, {slot} (the last known-good version) fails its analysis: {why}")
+    ctx.data["repair_judged"] = True
+    await ctx.report(
+        f"Analysis of {slot} after the repair "
+        + ("passed" if status == "passed" else f"inconclusive ({why}); carrying on")
+    )
 
 
 @dataclass

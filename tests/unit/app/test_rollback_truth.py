@@ -196,6 +196,23 @@ async def test_a_deploy_onto_split_traffic_first_puts_it_all_on_the_last_good_sl
     assert platform.image_of(target, other) == "web:v3"
 
 
+async def test_a_repaired_slot_that_fails_its_analysis_stops_the_deploy_with_traffic_whole(world):
+    engine, platform, target = world
+    first = await engine.request(deploy("web v2 to staging"), "alice", roles={"engineers"})
+    assert (await until_done(engine, first.id)).state.value == "succeeded"
+    v2_slot = next(s for s in target.slots if platform.image_of(target, s) == "web:v2")
+    other = next(s for s in target.slots if s != v2_slot)
+    platform.service(target).weights = {v2_slot: 70, other: 30}
+    engine.runner.metrics.set(v2_slot, GroupMetrics(requests=1000, errors=200, latency_ms=80))
+
+    d = await engine.request(deploy("web v3 to staging"), "alice", roles={"engineers"})
+    done = await until_done(engine, d.id)
+    assert done.state.value == "failed", done.outcome
+    assert "after the repair" in done.outcome and "error rate" in done.outcome
+    assert platform.service(target).weights == {v2_slot: 100, other: 0}  # the repair stands, whole
+    assert platform.image_of(target, other) != "web:v3"  # nothing else moved
+
+
 async def test_split_traffic_with_no_known_good_slot_is_refused_with_what_runs(world):
     engine, platform, target = world
     blue, green = target.slots
