@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
+from collections import Counter
 from typing import Any
 
 import boto3
@@ -43,6 +45,7 @@ class Killer:
 
     def __init__(self, sb: Sandbox, client: SandboxClient, rng: random.Random):
         self.sb, self.client, self.rng, self.kills = sb, client, rng, []
+        self.restarted = time.monotonic()
 
     async def at(self, deployment_id: int, what: str, probe, delay_ms: tuple[int, int]) -> bool:
         """When `probe()` first holds (or the deployment ends first: no kill), wait a random delay
@@ -58,6 +61,7 @@ class Killer:
         assert (await self.client.bot("kill"))["running"] is False
         self.kills.append((deployment_id, what))
         assert (await self.client.bot("start"))["running"] is True
+        self.restarted = time.monotonic()
         return True
 
 
@@ -68,6 +72,7 @@ async def test_sigkill_at_50_instants_loses_nothing_and_repeats_nothing(tmp_path
         SandboxClient(sb.slack_url) as client,
     ):
         killer = Killer(sb, client, rng)
+        alert_after: list[float] = []
         ecs = boto3.client("ecs", endpoint_url=sb.aws_url, region_name="us-east-1")
         families = ("web-production", "api-production", "web-staging")
         before = {f: len(ecs.list_task_definitions(familyPrefix=f)["taskDefinitionArns"]) for f in families}
@@ -105,6 +110,7 @@ async def test_sigkill_at_50_instants_loses_nothing_and_repeats_nothing(tmp_path
                     await wait_for(
                         lambda d=d: alert_shown(client, d), 30, what=f"#{d}'s alert after the restart"
                     )
+                    alert_after.append(time.monotonic() - killer.restarted)
                 await killer.at(d, "rolling_back again", rolling_back, (0, 150))
             await killer.at(d, "anywhere", lambda: True, (100, 1500))
             await ended(sb, d)
@@ -163,6 +169,13 @@ async def test_sigkill_at_50_instants_loses_nothing_and_repeats_nothing(tmp_path
             for earlier, later in zip(changes, changes[1:], strict=False):
                 assert later["from_state"] == earlier["to_state"], (d, earlier["action"], later["action"])
             assert changes[-1]["to_state"] == rows[d]["state"]
+        print(
+            f"\nkill game: {len(killer.kills)} kills over {len(ids)} deployments "
+            f"({dict(Counter(what for _, what in killer.kills))}); states "
+            f"{dict(Counter(r['state'] for r in rows.values()))}; {len(rolled)} automatic rollbacks, "
+            f"each alerted once; critical alert out {max(alert_after, default=0):.2f} s at most after a "
+            f"restart ({len(alert_after)} such kills); revisions {len(made)} for {len(made)} deployments"
+        )
         assert len(killer.kills) >= KILLS
         kinds = {what for _, what in killer.kills}
         assert {"register_revision", "rolling_back"} <= kinds, kinds
