@@ -145,13 +145,18 @@ async def test_api_errors_fail_the_bake_after_the_consecutive_error_limit():
     assert (run.status, run.errored) == ("failed", True)
 
 
-async def test_a_bake_of_only_errors_below_the_limit_ends_inconclusive():
+async def test_a_bake_does_not_end_on_an_api_error_it_measures_again_until_data_or_the_limit():
     clock = ManualClock()
-    cloud = ScriptedCloud([CloudError("CLOUDWATCH GetMetricData", "InternalFailure: oops")])
-    task, seen = bake(cloud, clock, 60)
+    oops = CloudError("CLOUDWATCH GetMetricData", "InternalFailure: oops")
+    task, seen = bake(ScriptedCloud([oops, oops, [HEALTHY, STABLE]]), clock, 60)
     run = await drive(clock, task)
-    assert [m.verdict for m in seen] == ["error", "error"]
-    assert run.status == "inconclusive"
+    assert [m.verdict for m in seen] == ["error", "error", "pass"]  # past its 60 s: measured again
+    assert run.status == "successful"
+
+    task, seen = bake(ScriptedCloud([oops]), clock, 60)  # CloudWatch never answers
+    run = await drive(clock, task)
+    assert [m.verdict for m in seen] == ["error"] * 5  # until the consecutive error limit (4)
+    assert (run.status, run.errored) == ("failed", True)
 
 
 async def test_time_paused_at_the_checkpoint_does_not_count_toward_the_bake():

@@ -77,7 +77,8 @@ async def run_analysis(
 ) -> Analysis:
     """The bake: a measurement every interval_seconds for duration_seconds (the first after one interval,
     so it sees the new weights; at least one), each handed to on_measurement, stopping early once the run
-    has failed or is inconclusive. Time spent paused in checkpoint() does not count toward the bake.
+    has failed or is inconclusive; one whose last measurement was an API error is measured again past its
+    time. Time spent paused in checkpoint() does not count toward the bake.
     Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart."""
     run = analysis if analysis is not None else Analysis(config)
     deadline = clock.now() + max(0.0, duration_seconds)
@@ -98,7 +99,9 @@ async def run_analysis(
         )
         run.add(m)
         await on_measurement(m)
-        if run.done or clock.now() >= deadline:
+        # A bake ends on data, not on an API error: past its time, a measurement that could not be
+        # taken is taken again (the consecutive error limit still ends a run AWS will not answer).
+        if run.done or (clock.now() >= deadline and m.verdict != "error"):
             break
     run.finish()
     return run
