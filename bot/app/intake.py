@@ -80,6 +80,10 @@ class Intake:
         self._amendments: dict[int, list[tuple[Amendment, str]]] = {}  # follow-ups not done yet
         self._pending_request: dict[tuple[str, str], str] = {}  # service+env -> whose deploy was pending
         self._waiting_amendments: dict[tuple[str, str], list[tuple[dict[str, Any], asyncio.Future[Any]]]] = {}
+        # The stored form of each plan asked for (the settings do not change while the bot runs): a burst
+        # of requests does not serialise the same steps again for each one. Only read (the store writes
+        # them as JSON), never changed.
+        self._stored_plans: dict[tuple[str, str, str, bool], list[dict[str, Any]]] = {}
 
     async def shutdown(self) -> None:
         await self._after.aclose()
@@ -116,7 +120,7 @@ class Intake:
             breaks_glass = "emergency_rollback" if isinstance(command, cmds.Rollback) else "emergency"
             await self.access.check(breaks_glass, env_name, user, roles, service=command.service)
         r = await self._resolve(command, emergency)
-        strategy, steps = self.plan(r.service, r.env, r.strategy, r.gradual)
+        strategy, stored_plan = self._stored_plan(r)
         target = self.settings.target(r.service, r.env)
         timing = await self.scheduling.timing(command, r.kind, target, user, roles, r.reason)
         self._refuse_all_at_once(r, strategy)
@@ -129,7 +133,7 @@ class Intake:
             kind=r.kind,
             requested_by=user,
             reason=r.reason,
-            plan=[s.to_dict() for s in steps],
+            plan=stored_plan,
             channel=target.env.channel,
             request_key=request_key,
             events=[Requested()],
@@ -150,6 +154,16 @@ class Intake:
         await self._record_gate_decisions(result, user, gate, emergency)
         self.gate.admit_later(result.id)
         return result
+
+    def _stored_plan(self, r: _Resolved) -> tuple[str, list[dict[str, Any]]]:
+        """The strategy and the plan's steps as stored (Refused if the strategy does not fit)."""
+        strategy = r.strategy or self.settings.target(r.service, r.env).strategy
+        key = (r.service, r.env, strategy, r.gradual)
+        stored = self._stored_plans.get(key)
+        if stored is None:
+            strategy, steps = self.plan(r.service, r.env, strategy, r.gradual)
+            stored = self._stored_plans[key] = [s.to_dict() for s in steps]
+        return strategy, list(stored)
 
     def _amended_later(self, a: Amendment, user: str) -> None:
         """The gate's follow-up of an amendment, after the answer. One deployment's follow-ups run one at a
