@@ -77,7 +77,8 @@ class Intake:
         self.settings, self.store = settings, store
         self.access, self.scheduling, self.gate = access, scheduling, gate
         self._after = TaskGroup("intake")
-        self._amendments: dict[int, list[tuple[Amendment, str]]] = {}  # follow-ups not done yet
+        self._amended: dict[int, tuple[Amendment, str]] = {}  # deployment -> its newest follow-up not begun
+        self._following: set[int] = set()  # deployments whose follow-up runs now
         self._pending_request: dict[tuple[str, str], str] = {}  # service+env -> whose deploy was pending
         self._waiting_amendments: dict[tuple[str, str], list[tuple[dict[str, Any], asyncio.Future[Any]]]] = {}
         # The stored form of each plan asked for (the settings do not change while the bot runs): a burst
@@ -167,24 +168,27 @@ class Intake:
 
     def _amended_later(self, a: Amendment, user: str) -> None:
         """The gate's follow-up of an amendment, after the answer. One deployment's follow-ups run one at a
-        time, in order, so a burst of amendments does not queue as many rechecks on the admission lock the
-        amendments themselves wait for."""
-        pending = self._amendments.setdefault(a.deployment.id, [])
-        pending.append((a, user))
-        if len(pending) == 1:
-            self._after.spawn(self._follow_up(a.deployment.id, pending), f"amended-{a.deployment.id}")
+        time, and amendments that landed while one ran are followed up once, for the newest: the gate
+        reads the deployment again from the store, so one recheck covers every amendment before it. A
+        burst of amendments then queues one recheck on the admission lock the amendments themselves wait
+        for, not one each."""
+        deployment_id = a.deployment.id
+        self._amended[deployment_id] = (a, user)
+        if deployment_id not in self._following:
+            self._following.add(deployment_id)
+            self._after.spawn(self._follow_up(deployment_id), f"amended-{deployment_id}")
 
-    async def _follow_up(self, deployment_id: int, pending: list[tuple[Amendment, str]]) -> None:
+    async def _follow_up(self, deployment_id: int) -> None:
         try:
-            while pending:
-                a, user = pending[0]
+            while (newest := self._amended.pop(deployment_id, None)) is not None:
+                a, user = newest
                 try:
                     await self.gate.amended(a, user)
                 except Exception:
                     log.exception("following up the amendment of deployment #%s failed", deployment_id)
-                pending.pop(0)
         finally:
-            self._amendments.pop(deployment_id, None)
+            self._following.discard(deployment_id)
+            self._amended.pop(deployment_id, None)  # cancelled (at shutdown): nothing is left to follow
 
     async def _create_or_amend(
         self, r: _Resolved, user: str, fields: dict[str, Any]
