@@ -10,8 +10,9 @@ import threading
 
 import pytest
 
-from bot.adapters.store.aio import AsyncStore, StoreThread
+from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
+from bot.adapters.store.thread import StoreThread
 
 
 async def test_calls_run_in_the_order_they_were_asked_for_each_with_its_own_result():

@@ -56,27 +56,52 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
 
         With a request_key already used, the deployment it created is returned unchanged (Slack retries)."""
         with self.db.atomic():
-            seen = self._by_request_key(request_key)
-            if seen is not None:
-                return seen
-            held = self.lock_info(service, env)
+            held = self._by_request_key(request_key) or self.lock_info(service, env)
             if held is not None:
                 return held
-            return self._create_in_tx(
-                service=service,
-                env=env,
-                version=version,
-                strategy=strategy,
-                kind=kind,
-                requested_by=requested_by,
-                reason=reason,
-                plan=plan,
-                channel=channel,
-                previous_version=previous_version,
-                context=context,
-                request_key=request_key,
-                events=events,
+            now = self.now()
+            row = {
+                "service": service,
+                "env": env,
+                "version": version,
+                "strategy": strategy,
+                "kind": kind,
+                "requested_by": requested_by,
+                "reason": reason,
+                "state": State.REQUESTED.value,
+                "plan": json.dumps(plan or []),
+                "context": json.dumps(context or {}),
+                "channel": channel,
+                "previous_version": previous_version,
+                "created_at": now,
+                "updated_at": now,
+                "request_key": request_key,
+            }
+            deployment_id = self._insert("deployments", row)
+            try:
+                self._insert(
+                    "locks",
+                    {
+                        "service": service,
+                        "env": env,
+                        "deployment_id": deployment_id,
+                        "holder": requested_by,
+                        "reason": f"deployment #{deployment_id}",
+                        "acquired_at": now,
+                    },
+                )
+            except sqlite3.IntegrityError:  # another process won between our read and insert
+                raise Conflict(f"{service} in {env} was locked concurrently") from None
+            self._event(
+                deployment_id,
+                requested_by,
+                "request",
+                None,
+                State.REQUESTED,
+                {"version": version, "strategy": strategy, "kind": kind, "reason": reason},
             )
+            self._append_in_tx(deployment_id, events)
+        return self.get(deployment_id)
 
     def _by_request_key(self, request_key: str | None) -> Deployment | None:
         """The deployment a request_key already created (a Slack retry), else None."""
@@ -84,68 +109,6 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
             return None
         rows = self._rows("SELECT * FROM deployments WHERE request_key = ?", [request_key])
         return Deployment.from_row(rows[0]) if rows else None
-
-    def _create_in_tx(
-        self,
-        *,
-        service: str,
-        env: str,
-        version: str | None,
-        strategy: str,
-        kind: str,
-        requested_by: str,
-        reason: str | None = None,
-        plan: list[dict] | None = None,
-        channel: str | None = None,
-        previous_version: str | None = None,
-        context: dict | None = None,
-        request_key: str | None = None,
-        events: Sequence[DomainEvent] = (),
-    ) -> Deployment:
-        """create_deployment's insert, inside the caller's transaction, once it found the lock free."""
-        now = self.now()
-        row = {
-            "service": service,
-            "env": env,
-            "version": version,
-            "strategy": strategy,
-            "kind": kind,
-            "requested_by": requested_by,
-            "reason": reason,
-            "state": State.REQUESTED.value,
-            "plan": json.dumps(plan or []),
-            "context": json.dumps(context or {}),
-            "channel": channel,
-            "previous_version": previous_version,
-            "created_at": now,
-            "updated_at": now,
-            "request_key": request_key,
-        }
-        deployment_id = self._insert("deployments", row)
-        try:
-            self._insert(
-                "locks",
-                {
-                    "service": service,
-                    "env": env,
-                    "deployment_id": deployment_id,
-                    "holder": requested_by,
-                    "reason": f"deployment #{deployment_id}",
-                    "acquired_at": now,
-                },
-            )
-        except sqlite3.IntegrityError:  # another process won between our read and insert
-            raise Conflict(f"{service} in {env} was locked concurrently") from None
-        self._event(
-            deployment_id,
-            requested_by,
-            "request",
-            None,
-            State.REQUESTED,
-            {"version": version, "strategy": strategy, "kind": kind, "reason": reason},
-        )
-        self._append_in_tx(deployment_id, events)
-        return self.get(deployment_id)
 
     def transition(
         self,
@@ -419,7 +382,7 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, StoreBase):
                 return seen
             held = self.lock_info(fields["service"], fields["env"])
             if held is None:
-                return self._create_in_tx(**fields)
+                return self.create_deployment(**fields)
             d = held.deployment
             if (
                 amendable
