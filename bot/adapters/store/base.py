@@ -89,7 +89,8 @@ class StoreBase:
         self, deployment_id: int, actor: str, action: str, details: dict, state: State | None = None
     ) -> Event:
         """An audit event that changes no state; `state`: the deployment's, when the caller just read it."""
-        state = state or self.get(deployment_id).state
+        if state is None:
+            state = self.get(deployment_id).state
         return self._event(deployment_id, actor, action, state, state, details)
 
     def get(self, deployment_id: int) -> Deployment:
