@@ -3,9 +3,11 @@
 Every mutating request is claimed by Slack's identity for it before bolt sees it, and its answer is kept
 for replays after the ack. One store call per claim and per answer is one hop to the store's one thread
 each; under a burst (50 concurrent slash commands) those hops, each waiting for the GIL, were the ack's
-critical path. Here the claims and answers asked for while a batch is on the store's thread go together
-in the next batch: one hop for all of them, taken in the order they were asked (a replay's claim, always
-asked after the first copy's answer, still finds that answer)."""
+critical path. Here the claims and answers asked for in one turn of the event loop go together: one hop
+for all of them, handed to the store's thread at once, without waiting for an earlier batch to come back
+(the thread runs batches in the order they were handed over, so every claim and answer is taken in the
+order it was asked: a replay's claim, always asked after the first copy's answer, still finds that
+answer)."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ class RequestClaims:
     def __init__(self, store: AsyncStore):
         self.store = store
         self._pending: list[_Op] = []
-        self._flushing = False
+        self._scheduled = False
         self._tasks = TaskGroup("request-claims")
 
     async def claim(self, key: str, now: float) -> StoredAnswer | None:
@@ -57,22 +59,26 @@ class RequestClaims:
 
     def _add(self, op: _Op) -> None:
         self._pending.append(op)
-        if not self._flushing:
-            self._flushing = True
-            self._tasks.spawn(self._flush(), "claims-batch")
+        if not self._scheduled:  # those asked for in this turn of the event loop go together
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
+        """Hand the batch to the store's thread now, even while an earlier batch is still there: the thread
+        runs them in the order they were handed over, so a burst's later claims do not wait for the earlier
+        ones' answers to come back first."""
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if batch:
+            self._tasks.spawn(self._send(batch), "claims-batch")
+
+    async def _send(self, batch: list[_Op]) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    results = await self.store.call(self._run, batch)
-                except Exception as exc:  # the thread itself failed: every claim of the batch says so
-                    results = [exc] * len(batch)
-                for op, result in zip(batch, results, strict=True):
-                    self._settle(op, result)
-        finally:
-            self._flushing = False
+            results = await self.store.call(self._run, batch)
+        except Exception as exc:  # the thread itself failed: every claim of the batch says so
+            results = [exc] * len(batch)
+        for op, result in zip(batch, results, strict=True):
+            self._settle(op, result)
 
     def _run(self, batch: list[_Op]) -> list[StoredAnswer | BaseException | None]:
         """On the store's thread: each claim and answer in order, one failing never failing the others."""

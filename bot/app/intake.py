@@ -77,9 +77,14 @@ class Intake:
         self.settings, self.store = settings, store
         self.access, self.scheduling, self.gate = access, scheduling, gate
         self._after = TaskGroup("intake")
-        self._amendments: dict[int, list[tuple[Amendment, str]]] = {}  # follow-ups not done yet
+        self._amended: dict[int, tuple[Amendment, str]] = {}  # deployment -> its newest follow-up not begun
+        self._following: set[int] = set()  # deployments whose follow-up runs now
         self._pending_request: dict[tuple[str, str], str] = {}  # service+env -> whose deploy was pending
         self._waiting_amendments: dict[tuple[str, str], list[tuple[dict[str, Any], asyncio.Future[Any]]]] = {}
+        # The stored form of each plan asked for (the settings do not change while the bot runs): a burst
+        # of requests does not serialise the same steps again for each one. Only read (the store writes
+        # them as JSON), never changed.
+        self._stored_plans: dict[tuple[str, str, str, bool], list[dict[str, Any]]] = {}
 
     async def shutdown(self) -> None:
         await self._after.aclose()
@@ -116,7 +121,7 @@ class Intake:
             breaks_glass = "emergency_rollback" if isinstance(command, cmds.Rollback) else "emergency"
             await self.access.check(breaks_glass, env_name, user, roles, service=command.service)
         r = await self._resolve(command, emergency)
-        strategy, steps = self.plan(r.service, r.env, r.strategy, r.gradual)
+        strategy, stored_plan = self._stored_plan(r)
         target = self.settings.target(r.service, r.env)
         timing = await self.scheduling.timing(command, r.kind, target, user, roles, r.reason)
         self._refuse_all_at_once(r, strategy)
@@ -129,7 +134,7 @@ class Intake:
             kind=r.kind,
             requested_by=user,
             reason=r.reason,
-            plan=[s.to_dict() for s in steps],
+            plan=stored_plan,
             channel=target.env.channel,
             request_key=request_key,
             events=[Requested()],
@@ -151,26 +156,39 @@ class Intake:
         self.gate.admit_later(result.id)
         return result
 
+    def _stored_plan(self, r: _Resolved) -> tuple[str, list[dict[str, Any]]]:
+        """The strategy and the plan's steps as stored (Refused if the strategy does not fit)."""
+        strategy = r.strategy or self.settings.target(r.service, r.env).strategy
+        key = (r.service, r.env, strategy, r.gradual)
+        stored = self._stored_plans.get(key)
+        if stored is None:
+            strategy, steps = self.plan(r.service, r.env, strategy, r.gradual)
+            stored = self._stored_plans[key] = [s.to_dict() for s in steps]
+        return strategy, list(stored)
+
     def _amended_later(self, a: Amendment, user: str) -> None:
         """The gate's follow-up of an amendment, after the answer. One deployment's follow-ups run one at a
-        time, in order, so a burst of amendments does not queue as many rechecks on the admission lock the
-        amendments themselves wait for."""
-        pending = self._amendments.setdefault(a.deployment.id, [])
-        pending.append((a, user))
-        if len(pending) == 1:
-            self._after.spawn(self._follow_up(a.deployment.id, pending), f"amended-{a.deployment.id}")
+        time, and amendments that landed while one ran are followed up once, for the newest: the gate
+        reads the deployment again from the store, so one recheck covers every amendment before it. A
+        burst of amendments then queues one recheck on the admission lock the amendments themselves wait
+        for, not one each."""
+        deployment_id = a.deployment.id
+        self._amended[deployment_id] = (a, user)
+        if deployment_id not in self._following:
+            self._following.add(deployment_id)
+            self._after.spawn(self._follow_up(deployment_id), f"amended-{deployment_id}")
 
-    async def _follow_up(self, deployment_id: int, pending: list[tuple[Amendment, str]]) -> None:
+    async def _follow_up(self, deployment_id: int) -> None:
         try:
-            while pending:
-                a, user = pending[0]
+            while (newest := self._amended.pop(deployment_id, None)) is not None:
+                a, user = newest
                 try:
                     await self.gate.amended(a, user)
                 except Exception:
                     log.exception("following up the amendment of deployment #%s failed", deployment_id)
-                pending.pop(0)
         finally:
-            self._amendments.pop(deployment_id, None)
+            self._following.discard(deployment_id)
+            self._amended.pop(deployment_id, None)  # cancelled (at shutdown): nothing is left to follow
 
     async def _create_or_amend(
         self, r: _Resolved, user: str, fields: dict[str, Any]

@@ -4,12 +4,11 @@ Store method, each a `call` of it on that thread."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, overload
 
-from bot.adapters.store.sqlite import Store, log
+from bot.adapters.store.sqlite import Store
+from bot.adapters.store.thread import StoreThread
 from bot.app.storage import PageTrouble, Storage
 from bot.domain.checklist import Approval, ItemState
 from bot.domain.events import DomainEvent, OutboxEntry
@@ -25,7 +24,7 @@ class AsyncStore:
 
     def __init__(self, store: Store):
         self.sync = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._thread = StoreThread()
         self._appended: list[Callable[[], None]] = []
 
     def on_append(self, listener: Callable[[], None]) -> Callable[[], None]:
@@ -44,21 +43,15 @@ class AsyncStore:
         return result
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await self._thread.submit(lambda: fn(*args, **kwargs))
 
     def later(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         """Run `fn` on the store's thread without waiting for it. The thread takes calls in order, so
         every call made after this one sees what it wrote."""
-
-        def done(f: Future[object]) -> None:
-            if f.exception() is not None:
-                log.error("store write %s failed: %s", getattr(fn, "__name__", fn), f.exception())
-
-        self._executor.submit(fn, *args, **kwargs).add_done_callback(done)
+        self._thread.submit_nowait(lambda: fn(*args, **kwargs), getattr(fn, "__name__", "call"))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._thread.close()
         self.sync.close()
 
     # ------------------------------------------------------------- the store's methods, one each

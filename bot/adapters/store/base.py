@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,22 @@ class StoreBase:
         return _iso(self.clock.now())
 
     def _insert(self, table: str, row: dict[str, Any]) -> int:
-        """Insert a row; its new integer id."""
-        pk = self.db.table(table).insert(row).last_pk
+        """Insert a row; its new integer id. Plain SQL: the table's columns are known, and a request's
+        writes are the ack's critical path (sqlite-utils' insert reads the table's schema every time)."""
+        columns = ", ".join(f"[{c}]" for c in row)
+        marks = ", ".join("?" * len(row))
+        pk = self.db.execute(
+            f"INSERT INTO [{table}] ({columns}) VALUES ({marks})", list(row.values())
+        ).lastrowid
         if not isinstance(pk, int):
             raise TypeError(f"{table}: no integer id for the inserted row")
         return pk
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows a query returns, as dicts (what sqlite-utils' query gives, without its overhead)."""
+        cursor = self.db.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor]
 
     def _event(
         self,
@@ -70,18 +82,22 @@ class StoreBase:
             "to_state": to_state.value if to_state else None,
             "details": json.dumps(details or {}, default=str, sort_keys=True),
         }
-        row["id"] = self.db.table("events").insert(row).last_pk
+        row["id"] = self._insert("events", row)
         return Event.from_row(row)
 
-    def _record_in_tx(self, deployment_id: int, actor: str, action: str, details: dict) -> Event:
-        state = self.get(deployment_id).state
+    def _record_in_tx(
+        self, deployment_id: int, actor: str, action: str, details: dict, state: State | None = None
+    ) -> Event:
+        """An audit event that changes no state; `state`: the deployment's, when the caller just read it."""
+        if state is None:
+            state = self.get(deployment_id).state
         return self._event(deployment_id, actor, action, state, state, details)
 
     def get(self, deployment_id: int) -> Deployment:
         """The deployment; NotFound (a KeyError) for an id that names none, however large."""
         if not isinstance(deployment_id, int) or deployment_id not in _SQLITE_INT:
             raise NotFound("deployment", deployment_id)
-        rows = list(self.db.query("SELECT * FROM deployments WHERE id = ?", [deployment_id]))
+        rows = self._rows("SELECT * FROM deployments WHERE id = ?", [deployment_id])
         if not rows:
             raise NotFound("deployment", deployment_id)
         return Deployment.from_row(rows[0])
@@ -94,7 +110,7 @@ class StoreBase:
 
     def lock_info(self, service: str, env: str) -> LockInfo | None:
         """The lock on service+env with the deployment holding it, in one call (an ack names the holder)."""
-        rows = list(self.db.query("SELECT * FROM locks WHERE service = ? AND env = ?", [service, env]))
+        rows = self._rows("SELECT * FROM locks WHERE service = ? AND env = ?", [service, env])
         if not rows:
             return None
         holder = self.find(rows[0]["deployment_id"]) if rows[0]["deployment_id"] is not None else None

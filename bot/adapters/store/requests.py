@@ -25,14 +25,14 @@ class RequestsMixin(StoreBase):
             if now - self._requests_swept_at > 60.0:  # old claims go once a minute, not on every request
                 self.db.execute("DELETE FROM requests WHERE at < ?", [now - keep_seconds])
                 self._requests_swept_at = now
-            rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
+            rows = self._rows("SELECT * FROM requests WHERE key = ?", [key])
             if rows:
                 r = rows[0]
                 if r["status"] is None and r["at"] < now - abandoned_seconds:
                     self.db.execute("UPDATE requests SET at = ? WHERE key = ? AND status IS NULL", [now, key])
                     return None
                 return StoredAnswer(r["status"], r["content_type"], r["body"])
-            self.db.table("requests").insert({"key": key, "at": now})
+            self.db.execute("INSERT INTO requests (key, at) VALUES (?, ?)", [key, now])
         return None
 
     def answer_request(self, key: str, status: int, content_type: str, body: str) -> None:
@@ -42,7 +42,7 @@ class RequestsMixin(StoreBase):
         )
 
     def answered(self, key: str) -> StoredAnswer | None:
-        rows = list(self.db.query("SELECT * FROM requests WHERE key = ?", [key]))
+        rows = self._rows("SELECT * FROM requests WHERE key = ?", [key])
         return StoredAnswer(rows[0]["status"], rows[0]["content_type"], rows[0]["body"]) if rows else None
 
     # ---------------------------------------------------------------------------- freezes, schedules

@@ -56,15 +56,11 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
         """Create a deployment holding the service+env lock, atomically; or return the lock's holder.
 
         With a request_key already used, the deployment it created is returned unchanged (Slack retries)."""
-        now = self.now()
         with self.db.atomic():
-            if request_key is not None:
-                rows = list(self.db.query("SELECT id FROM deployments WHERE request_key = ?", [request_key]))
-                if rows:
-                    return self.get(rows[0]["id"])
-            held = self.lock_info(service, env)
+            held = self._by_request_key(request_key) or self.lock_info(service, env)
             if held is not None:
                 return held
+            now = self.now()
             row = {
                 "service": service,
                 "env": env,
@@ -84,7 +80,8 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
             }
             deployment_id = self._insert("deployments", row)
             try:
-                self.db.table("locks").insert(
+                self._insert(
+                    "locks",
                     {
                         "service": service,
                         "env": env,
@@ -92,7 +89,7 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
                         "holder": requested_by,
                         "reason": f"deployment #{deployment_id}",
                         "acquired_at": now,
-                    }
+                    },
                 )
             except sqlite3.IntegrityError:  # another process won between our read and insert
                 raise Conflict(f"{service} in {env} was locked concurrently") from None
@@ -106,6 +103,13 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
             )
             self._append_in_tx(deployment_id, events)
         return self.get(deployment_id)
+
+    def _by_request_key(self, request_key: str | None) -> Deployment | None:
+        """The deployment a request_key already created (a Slack retry), else None."""
+        if request_key is None:
+            return None
+        rows = self._rows("SELECT * FROM deployments WHERE request_key = ?", [request_key])
+        return Deployment.from_row(rows[0]) if rows else None
 
     def transition(
         self,
@@ -320,34 +324,48 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
         A compare-and-set in one transaction: the row changes only while it is still before its start and
         still requested by `actor` (Conflict otherwise), so an amendment can never slip in after the start
         transition, and the version a deployment starts with is the last amendment accepted."""
-        before_start = [State.REQUESTED.value, State.AWAITING_APPROVAL.value, State.SCHEDULED.value]
         with self.db.atomic():
-            before = self.get(deployment_id)
-            cursor = self.db.execute(
-                "UPDATE deployments SET version = ?, strategy = ?, plan = ?, updated_at = ? "
-                "WHERE id = ? AND requested_by = ? AND state IN (?, ?, ?)",
-                [version, strategy, json.dumps(plan), self.now(), deployment_id, actor, *before_start],
+            return self._amend_in_tx(
+                self.get(deployment_id), actor, version=version, strategy=strategy, plan=plan, events=events
             )
-            if cursor.rowcount != 1:
-                raise Conflict(
-                    f"deployment #{deployment_id} is {before.state.word}; it can no longer change",
-                    before.state,
-                )
-            voided = self.db.execute(
-                "UPDATE approvals SET voided = 1 WHERE deployment_id = ? AND voided = 0", [deployment_id]
-            ).rowcount
-            self._record_in_tx(
-                deployment_id,
-                actor,
-                "amend",
-                {
-                    "from": {"version": before.version, "strategy": before.strategy},
-                    "to": {"version": version, "strategy": strategy},
-                    "approvals_voided": voided,
-                },
+
+    def _amend_in_tx(
+        self,
+        before: Deployment,
+        actor: str,
+        *,
+        version: str | None,
+        strategy: str,
+        plan: list[dict],
+        events: Sequence[DomainEvent] = (),
+    ) -> Deployment:
+        """amend inside the caller's transaction; `before`: the deployment as read in it."""
+        before_start = [State.REQUESTED.value, State.AWAITING_APPROVAL.value, State.SCHEDULED.value]
+        cursor = self.db.execute(
+            "UPDATE deployments SET version = ?, strategy = ?, plan = ?, updated_at = ? "
+            "WHERE id = ? AND requested_by = ? AND state IN (?, ?, ?)",
+            [version, strategy, json.dumps(plan), self.now(), before.id, actor, *before_start],
+        )
+        if cursor.rowcount != 1:
+            raise Conflict(
+                f"deployment #{before.id} is {before.state.word}; it can no longer change", before.state
             )
-            self._append_in_tx(deployment_id, events)
-            return self.get(deployment_id)
+        voided = self.db.execute(
+            "UPDATE approvals SET voided = 1 WHERE deployment_id = ? AND voided = 0", [before.id]
+        ).rowcount
+        self._record_in_tx(
+            before.id,
+            actor,
+            "amend",
+            {
+                "from": {"version": before.version, "strategy": before.strategy},
+                "to": {"version": version, "strategy": strategy},
+                "approvals_voided": voided,
+            },
+            state=before.state,  # the UPDATE above matched it: still the state read in this transaction
+        )
+        self._append_in_tx(before.id, events)
+        return self.get(before.id)
 
     def request_or_amend(self, *, amendable: bool = True, **fields: Any) -> Deployment | LockInfo | Amendment:
         """What one deploy request does, decided in one transaction against the store (requests of one
@@ -360,11 +378,9 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
         With a request_key already used, the deployment it created is returned unchanged (Slack retries)."""
         amend_events = fields.pop("amend_events", None)
         with self.db.atomic():
-            key = fields.get("request_key")
-            if key is not None:
-                rows = list(self.db.query("SELECT id FROM deployments WHERE request_key = ?", [key]))
-                if rows:
-                    return self.get(rows[0]["id"])
+            seen = self._by_request_key(fields.get("request_key"))
+            if seen is not None:
+                return seen
             held = self.lock_info(fields["service"], fields["env"])
             if held is None:
                 return self.create_deployment(**fields)
@@ -378,8 +394,8 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
             ):
                 if (d.version, d.strategy) == (fields["version"], fields["strategy"]):
                     return Amendment(d, d.version, d.strategy, changed=False)
-                amended = self.amend(
-                    d.id,
+                amended = self._amend_in_tx(
+                    d,
                     fields["requested_by"],
                     version=fields["version"],
                     strategy=fields["strategy"],
