@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_SECONDS = 2.0  # a failed rollback step is tried again after 2 s, 4 s, 8 s ... (clock time)
 RETRY_CAP_SECONDS = 60.0  # ... at most a minute apart, for as long as it takes
-FORWARD_ATTEMPTS = 3  # a forward step failing on a platform error is tried this often before rollback
+FORWARD_ATTEMPTS = 5  # a forward step failing on a platform error is tried this often (2+4+8+16 s apart)
 NUDGES = ("retry_rollback", "all_to_stable")  # a person's help with a stuck rollback (not transitions)
 
 
