@@ -15,6 +15,7 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 from canary_parts import APIS, CANARY_STEPS, ENV, GC, SERVICE, VERSION, Recorder, Run, make_ticker
 
+from bot.adapters.platforms.ecs import NOT_COPIED  # what AWS sets, as the bot leaves it out
 from bot.clock import Clock
 from bot.sandbox.aws import SLOTS, AwsWorld
 from bot.sandbox.emulator import REGION
@@ -23,17 +24,6 @@ DEPLOYMENT_CONFIGURATION = {
     "maximumPercent": 150,
     "minimumHealthyPercent": 100,
     "deploymentCircuitBreaker": {"enable": True, "rollback": False},
-}
-NOT_COPIED = {  # what a new revision does not copy from its base (AWS sets it), as the bot's ECS platform
-    "taskDefinitionArn",
-    "revision",
-    "status",
-    "requiresAttributes",
-    "compatibilities",
-    "registeredAt",
-    "registeredBy",
-    "deregisteredAt",
-    "deleteRequestedAt",
 }
 
 

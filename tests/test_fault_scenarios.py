@@ -137,9 +137,19 @@ async def assert_true_and_whole(sb: Sandbox, client: SandboxClient, deployment_i
     claimed = d["version"] if state == "succeeded" else context.get("previous_version")
     assert running == claimed, (deployment_id, state, running, claimed, d["outcome"])
     message = await its_message(client, deployment_id, state.replace("_", " "))
-    if state == "succeeded":
-        assert f"{d['version']} is live" in json.dumps(message["blocks"]) or d["version"] in message["text"]
+    said = f"{d['version']} is live in {d['env']}" if state == "succeeded" else f"back on {claimed}"
+    assert said in message["text"], (deployment_id, message["text"])  # the message names what runs
     return state
+
+
+async def rollback_tried(sb: Sandbox, deployment_id: int) -> bool:
+    """A rollback step of the deployment has failed at least once (it is on the record)."""
+    rows = db_rows(
+        sb,
+        "SELECT 1 FROM events WHERE deployment_id = ? AND action = 'rollback_step_failed'",
+        (deployment_id,),
+    )
+    return bool(rows)
 
 
 async def test_elbv2_failing_while_a_bad_canary_sits_at_50_ends_whole_with_a_critical_alert(
@@ -159,13 +169,7 @@ async def test_elbv2_failing_while_a_bad_canary_sits_at_50_ends_whole_with_a_cri
         # ... and ELBv2 fails for 6 s of wall time, every call, as the rollback starts
         await faults(sb, "POST", {"service": "elbv2", "rate": 1.0, "error": "503", "seconds": 6 * SPEED})
 
-        async def stuck():
-            rows = db_rows(
-                sb, "SELECT 1 FROM events WHERE deployment_id = ? AND action = 'rollback_step_failed'", (d,)
-            )
-            return bool(rows)
-
-        await wait_for(stuck, 30, what="a rollback try to fail on ELBv2")
+        await wait_for(lambda: rollback_tried(sb, d), 30, what="a rollback try to fail on ELBv2")
         assert row(sb, d)["state"] == "rolling_back"  # it does not give up, or claim anything
 
         assert await assert_true_and_whole(sb, client, d) == "rolled_back"
@@ -256,13 +260,7 @@ async def test_a_stuck_rollback_offers_retry_now_and_all_traffic_to_stable_and_t
         )
         await client.inject("web", "v2", error_rate=0.3)  # then the canary goes bad: roll it back
 
-        async def stuck():
-            rows = db_rows(
-                sb, "SELECT 1 FROM events WHERE deployment_id = ? AND action = 'rollback_step_failed'", (d,)
-            )
-            return bool(rows)
-
-        await wait_for(stuck, 60, what="a rollback try to fail on ModifyRule")
+        await wait_for(lambda: rollback_tried(sb, d), 60, what="a rollback try to fail on ModifyRule")
         # its message offers help; a person's move while ELBv2 is down is refused with what AWS said
         m = await message_of(client, d, "All traffic to stable", "Retry now")
         r = await client.click("bob", "deploys", m["ts"], label="All traffic to stable")
