@@ -224,3 +224,13 @@ def test_request_or_amend_many_decides_each_in_order_and_a_failure_stays_its_own
     assert fourth.changed and fourth.from_version == "v2"  # the failed one changed nothing
     assert fourth.deployment.version == "v4" and fourth.deployment.id == first.id
     assert other.deployment.id == first.id and other.deployment.requested_by == "U1"  # someone else: locked
+
+
+def test_save_progress_for_no_such_deployment_is_not_found_and_writes_nothing(tmp_path):
+    from bot.domain.errors import NotFound
+    from bot.domain.events import Detail
+
+    store = Store(tmp_path / "x.db")
+    with pytest.raises(NotFound):
+        store.save_progress(404, context={"a": 1}, audit=[("bot", "detail", {})], events=[Detail("x")])
+    assert store.outbox_after("anyone") == [] and store.events() == []

@@ -58,6 +58,13 @@ class StoreBase:
             raise TypeError(f"{table}: no integer id for the inserted row")
         return pk
 
+    def _update(self, table: str, pk: int, values: dict[str, Any]) -> int:
+        """Update one row by its id in plain SQL (sqlite-utils' update reads the table's schema each
+        time); how many rows it changed (0: no such row)."""
+        sets = ", ".join(f"[{c}] = ?" for c in values)
+        cursor = self.db.conn.execute(f"UPDATE [{table}] SET {sets} WHERE id = ?", [*values.values(), pk])
+        return cursor.rowcount
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The rows a query returns, as dicts (what sqlite-utils' query gives, without its overhead)."""
         cursor = self.db.conn.execute(sql, params)

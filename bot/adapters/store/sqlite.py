@@ -209,14 +209,12 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
         if plan is not None:
             values["plan"] = json.dumps(plan)
         with self.db.atomic():
-            self.db.table("deployments").update(deployment_id, values)
-            written = [*audit, *([event] if event is not None else [])]
-            if written:
-                state = self.get(deployment_id).state
-                for actor, action, details in written:
-                    self._event(deployment_id, actor, action, state, state, details)
+            self._update("deployments", deployment_id, values)
+            now = self.get(deployment_id)  # NotFound for no such deployment (nothing was written)
+            for actor, action, details in [*audit, *([event] if event is not None else [])]:
+                self._event(deployment_id, actor, action, now.state, now.state, details)
             self._append_in_tx(deployment_id, events)
-        return self.get(deployment_id)
+        return now
 
     def set_message(self, deployment_id: int, channel: str, ts: str) -> None:
         self.db.table("deployments").update(deployment_id, {"channel": channel, "message_ts": ts})
