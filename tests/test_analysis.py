@@ -148,9 +148,11 @@ async def test_api_errors_fail_the_bake_after_the_consecutive_error_limit():
 async def test_a_bake_does_not_end_on_an_api_error_it_measures_again_until_data_or_the_limit():
     clock = ManualClock()
     oops = CloudError("CLOUDWATCH GetMetricData", "InternalFailure: oops")
+    start = clock.now()
     task, seen = bake(ScriptedCloud([oops, oops, [HEALTHY, STABLE]]), clock, 60)
     run = await drive(clock, task)
-    assert [m.verdict for m in seen] == ["error", "error", "pass"]  # past its 60 s: measured again
+    assert [m.verdict for m in seen] == ["error", "error", "pass"]  # past its 60 s: measured again...
+    assert [m.at - start for m in seen] == [30, 60, 90]  # ...a whole interval later, not at once
     assert run.status == "successful"
 
     task, seen = bake(ScriptedCloud([oops]), clock, 60)  # CloudWatch never answers

@@ -142,6 +142,15 @@ async def assert_true_and_whole(sb: Sandbox, client: SandboxClient, deployment_i
     return state
 
 
+async def canary_at(client: SandboxClient, weight: int) -> None:
+    """Wait until the production web canary (the green slot) has `weight`% of the traffic."""
+
+    async def there():
+        return (await client.aws())["production"]["web"]["weights"]["green"] == weight
+
+    await wait_for(there, 60, what=f"the canary to take {weight}%")
+
+
 async def rollback_tried(sb: Sandbox, deployment_id: int) -> bool:
     """A rollback step of the deployment has failed at least once (it is on the record)."""
     rows = db_rows(
@@ -161,10 +170,7 @@ async def test_elbv2_failing_while_a_bad_canary_sits_at_50_ends_whole_with_a_cri
     ):
         d = await deploy(client, "web v2 to production")
 
-        async def at_50():
-            return (await client.aws())["production"]["web"]["weights"]["green"] == 50
-
-        await wait_for(at_50, 60, what="the canary to reach 50%")
+        await canary_at(client, 50)
         await client.inject("web", "v2", error_rate=0.3)  # it goes bad at 50% ...
         # ... and ELBv2 fails for 6 s of wall time, every call, as the rollback starts
         await faults(sb, "POST", {"service": "elbv2", "rate": 1.0, "error": "503", "seconds": 6 * SPEED})
@@ -250,10 +256,7 @@ async def test_a_stuck_rollback_offers_retry_now_and_all_traffic_to_stable_and_t
     ):
         d = await deploy(client, "web v2 to production")
 
-        async def at_10():
-            return (await client.aws())["production"]["web"]["weights"]["green"] == 10
-
-        await wait_for(at_10, 60, what="the canary to take 10%")
+        await canary_at(client, 10)
         # every weight change fails until the faults are cleared: the rollback sticks at its traffic move
         await faults(
             sb, "POST", {"service": "elbv2", "operations": ["ModifyRule"], "rate": 1.0, "error": "500"}

@@ -92,7 +92,8 @@ async def run_analysis(
 
     while True:
         await gate()
-        await clock.sleep(min(config.interval_seconds, max(0.0, deadline - clock.now())))
+        left = deadline - clock.now()  # past it (measuring again after an error): a whole interval
+        await clock.sleep(config.interval_seconds if left <= 0 else min(config.interval_seconds, left))
         await gate()
         m = await measure(
             metrics, config, account=account, canary=canary, stable=stable, clock=clock, label=label

@@ -86,7 +86,7 @@ class Rollbacks(RunBase):
 
     async def _rollback(self, d: Deployment, ctx: StepContext) -> Deployment:
         """Undo a failed deployment, and never give up while the traffic is not whole on the stable
-        side: a failed step is tried again with backoff (each try bounded by the step's own timeouts and
+        side: after a failed step the plan is tried again from its first step, with backoff (each try bounded by the step's own timeouts and
         the AWS client's), for as long as it takes or until a person helps (`nudge`). The first failure
         raises a critical alert; the lock stays held. It ends only when AWS shows it rolled back."""
         why = d.outcome or "rollback requested"
@@ -99,14 +99,16 @@ class Rollbacks(RunBase):
             )
         steps = [*rollback_plan(d.strategy, ctx.target), VerifyRolledBack()]
         while True:
-            index = int(ctx.data.get("rollback_index", 0))
             try:
                 await self._rollback_steps(d, ctx, steps)
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                step = steps[min(int(ctx.data.get("rollback_index", index)), len(steps) - 1)]
+                step = steps[min(int(ctx.data.get("rollback_index", 0)), len(steps) - 1)]
+                # the next try runs every step again (each states where the world should be): what an
+                # earlier step did may have been undone meanwhile (traffic moved by hand, a slot scaled)
+                ctx.data["rollback_index"] = 0
                 try:
                     await self._rollback_failed(d, ctx, step, failure_reason(exc, d.id), why)
                 except asyncio.CancelledError:
@@ -141,7 +143,6 @@ class Rollbacks(RunBase):
                 context=ctx.data,
                 audit=[(BOT, "rollback_step_finished", {"index": index, "step": step.kind})],
             )
-        ctx.data["rollback_index"] = 0  # a later retry (after a restart) checks from the start again
 
     async def _rollback_failed(
         self, d: Deployment, ctx: StepContext, step: Step, reason: str, why: str

@@ -299,7 +299,8 @@ class RolledBack(DomainEvent):
 
 @dataclass(frozen=True)
 class RollbackFailed(DomainEvent):
-    """The rollback failed (`reason`); it was rolling back because of `after`."""
+    """The rollback failed (`reason`); it was rolling back because of `after`. Written by versions
+    before rollbacks kept trying (RollbackStuck); kept so their outbox rows and records still read."""
 
     reason: str
     after: str = ""

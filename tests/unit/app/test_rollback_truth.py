@@ -146,6 +146,36 @@ async def test_all_traffic_to_stable_moves_it_at_once_and_retry_now_tries_again(
         await engine.act(d.id, "retry_rollback", "carol", frozenset({"engineers"}))
 
 
+class Meddler(MemoryPlatform):
+    """Someone splits the traffic again right after the rollback's first move back to stable."""
+
+    meddled = False
+
+    async def set_weights(self, target: Target, weights: Mapping[str, int]) -> None:
+        await super().set_weights(target, weights)
+        stable, candidate = target.slots
+        if not self.meddled and weights.get(candidate) == 0:
+            self.meddled = True
+            self.service(target).weights = {stable: 80, candidate: 20}
+
+
+async def test_a_failed_try_runs_the_whole_rollback_again_so_a_step_undone_meanwhile_is_redone(tmp_path):
+    platform = Meddler(rollout_polls=1)
+    engine, store, target = await make_world(tmp_path, platform)
+    try:
+        stable, candidate = target.slots
+        engine.runner.metrics.set(candidate, GroupMetrics(requests=1000, errors=300, latency_ms=80))
+        d = await engine.request(deploy("web v2 to staging"), "alice", roles={"engineers"})
+        done = await until_done(engine, d.id)
+        assert done.state.value == "rolled_back", done.outcome
+        assert platform.meddled and await failed_tries(engine, d.id) >= 1  # the scale-down saw 20%
+        assert platform.service(target).weights == {stable: 100, candidate: 0}  # moved back again
+        assert platform.slot(target, candidate).desired == 0
+    finally:
+        await engine.shutdown()
+        store.close()
+
+
 class StickyWeights(MemoryPlatform):
     """An ALB that answers the first move to 100% but leaves a quarter of the traffic where it was."""
 
