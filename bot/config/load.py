@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config.analysis import from_toml as analysis_from_toml
+from bot.config.flags import parse_env_flags, parse_flags, parse_segments
 from bot.config.model import (
     AwsSettings,
     DeploymentConfiguration,
@@ -111,8 +112,10 @@ def _environment(
     windows = parse_windows(t.data.get("windows"), path, t.key("windows"))
     t.seen.add("windows")
     policy_keys = [k for k in ("checklist", "approvals", "access", "guards") if k in t.data]
-    t.seen.update(("checklist", "approvals", "access", "guards"))
+    t.seen.update(("checklist", "approvals", "access", "guards", "flags"))
     policy = parse_policy({k: t.data[k] for k in policy_keys}, path, t.prefix, name, roles or Roles())
+    analysis = analysis_from_toml(t.table("analysis").data, path, t.key("analysis"))
+    flags = parse_env_flags(t.data.get("flags"), path, t.key("flags"), name, analysis)
     dc = t.table("deployment_configuration")
     deployment_configuration = DeploymentConfiguration(
         maximum_percent=dc.get("maximum_percent", int, 200, lambda v: 100 <= v <= 200, "an integer 100..200"),
@@ -139,10 +142,11 @@ def _environment(
         canary_steps=_canary_steps(t, "canary_steps", [5, 25, 50, 100]),
         step_bake_seconds=float(t.get("step_bake_seconds", _NUMBER, 60, **_SECONDS)),
         keep_warm_seconds=float(t.get("keep_warm_seconds", _NUMBER, 300, **_SECONDS)),
-        analysis=analysis_from_toml(t.table("analysis").data, path, t.key("analysis")),
+        analysis=analysis,
         smoke_checks=_smoke_checks(path, t, os.environ if env is None else env),
         policy=policy,
         windows=windows,
+        flags=flags,
     )
     t.finish()
     return environment
@@ -228,6 +232,9 @@ def parse_settings(
     }
     services_t.finish()
     freezes = parse_freezes(data.get("freezes"), path, environments=tuple(environments))
+    root.seen.update(("flags", "segments"))
+    flags = parse_flags(data.get("flags"), path, services)
+    segments = parse_segments(data.get("segments"), path)
 
     default_env = bot.get("default_environment", str, None)
     if default_env is not None and default_env not in environments:
@@ -270,6 +277,8 @@ def parse_settings(
         services=services,
         roles=roles,
         freezes=freezes,
+        flags=flags,
+        segments=segments,
     )
 
 
@@ -301,4 +310,5 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
                 ),
             }
         )
-    return settings.with_secrets(Secrets.from_env(env))
+    key_envs = {name: e.flag_key_env for name, e in settings.environments.items()}
+    return settings.with_secrets(Secrets.from_env(env, key_envs))

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from bot.config.flags import EnvFlags, default_key_env
 from bot.domain.alerts import AlertConfig
 from bot.domain.analysis import AnalysisConfig
 from bot.domain.checklist import Policy, Roles
+from bot.domain.flags import FlagDef, Segment
 from bot.domain.windows import Freeze, Window
 
 
@@ -21,18 +23,26 @@ class Secrets:
     bot_token: str = field(default="", repr=False)
     signing_secret: str = field(default="", repr=False)
     app_token: str = field(default="", repr=False)
+    ofrep_keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # environment -> OFREP API key
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Secrets:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, key_envs: Mapping[str, str] | None = None
+    ) -> Secrets:
+        """`key_envs`: environment -> the variable holding its OFREP API key (unset: that environment's
+        flags are not served)."""
         env = os.environ if env is None else env
         return cls(
             bot_token=env.get("SLACK_BOT_TOKEN", ""),
             signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
             app_token=env.get("SLACK_APP_TOKEN", ""),
+            ofrep_keys={e: env[v] for e, v in (key_envs or {}).items() if env.get(v)},
         )
 
     def values(self) -> list[str]:
-        return [v for v in (self.bot_token, self.signing_secret, self.app_token) if v]
+        return [
+            v for v in (self.bot_token, self.signing_secret, self.app_token, *self.ofrep_keys.values()) if v
+        ]
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,11 @@ class Environment:
     smoke_checks: tuple[SmokeCheck, ...] = ()
     policy: Policy = Policy()  # checklist, approvals, access, guards
     windows: tuple[Window, ...] = ()  # when scheduled deploys may run; none: any time
+    flags: EnvFlags = field(default_factory=lambda: EnvFlags(api_key_env=""))  # [environments.NAME.flags]
+
+    @property
+    def flag_key_env(self) -> str:
+        return self.flags.api_key_env or default_key_env(self.name)
 
 
 @dataclass(frozen=True)
@@ -173,6 +188,8 @@ class Settings:
     freezes: tuple[
         Freeze, ...
     ] = ()  # configured freeze periods (more come from /deploy freeze, in the store)
+    flags: Mapping[str, FlagDef] = field(default_factory=dict)  # [flags.KEY]
+    segments: Mapping[str, Segment] = field(default_factory=dict)  # [segments.NAME]
 
     def target(self, service: str, env: str) -> Target:
         """The service in the environment, its overrides applied; built once per Settings."""

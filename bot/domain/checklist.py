@@ -10,7 +10,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ACTIONS = ("deploy", "approve", "promote", "rollback", "lock", "override_freeze", "emergency")
+ACTIONS = (
+    "deploy",
+    "approve",
+    "promote",
+    "rollback",
+    "lock",
+    "override_freeze",
+    "emergency",
+    "flag",
+    "kill_flag",
+)
+# An action the access table does not list needs these roles (fail closed): the kill switch is a
+# rollback, so it falls back to rollback's roles; everything else to deploy's.
+FALLBACK = {"kill_flag": "rollback"}
 CHECKS = ("no_alarms", "promoted_from", "rollback_target", "targets_healthy", "http_status")
 ItemKind = Literal["manual", "automatic"]
 DEFAULT_ITEMS: tuple[tuple[str, str, ItemKind, str | None], ...] = (
@@ -68,6 +81,8 @@ class Policy:
             return None
         if action in self.access:
             return self.access[action]
+        if action in FALLBACK and FALLBACK[action] in self.access:
+            return self.access[FALLBACK[action]]
         return self.access.get("deploy", ())
 
     def allowed(self, action: str, roles: Iterable[str]) -> bool:

@@ -65,7 +65,20 @@ def test_an_unlisted_action_needs_the_deploy_roles_and_no_access_table_is_open()
     assert policy.allowed("rollback", {"eng"}) and not policy.allowed("rollback", set())
     assert not policy.allowed("rollback", {"rm"})  # approve's roles do not cover other actions
     assert policy.needed_roles("emergency") == ("eng",)
-    assert policy.implicit_actions() == ("promote", "rollback", "lock", "override_freeze", "emergency")
+    assert policy.implicit_actions() == (
+        "promote",
+        "rollback",
+        "lock",
+        "override_freeze",
+        "emergency",
+        "flag",
+        "kill_flag",
+    )
+    # the kill switch is a rollback: unlisted, it needs rollback's roles when those are listed
+    assert Policy(access={"deploy": ("eng",), "rollback": ("oncall",)}).needed_roles("kill_flag") == (
+        "oncall",
+    )
+    assert policy.needed_roles("kill_flag") == ("eng",)
     nobody = Policy(access={"approve": ("rm",)})  # a table without deploy: unlisted actions are closed to all
     assert not nobody.allowed("rollback", {"eng", "rm"}) and nobody.needed_roles("rollback") == ()
     assert Policy().allowed("rollback", set()) and Policy().implicit_actions() == ()  # no table: open
