@@ -206,6 +206,7 @@ class SlackNotifier(AlertLifecycle):
         read = await self.store.outbox_after(behind, BATCH)
         if not read:
             return False
+        await self._flag_notices([e for e in read if e.deployment_id is None], self._cursors[SLACK])
         entries = [e for e in read if e.deployment_id is not None]  # nothing to show for the others
         rows: dict[int, Deployment] = {}
         for entry in entries:
@@ -437,6 +438,23 @@ class SlackNotifier(AlertLifecycle):
             return (await self.store.get(d.id)).message_ts
 
         self._outbox(channel).post(Post(("deployment", d.id), line=text, thread=thread))
+
+    async def _flag_notices(self, entries: list[OutboxEntry], delivered: int) -> None:
+        """Flag events of no deployment (a person's change, the kill switch) go to their level's channels
+        of their environment (info: none by default — the person's answer in their channel already says
+        it; the kill switch: warning)."""
+        for entry in entries:
+            words = event_text.flag_notice(entry.event)
+            env = getattr(entry.event, "env", None)
+            if entry.id <= delivered or words is None or not isinstance(env, str):
+                continue
+            for name in self.alerts.channels(entry.event.level(), env):
+                try:
+                    channel = await self.channel_id(name)
+                except LookupError as exc:
+                    log.warning("no channel for a flag notice: %s", exc)
+                    continue
+                self._outbox(channel).post(Post(("flag", entry.id), line=words))
 
     async def _deployment_channel(self, d: Deployment) -> str:
         return await self.channel_id(d.channel or "deploys")

@@ -14,6 +14,17 @@ BUTTON_ACCESS = {
     "retry_rollback": "rollback",
     "all_to_stable": "rollback",
 }  # pause, resume, cancel: deploy
+# A flag rollout's buttons: stopping it is the kill switch's role, everything else the flag role's.
+FLAG_BUTTON_ACCESS = {"abort": "kill_flag", "kill": "kill_flag"}
+
+
+def button_role(action: str, d: Deployment) -> str:
+    """The access action a button on deployment `d` needs."""
+    if d.strategy == "flag":
+        return FLAG_BUTTON_ACCESS.get(action, "flag")
+    return BUTTON_ACCESS.get(action, "deploy")
+
+
 # Actions checked against another action's roles, with words of their own in a refusal.
 SAME_ROLE_AS = {"freeze": "override_freeze", "emergency_rollback": "emergency"}
 ACTION_WORDS = {
@@ -26,6 +37,8 @@ ACTION_WORDS = {
     "freeze": "freeze or unfreeze",  # the same role as override_freeze; the words of /deploy freeze
     "emergency": "deploy with --emergency",
     "emergency_rollback": "roll back with --emergency",
+    "flag": "change feature flags",
+    "kill_flag": "kill feature flags",
 }
 
 

@@ -6,6 +6,7 @@ notifier reads them from there. It knows nothing of Slack."""
 from __future__ import annotations
 
 from bot.app.access import Access
+from bot.app.flags import FlagBook, FlagControl
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
 from bot.app.locks import Locks
@@ -16,7 +17,9 @@ from bot.app.storage import Storage
 from bot.clock import Clock
 from bot.config.model import Settings
 from bot.domain import commands as cmds
-from bot.domain.machine import State
+from bot.domain.errors import Refused
+from bot.domain.flags import flag_key
+from bot.domain.machine import BEFORE_START, State
 from bot.domain.model import Amendment, Deployment, LockInfo
 
 
@@ -88,14 +91,45 @@ class Engine:
             gate.tick,
             gate.recheck,
         )
-        self.act, self.promote, self.wait, self.start = (
-            self.runner.act,
+        self.promote, self.wait, self.start = (
             self.runner.promote,
             self.runner.wait,
             self.runner.start,
         )
+        # feature flags: the book every evaluation reads, the /flag commands, rollouts through the runner
+        self.flag_book = FlagBook(settings, store)
+        self.runner.flags = self.flag_book
+        self.flags = FlagControl(
+            settings,
+            store,
+            self.flag_book,
+            self.access,
+            timing=self.scheduling.timing,
+            admit=gate.admit_later,
+            stop=self._stop_rollout,
+        )
         self.freeze, self.unfreeze = self.scheduling.freeze, self.scheduling.unfreeze
         self.windows_report, self.freezes = self.scheduling.windows_report, self.scheduling.freezes
+
+    async def act(
+        self, deployment_id: int, action: str, user: str, roles: frozenset[str] | None = None
+    ) -> Deployment:
+        """A person's button on a deployment's message. The Kill button of a flag rollout is the flag's
+        kill switch (every evaluation off at once; the rollout stops with it)."""
+        if action == "kill":
+            d = await self.store.get(deployment_id)
+            key = flag_key(d.service)
+            if key is None:
+                raise Refused(f"Deployment {d.ref} is not a flag rollout: there is nothing to kill.")
+            await self.flags.change(cmds.FlagChange(key, d.env, "kill"), user, roles or frozenset())
+            return await self.store.get(deployment_id)
+        return await self.runner.act(deployment_id, action, user, roles)
+
+    async def _stop_rollout(self, d: Deployment, user: str) -> Deployment:
+        """A flag's rollout stopped by its kill switch (or by turning it off): aborted when it runs, cancelled
+        before it starts. The person's right to do so was checked already (kill_flag or flag)."""
+        action = "cancel" if d.state in BEFORE_START else "abort"
+        return await self.runner.act(d.id, action, user)
 
     @property
     def scheduler(self) -> Timer:
@@ -105,9 +139,10 @@ class Engine:
         self.scheduling.start()
 
     async def resume_in_flight(self) -> list[Deployment]:
-        """After a restart: stale locks released, mid-plan deployments carried on, scheduled ones put back
-        on the scheduler (or moved on when their time passed), and requests whose checks a crash cut short
-        checked again."""
+        """After a restart: flags' states read, stale locks released, mid-plan deployments carried on,
+        scheduled ones put back on the scheduler (or moved on when their time passed), and requests whose
+        checks a crash cut short checked again."""
+        await self.flag_book.load()
         resumed = await self.runner.resume()
         for d in await self.store.scheduled():
             await self.scheduling.reschedule_after_downtime(d.id)

@@ -55,6 +55,10 @@ class Gate:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._background = TaskGroup("gate")
 
+    def _policy(self, d: Deployment) -> Policy:
+        """The deployment's policy: its environment's, or a flag rollout's (no checklist, no guards)."""
+        return self.settings.target(d.service, d.env).env.policy
+
     def admission_lock(self, service: str, env: str) -> asyncio.Lock:
         """One lock per service+env (at most one deployment holds it at a time): readiness, the start
         transition and a requester's amendment of the same deployment never interleave."""
@@ -116,7 +120,7 @@ class Gate:
             await self.store.set_item(d.id, item.id, ok, BOT, evidence)
 
     async def _guard_refusal(self, d: Deployment) -> str | None:
-        policy = self.settings.environments[d.env].policy
+        policy = self._policy(d)
         states = await self.store.items(d.id)
         by_check = {i.check: states.get(i.id) for i in policy.automatic_items}
         if policy.guards.require_rollback_target and d.kind != "rollback":
@@ -165,7 +169,7 @@ class Gate:
             d = await self.store.get(deployment_id)
             if d.state not in BEFORE_START:
                 return
-            policy = self.settings.environments[d.env].policy
+            policy = self._policy(d)
             emergency = skips_gate(d)
             ready, states = await self._readiness(d, policy, emergency)
             if ready.ready and not checks_fresh and policy.automatic_items:
@@ -197,7 +201,7 @@ class Gate:
 
     async def waiting_for(self, d: Deployment) -> str | None:
         """None when `d` may start now, else what it still waits for (the scheduler asks at its time)."""
-        ready, _ = await self._readiness(d, self.settings.environments[d.env].policy, skips_gate(d))
+        ready, _ = await self._readiness(d, self._policy(d), skips_gate(d))
         return None if ready.ready else ready.waiting_for()
 
     async def _readiness(
@@ -256,7 +260,7 @@ class Gate:
             await self.access.refused("approve", d.env, user, "own deployment", deployment=d)
             raise Refused(f"You requested deployment #{d.id}; someone else has to approve it (four eyes).")
         await self.access.check("approve", d.env, user, roles, deployment=d)
-        policy = self.settings.environments[d.env].policy
+        policy = self._policy(d)
         if policy.approvals.roles and not set(policy.approvals.roles) & set(roles):
             message = f"Approvals in {d.env} come from the {' or '.join(policy.approvals.roles)} role."
             await self.access.refused("approve", d.env, user, message, deployment=d)
@@ -296,7 +300,7 @@ class Gate:
         d = await self.store.get(deployment_id)
         if d.state not in BEFORE_START:
             raise IllegalTransition("tick", d.state)
-        policy = self.settings.environments[d.env].policy
+        policy = self._policy(d)
         states = await self.store.items(d.id)
         for item in policy.manual_items:
             want = item.id in selected

@@ -10,7 +10,11 @@ from datetime import UTC, datetime
 
 from bot.app.ports import Metrics, MetricScope, PlatformError
 from bot.clock import Clock
-from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, error_measurement, judge
+from bot.domain.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurement, error_measurement, judge
+
+# Reads the "canary" (and "stable") groups' metrics over a window, in one backend request: a flag rollout
+# reads its variants this way (Metrics.flag_metrics), a deployment its slots (Metrics.slot_metrics).
+Reader = Callable[[datetime, datetime], Awaitable[dict[str, GroupMetrics]]]
 
 
 async def alarms_in_alarm(
@@ -36,19 +40,27 @@ async def measure(
     config: AnalysisConfig,
     *,
     account: str | None,
-    canary: MetricScope,
+    canary: MetricScope | None,
     stable: MetricScope | None,
     clock: Clock,
     label: str,
+    reader: Reader | None = None,
 ) -> Measurement:
     """Take and judge one measurement: ONE metrics request for both slots over the last window (and one
-    alarms request when alarms are configured, concurrently). A PlatformError gives verdict "error"."""
+    alarms request when alarms are configured, concurrently). A PlatformError gives verdict "error".
+    `reader` reads other groups than slots (a flag's variants) instead of `canary` and `stable`."""
     at = float(math.floor(clock.now()))
     end = datetime.fromtimestamp(at, UTC)
     start = datetime.fromtimestamp(at - config.window_seconds, UTC)
-    scopes = {"canary": canary} if stable is None else {"canary": canary, "stable": stable}
+    reading: Awaitable[dict[str, GroupMetrics]]
+    if reader is None:
+        assert canary is not None
+        scopes = {"canary": canary} if stable is None else {"canary": canary, "stable": stable}
+        reading = metrics.slot_metrics(account, scopes, start, end, config.latency_statistic)
+    else:
+        reading = reader(start, end)
     read, alarms = await asyncio.gather(
-        metrics.slot_metrics(account, scopes, start, end, config.latency_statistic),
+        reading,
         alarms_in_alarm(metrics, account, config.alarms),
         return_exceptions=True,
     )
@@ -68,12 +80,13 @@ async def run_analysis(
     duration_seconds: float,
     clock: Clock,
     account: str | None,
-    canary: MetricScope,
+    canary: MetricScope | None,
     stable: MetricScope | None,
     label: str,
     on_measurement: Callable[[Measurement], Awaitable[None]],
     checkpoint: Callable[[], Awaitable[None]] | None = None,
     analysis: Analysis | None = None,
+    reader: Reader | None = None,
 ) -> Analysis:
     """The bake: a measurement every interval_seconds for duration_seconds (the first after one interval,
     so it sees the new weights; at least one), each handed to on_measurement, stopping early once the run
@@ -96,7 +109,14 @@ async def run_analysis(
         await clock.sleep(config.interval_seconds if left <= 0 else min(config.interval_seconds, left))
         await gate()
         m = await measure(
-            metrics, config, account=account, canary=canary, stable=stable, clock=clock, label=label
+            metrics,
+            config,
+            account=account,
+            canary=canary,
+            stable=stable,
+            clock=clock,
+            label=label,
+            reader=reader,
         )
         run.add(m)
         await on_measurement(m)

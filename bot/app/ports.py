@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+from bot.config.flags import FlagMetrics
 from bot.config.model import Target
 from bot.domain.analysis import GroupMetrics
 
@@ -171,6 +172,21 @@ class Metrics(Protocol):
     ) -> dict[str, GroupMetrics]:
         """Requests, 5XX errors and latency (`latency_statistic`) of every scope over the window, keyed
         like `scopes`; None values where the backend has no data."""
+        ...
+
+    async def flag_metrics(
+        self,
+        account: str | None,
+        metrics: FlagMetrics,
+        flag: str,
+        env: str,
+        variants: Sequence[str],
+        start: datetime,
+        end: datetime,
+        latency_statistic: str = "Average",
+    ) -> dict[str, GroupMetrics]:
+        """Requests, errors and latency (ms) per variant of a flag, as applications publish them
+        (`metrics` names the namespace, dimensions and metric names), keyed by variant."""
         ...
 
     async def alarms(self, account: str | None, names: Sequence[str]) -> list[Alarm]:

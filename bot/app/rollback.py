@@ -8,9 +8,8 @@ import asyncio
 import logging
 from typing import Any
 
-from bot.app.plans import Step, StepContext, StepFailed, rollback_plan
+from bot.app.plans import Step, StepContext, StepFailed, rollback_plan, verify_rolled_back
 from bot.app.plans.reads import image_tag
-from bot.app.plans.truth import VerifyRolledBack
 from bot.app.ports import PlatformError
 from bot.app.run import RunBase
 from bot.domain.errors import Refused
@@ -97,7 +96,7 @@ class Rollbacks(RunBase):
                 outcome=f"{why}; nothing had changed yet",
                 events=[RolledBack(why, changed=False)],
             )
-        steps = [*rollback_plan(d.strategy, ctx.target), VerifyRolledBack()]
+        steps = [*rollback_plan(d.strategy, ctx.target), verify_rolled_back(d.strategy, ctx.target)]
         while True:
             try:
                 await self._rollback_steps(d, ctx, steps)

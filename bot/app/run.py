@@ -73,6 +73,7 @@ class RunBase:
         self.platform, self.metrics = platform, metrics
         self.access, self.unschedule, self.http = access, unschedule, http
         self.runs: dict[int, Run] = {}
+        self.flags: Any = None  # the FlagBook a flag rollout's steps write through (set by the Engine)
 
     def run_of(self, deployment_id: int) -> Run:
         return self.runs.setdefault(deployment_id, Run())

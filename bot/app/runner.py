@@ -10,9 +10,8 @@ import logging
 from typing import Any
 
 from bot.app import history
-from bot.app.access import BUTTON_ACCESS
-from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, step_from_dict
-from bot.app.plans.truth import VerifyLive
+from bot.app.access import button_role
+from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, step_from_dict, verify_live
 from bot.app.ports import PlatformError
 from bot.app.rollback import FORWARD_ATTEMPTS, NUDGES, Rollbacks, backoff, failure_reason
 from bot.app.run import Audit
@@ -33,6 +32,7 @@ from bot.domain.events import (
     StepStarted,
     Succeeded,
 )
+from bot.domain.flags import flag_key
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
 from bot.domain.model import BOT, Deployment
 
@@ -64,7 +64,7 @@ class Runner(Rollbacks):
         Forbidden when `roles` (given by handlers; None for the bot itself) lack the role it needs."""
         d = await self.store.get(deployment_id)
         if roles is not None:
-            await self.access.check(BUTTON_ACCESS.get(action, "deploy"), d.env, user, roles, deployment=d)
+            await self.access.check(button_role(action, d), d.env, user, roles, deployment=d)
         if action == "abort":
             if d.state not in (State.RUNNING, State.PAUSED):
                 raise IllegalTransition(action, d.state)
@@ -227,6 +227,7 @@ class Runner(Rollbacks):
             say=say,
             known_good=known_good,
             resumed=run.resumed,
+            flags=self.flags if d.strategy == "flag" else None,
         )
 
     async def _run(self, deployment_id: int) -> None:
@@ -280,8 +281,9 @@ class Runner(Rollbacks):
                     except NeedsHuman as ask:
                         await self._ask_a_human(d, ctx, str(ask))
                 d, announced = await self._finish_step(d, ctx, steps, index)
-            await self._attempt(d, ctx, VerifyLive())  # the world shows it, or it is not done
-            live = f"{d.service} {d.version} is live in {d.env}"
+            # the world shows it, or it is not done
+            await self._attempt(d, ctx, verify_live(d.strategy, ctx.target, d.plan))
+            live = live_words(d)
             return await self.transition(d, "succeed", outcome=live, events=[Succeeded(d.version)])
         except Exception as exc:
             return await self._after_failed_step(d, ctx, exc)
@@ -361,6 +363,16 @@ class Runner(Rollbacks):
         # promote/resume wrote the context through the store; the running copy is the same dict
         promoted = (await self.store.get(d.id)).context.get("promoted", [])
         ctx.data["promoted"] = sorted(set(ctx.data.get("promoted", [])) | set(promoted))
+
+
+def live_words(d: Deployment) -> str:
+    key = flag_key(d.service)
+    if key is not None and d.kind == "flag_change":
+        summary = d.plan[-1].get("summary") if d.plan else None
+        return f"{key} in {d.env}: {summary or 'changed as approved'}"
+    if key is not None:
+        return f"{key} is on ({d.version}) for everyone in {d.env}"
+    return f"{d.service} {d.version} is live in {d.env}"
 
 
 def _started(index: int, step: Step) -> tuple[list[Audit], list[DomainEvent]]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from bot.config.flags import EnvFlags, default_key_env
 from bot.domain.alerts import AlertConfig
 from bot.domain.analysis import AnalysisConfig
-from bot.domain.checklist import Policy, Roles
-from bot.domain.flags import FlagDef, Segment
+from bot.domain.checklist import ApprovalPolicy, Guards, Policy, Roles
+from bot.domain.flags import FlagDef, Segment, flag_key
 from bot.domain.windows import Freeze, Window
 
 
@@ -198,9 +198,16 @@ class Settings:
 
     @cached_property
     def _targets(self) -> dict[tuple[str, str], Target]:
-        return {(s, e): self._target(s, e) for s in self.services for e in self.environments}
+        return {
+            (s, e): self._target(s, e)
+            for s in [*self.services, *(f"flag:{k}" for k in self.flags)]
+            for e in self.environments
+        }
 
     def _target(self, service: str, env: str) -> Target:
+        key = flag_key(service)
+        if key is not None:
+            return self._flag_target(key, env)
         svc, environment = self.services[service], self.environments[env]
         o = dict(svc.overrides.get(env, {}))
         return Target(
@@ -215,6 +222,33 @@ class Settings:
             step_bake_seconds=o.get("step_bake_seconds", environment.step_bake_seconds),
             keep_warm_seconds=o.get("keep_warm_seconds", environment.keep_warm_seconds),
             windows=o.get("windows", environment.windows),
+        )
+
+    def _flag_target(self, key: str, env: str) -> Target:
+        """A flag rollout's target ("service" flag:KEY): the environment's channel, access and freezes;
+        its flags table's approvals, rollout steps, bake and analysis; no checklist, guards or windows
+        (those are about shipping code; a flag rollout ships none)."""
+        if key not in self.flags:
+            raise KeyError(f"flag:{key}")
+        environment, flags = self.environments[env], self.environments[env].flags
+        approvals = ApprovalPolicy(
+            required=flags.approvals,
+            roles=environment.policy.approvals.roles,
+            expire_after_seconds=environment.policy.approvals.expire_after_seconds,
+        )
+        policy = Policy(items=(), approvals=approvals, access=environment.policy.access, guards=Guards())
+        flag_env = replace(environment, policy=policy, smoke_checks=(), analysis=flags.analysis, windows=())
+        return Target(
+            service=Service(name=f"flag:{key}", container="", image="", ecs_service="", target_group=""),
+            env=flag_env,
+            strategy="flag",
+            bake_seconds=0.0,
+            rollout_timeout_seconds=environment.rollout_timeout_seconds,
+            poll_seconds=environment.poll_seconds,
+            deployment_configuration=environment.deployment_configuration,
+            canary_steps=flags.rollout_steps,
+            step_bake_seconds=flags.step_bake_seconds,
+            keep_warm_seconds=0.0,
         )
 
     def with_secrets(self, secrets: Secrets) -> Settings:

@@ -31,6 +31,8 @@ EVENT_LEVELS: dict[str, str] = {
     "slow_rollout": WARNING,
     "missed_window": WARNING,
     "aborted": WARNING,
+    "flag_killed": WARNING,
+    "flag_changed": INFO,
     "requested": INFO,
     "started": INFO,
     "step_reached": INFO,

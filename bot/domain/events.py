@@ -429,3 +429,40 @@ class PagingRestored(DomainEvent):
 
 
 EVENT_TYPES.update({cls.kind: cls for cls in (PagingFailing, PagingRestored)})
+
+
+# ------------------------------------------------------------------------------------ feature flags
+# A flag's change is written with its audit event; one without a deployment (a person's immediate
+# change, the kill switch) has no deployment message: the notifier posts it to the level's channels.
+
+
+@dataclass(frozen=True)
+class FlagChanged(DomainEvent):
+    """`by` changed what `flag` answers in `env` (`summary`: what it does now, in plain words)."""
+
+    flag: str
+    env: str
+    by: str
+    summary: str
+    revision: int = 0
+    kind: ClassVar[str] = "flag_changed"
+    alert: ClassVar[str] = "flag_changed"
+
+
+@dataclass(frozen=True)
+class FlagKilled(DomainEvent):
+    """The kill switch: every evaluation of `flag` in `env` answers its off variant (`rollout`: the id
+    of the rollout it stopped, 0 for none)."""
+
+    flag: str
+    env: str
+    by: str
+    reason: str = ""
+    rollout: int = 0
+    kind: ClassVar[str] = "flag_killed"
+    alert: ClassVar[str] = "flag_killed"
+    base_level: ClassVar[Level] = "warning"
+
+
+FLAG_EVENTS = (FlagChanged, FlagKilled)
+EVENT_TYPES.update({cls.kind: cls for cls in FLAG_EVENTS})

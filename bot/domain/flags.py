@@ -431,3 +431,28 @@ def config_digest(flags: Iterable[FlagDef], segments: Iterable[Segment]) -> str:
         for f in sorted(flags, key=lambda f: f.key)
     ] + [[s.name, [c.to_dict() for c in s.conditions]] for s in sorted(segments, key=lambda s: s.name)]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FlagRecord:
+    """A flag's stored state in one environment: `revision` counts its changes (0: never changed, the
+    declared default: off), so a change is a compare-and-set on it."""
+
+    env: str
+    key: str
+    state: FlagState
+    revision: int = 0
+    updated_by: str | None = None
+    updated_at: str | None = None
+
+
+FLAG_SERVICE_PREFIX = "flag:"  # a flag rollout is a deployment of "service" flag:KEY (its own lock)
+
+
+def flag_service(key: str) -> str:
+    return FLAG_SERVICE_PREFIX + key
+
+
+def flag_key(service: str) -> str | None:
+    """The flag a deployment's service names, or None for a service."""
+    return service[len(FLAG_SERVICE_PREFIX) :] if service.startswith(FLAG_SERVICE_PREFIX) else None

@@ -26,12 +26,13 @@ from bot.domain.model import LockInfo
 from bot.tasks import TaskGroup
 from handlers.directory import SlackDirectory
 from handlers.errors import SOMETHING_WRONG, reply_for
+from handlers.listeners.flag_commands import FLAG_HANDLERS
 from handlers.roles import roles_in
 from handlers.ui import audit_blocks
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
-NAMES = ("/deploy", "/promote", "/rollback")
+NAMES = ("/deploy", "/promote", "/rollback", "/flag")
 
 
 def vocabulary(engine: Engine) -> cmds.Vocabulary:
@@ -58,6 +59,9 @@ def register(app: AsyncApp, engine: Engine, directory: SlackDirectory) -> None:
             await ack(await reply_for(err) or slack_ui.refused(SOMETHING_WRONG))
             return
         user = command["user_id"]
+        if isinstance(parsed, cmds.Help) and command["command"] == "/flag":
+            await ack(slack_ui.ephemeral(cmds.help_text("/flag")))
+            return
         try:
             answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles_in(context))
         except Exception as exc:
@@ -312,4 +316,5 @@ HANDLERS: dict[type[cmds.Command], Handler] = {
     cmds.Windows: _windows,
     cmds.Lock: _lock,
     cmds.Unlock: _unlock,
+    **FLAG_HANDLERS,
 }

@@ -16,9 +16,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.domain.flags import flag_key
 from bot.domain.machine import BEFORE_START, State, user_actions
 from bot.domain.model import Deployment, LockInfo
 from bot.domain.mrkdwn import code, plain, text  # noqa: F401 - code and plain re-exported for the builders
+from handlers.ui import flag_blocks
 
 ACTION_PREFIX = "deployment:"  # action_id = ACTION_PREFIX + machine action; value = deployment id
 APPROVE, REJECT, TICK, RECHECK = "approval:approve", "approval:reject", "checklist:tick", "checklist:recheck"
@@ -65,6 +67,8 @@ def progress_bar(done: int, total: int, width: int = 10) -> str:
 
 
 def title(d: Deployment) -> str:
+    if flag_key(d.service) is not None:
+        return flag_blocks.title(d)
     what = {"rollback": "Rollback", "promote": "Promotion"}.get(d.kind, "Deployment")
     return f"{what} {d.ref} · {d.service} {text(d.version) or '(current version)'} → {d.env}"
 
@@ -93,7 +97,9 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
     """The deployment's one top-level message."""
     total = len(d.plan)
     done = total if d.state == State.SUCCEEDED else min(d.step_index, total)
-    fields = [
+    key = flag_key(d.service)
+    emoji = STATE_EMOJI.get(d.state, "")
+    fields = flag_blocks.fields(d, key, emoji) if key is not None else [
         f"*Service*\n{d.service}",
         f"*Version*\n{text(d.version) or 'current'}"
         + (f" (was {text(d.previous_version)})" if d.previous_version else ""),
@@ -101,7 +107,7 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
         f"*Strategy*\n{d.strategy}",
         f"*Requested by*\n<@{d.requested_by}>",
         f"*State*\n{STATE_EMOJI.get(d.state, '')} {d.state.word}",
-    ]
+    ]  # fmt: skip
     blocks: list[dict[str, Any]] = [
         section(f"{STATE_EMOJI.get(d.state, '')} *{title(d)}* — *{d.state.word}*"),
         {"type": "section", "fields": [mrkdwn(f) for f in fields]},
@@ -126,13 +132,7 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
     if gate:
         blocks += gate_blocks(d, gate, waiting)
     buttons = [
-        {
-            "type": "button",
-            "action_id": ACTION_PREFIX + t.action,
-            "value": str(d.id),
-            "text": {"type": "plain_text", "text": t.label},
-            **({"style": t.style} if t.style else {}),
-        }
+        _button_of(d, t.action, t.label, t.style)
         for t in user_actions(d.state)
         if not (t.action == "promote" and d.strategy == "rolling")  # a rolling deploy has no steps to skip
     ]
@@ -140,9 +140,22 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
         buttons = gate_buttons(d, gate) + buttons
     if d.state == State.ROLLING_BACK and d.context.get("stuck"):
         buttons += stuck_buttons(d)
+    if key is not None and not d.state.terminal and d.state != State.ROLLING_BACK:
+        buttons.append(_button_of(d, "kill", "Kill", "danger"))
     if buttons:
         blocks.append({"type": "actions", "block_id": f"deployment-{d.id}", "elements": buttons})
     return blocks
+
+
+def _button_of(d: Deployment, action: str, label: str, style: str | None) -> dict[str, Any]:
+    """A button on deployment `d`'s message (its value names the deployment)."""
+    button = {
+        "type": "button",
+        "action_id": ACTION_PREFIX + action,
+        "value": str(d.id),
+        "text": {"type": "plain_text", "text": label},
+    }
+    return {**button, "style": style} if style else button
 
 
 def stuck_buttons(d: Deployment) -> list[dict[str, Any]]:
@@ -150,16 +163,7 @@ def stuck_buttons(d: Deployment) -> list[dict[str, Any]]:
     offered = [("retry_rollback", "Retry now", "primary")]
     if d.strategy != "rolling" and d.context.get("stable_slot"):
         offered.append(("all_to_stable", "All traffic to stable", "danger"))
-    return [
-        {
-            "type": "button",
-            "action_id": ACTION_PREFIX + action,
-            "value": str(d.id),
-            "text": {"type": "plain_text", "text": label},
-            "style": style,
-        }
-        for action, label, style in offered
-    ]
+    return [_button_of(d, action, label, style) for action, label, style in offered]
 
 
 def _when(at: str | float | None) -> str:

@@ -22,6 +22,7 @@ _LINES: dict[type[ev.DomainEvent], Callable[[Any, Deployment], str]] = {}
 # Events that only add a line to the thread: the deployment's message does not change.
 THREAD_ONLY: tuple[type[ev.DomainEvent], ...] = (
     ev.Detail, ev.Approved, ev.Amended, ev.RestartResumed, ev.PagingFailing, ev.PagingRestored,
+    ev.FlagChanged,
 )  # fmt: skip
 
 
@@ -161,6 +162,8 @@ def _aborted(e: ev.Aborted, d: Deployment) -> str:
 
 @_says(ev.Succeeded)
 def _succeeded(e: ev.Succeeded, d: Deployment) -> str:
+    if d.strategy == "flag":
+        return flag_done(d)
     return f"{d.service} {e.version if e.version is not None else d.version} is live in {d.env}"
 
 
@@ -245,3 +248,43 @@ def _paging_failing(e: ev.PagingFailing, d: Deployment) -> str:
 def _paging_restored(e: ev.PagingRestored, d: Deployment) -> str:
     sent = ", ".join(PAGE_WORDS.get(a, a) for a in e.delivered.split()) or "nothing"
     return f"PagerDuty paging works again: delivered {sent} ({duration(e.seconds)} after the trouble began)."
+
+
+# ------------------------------------------------------------------------------------ feature flags
+
+
+def flag_done(d: Deployment) -> str:
+    key = text(d.service.removeprefix("flag:"))
+    if d.kind == "flag_change":
+        summary = d.plan[-1].get("summary") if d.plan else None
+        return f"{key} in {d.env}: {text(summary or 'changed as approved')}"
+    return f"{key} is on ({text(d.version)}) for everyone in {d.env}"
+
+
+@_says(ev.FlagChanged)
+def _flag_changed(e: ev.FlagChanged, d: Deployment) -> str:
+    who = "" if e.by == "deploybot" else f" by <@{e.by}>"
+    return f"{text(e.flag)} in {e.env}{who}: {text(e.summary)}"
+
+
+@_says(ev.FlagKilled)
+def _flag_killed(e: ev.FlagKilled, d: Deployment) -> str:
+    return flag_killed_text(e)
+
+
+def flag_killed_text(e: ev.FlagKilled) -> str:
+    why = f": {text(e.reason)}" if e.reason else ""
+    stopped = f"; rollout #{e.rollout} stopped" if e.rollout else ""
+    return (
+        f":octagonal_sign: Kill switch: <@{e.by}> turned {text(e.flag)} off for everyone in {e.env}{why}"
+        f"{stopped}"
+    )
+
+
+def flag_notice(event: ev.DomainEvent) -> str | None:
+    """A flag event's words when it belongs to no deployment (a person's change, the kill switch)."""
+    if isinstance(event, ev.FlagKilled):
+        return flag_killed_text(event)
+    if isinstance(event, ev.FlagChanged):
+        return f":triangular_flag_on_post: <@{event.by}> changed {text(event.flag)} in {event.env}: {text(event.summary)}"
+    return None

@@ -12,6 +12,7 @@ from bot.adapters.store.thread import StoreThread
 from bot.app.storage import PageTrouble, Storage
 from bot.domain.checklist import Approval, ItemState
 from bot.domain.events import DomainEvent, OutboxEntry
+from bot.domain.flags import FlagRecord, FlagState
 from bot.domain.model import Alert, Amendment, Deployment, Event, LockInfo, StoredAnswer
 from bot.domain.windows import Freeze
 
@@ -436,6 +437,49 @@ class AsyncStore:
             events=events,
             amend_events=amend_events,
         )
+
+    # ------------------------------------------------------------------------------ feature flags
+
+    async def flag_states(self, env: str | None = None) -> list[FlagRecord]:
+        return await self.call(self.sync.flag_states, env)
+
+    async def flag_state(self, env: str, key: str) -> FlagRecord:
+        return await self.call(self.sync.flag_state, env, key)
+
+    async def flags_revision(self) -> int:
+        return await self.call(self.sync.flags_revision)
+
+    async def set_flag(
+        self,
+        env: str,
+        key: str,
+        state: FlagState,
+        *,
+        expected_revision: int | None,
+        actor: str,
+        action: str,
+        details: dict[str, Any],
+        deployment_id: int | None = None,
+        events: Sequence[DomainEvent] = (),
+        unless_killed: bool = False,
+    ) -> FlagRecord:
+        return await self._write(
+            events,
+            self.sync.set_flag,
+            env,
+            key,
+            state,
+            expected_revision=expected_revision,
+            actor=actor,
+            action=action,
+            details=details,
+            deployment_id=deployment_id,
+            events=events,
+            unless_killed=unless_killed,
+        )
+
+    async def flag_changes(self, env: str, key: str, limit: int = 10) -> list[Event]:
+        return await self.call(self.sync.flag_changes, env, key, limit)
 
 
 def as_storage(store: AsyncStore) -> Storage:

@@ -218,3 +218,18 @@ def m052_first_posts(db: Database) -> None:
         "CREATE TABLE first_posts (deployment_id INTEGER PRIMARY KEY REFERENCES deployments(id), "
         "attempted REAL NOT NULL)"
     )
+
+
+@migrations()
+def m053_flags(db: Database) -> None:
+    # Each environment's state of each feature flag (bot.domain.flags.FlagState as JSON). `revision`
+    # counts its changes: every change is a compare-and-set on it, written with its audit event (an
+    # `events` row whose details name the flag and the environment) in one transaction. A flag without a
+    # row is off. The index finds a flag's changes in the audit log without a scan.
+    db.execute(
+        "CREATE TABLE flag_states (env TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL, "
+        "revision INTEGER NOT NULL, updated_by TEXT, updated_at TEXT, PRIMARY KEY (env, key))"
+    )
+    db.execute(
+        "CREATE INDEX events_flag ON events (json_extract(details, '$.flag'), json_extract(details, '$.env'))"
+    )

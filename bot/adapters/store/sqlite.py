@@ -14,6 +14,7 @@ from typing import Any, overload
 
 from bot.adapters.store.alerts import AlertsMixin
 from bot.adapters.store.base import StoreBase
+from bot.adapters.store.flags import FlagsMixin
 from bot.adapters.store.messages import MessagesMixin
 from bot.adapters.store.outbox import OutboxMixin
 from bot.adapters.store.requests import RequestsMixin
@@ -28,11 +29,12 @@ log = logging.getLogger(__name__)
 __all__ = ["Store", "StoreBase", "log"]
 
 
-class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, StoreBase):
+class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, FlagsMixin, StoreBase):
     """Synchronous store. Async code uses AsyncStore, which runs these methods on one thread.
 
     One class over one Database: deployments, transitions, locks, checklist and reads here; alerts
-    (alerts.py), request claims and freezes (requests.py), the outbox (outbox.py) and first-post attempts (messages.py) are its parts."""
+    (alerts.py), request claims and freezes (requests.py), the outbox (outbox.py), first-post attempts (messages.py)
+    and feature flags' states (flags.py) are its parts."""
 
     # ---------------------------------------------------------------------------------------- writes
 

@@ -5,8 +5,12 @@ ctx.platform and ctx.metrics (bot.app.ports)."""
 
 from __future__ import annotations
 
-from bot.app.plans import rolling, traffic
+from collections.abc import Sequence
+from typing import Any
+
+from bot.app.plans import flags, rolling, traffic
 from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, duration, step_from_dict
+from bot.app.plans.truth import VerifyLive, VerifyRolledBack
 from bot.config.model import Target
 
 __all__ = [
@@ -19,6 +23,8 @@ __all__ = [
     "plan",
     "rollback_plan",
     "step_from_dict",
+    "verify_live",
+    "verify_rolled_back",
 ]
 
 GRADUAL_ROLLBACK_WEIGHTS = (25, 50, 75, 100)
@@ -26,6 +32,8 @@ GRADUAL_ROLLBACK_WEIGHTS = (25, 50, 75, 100)
 
 def plan(strategy: str, target: Target, *, gradual: bool = False) -> list[Step]:
     """The steps of a deployment. `gradual` (rollbacks): traffic moves back in steps, with analysis."""
+    if strategy == "flag":
+        return flags.rollout_plan(target)
     if strategy == "rolling":
         return rolling.plan(target)
     if strategy == "blue-green" and not gradual:
@@ -37,6 +45,18 @@ def plan(strategy: str, target: Target, *, gradual: bool = False) -> list[Step]:
 
 def rollback_plan(strategy: str, target: Target) -> list[Step]:
     """What undoes a failed deployment of that strategy."""
+    if strategy == "flag":
+        return flags.rollback_plan(target)
     if strategy == "rolling":
         return rolling.rollback_plan(target)
     return traffic.rollback_plan(target)
+
+
+def verify_live(strategy: str, target: Target, stored_plan: Sequence[dict[str, Any]] = ()) -> Step:
+    """What the world must show before a deployment is written succeeded (run after every plan)."""
+    return flags.verify_live(target, stored_plan) if strategy == "flag" else VerifyLive()
+
+
+def verify_rolled_back(strategy: str, target: Target) -> Step:
+    """... and before it is written rolled back."""
+    return flags.verify_rolled_back(target) if strategy == "flag" else VerifyRolledBack()

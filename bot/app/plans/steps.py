@@ -54,6 +54,7 @@ class StepContext:
     known_good: Callable[[], Awaitable[tuple[str, ...]]] = field(default=lambda: _none())
     # ^ the versions known good in the environment, newest first (read from the store when asked)
     resumed: bool = False  # this run carries on after a restart: a write may have landed unrecorded
+    flags: Any = None  # a flag rollout's FlagSwitch (bot.app.plans.flags), None for deployments
 
     async def poll(self, seconds: float | None = None) -> None:
         await self.checkpoint()

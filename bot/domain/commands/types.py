@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from bot.domain.flags import Condition
 from bot.domain.strategies import Strategy
 
 MAX_LENGTH = 1000
@@ -144,6 +145,31 @@ class Rollback:
     emergency: str | None = None  # --emergency "why": break glass for a version not known to be good there
 
 
+@dataclass(frozen=True)
+class FlagList:
+    env: str | None
+
+
+@dataclass(frozen=True)
+class FlagShow:
+    key: str
+    env: str | None
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    key: str
+    env: str
+    action: str  # on | off | percent | target | variants | rollout | kill
+    percent: float | None = None
+    conditions: tuple[Condition, ...] = ()
+    segment: str | None = None
+    weights: tuple[tuple[str, float], ...] = ()
+    steps: tuple[int, ...] | None = None
+    dry_run: bool = False
+    reason: str | None = None
+
+
 Command: TypeAlias = (
     Deploy
     | Status
@@ -161,6 +187,9 @@ Command: TypeAlias = (
     | Promote
     | PromoteDeployment
     | Rollback
+    | FlagList
+    | FlagShow
+    | FlagChange
 )
 
 
