@@ -93,6 +93,7 @@ async def serve(args: argparse.Namespace) -> int:
     # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here
     app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
 
+    await engine.flag_book.load()  # before anything is served: no evaluation answers from an empty book
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,10 +129,12 @@ async def serve(args: argparse.Namespace) -> int:
         settings.path,
         db_path,
     )
+    flags_follow = loop.create_task(_follow_flags(engine, stop), name="flags-follow")
     await notifier.start()  # alert timers rebuilt from the store before anything else is said
     engine.start_scheduler()
     await engine.resume_in_flight()
     await stop.wait()
+    await asyncio.gather(flags_follow, return_exceptions=True)
     log.info("shutting down: in-flight deployments stay recorded and resume at the next start")
     if runner is not None:
         await runner.cleanup()
@@ -144,6 +147,21 @@ async def serve(args: argparse.Namespace) -> int:
         await pagerduty.close()
     store.close()
     return 0
+
+
+async def _follow_flags(engine: Engine, stop: asyncio.Event, every: float = 1.0) -> None:
+    """Another process sharing the store (a replica, `deploybot` run by hand) may change a flag: the book
+    reads the store's flags revision each second and loads again when it moved (this process's own
+    changes are in the book at once)."""
+    while not stop.is_set():
+        try:
+            await engine.flag_book.refresh()
+        except Exception:
+            log.exception("reading the flags' states failed; trying again")
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            pass
 
 
 def _require_secrets(settings: Settings, socket_mode: bool) -> None:

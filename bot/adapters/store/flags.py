@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from bot.adapters.store.base import StoreBase
 from bot.domain.errors import Conflict
 from bot.domain.events import DomainEvent
-from bot.domain.flags import FlagRecord, FlagState
+from bot.domain.flags import FlagRecord, FlagState, flag_service
 from bot.domain.model import Event
 
 
@@ -76,6 +76,7 @@ class FlagsMixin(StoreBase):
                 **details,
                 "flag": key,
                 "env": env,
+                "service": flag_service(key),  # `deploybot audit --service flag:KEY` finds every change
                 "revision": revision,
                 "before": now.state.to_dict(),
                 "after": state.to_dict(),
