@@ -254,14 +254,18 @@ class FlagControl:
         if c.action != "off":
             await self._timing(c, "flag", target, user, roles, c.reason)
         if held is not None and c.action != "off":
+            what = "Rollout" if held.kind == "flag" else "Change"
             raise Refused(
-                f"Rollout {held.ref} of {c.key} in {c.env} is {held.state.word}: pause it and use its "
-                f"Promote button, or `/flag {c.key} kill in {c.env}` to stop it."
+                f"{what} {held.ref} of {c.key} in {c.env} is {held.state.word}: one change of a flag at a "
+                f"time. Wait for it (or cancel it on its message), or `/flag {c.key} kill in {c.env}`."
             )
         if needs:
             return await self._change_for_approval(c, flag, new, summary, before, user, request_key)
+        # Off during a rollout: the rollout is stopped first (its task ends before the write), so no step
+        # of it writes after this change; its own rollback then finds the flag off already.
+        stopped = await self._stop_rollout(held, user, f"turned off by {user}") if held else None
         if new == current.state:
-            return FlagAnswer(c.key, c.env, describe(flag, new), before, changed=False)
+            return FlagAnswer(c.key, c.env, describe(flag, new), before, changed=False, stopped=stopped)
         record = await self.book.change(
             c.env,
             c.key,
@@ -271,7 +275,6 @@ class FlagControl:
             summary=summary,
             details={"reason": c.reason} if c.reason else None,
         )
-        stopped = await self._stop_rollout(held, user, f"turned off by {user}") if held else None
         return FlagAnswer(c.key, c.env, describe(flag, record.state), before, stopped=stopped)
 
     def _maker(self, c: FlagChange, flag: FlagDef) -> tuple[Callable[[FlagDef, FlagState], FlagState], str]:
@@ -387,7 +390,8 @@ class FlagControl:
         request_key: str | None,
     ) -> FlagAnswer:
         target = self.settings.target(flag_service(c.key), c.env)
-        plan = flag_plans.change_plan(target, new, summary)
+        revision = (await self.store.flag_state(c.env, c.key)).revision
+        plan = flag_plans.change_plan(target, new, summary, revision)
         d = await self._create(c, flag, "flag_change", plan, user, request_key, {})
         return FlagAnswer(c.key, c.env, describe(flag, new), before, deployment=d, needs_approval=True)
 

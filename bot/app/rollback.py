@@ -96,7 +96,10 @@ class Rollbacks(RunBase):
                 outcome=f"{why}; nothing had changed yet",
                 events=[RolledBack(why, changed=False)],
             )
-        steps = [*rollback_plan(d.strategy, ctx.target), verify_rolled_back(d.strategy, ctx.target)]
+        steps = [
+            *rollback_plan(d.strategy, ctx.target, d.plan),
+            verify_rolled_back(d.strategy, ctx.target, d.plan),
+        ]
         while True:
             try:
                 await self._rollback_steps(d, ctx, steps)

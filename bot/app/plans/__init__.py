@@ -43,10 +43,10 @@ def plan(strategy: str, target: Target, *, gradual: bool = False) -> list[Step]:
     raise StepFailed(f'there is no "{strategy}" strategy; use rolling, blue-green or canary')
 
 
-def rollback_plan(strategy: str, target: Target) -> list[Step]:
-    """What undoes a failed deployment of that strategy."""
+def rollback_plan(strategy: str, target: Target, stored_plan: Sequence[dict[str, Any]] = ()) -> list[Step]:
+    """What undoes a failed deployment of that strategy (a flag's: of that plan)."""
     if strategy == "flag":
-        return flags.rollback_plan(target)
+        return flags.rollback_plan(target, stored_plan)
     if strategy == "rolling":
         return rolling.rollback_plan(target)
     return traffic.rollback_plan(target)
@@ -57,6 +57,6 @@ def verify_live(strategy: str, target: Target, stored_plan: Sequence[dict[str, A
     return flags.verify_live(target, stored_plan) if strategy == "flag" else VerifyLive()
 
 
-def verify_rolled_back(strategy: str, target: Target) -> Step:
+def verify_rolled_back(strategy: str, target: Target, stored_plan: Sequence[dict[str, Any]] = ()) -> Step:
     """... and before it is written rolled back."""
-    return flags.verify_rolled_back(target) if strategy == "flag" else VerifyRolledBack()
+    return flags.verify_rolled_back(target, stored_plan) if strategy == "flag" else VerifyRolledBack()

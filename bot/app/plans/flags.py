@@ -46,6 +46,7 @@ class FlagSwitch(Protocol):
         summary: str,
         deployment_id: int | None = None,
         unless_killed: bool = False,
+        expected_revision: int | None = None,
     ) -> FlagRecord: ...
 
 
@@ -60,7 +61,12 @@ def _pct(percent: float) -> str:
 
 
 async def _write(
-    ctx: StepContext, key: str, make: Callable[[FlagDef, FlagState], FlagState], action: str, summary: str
+    ctx: StepContext,
+    key: str,
+    make: Callable[[FlagDef, FlagState], FlagState],
+    action: str,
+    summary: str,
+    expected_revision: int | None = None,
 ) -> FlagRecord:
     try:
         return await _switch(ctx).change(
@@ -72,6 +78,7 @@ async def _write(
             summary=summary,
             deployment_id=ctx.deployment_id,
             unless_killed=True,
+            expected_revision=expected_revision,
         )
     except Conflict as exc:
         raise StepFailed(str(exc)) from None
@@ -263,19 +270,19 @@ def rollout_plan(target: Target, steps: Sequence[int] | None = None) -> list[Ste
     return plan
 
 
-def rollback_plan(target: Target) -> list[Step]:
-    return [FlagOff(key=_key(target))]
+def rollback_plan(target: Target, plan: Sequence[dict[str, Any]] = ()) -> list[Step]:
+    """A rollout is undone by turning the flag off; an approved change is left as it is."""
+    return [NothingToUndo(key=_key(target))] if _is_change(plan) else [FlagOff(key=_key(target))]
 
 
 def verify_live(target: Target, plan: Sequence[dict[str, Any]] = ()) -> Step:
-    last = plan[-1] if plan else {}
-    if last.get("kind") == FlagSet.kind:
-        return FlagVerifyState(key=_key(target), state=last.get("state"))
+    if _is_change(plan):
+        return FlagVerifyState(key=_key(target), state=plan[-1].get("state"))
     return FlagVerifyOn(key=_key(target))
 
 
-def verify_rolled_back(target: Target) -> Step:
-    return FlagVerifyOff(key=_key(target))
+def verify_rolled_back(target: Target, plan: Sequence[dict[str, Any]] = ()) -> Step:
+    return NothingToUndo(key=_key(target)) if _is_change(plan) else FlagVerifyOff(key=_key(target))
 
 
 def _key(target: Target) -> str:
@@ -292,11 +299,13 @@ def steps_summary(plan: Sequence[dict[str, Any]]) -> list[float]:
 
 @dataclass
 class FlagSet(Step):
-    """An approved change: the flag answers as `state` (a FlagState's dict) says."""
+    """An approved change: the flag answers as `state` (a FlagState's dict) says — if nobody changed it
+    since it was asked for (`revision`): an approval is for a change of what the approver saw."""
 
     key: str = ""
     state: dict[str, Any] | None = None
     summary: str = ""
+    revision: int | None = None
     kind = "flag_set"
 
     def describe(self) -> str:
@@ -304,9 +313,25 @@ class FlagSet(Step):
 
     async def run(self, ctx: StepContext) -> None:
         wanted = FlagState.from_dict(self.state or {})
-        ctx.data["changed"] = True
-        await ctx.save()
-        await _write(ctx, self.key, lambda f, s: wanted, "flag_changed", self.summary)
+        now = await _switch(ctx).record(ctx.target.env.name, self.key)
+        if now.state == wanted:  # done already (a restart after the write)
+            return
+        await _write(ctx, self.key, lambda f, s: wanted, "flag_changed", self.summary, self.revision)
+
+
+@dataclass
+class NothingToUndo(Step):
+    """An approved change that failed wrote nothing (FlagSet writes all or nothing); or it was written
+    and then someone changed the flag again: theirs stands."""
+
+    key: str = ""
+    kind = "flag_nothing_to_undo"
+
+    def describe(self) -> str:
+        return f"Leave {self.key} as it is"
+
+    async def run(self, ctx: StepContext) -> None:
+        return None
 
 
 @dataclass
@@ -327,5 +352,9 @@ class FlagVerifyState(Step):
             raise StepFailed(f"{self.key} is {_state_words(flag, state)}, not as approved")
 
 
-def change_plan(target: Target, state: FlagState, summary: str) -> list[Step]:
-    return [FlagSet(key=_key(target), state=state.to_dict(), summary=summary)]
+def change_plan(target: Target, state: FlagState, summary: str, revision: int) -> list[Step]:
+    return [FlagSet(key=_key(target), state=state.to_dict(), summary=summary, revision=revision)]
+
+
+def _is_change(plan: Sequence[dict[str, Any]]) -> bool:
+    return bool(plan) and plan[-1].get("kind") == FlagSet.kind

@@ -310,3 +310,33 @@ async def test_a_dry_run_changes_nothing_and_says_what_it_would_need(world):
     )
     assert dry.dry_run and any("approval" in n for n in dry.notes)
     assert (await engine.store.flag_state("production", "checkout-v2")).revision == 0
+
+
+async def test_a_change_waiting_for_approval_holds_the_flag_until_it_is_decided(world):
+    engine, _ = world
+    big = await engine.flags.change(flag("checkout-v2 50% in production"), "rita", RM)
+    assert big.deployment is not None
+    await until(engine, big.deployment.id, "awaiting_approval")
+    with pytest.raises(Refused, match=r"Change #\d+ of checkout-v2 in production is awaiting approval"):
+        await engine.flags.change(flag("checkout-v2 5% in production"), "sam", RM)
+    killed = await engine.flags.change(flag("checkout-v2 kill in production"), "carl", frozenset({"oncall"}))
+    assert killed.stopped is not None and killed.stopped.state.value == "cancelled"
+    assert on_share(engine, "production")[0] == 0
+
+
+async def test_an_approved_change_of_a_flag_changed_since_is_not_applied(world):
+    engine, _ = world
+    big = await engine.flags.change(flag("checkout-v2 50% in production"), "rita", RM)
+    assert big.deployment is not None
+    await until(engine, big.deployment.id, "awaiting_approval")
+    # another process (a replica, an older bot) changes the flag meanwhile, bypassing this one's lock
+    record = await engine.store.flag_state("production", "checkout-v2")
+    from bot.domain.flags import at_percent
+
+    five = at_percent(engine.settings.flags["checkout-v2"], record.state, 5)
+    await engine.store.set_flag("production", "checkout-v2", five, expected_revision=0, actor="sam",
+                                action="flag_percent", details={})  # fmt: skip
+    await engine.approve(big.deployment.id, "tom", RM)
+    done = await until(engine, big.deployment.id, "failed", "rolled_back", "succeeded")
+    assert done.state.value != "succeeded" and "changed meanwhile" in (done.outcome or ""), done.outcome
+    assert (await engine.store.flag_state("production", "checkout-v2")).state == five  # sam's stands
