@@ -17,7 +17,7 @@ from openfeature.evaluation_context import EvaluationContext
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import db_rows, top_level, wait_state
+from tests.conftest import CONFIG, db_rows, top_level, wait_state
 
 USERS = [f"user-{i}" for i in range(2000)]
 _domains = itertools.count()
@@ -211,3 +211,30 @@ async def test_a_production_rollout_waits_for_someone_else_to_approve(sandbox, c
         return share(await app.values("checkout-v2", USERS[:400])) > 0
 
     await wait_for(serving, 60, what="the rollout's first step to be served")
+
+
+async def test_a_rollout_killed_with_its_host_resumes_where_it_was(tmp_path, aws_env):
+    """SIGKILL mid-rollout: the restarted bot carries the same rollout on, never back to a lower step and
+    never a second rollout; the flag serves the last step's share meanwhile."""
+    async with Sandbox(config=CONFIG, speed=10, workdir=tmp_path) as sb, SandboxClient(sb.slack_url) as c:
+        body = await flag(c, "alice", "checkout-v2 rollout in staging --steps 10,50,100")
+        d = await rollout_of(c, body)
+
+        async def first_step():
+            return flag_changes(sb, "checkout-v2", "staging")
+
+        await wait_for(first_step, 30, what="the rollout's first step")
+        assert (await c.bot("kill"))["running"] is False
+        served = flag_changes(sb, "checkout-v2", "staging")[-1]["percent"]
+        killed_in = db_rows(sb, "SELECT state FROM deployments WHERE id = ?", (d,))[0]["state"]
+        assert (await c.bot("start"))["running"] is True
+        app = App(sb, "staging")
+        assert share(await app.values("checkout-v2", USERS[:500])) > 0  # never turned off meanwhile
+        assert await wait_state(sb, d, "succeeded", within=120)
+        percents = [
+            p
+            for p, _ in itertools.groupby(c_["percent"] for c_ in flag_changes(sb, "checkout-v2", "staging"))
+        ]
+        assert percents == [10, 50, 100], percents
+        assert killed_in == "running" or served == 100, killed_in
+        assert len(db_rows(sb, "SELECT id FROM deployments WHERE service = 'flag:checkout-v2'")) == 1
