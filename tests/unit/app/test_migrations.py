@@ -5,6 +5,7 @@ with the new revision before any slot changes, a failed migration stopping every
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from bot.adapters.metrics.memory import MemoryMetrics
 from bot.adapters.platforms.memory import MemoryPlatform, TaskScript
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
+from bot.app.checks import run_check
 from bot.app.engine import Engine
 from bot.app.ports import PlatformError
 from bot.config.load import parse_settings
 from bot.domain import commands as cmds
+from bot.domain.checklist import Item
 from tests.unit.app.test_engine_on_fakes import HeldTimer, InstantClock, until_done
 
 UP = ["python", "-m", "app.migrate", "up"]
@@ -176,3 +179,30 @@ async def test_a_run_task_whose_answer_was_lost_is_found_not_started_twice(world
     done = await until_done(engine, d)
     assert done.state.value == "succeeded", done.outcome
     assert len(platform.tasks) == 1 and "find_task" in platform.calls
+
+
+async def test_production_sees_a_rehearsed_version_as_tested_and_an_unrehearsed_one_not(world):
+    engine, platform, _ = world
+    rehearsed = await deploy(engine, "api v2 to rehearsal")
+    assert (await until_done(engine, rehearsed)).state.value == "succeeded"
+    item = Item(
+        "migrations",
+        "Database migrations tested",
+        "automatic",
+        "migrations_rehearsed",
+        {"source_env": "rehearsal"},
+    )
+    target = engine.settings.target("api", "staging")
+    d = await engine.store.get(rehearsed)
+
+    async def check(version: str, target=target):
+        return await run_check(
+            item, replace(d, version=version), target, platform, MemoryMetrics(), engine.store
+        )
+
+    done, evidence = await check("v2")
+    assert done and f"rehearsed in rehearsal by #{rehearsed}" in evidence, evidence
+    done, evidence = await check("v3")
+    assert not done and "the migration of v3 was never rehearsed in rehearsal" in evidence, evidence
+    without = replace(target, migrations=None)
+    assert (await check("v3", without))[0] is True
