@@ -177,8 +177,10 @@ async def _context(request: web.Request) -> dict[str, Any]:
 
 async def _body(request: web.Request) -> bytes:
     too_big = _BadRequest(PARSE_ERROR, f"the body is over {MAX_BODY_BYTES} bytes", 413)
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise too_big
+    if request.content_length is not None:  # the parser holds the body to its length
+        if request.content_length > MAX_BODY_BYTES:
+            raise too_big
+        return await request.read()
     chunks, size = [], 0
     async for chunk in request.content.iter_any():  # also bounds a chunked body, which has no length
         size += len(chunk)
