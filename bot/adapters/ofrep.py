@@ -123,7 +123,7 @@ class _Ofrep:
         """The snapshot of the environment the request's key names, or the answer to give instead."""
         env = self._env(_presented_key(request))
         if env is None:
-            log.warning("refused an OFREP request to %s: no or unknown API key", request.path[:100])
+            log.warning("refused an OFREP request to %r: no or unknown API key", request.path[:100])
             return web.Response(status=401, body=_UNAUTHORIZED, content_type=_JSON, headers=_AUTH_HEADERS)
         snap = self.snapshot(env)
         if snap is None:
