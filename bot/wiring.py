@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.aws import Aws
 from bot.adapters.http import AiohttpClient
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
+from bot.adapters.ofrep import mount_ofrep
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.platforms.ecs import EcsPlatform
 from bot.adapters.scheduler import Scheduler
@@ -104,6 +105,10 @@ async def serve(args: argparse.Namespace) -> int:
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+        if settings.secrets.ofrep_keys:  # Socket Mode serves no HTTP: no /healthz, no OFREP
+            log.warning(
+                "socket mode serves no HTTP: flags are not served over OFREP here (run `deploybot serve` in HTTP mode for applications)"
+            )
         socket_handler = AsyncSocketModeHandler(app, settings.secrets.app_token)
         await socket_handler.connect_async()
         _ready({"socket_mode": True, "db": db_path}, clock)
@@ -114,6 +119,7 @@ async def serve(args: argparse.Namespace) -> int:
             return web.json_response({"ok": True, "active": len(await store.active())})
 
         http_app.router.add_get("/healthz", healthz)
+        mount_ofrep(http_app, engine.flag_book.snapshot, settings.secrets.ofrep_keys)
         runner = web.AppRunner(http_app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
