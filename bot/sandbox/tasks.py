@@ -17,10 +17,13 @@ bot reads them back."""
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -194,14 +197,18 @@ class TaskEmulator:
         self._dbs: dict[str, AppDatabase] = {}
 
     def clear(self) -> None:
+        """Forget every task and delete the environments' databases (provisioning makes them again)."""
         with self.lock:
             self.tasks.clear()
+            for db in self._dbs.values():
+                db.path.unlink(missing_ok=True)
             self._dbs.clear()
 
     def appdb(self, env: str) -> AppDatabase:
         if env not in self._dbs:
-            if self.workdir is None:
-                raise RuntimeError("the task emulator has no work folder for application databases")
+            if self.workdir is None:  # a world made without one (tests of one adapter): a folder of its own
+                self.workdir = Path(tempfile.mkdtemp(prefix="deploybot-appdb-"))
+                atexit.register(shutil.rmtree, self.workdir, True)
             self._dbs[env] = AppDatabase(self.workdir / f"appdb-{env}.sqlite")
         return self._dbs[env]
 
@@ -263,9 +270,9 @@ class TaskEmulator:
         except Exception:
             return 400, _error("ClientException", "Unable to describe task definition.")
         overrides = {c.get("name"): c for c in (body.get("overrides") or {}).get("containerOverrides", [])}
-        containers = td.container_definitions
+        containers: list[dict[str, Any]] = list(td.container_definitions)
         container = next((c for c in containers if c.get("name") in overrides), containers[0])
-        override = overrides.get(container.get("name"), {})
+        override: dict[str, Any] = overrides.get(container.get("name"), {})
         service, tag = parse_image(container.get("image", ""))
         task_id = uuid.uuid4().hex
         options = (container.get("logConfiguration") or {}).get("options") or {}
