@@ -16,6 +16,7 @@ from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.aws import Aws
+from bot.adapters.backups.rds import RdsBackups
 from bot.adapters.http import AiohttpClient
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
 from bot.adapters.ofrep import mount_ofrep
@@ -80,6 +81,7 @@ async def serve(args: argparse.Namespace) -> int:
         clock,
         timer=Scheduler(clock, misfire_grace_seconds=300.0),
         http=AiohttpClient(),
+        backups=RdsBackups(aws),
     )
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))

@@ -121,4 +121,12 @@ async def _migrations_rehearsed(
             f"the migration of {d.version} was never rehearsed in {source}: deploy it there first "
             f"(it runs up, down, up)"
         )
-    return True, f"rehearsed in {source} by #{found.deployment_id} at {found.at}: up, down, up all exited 0"
+    if found.details.get("reversible", True):
+        return (
+            True,
+            f"rehearsed in {source} by #{found.deployment_id} at {found.at}: up, down, up all exited 0",
+        )
+    return (
+        True,
+        f"ran in {source} by #{found.deployment_id} at {found.at}: up exited 0 (it is not reversible)",
+    )

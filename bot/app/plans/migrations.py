@@ -52,13 +52,13 @@ class Backup(Step):
     kind = "backup"
 
     def describe(self) -> str:
-        return "Back up the database (an RDS snapshot, waited until available)"
+        return f"Back up the database (an RDS snapshot, waited until available, at most {duration(SNAPSHOT_WAIT_SECONDS)})"
 
     async def run(self, ctx: StepContext) -> None:
         m = _migrations(ctx)
         instance = m.instance(ctx.target.service.name, ctx.target.env.name)
         if m.backup != "rds-snapshot" or instance is None:
-            return
+            return  # backup = "none": the service said it needs none
         if ctx.backups is None:
             raise StepFailed("no backup service is configured for this bot")
         name = ctx.data.get("snapshot") or snapshot_id(ctx.target, ctx.deployment_id)
@@ -95,10 +95,11 @@ class Migrate(Step):
     direction: str = "up"
     run_number: int = 1
     use: str = "task_definition"
+    timeout_seconds: float = 900.0  # the plan's copy of migrations.timeout_seconds (for dry runs)
     kind = "migrate"
 
     def describe(self) -> str:
-        return f"Run the migration ({self.direction}) with the new image"
+        return f"Run the migration ({self.direction}) with the new image (at most {duration(self.timeout_seconds)})"
 
     async def run(self, ctx: StepContext) -> None:
         m = _migrations(ctx)
@@ -151,21 +152,25 @@ class Migrate(Step):
 
 @dataclass
 class RecordRehearsal(Step):
-    """Up, down, up all passed with this version: its migration is reversible (production's evidence)."""
+    """Up, down, up all passed with this version (`reversible`), or up alone for a migration that has no
+    way back: the evidence production's checklist reads."""
 
+    reversible: bool = True
     kind = "record_rehearsal"
 
     def describe(self) -> str:
-        return "Record that this version's migration was rehearsed (up, down, up)"
+        done = "up, down, up" if self.reversible else "up; it is not reversible"
+        return f"Record that this version's migration was rehearsed ({done})"
 
     async def run(self, ctx: StepContext) -> None:
         if ctx.data.get("rehearsed"):
             return
         ctx.data["rehearsed"] = True
-        await ctx.record(
-            "migration_rehearsed", {"version": ctx.version, "tasks": dict(ctx.data.get("tasks", {}))}
-        )
-        await ctx.report(f"Migration of {ctx.version} rehearsed: up, down and up again all exited 0")
+        tasks = dict(ctx.data.get("tasks", {}))
+        details = {"version": ctx.version, "reversible": self.reversible, "tasks": tasks}
+        await ctx.record("migration_rehearsed", details)
+        done = "up, down and up again all exited 0" if self.reversible else "up exited 0 (it has no way back)"
+        await ctx.report(f"Migration of {ctx.version} rehearsed: {done}")
 
 
 @dataclass
@@ -189,16 +194,20 @@ class MigrateBack(Step):
                 + (f"; snapshot {snapshot} holds the data from before" if snapshot else "")
             )
             return
-        await Migrate("down", 0).run(ctx)  # run 0: the rollback's own (a rehearsal used down-1)
+        await Migrate("down", 0, timeout_seconds=m.timeout_seconds).run(ctx)  # 0: the rollback's own
 
 
 def forward_steps(target: Target) -> list[Step]:
     """Where a plan's new revision is registered and nothing has started yet."""
     if target.migrations is None:
         return []
-    steps: list[Step] = [Backup(), Migrate("up", 1)]
+    budget = target.migrations.timeout_seconds
+    steps: list[Step] = [Backup(), Migrate("up", 1, timeout_seconds=budget)]
     if target.env.rehearse_migrations and target.migrations.reversible:
-        steps += [Migrate("down", 1), Migrate("up", 2), RecordRehearsal()]
+        steps += [Migrate("down", 1, timeout_seconds=budget), Migrate("up", 2, timeout_seconds=budget)]
+        steps.append(RecordRehearsal(reversible=True))
+    elif target.env.rehearse_migrations:
+        steps.append(RecordRehearsal(reversible=False))
     return steps
 
 

@@ -206,3 +206,32 @@ async def test_production_sees_a_rehearsed_version_as_tested_and_an_unrehearsed_
     assert not done and "the migration of v3 was never rehearsed in rehearsal" in evidence, evidence
     without = replace(target, migrations=None)
     assert (await check("v3", without))[0] is True
+
+
+async def test_a_migration_with_no_way_back_is_rehearsed_forward_only_and_says_so(tmp_path):
+    config = copy.deepcopy(CONFIG)
+    config["services"]["api"]["migrations"].update(reversible=False, down_on_rollback=False)
+    engine, store, platform, _ = await _world(tmp_path, config)
+    try:
+        d = await deploy(engine, "api v2 to rehearsal")
+        assert (await until_done(engine, d)).state.value == "succeeded"
+        assert [t.command for t in platform.tasks] == [tuple(UP)]
+        item = Item(
+            "m",
+            "Database migrations tested",
+            "automatic",
+            "migrations_rehearsed",
+            {"source_env": "rehearsal"},
+        )
+        done, evidence = await run_check(
+            item,
+            await store.get(d),
+            engine.settings.target("api", "staging"),
+            platform,
+            MemoryMetrics(),
+            store,
+        )
+        assert done and "up exited 0 (it is not reversible)" in evidence, evidence
+    finally:
+        await engine.shutdown()
+        store.close()
