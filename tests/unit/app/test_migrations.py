@@ -235,3 +235,18 @@ async def test_a_migration_with_no_way_back_is_rehearsed_forward_only_and_says_s
     finally:
         await engine.shutdown()
         store.close()
+
+
+async def test_a_rollback_to_the_older_version_runs_no_migration(world):
+    engine, platform, backups = world
+    d = await deploy(engine, "api v2 to staging")
+    assert (await until_done(engine, d)).state.value == "succeeded"
+    command = cmds.parse(
+        "/rollback",
+        "api in staging",
+        cmds.Vocabulary(("api",), tuple(engine.settings.environments), "staging"),
+    )
+    back = await engine.request(command, "alice", roles={"engineers"})
+    done = await until_done(engine, back.id)  # type: ignore[union-attr]
+    assert done.state.value == "succeeded" and done.version == "v1", done.outcome
+    assert len(platform.tasks) == 1 and len(backups.snapshots) == 1  # only v2's own
