@@ -250,3 +250,14 @@ async def test_a_rollback_to_the_older_version_runs_no_migration(world):
     done = await until_done(engine, back.id)  # type: ignore[union-attr]
     assert done.state.value == "succeeded" and done.version == "v1", done.outcome
     assert len(platform.tasks) == 1 and len(backups.snapshots) == 1  # only v2's own
+
+
+async def test_a_rollback_needs_no_rehearsal(world):
+    engine, platform, _ = world
+    item = Item("m", "Database migrations tested", "automatic", "migrations_rehearsed")
+    d = await deploy(engine, "api v2 to staging")
+    row = replace(await engine.store.get(d), kind="rollback", version="v1")
+    done, evidence = await run_check(
+        item, row, engine.settings.target("api", "staging"), platform, MemoryMetrics(), engine.store
+    )
+    assert done and "a rollback runs no migration" in evidence
