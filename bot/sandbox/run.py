@@ -258,7 +258,14 @@ class Sandbox:
             service = body["service"]
             fields = {
                 k: body[k]
-                for k in ("error_rate", "latency_ms", "unhealthy", "requests_per_minute")
+                for k in (
+                    "error_rate",
+                    "latency_ms",
+                    "unhealthy",
+                    "requests_per_minute",
+                    "migration",
+                    "integration_tests",
+                )
                 if k in body
             }
             table = self.world.inject(service, body.get("version"), **fields)

@@ -25,6 +25,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -146,7 +147,8 @@ class EmuTask:
     command: list[str]
     environment: dict[str, str]
     created_at: float
-    log: tuple[str, str] | None  # (group, stream) from the task definition's awslogs options
+    log: tuple[str, str] | None
+    created_wall: float = field(default_factory=time.time)  # to compare with moto's wall-clock times  # (group, stream) from the task definition's awslogs options
     status: str = "PENDING"
     started_at: float | None = None
     stopped_at: float | None = None
