@@ -47,9 +47,6 @@ _NUMBERISH = re.compile(r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)(?:e[+-]?[0-9
 _NEGATIVE = re.compile(r"[-\u2013\u2014][0-9.,]+%?")
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 _OPERATOR_CHARS = "=!^<>~*$"
-_CONDITION = re.compile(
-    rf"(?P<attr>[^{re.escape(_OPERATOR_CHARS)}]+)(?P<op>[{re.escape(_OPERATOR_CHARS)}]+)(?P<vals>.*)"
-)
 _OPERATORS = {"=": "equals", "==": "equals", "!=": "not_in", "^=": "starts_with", ">=": "semver_gte"}
 _OPERATOR_WORDS = (
     "= (equals; with a comma list, is one of), != (is none of), ^= (starts with), >= (a version at least)"
@@ -457,8 +454,8 @@ def _targeting(words: list[str], vocab: Vocabulary) -> _Change:
             named, i = _segment(part[len("segment=") :], vocab), i + 1
         elif low in ("in", "not") or low.replace("_", " ") in ("starts with", "startswith"):
             raise _word_operator(parts[:i], part)
-        elif _CONDITION.fullmatch(part) or any(c in part for c in _OPERATOR_CHARS):
-            conditions.append(_condition(part, parts, i))
+        elif any(char in part for char in _OPERATOR_CHARS):
+            conditions.append(_condition(part))
             i += 1
         else:
             found = w.lookup(part, vocab.segments)
@@ -502,26 +499,28 @@ def _segment(word: str, vocab: Vocabulary) -> str:
     return w.pick(word, vocab.segments, "segment", "Segments", "flag-target")
 
 
-def _condition(part: str, parts: list[str], i: int) -> Condition:
-    m = _CONDITION.fullmatch(part)
+def _condition(part: str) -> Condition:
     rule = f"Conditions are ATTRIBUTE OPERATOR VALUE with no spaces: {_OPERATOR_WORDS}."
-    if m is None:
+    at = next(j for j, char in enumerate(part) if char in _OPERATOR_CHARS)
+    attribute = part[:at]
+    if not attribute:
         raise CommandError(
             f"Bad condition {quoted(part)}: it names no attribute. {rule}", line("flag-target")
         )
-    attribute, symbol, raw_values = m.group("attr"), m.group("op"), m.group("vals")
     if not _ATTRIBUTE.fullmatch(attribute):
         raise CommandError(
             f"Bad attribute {quoted(attribute)} in {quoted(part)}: an attribute is letters, digits, _ . : -"
             " (starting with a letter or _), up to 64 characters.",
             line("flag-target"),
         )
+    symbol = part[at : at + 2] if part[at : at + 2] in _OPERATORS else part[at]
+    typed = (
+        part[at : at + 2] if part[at + 1 : at + 2] in _OPERATOR_CHARS and part[at + 1 : at + 2] else symbol
+    )
     op = _OPERATORS.get(symbol)
-    if op is None:
-        raise CommandError(
-            f"Unknown operator {quoted(symbol)} in {quoted(part)}. {rule}", line("flag-target")
-        )
-    values = _values(raw_values, part)
+    if op is None or (symbol == "=" and typed in ("=>", "=<")):  # "=>": a slip for ">=", not "equals >..."
+        raise CommandError(f"Unknown operator {quoted(typed)} in {quoted(part)}. {rule}", line("flag-target"))
+    values = _values(part[at + len(symbol) :], part)
     if op == "equals" and len(values) > 1:
         op = "in"
     if op == "semver_gte":
