@@ -513,10 +513,9 @@ def _condition(part: str) -> Condition:
             " (starting with a letter or _), up to 64 characters.",
             line("flag-target"),
         )
-    symbol = part[at : at + 2] if part[at : at + 2] in _OPERATORS else part[at]
-    typed = (
-        part[at : at + 2] if part[at + 1 : at + 2] in _OPERATOR_CHARS and part[at + 1 : at + 2] else symbol
-    )
+    two = part[at : at + 2]
+    symbol = two if two in _OPERATORS else part[at]
+    typed = two if len(two) == 2 and two[1] in _OPERATOR_CHARS else part[at]  # what to quote if unknown
     op = _OPERATORS.get(symbol)
     if op is None or (symbol == "=" and typed in ("=>", "=<")):  # "=>": a slip for ">=", not "equals >..."
         raise CommandError(f"Unknown operator {quoted(typed)} in {quoted(part)}. {rule}", line("flag-target"))
