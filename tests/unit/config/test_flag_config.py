@@ -12,7 +12,7 @@ import pytest
 from bot.config.load import load_settings, parse_settings
 from bot.config.tables import ConfigError
 
-SHIPPED = Path(__file__).resolve().parents[3] / "config" / "deploybot.toml"  # tests.conftest loads moto
+SHIPPED = Path(__file__).resolve().parents[3] / "config" / "deploybot.toml"
 
 BASE: dict[str, Any] = {
     "environments": {"staging": {"load_balancer": "lb"}, "production": {"load_balancer": "lb2"}},
