@@ -1,8 +1,12 @@
-"""What check-config says about a valid config beyond "OK": access per environment."""
+"""What check-config says about a valid config beyond "OK": access per environment, and the feature
+flags (declarations, segments, each environment's flag policy)."""
 
 from __future__ import annotations
 
-from bot.config.model import Settings
+import unicodedata
+
+from bot.config.model import Environment, Settings
+from bot.domain.flags import FlagDef, Segment
 
 
 def access_report(s: Settings) -> list[str]:
@@ -31,3 +35,63 @@ def access_report(s: Settings) -> list[str]:
         else:
             lines.append(f"environments.{name}.access: every action listed")
     return lines
+
+
+def flags_report(s: Settings) -> list[str]:
+    """What check-config says about feature flags: each declared flag and segment, and each environment's
+    flag policy (who may change and kill, approvals, rollout steps, and the variable its OFREP API key is
+    read from: only whether it is set, never its value)."""
+    lines = [_flag_line(f) for f in s.flags.values()] or ["flags: none declared"]
+    lines += [_segment_line(seg) for seg in s.segments.values()] or ["segments: none declared"]
+    for name, environment in s.environments.items():
+        lines.append(_env_flags_line(name, environment, name in s.secrets.ofrep_keys))
+    return lines
+
+
+def _flag_line(f: FlagDef) -> str:
+    variants = ", ".join(f.variants)
+    answers = f"default: {f.default_variant}, when off: {f.off_variant}, turned on: {f.on_variant}"
+    where = f"; services {', '.join(f.services)}" if f.services else ""
+    owner = f"; owner {_one_line(f.owner)}" if f.owner else ""
+    return f"flags.{f.key}: {f.type}; variants {variants} ({answers}){where}{owner}"
+
+
+def _segment_line(seg: Segment) -> str:
+    return f"segments.{seg.name}: {' and '.join(_one_line(c.describe()) for c in seg.conditions)}"
+
+
+def _env_flags_line(name: str, environment: Environment, key_set: bool) -> str:
+    flags = environment.flags
+    policy = environment.policy
+    who = _roles(policy.roles_for("flag"))
+    kill = _roles(policy.roles_for("kill_flag"))
+    if flags.approvals <= 0:
+        waits = "changes and rollouts apply at once (no approvals)"
+    else:
+        n = f"{flags.approvals} approval{'s' if flags.approvals != 1 else ''}"
+        approvers = " or ".join(policy.approvals.roles) or "anyone else"
+        above = flags.approve_above_percent
+        what = (
+            "rollouts"
+            if above is None
+            else f"rollouts and changes giving more than {above:g}% the on variant"
+        )
+        waits = f"{what} wait for {n} ({approvers}, never the requester); turning off never waits"
+    steps = " → ".join(f"{step}%" for step in flags.rollout_steps)
+    key_env = environment.flag_key_env
+    served = "set" if key_set else "not set: its flags are not served"
+    return (
+        f"environments.{name}.flags: changed by {who}, killed by {kill}; {waits}; rollout {steps}, "
+        f"{flags.step_bake_seconds:g}s per step; OFREP API key from ${key_env} ({served})"
+    )
+
+
+def _roles(roles: tuple[str, ...] | None) -> str:
+    if roles is None:
+        return "anyone"
+    return " or ".join(roles) if roles else "nobody"
+
+
+def _one_line(value: str) -> str:
+    """Config text for a terminal: control characters (an escape sequence, a newline) become spaces."""
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in value).strip()

@@ -36,8 +36,16 @@ NAMES = ("/deploy", "/promote", "/rollback", "/flag")
 
 
 def vocabulary(engine: Engine) -> cmds.Vocabulary:
+    """The words the commands know, from the config: services, environments, flags (with their variants)
+    and segments."""
     s = engine.settings
-    return cmds.Vocabulary(tuple(s.services), tuple(s.environments), s.default_environment)
+    return cmds.Vocabulary(
+        tuple(s.services),
+        tuple(s.environments),
+        s.default_environment,
+        flags={key: tuple(flag.variants) for key, flag in s.flags.items()},
+        segments=tuple(s.segments),
+    )
 
 
 def register(app: AsyncApp, engine: Engine, directory: SlackDirectory) -> None:

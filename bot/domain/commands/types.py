@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from bot.domain.flags import Condition
 from bot.domain.strategies import Strategy
 
 MAX_LENGTH = 1000
-COMMANDS = ("/deploy", "/promote", "/rollback")
+COMMANDS = ("/deploy", "/promote", "/rollback", "/flag")
 SUBCOMMANDS = (
     "status",
     "history",
@@ -26,6 +27,7 @@ SUBCOMMANDS = (
     "unfreeze",
 )
 READS = ("status", "history", "help", "audit", "schedule", "windows")  # subcommands that change nothing
+FLAG_ACTIONS = ("on", "off", "rollout", "kill", "variants")  # /flag KEY ACTION (and PERCENT%) change a flag
 # Order matters: the first is the one suggested when a typo is equally close to several.
 DEPLOY_CONNECTORS = ("to", "in", "on")
 ENV_CONNECTORS = ("in", "on", "to")
@@ -33,11 +35,14 @@ ENV_CONNECTORS = ("in", "on", "to")
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """The words a command may use: configured services and environments."""
+    """The words a command may use: configured services and environments; for /flag, the declared flags
+    (each with its variants) and segments."""
 
     services: tuple[str, ...]
     environments: tuple[str, ...]
     default_environment: str | None = None  # used when a command omits the env; None -> env required
+    flags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # flag key -> its variants
+    segments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,40 @@ FORMS: dict[str, tuple[str, str]] = {
         '/rollback SERVICE [in ENV] [to VERSION] [--gradual] [--reason "..."] [--emergency "..."]',
         '/rollback web in production to v2.3.0 --reason "errors after v2.3.1"',
     ),
+    # /flag: "flag" is the whole command's line (errors before the form is known); the others its forms.
+    "flag": (
+        "/flag list|KEY [on|off|PERCENT%|on for WHO|variants V=W,...|rollout|kill] [in ENV] [--dry-run]"
+        ' [--reason "..."] [--steps 5,25,50,100]',
+        "/flag checkout-v2 25% in staging",
+    ),
+    "flag-list": ("/flag list [in ENV]", "/flag list in production"),
+    "flag-show": ("/flag KEY [in ENV]", "/flag checkout-v2 in production"),
+    "flag-on": ("/flag KEY on|off in ENV", "/flag checkout-v2 on in staging"),
+    "flag-percent": ("/flag KEY PERCENT% in ENV", "/flag checkout-v2 25% in staging"),
+    "flag-target": (
+        "/flag KEY on for ATTRIBUTE=VALUE[,VALUE...]|segment NAME [and ...] in ENV",
+        "/flag checkout-v2 on for region=eu-west-1,eu-central-1 in staging",
+    ),
+    "flag-variants": (
+        "/flag KEY variants VARIANT=WEIGHT,VARIANT=WEIGHT... in ENV",
+        "/flag search-ranking variants control=50,treatment=50 in staging",
+    ),
+    "flag-rollout": (
+        "/flag KEY rollout in ENV [--steps 5,25,50,100]",
+        "/flag checkout-v2 rollout in production --steps 5,25,50,100",
+    ),
+    "flag-kill": ("/flag KEY kill in ENV", '/flag checkout-v2 kill in production --reason "checkout errors"'),
 }
+FLAG_FORMS = (
+    "flag-list",
+    "flag-show",
+    "flag-on",
+    "flag-percent",
+    "flag-target",
+    "flag-variants",
+    "flag-rollout",
+    "flag-kill",
+)
 
 # Options per form: name -> metavar shown in errors (None: a switch that takes no value).
 FLAGS: dict[str, dict[str, str | None]] = {
@@ -53,6 +86,7 @@ FLAGS: dict[str, dict[str, str | None]] = {
     "promote": {"full": None, "allow-downgrade": None},
     "lock": {"reason": '"database migration running"'},
     "freeze": {"reason": '"holiday freeze"'},
+    "flag": {"dry-run": None, "reason": '"checkout errors"', "steps": "5,25,50,100"},
 }
 
 _DEPLOY_OPTIONS = """\
@@ -65,6 +99,25 @@ Options for /deploy (anywhere after the service):
   --at "TIME"            start at TIME
 Without a version, the version running now is redeployed. Without an environment, the default is used \
 (when one is configured). hubot forms work too: `deploy web/v2 to production`."""
+
+_FLAG_NOTES = """\
+Reads (answered to you alone) may leave out "in ENV": every environment is shown. A change (answered in \
+the channel) always says "in ENV"; it never falls back to a default environment.
+  PERCENT%       the on variant for that share of users (by targetingKey, stable: a user in at 5% is in at \
+25%), the others the off variant; 0 to 100, at most two decimals (25%, 0.5%)
+  on for WHO     the on variant for contexts matching every part (parts separated by spaces or "and"):
+      region=eu-west-1                 equals
+      region=eu-west-1,eu-central-1    is one of (in)
+      region!=us-east-1,us-west-2      is none of (not in)
+      email^=qa-,test-                 starts with (one of)
+      version>=2.3.0                   a version at least (dotted numbers, v optional)
+      segment beta (or beta, or segment=beta)   a segment declared in [segments.NAME]
+  variants       an A/B split: each variant of that flag its weight; the weights add up to 100
+  rollout        the on variant through the environment's rollout steps (or --steps: rising whole \
+percentages ending at 100), judged on the flag's metrics at each step; a failure turns it off
+  kill           off for everyone at once (the kill switch): no approval, no freeze
+Options (anywhere): --dry-run (show what would change, change nothing), --reason "..." (kept in the \
+audit trail), --steps (rollout only)."""
 
 
 def line(key: str) -> str:
@@ -100,31 +153,32 @@ USAGE: dict[str, str] = {
         " a version that succeeded there skips manual items and approvals; any other version is refused"
         ' (deploy it instead), unless an allowed role breaks glass with --emergency "reason".',
     ),
+    "/flag": _usage_text(FLAG_FORMS, _FLAG_NOTES),
 }
 
 
 def command_name(command: str) -> str:
-    """ "/deploy", "/promote" or "/rollback" for `command` (any case, the slash optional), or CommandError."""
+    """ "/deploy", "/promote", "/rollback" or "/flag" for `command` (any case, the slash optional), or
+    CommandError."""
     name = str(command or "").strip().lower()
     if not name.startswith("/"):
         name = "/" + name
     if name not in COMMANDS:
         raise CommandError(
             f"Unknown command {quoted(name)}. Commands: {', '.join(COMMANDS)}.",
-            "\n".join(line(key) for key in ("deploy", "promote", "rollback")),
+            "\n".join(line(key) for key in ("deploy", "promote", "rollback", "flag")),
         )
     return name
 
 
 def help_text(command: str) -> str:
-    """The help for "/deploy", "/promote" or "/rollback" (the slash is optional). /deploy's help is the
-    whole tool: it ends with the other two commands."""
+    """The help for "/deploy", "/promote", "/rollback" or "/flag" (the slash is optional). /deploy's help
+    is the whole tool: it ends with the other commands (`/flag help` tells the rest of /flag)."""
     name = command_name(command)
     if name != "/deploy":
         return USAGE[name]
-    others = _usage_text(("promote", "promote-id", "rollback")).replace(
-        "Usage:", "The other two commands:", 1
-    )
+    others = _usage_text(("promote", "promote-id", "rollback", "flag"), "`/flag help` tells all of /flag.")
+    others = others.replace("Usage:", "The other commands:", 1)
     return f"{USAGE[name]}\n{others}"
 
 

@@ -32,7 +32,11 @@ from bot.domain.commands import (
 )
 
 VOCAB = Vocabulary(
-    services=("web", "api"), environments=("staging", "production"), default_environment="staging"
+    services=("web", "api"),
+    environments=("staging", "production"),
+    default_environment="staging",
+    flags={"checkout-v2": ("on", "off"), "search-ranking": ("control", "treatment")},
+    segments=("beta",),
 )
 NO_DEFAULT = Vocabulary(services=("web", "api"), environments=("staging", "production"))
 
@@ -342,6 +346,12 @@ _ALPHABET = (
         " production",
         " --reason",
         " --dry-run",
+        " checkout-v2",
+        " 25%",
+        " for",
+        " region=eu",
+        " kill",
+        " list",
     ]
     + [
         " --strategy",
