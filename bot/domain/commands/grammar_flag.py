@@ -8,13 +8,20 @@ an action here. A targeting rule's conditions are written with symbols (`region=
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from bot.domain.commands import words as w
+from bot.domain.commands.grammar_flag_rules import (
+    PERCENT,
+    looks_like_targeting,
+    parse_steps,
+    parse_weights,
+    targeting,
+    word_operator,
+)
 from bot.domain.commands.lexer import Flags, split_flags, str_flag
 from bot.domain.commands.messages import did_not_understand, listing, missing_env, suggestion, unexpected
 from bot.domain.commands.suggestions import phrase_hint
@@ -30,28 +37,15 @@ from bot.domain.commands.types import (
 from bot.domain.commands.usage import FLAGS, clip, example, line, quoted
 from bot.domain.flags import Condition
 from bot.domain.suggest import closest
-from bot.domain.versions import compare_versions
 
 KEY = "flag"
 Parsed: TypeAlias = FlagList | FlagShow | FlagChange | Help
 Suggest: TypeAlias = Callable[[list[str]], str]  # words after the flag key -> the whole corrected command
 
-MAX_STEPS = 20
-MAX_CONDITIONS = 10
-MAX_VALUES = 50
 _CONNECTORS = ("in",)
 _VALUE_OPTIONS = tuple(f"--{name}" for name, metavar in FLAGS[KEY].items() if metavar is not None)
-# A percentage: 0..100, at most two decimals, then "%". Anything number-like that is not is told why.
-_PERCENT = re.compile(r"([0-9]{1,3})(?:\.([0-9]{1,2}))?%")
 _NUMBERISH = re.compile(r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)(?:e[+-]?[0-9]+)?%?", re.IGNORECASE)
 _NEGATIVE = re.compile(r"[-\u2013\u2014][0-9.,]+%?")
-_ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
-_OPERATOR_CHARS = "=!^<>~*$"
-_OPERATORS = {"=": "equals", "==": "equals", "!=": "not_in", "^=": "starts_with", ">=": "semver_gte"}
-_OPERATOR_WORDS = (
-    "= (equals; with a comma list, is one of), != (is none of), ^= (starts with), >= (a version at least)"
-)
-_MAX_VALUE = 200
 
 
 @dataclass(frozen=True)
@@ -172,7 +166,7 @@ def _flag_key(word: str, vocab: Vocabulary) -> str:
     if found:
         return found
     low = word.lower()
-    if low in FLAG_ACTIONS or _PERCENT.fullmatch(word) or low == "for":
+    if low in FLAG_ACTIONS or PERCENT.fullmatch(word) or low == "for":
         shown = keys[0] if keys else "KEY"
         raise CommandError(
             f"Which flag? Start with its key, e.g. `/flag {shown} {clip(word)} in ENV`. {listing('Flags', keys)}",
@@ -229,7 +223,7 @@ def _environment(rest: list[str], vocab: Vocabulary, suggest: Suggest) -> tuple[
     env = w.lookup(env_word, vocab.environments)
     if env is None:
         if any(word.lower() == "for" for word in rest[:i]) and not closest(env_word, vocab.environments):
-            raise _word_operator(rest[:i], rest[i])
+            raise word_operator(rest[:i], rest[i])
         env = w.env(env_word, vocab, KEY)  # raises, naming the nearest
     earlier = [j for j in at[:-1] if j + 1 < len(rest) and w.lookup(rest[j + 1], vocab.environments)]
     if earlier:
@@ -299,8 +293,9 @@ def _on(r: _Reading, first: str, rest: list[str]) -> _Change:
     if not rest:
         return _Change("on")
     if rest[0].lower() == "for":
-        return _targeting(rest[1:], r.vocab)
-    if _looks_like_targeting(rest, r.vocab):
+        conditions, segment = targeting(rest[1:], r.vocab)
+        return _Change("target", conditions=conditions, segment=segment)
+    if looks_like_targeting(rest, r.vocab):
         fix = ["on", "for", *rest]
         raise did_not_understand(rest, f"for {' '.join(rest)}", r.suggest(fix), "flag-target")
     raise unexpected(rest, first, "flag-on")
@@ -328,11 +323,11 @@ def _rollout(r: _Reading, first: str, rest: list[str]) -> _Change:
         )
     _alone("rollout", rest, first)
     steps_given = r.options.steps
-    return _Change("rollout", steps=None if steps_given is None else _steps(steps_given))
+    return _Change("rollout", steps=None if steps_given is None else parse_steps(steps_given))
 
 
 def _variants(r: _Reading, first: str, rest: list[str]) -> _Change:
-    return _Change("variants", weights=_weights(r.key, rest, r.vocab))
+    return _Change("variants", weights=parse_weights(r.key, rest, r.vocab))
 
 
 _ACTIONS: dict[str, Callable[[_Reading, str, list[str]], _Change]] = {
@@ -363,7 +358,7 @@ def _join_percent_sign(words: list[str]) -> list[str]:
 
 def _percent(word: str, suggest: Suggest, rest: list[str]) -> float | None:
     """The percentage `word` is, None when it is not number-like; a CommandError when it is, but wrong."""
-    m = _PERCENT.fullmatch(word)
+    m = PERCENT.fullmatch(word)
     if m:
         value = float(word[:-1])
         if value <= 100:
@@ -372,7 +367,7 @@ def _percent(word: str, suggest: Suggest, rest: list[str]) -> float | None:
     if not _NUMBERISH.fullmatch(word):
         return None
     bare = word.strip()
-    if not bare.endswith("%") and _PERCENT.fullmatch(bare + "%") and float(bare) <= 100:
+    if not bare.endswith("%") and PERCENT.fullmatch(bare + "%") and float(bare) <= 100:
         raise did_not_understand([word], f"{bare}%", suggest([f"{bare}%", *rest]), "flag-percent")
     raise CommandError(f"Bad percentage {quoted(word)}: {_PERCENT_RULE}", line("flag-percent"))
 
@@ -406,7 +401,7 @@ def _unknown_action(words: list[str], vocab: Vocabulary, suggest: Suggest) -> Co
         return did_not_understand([word], near, suggest([near, *rest]), _FORM[near])
     if len(words) == 1 and closest(word, vocab.environments):
         w.env(word, vocab, KEY)  # raises: an environment, misspelt (a read, or an "in" forgotten as well)
-    if _looks_like_targeting(words, vocab):
+    if looks_like_targeting(words, vocab):
         return did_not_understand(
             words, f"on for {' '.join(words)}", suggest(["on", "for", *words]), "flag-target"
         )
@@ -416,263 +411,3 @@ def _unknown_action(words: list[str], vocab: Vocabulary, suggest: Suggest) -> Co
         "with nothing else, `/flag KEY [in ENV]` shows the flag.",
         line(KEY),
     )
-
-
-def _looks_like_targeting(words: list[str], vocab: Vocabulary) -> bool:
-    first = words[0]
-    return (
-        any(c in first for c in "=!^<>")
-        or first.lower() == "segment"
-        or w.lookup(first, vocab.segments) is not None
-    )
-
-
-# ------------------------------------------------------------------------------------ on for WHO
-
-
-def _targeting(words: list[str], vocab: Vocabulary) -> _Change:
-    parts = [p for p in _join_operators(words) if p.lower() not in ("and", "&", "&&")]
-    if not parts:
-        raise CommandError(
-            f'On for whom? Add conditions or a segment after "for", e.g. `{example("flag-target")}`.',
-            line("flag-target"),
-        )
-    conditions: list[Condition] = []
-    segment: str | None = None
-    i = 0
-    while i < len(parts):
-        part, low = parts[i], parts[i].lower()
-        named: str | None = None
-        if low == "segment":
-            if i + 1 >= len(parts):
-                raise CommandError(
-                    f'Missing the segment after "segment". {listing("Segments", vocab.segments)}',
-                    line("flag-target"),
-                )
-            named, i = _segment(parts[i + 1], vocab), i + 2
-        elif low.startswith("segment=") or low.startswith("segment:"):
-            named, i = _segment(part[len("segment=") :], vocab), i + 1
-        elif low in ("in", "not") or low.replace("_", " ") in ("starts with", "startswith"):
-            raise _word_operator(parts[:i], part)
-        elif any(char in part for char in _OPERATOR_CHARS):
-            conditions.append(_condition(part))
-            i += 1
-        else:
-            found = w.lookup(part, vocab.segments)
-            if found is None:
-                raise _not_a_target(part, parts, i, vocab)
-            named, i = found, i + 1
-        if named is not None:
-            if segment is not None and segment != named:
-                raise CommandError(
-                    f'Two segments: "{segment}" and "{named}". A rule takes one segment (its conditions '
-                    "can narrow it: `segment beta and region=eu-west-1`).",
-                    line("flag-target"),
-                )
-            segment = named
-    if len(conditions) > MAX_CONDITIONS:
-        raise CommandError(
-            f"{len(conditions)} conditions: a rule takes at most {MAX_CONDITIONS} (a segment can hold more).",
-            line("flag-target"),
-        )
-    return _Change("target", conditions=tuple(conditions), segment=segment)
-
-
-def _join_operators(words: list[str]) -> list[str]:
-    """ "region = eu-west-1", "region= eu", "a, b": one condition each, as if typed without spaces."""
-    out: list[str] = []
-    joins = _OPERATOR_CHARS + ","
-    for word in words:
-        if out and (out[-1][-1:] in joins or word[:1] in joins):
-            out[-1] += word
-        else:
-            out.append(word)
-    return out
-
-
-def _segment(word: str, vocab: Vocabulary) -> str:
-    if not word:
-        raise CommandError(
-            f'Missing the segment after "segment=". {listing("Segments", vocab.segments)}',
-            line("flag-target"),
-        )
-    return w.pick(word, vocab.segments, "segment", "Segments", "flag-target")
-
-
-def _condition(part: str) -> Condition:
-    rule = f"Conditions are ATTRIBUTE OPERATOR VALUE with no spaces: {_OPERATOR_WORDS}."
-    at = next(j for j, char in enumerate(part) if char in _OPERATOR_CHARS)
-    attribute = part[:at]
-    if not attribute:
-        raise CommandError(
-            f"Bad condition {quoted(part)}: it names no attribute. {rule}", line("flag-target")
-        )
-    if not _ATTRIBUTE.fullmatch(attribute):
-        raise CommandError(
-            f"Bad attribute {quoted(attribute)} in {quoted(part)}: an attribute is letters, digits, _ . : -"
-            " (starting with a letter or _), up to 64 characters.",
-            line("flag-target"),
-        )
-    two = part[at : at + 2]
-    symbol = two if two in _OPERATORS else part[at]
-    typed = two if len(two) == 2 and two[1] in _OPERATOR_CHARS else part[at]  # what to quote if unknown
-    op = _OPERATORS.get(symbol)
-    if op is None or (symbol == "=" and typed in ("=>", "=<")):  # "=>": a slip for ">=", not "equals >..."
-        raise CommandError(f"Unknown operator {quoted(typed)} in {quoted(part)}. {rule}", line("flag-target"))
-    values = _values(part[at + len(symbol) :], part)
-    if op == "equals" and len(values) > 1:
-        op = "in"
-    if op == "semver_gte":
-        if len(values) != 1:
-            raise CommandError(
-                f"{quoted(part)}: >= takes one version, like version>=2.3.0.", line("flag-target")
-            )
-        if compare_versions(values[0], values[0]) is None:
-            raise CommandError(
-                f"Bad version {quoted(values[0])} after >=: a version here is dotted numbers, like 2.3.0"
-                " or v2.3.",
-                line("flag-target"),
-            )
-    return Condition(attribute, op, values)
-
-
-def _values(raw: str, part: str) -> tuple[str, ...]:
-    if not raw.strip():
-        raise CommandError(
-            f"Missing the value in {quoted(part)}, e.g. region=eu-west-1 (several: region=eu-west-1,eu-central-1).",
-            line("flag-target"),
-        )
-    values = [v.strip() for v in raw.split(",")]
-    if any(not v for v in values):
-        raise CommandError(
-            f"An empty value in {quoted(part)}: separate values with single commas.", line("flag-target")
-        )
-    long = next((v for v in values if len(v) > _MAX_VALUE), None)
-    if long is not None:
-        raise CommandError(
-            f"The value {quoted(long)} is too long ({len(long)} characters; at most {_MAX_VALUE}).",
-            line("flag-target"),
-        )
-    if len(values) > MAX_VALUES:
-        raise CommandError(
-            f"{len(values)} values in one condition: at most {MAX_VALUES} (a segment can hold a longer list).",
-            line("flag-target"),
-        )
-    return tuple(dict.fromkeys(values))  # in the order typed, each once
-
-
-def _word_operator(before: list[str], word: str) -> CommandError:
-    """ "region in a,b": the conditions are written with symbols, so "in" stays the environment's."""
-    attribute = next(
-        (p for p in reversed(before) if _ATTRIBUTE.fullmatch(p) and p.lower() != "for"), "region"
-    )
-    return CommandError(
-        f"Did not understand {quoted(word)} in the rule: write conditions with symbols, without spaces — "
-        f"{attribute}=a,b (is one of), {attribute}!=a,b (is none of), {attribute}^=a (starts with), "
-        f'{attribute}>=2.3.0 (a version at least). "in ENV" is the environment.',
-        line("flag-target"),
-    )
-
-
-def _not_a_target(part: str, parts: list[str], i: int, vocab: Vocabulary) -> CommandError:
-    near = closest(part, vocab.segments)
-    if near:
-        return CommandError(
-            f'Unknown segment {quoted(part)}. Did you mean "{near}"? {listing("Segments", vocab.segments)}',
-            line("flag-target"),
-        )
-    if i + 1 < len(parts) and parts[i + 1].lower() in ("in", "not", "is", "starts", "starts_with"):
-        return _word_operator(parts[: i + 1], parts[i + 1])
-    return CommandError(
-        f'Did not understand {quoted(part)} after "for": give a condition like region=eu-west-1 '
-        f"({_OPERATOR_WORDS}) or a segment. {listing('Segments', vocab.segments)}",
-        line("flag-target"),
-    )
-
-
-# -------------------------------------------------------------------------------------- variants
-
-
-def _weights(key: str, words: list[str], vocab: Vocabulary) -> tuple[tuple[str, float], ...]:
-    variants = vocab.flags.get(key, ())
-    shown = f"/flag {key} variants {_even(variants)} in ENV"
-    if not words:
-        theirs = f" (its variants: {', '.join(variants)})" if variants else ""
-        raise CommandError(
-            f"Which variants, with which weights? e.g. `{shown}`{theirs}.", line("flag-variants")
-        )
-    pairs = [p.strip() for p in ",".join(_join_operators(words)).split(",") if p.strip()]
-    weights: list[tuple[str, float]] = []
-    for pair in pairs:
-        m = re.fullmatch(r"([^=:]*)[=:](.*)", pair)
-        if m is None:
-            raise CommandError(f"Give {quoted(pair)} a weight, e.g. `{shown}`.", line("flag-variants"))
-        variant = m.group(1).strip()
-        if not variant:
-            raise CommandError(
-                f"Missing the variant before the weight in {quoted(pair)}.", line("flag-variants")
-            )
-        if variants:
-            variant = w.pick(variant, variants, f"variant of {key}", "Its variants", "flag-variants")
-        if any(v == variant for v, _ in weights):
-            raise CommandError(f"The variant {quoted(variant)} is given twice.", line("flag-variants"))
-        weights.append((variant, _weight(m.group(2).strip(), pair)))
-    total = sum(x for _, x in weights)
-    if not math.isclose(total, 100.0, abs_tol=1e-6):
-        given = ",".join(f"{v}={x:g}" for v, x in weights)
-        raise CommandError(
-            f"The weights add up to {round(total, 2):g}, not 100 ({clip(given, 80)}).", line("flag-variants")
-        )
-    return tuple(weights)
-
-
-def _even(variants: tuple[str, ...]) -> str:
-    """An example split of `variants` that adds up to 100."""
-    names = list(variants) or ["control", "treatment"]
-    share = 100 // len(names)
-    weights = [share] * (len(names) - 1) + [100 - share * (len(names) - 1)]
-    return ",".join(f"{v}={x}" for v, x in zip(names, weights, strict=True))
-
-
-def _weight(word: str, pair: str) -> float:
-    bare = word.removesuffix("%")
-    if _PERCENT.fullmatch(bare + "%") and float(bare) <= 100:
-        return float(bare)
-    raise CommandError(
-        f"Bad weight {quoted(word)} in {quoted(pair)}: a weight is a number from 0 to 100 with at most two"
-        " decimals, like 50 or 12.5.",
-        line("flag-variants"),
-    )
-
-
-# ----------------------------------------------------------------------------------------- steps
-
-
-def _steps(raw: str) -> tuple[int, ...]:
-    parts = [p for p in re.split(r"[,\s]+", raw.strip()) if p]
-    if not parts:
-        raise CommandError("--steps needs percentages, e.g. --steps 5,25,50,100.", line("flag-rollout"))
-    steps: list[int] = []
-    for part in parts:
-        bare = part.removesuffix("%")
-        if not (bare.isascii() and bare.isdigit() and len(bare) <= 3 and 1 <= int(bare) <= 100):
-            raise CommandError(
-                f"Bad step {quoted(part)}: steps are whole percentages from 1 to 100, like --steps 5,25,50,100.",
-                line("flag-rollout"),
-            )
-        value = int(bare)
-        if steps and value <= steps[-1]:
-            raise CommandError(
-                f"The steps must rise: {value} comes after {steps[-1]} in {quoted(raw)}.",
-                line("flag-rollout"),
-            )
-        steps.append(value)
-    if len(steps) > MAX_STEPS:
-        raise CommandError(f"{len(steps)} steps: at most {MAX_STEPS}.", line("flag-rollout"))
-    if steps[-1] != 100:
-        raise CommandError(
-            f"The last step must be 100 (a rollout ends with everyone on), got {steps[-1]}: "
-            f"--steps {','.join(str(s) for s in steps)},100.",
-            line("flag-rollout"),
-        )
-    return tuple(steps)
