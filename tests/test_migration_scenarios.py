@@ -170,3 +170,27 @@ async def test_a_bot_killed_during_the_migration_finds_its_task_and_runs_no_seco
         assert keys == [f"deploybot-{d}-up-1", f"deploybot-{d}-down-1", f"deploybot-{d}-up-2"], keys
         assert len(snapshots(sb, d)) == 1
         assert sb.world.tasks.appdb("staging").version() == 2
+
+
+async def test_restore_breaks_glass_to_a_new_instance_with_a_critical_alert(sandbox, client):
+    d = await request(client, "alice", "api v2 to staging")
+    assert "succeeded" in (await wait_terminal(client, d, within=90))["text"]
+    refused = await client.slash("dave", "/deploy", f"restore {d} the refunds table is gone")
+    assert refused["body"].get("response_type") != "in_channel" and "role" in refused["body"]["text"], refused
+    r = await client.slash("carol", "/deploy", f"restore {d} <!channel> the refunds table is gone")
+    body = r["body"]
+    assert body.get("response_type") == "in_channel", body
+    assert f"api-staging-restore-{d}" in body["text"] and "<!channel>" not in body["text"]
+    rds = boto3.client("rds", endpoint_url=sandbox.aws_url, region_name="us-east-1")
+    names = [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]
+    assert f"api-staging-restore-{d}" in names and "api-staging" in names  # the old one is untouched
+
+    async def alert():
+        for m in top_level(await client.messages("incidents")):
+            if f"#{d} " in m["text"] and "restore" in (m["text"] + json.dumps(m.get("blocks"))).lower():
+                return m
+        return None
+
+    await wait_for(alert, 30, what="the critical alert about the restore")
+    again = await client.slash("carol", "/deploy", f"restore {d} once more")
+    assert "restored already" in again["body"]["text"], again

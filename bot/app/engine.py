@@ -11,6 +11,7 @@ from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
 from bot.app.locks import Locks
 from bot.app.ports import Backups, Http, Metrics, Platform, Timer
+from bot.app.restore import Restores
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
 from bot.app.storage import Storage
@@ -101,6 +102,7 @@ class Engine:
         self.flag_book = FlagBook(settings, store)
         self.runner.flags = self.flag_book
         self.runner.backups = backups
+        self.restore = Restores(settings, store, self.access, backups).restore
         self.flags = FlagControl(
             settings,
             store,

@@ -24,6 +24,7 @@ EVENT_LEVELS: dict[str, str] = {
     "unhealthy_after_switch": CRITICAL,
     "freeze_override": CRITICAL,
     "emergency_deploy": CRITICAL,
+    "snapshot_restored": CRITICAL,
     "inconclusive_analysis": WARNING,
     "traffic_forced": WARNING,
     "traffic_repaired": WARNING,

@@ -374,6 +374,21 @@ class DeployFailed(DomainEvent):
     base_level: ClassVar[Level] = "critical"
 
 
+@dataclass(frozen=True)
+class SnapshotRestored(DomainEvent):
+    """Broken glass after a migration: `by` restored the deployment's pre-migration `snapshot` to a NEW
+    instance `instance` (reachable at `endpoint`), saying `reason`; the old instance is untouched."""
+
+    by: str
+    snapshot: str
+    instance: str
+    endpoint: str
+    reason: str
+    kind: ClassVar[str] = "snapshot_restored"
+    alert: ClassVar[str] = "snapshot_restored"
+    base_level: ClassVar[Level] = "critical"
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.kind: cls
     for cls in (
@@ -381,7 +396,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         Scheduled, WindowMissed, Refused, GateChanged, Started, StepStarted, Progress, Detail,
         RestartResumed, SlowRollout, Paused, Resumed, Promoted, Cancelled, Aborted, Succeeded, RollingBack,
         RolledBack, RollbackFailed, RollbackStuck, RollbackRetried, TrafficForced, TrafficRepaired,
-        DeployFailed,
+        DeployFailed, SnapshotRestored,
     )
 }  # fmt: skip
 

@@ -23,6 +23,7 @@ from bot.domain.errors import Forbidden
 from bot.domain.machine import IllegalTransition
 from bot.domain.model import Amendment as Amended
 from bot.domain.model import LockInfo
+from bot.domain.mrkdwn import code
 from bot.tasks import TaskGroup
 from handlers.directory import SlackDirectory
 from handlers.errors import SOMETHING_WRONG, reply_for
@@ -245,6 +246,17 @@ async def _reject(call: Call) -> Answer:
     return slack_ui.ephemeral(f"You rejected {d.ref}; it is cancelled.")
 
 
+async def _restore(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Restore)
+    r = await call.engine.restore(c.deployment_id, call.user, call.roles, c.reason)
+    return slack_ui.in_channel(
+        f":rotating_light: <@{call.user}> restored snapshot {code(r.snapshot)} of #{r.deployment_id} to a new "
+        f"database instance {code(r.instance)} ({code(r.endpoint)}): {slack_ui.text(c.reason, 300)}. The old "
+        "instance is untouched. To cut over, point the service's database at the new instance, then check it."
+    )
+
+
 async def _audit(call: Call) -> Answer:
     c = call.command
     assert isinstance(c, cmds.Audit)
@@ -317,6 +329,7 @@ HANDLERS: dict[type[cmds.Command], Handler] = {
     cmds.PromoteDeployment: _promote_deployment,
     cmds.Approve: _approve,
     cmds.Reject: _reject,
+    cmds.Restore: _restore,
     cmds.Audit: _audit,
     cmds.Schedule: _schedule,
     cmds.Freeze: _freeze,

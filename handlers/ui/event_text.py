@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from bot.domain import events as ev
 from bot.domain.durations import duration
 from bot.domain.model import Deployment
-from bot.domain.mrkdwn import text
+from bot.domain.mrkdwn import code, text
 from bot.domain.windows import format_when
 from handlers.ui.blocks import outcome_text
 
@@ -76,6 +76,15 @@ def _emergency(e: ev.EmergencyRequested, d: Deployment) -> str:
     return (
         f":rotating_light: Emergency {what} by <@{e.by}>: {text(e.reason)}. "
         "Manual items and approvals are skipped."
+    )
+
+
+@_says(ev.SnapshotRestored)
+def _restored(e: ev.SnapshotRestored, d: Deployment) -> str:
+    return (
+        f":rotating_light: <@{e.by}> restored snapshot {code(e.snapshot)} to a new database instance "
+        f"{code(e.instance)} ({code(e.endpoint)}): {text(e.reason)}. The old instance is untouched; to cut "
+        f"over, point {text(d.service)}'s database at the new one."
     )
 
 

@@ -21,6 +21,7 @@ from bot.domain.commands.types import (
     History,
     Lock,
     Reject,
+    Restore,
     Schedule,
     Status,
     Unfreeze,
@@ -113,6 +114,18 @@ def _parse_reject(args: list[str], vocab: Vocabulary) -> Reject:
     return Reject(deployment_id, reason)
 
 
+def _parse_restore(args: list[str], vocab: Vocabulary) -> Restore:
+    key = "restore"
+    words, flags, _ = split_flags(args, key)
+    if not words:
+        raise CommandError(f"Which deployment's backup, and why? e.g. `{example(key)}`.", line(key))
+    deployment_id = w.deployment_id(words[0], key)
+    reason = _reason(
+        words[1:], flags, key, f"Say why you restore it (it breaks glass), e.g. `{example(key)}`."
+    )
+    return Restore(deployment_id, reason)
+
+
 def _parse_schedule(args: list[str], vocab: Vocabulary) -> Schedule:
     key = "schedule"
     words, _, _ = split_flags(args, key)
@@ -165,6 +178,7 @@ SUBCOMMAND_PARSERS: dict[str, Callable[[list[str], Vocabulary], Command]] = {
     "audit": _parse_audit,
     "approve": _parse_approve,
     "reject": _parse_reject,
+    "restore": _parse_restore,
     "schedule": _parse_schedule,
     "windows": _parse_windows,
     "freeze": _parse_freeze,

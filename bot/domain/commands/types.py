@@ -21,6 +21,7 @@ SUBCOMMANDS = (
     "audit",
     "approve",
     "reject",
+    "restore",
     "schedule",
     "windows",
     "freeze",
@@ -99,6 +100,14 @@ class Approve:
 
 @dataclass(frozen=True)
 class Reject:
+    deployment_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Restore:
+    """Break glass after a migration: the deployment's pre-migration snapshot to a new instance."""
+
     deployment_id: int
     reason: str
 
@@ -185,6 +194,7 @@ Command: TypeAlias = (
     | Audit
     | Approve
     | Reject
+    | Restore
     | Schedule
     | Windows
     | Freeze

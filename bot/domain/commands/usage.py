@@ -21,6 +21,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "audit": ("/deploy audit ID", "/deploy audit 42"),
     "approve": ("/deploy approve ID", "/deploy approve 42"),
     "reject": ("/deploy reject ID REASON...", "/deploy reject 42 migration not tested on a copy of prod"),
+    "restore": ("/deploy restore ID REASON...", "/deploy restore 42 the v3 migration dropped refunds"),
     "schedule": ("/deploy schedule", "/deploy schedule"),
     "windows": ("/deploy windows SERVICE [in ENV]", "/deploy windows web in production"),
     "freeze": (

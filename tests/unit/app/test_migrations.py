@@ -21,6 +21,7 @@ from bot.app.ports import PlatformError
 from bot.config.load import parse_settings
 from bot.domain import commands as cmds
 from bot.domain.checklist import Item
+from bot.domain.errors import Refused
 from tests.unit.app.test_engine_on_fakes import HeldTimer, InstantClock, until_done
 
 UP = ["python", "-m", "app.migrate", "up"]
@@ -261,3 +262,30 @@ async def test_a_rollback_needs_no_rehearsal(world):
         item, row, engine.settings.target("api", "staging"), platform, MemoryMetrics(), engine.store
     )
     assert done and "a rollback runs no migration" in evidence
+
+
+async def test_restore_breaks_glass_once_to_a_new_instance(world):
+    engine, platform, backups = world
+    d = await deploy(engine, "api v2 to staging")
+    assert (await until_done(engine, d)).state.value == "succeeded"
+    r = await engine.restore(d, "carol", frozenset({"oncall"}), "v2 dropped the refunds")
+    assert (r.snapshot, r.instance) == (f"deploybot-staging-api-{d}", f"api-staging-restore-{d}")
+    assert backups.restored == {f"api-staging-restore-{d}": f"deploybot-staging-api-{d}"}
+    events = [e for e in await engine.store.events(d) if e.action == "restore"]
+    assert events[0].actor == "carol" and events[0].details["reason"] == "v2 dropped the refunds"
+    said = [o.event for o in await engine.store.outbox_after("test") if o.deployment_id == d]
+    assert any(type(e).__name__ == "SnapshotRestored" and e.level() == "critical" for e in said)
+    with pytest.raises(Refused, match="restored already"):
+        await engine.restore(d, "carol", frozenset({"oncall"}), "again")
+    with pytest.raises(Refused, match="There is no deployment #999"):
+        await engine.restore(999, "carol", frozenset({"oncall"}), "x")
+    command = cmds.parse(
+        "/rollback",
+        "api in staging",
+        cmds.Vocabulary(("api",), tuple(engine.settings.environments), "staging"),
+    )
+    back = await engine.request(command, "alice", roles={"engineers"})
+    await until_done(engine, back.id)  # type: ignore[union-attr]
+    with pytest.raises(Refused, match="made no backup"):
+        await engine.restore(back.id, "carol", frozenset({"oncall"}), "x")  # type: ignore[union-attr]
+    assert len(backups.restored) == 1
