@@ -10,6 +10,7 @@ import time
 from bot.sandbox.client import wait_for
 from tests.conftest import (
     db_rows,
+    rehearsed,
     service_image,
     signed_post,
     slash_form,
@@ -186,6 +187,7 @@ async def test_status_history_and_manual_locks(sandbox, client):
     assert "api in production locked by <@U0BOB>" in status["body"]["text"]
     unlock = await client.slash("bob", "/deploy", "unlock api production")
     assert "Unlocked" in unlock["body"]["text"]
+    await rehearsed(client, sandbox, "api", "v2")  # production's evidence that its migration was tested
     d = await deploy(client, "alice", "api v2 to production")
     await through_gate(client, sandbox, d)
     await wait_terminal(client, d, within=90)
