@@ -252,8 +252,16 @@ class FlagTraffic:
         try:
             if not url:
                 raise Unreachable("the bot is not running")
-            for env in self.envs.values():
-                await self._evaluate(url.rstrip("/"), env)
+            base = url.rstrip("/")
+            done = await asyncio.gather(
+                *(self._evaluate(base, env) for env in self.envs.values()), return_exceptions=True
+            )
+            for outcome in done:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, Unreachable):
+                    raise outcome
+            unreachable = next((o for o in done if isinstance(o, Unreachable)), None)
+            if unreachable is not None:
+                raise unreachable
         except Unreachable as exc:
             self.stats.unreachable_ticks += 1
             if self._down_since is None:

@@ -1,0 +1,140 @@
+"""What the sandbox's flag traffic costs: the AWS world's tick with and without it, a flag traffic tick in
+the steady state (304s) and while a change is re-evaluated, and the share of 304s.
+
+Run it by hand from the repository root (it is a benchmark, not a test; it prints figures):
+
+    .venv/bin/python benchmarks/flag_traffic.py [--ticks 40] [--users 2000]
+
+What it does:
+  1. Starts the sandbox (moto, the local Slack and the real bot, `deploybot serve`, as a child process)
+     and detaches the flag traffic from the AWS world's loop, so this script drives every flag tick
+     itself (`FlagTraffic.tick()`) and times it: wall time in this process, and the CPU time of this
+     process and of the bot process (from /proc) over the same span.
+  2. The initial sweep: ticks until every simulated user of every environment has an answer.
+  3. The steady state: `--ticks` ticks with nothing changed (every request should be a 304).
+  4. A change: `/flag checkout-v2 25% in staging` (the bot's ETag for staging changes), then ticks until
+     every staging user has been asked again.
+  5. The AWS world's own tick (`AwsWorld.tick()`: ECS emulation, ALB metrics to moto), `--ticks` times
+     without the flag traffic and `--ticks` times with it attached (the tick then only starts a flag tick
+     in the background: what the world's tick pays is the kick, not the flag tick).
+Prints median and max per phase, requests per tick and the 304 share. Everything is on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.sandbox.client import SandboxClient  # noqa: E402
+from bot.sandbox.run import Sandbox  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parent.parent / "config" / "deploybot.toml"
+
+
+def cpu_of(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Phase:
+    def __init__(self, name: str, bot_pid: int):
+        self.name, self.bot_pid = name, bot_pid
+        self.ticks: list[float] = []
+        self.requests = self.not_modified = 0
+
+    async def run(self, tick, stats) -> None:
+        before = (stats.requests, stats.not_modified)
+        start = time.perf_counter()
+        await tick()
+        self.ticks.append((time.perf_counter() - start) * 1000)
+        self.requests += stats.requests - before[0]
+        self.not_modified += stats.not_modified - before[1]
+
+    def line(self, cpu_here: float, cpu_bot: float) -> str:
+        n = len(self.ticks)
+        share = f"{self.not_modified / self.requests * 100:.0f}%" if self.requests else "-"
+        return (
+            f"{self.name:<28} {n:>5} ticks  median {statistics.median(self.ticks):7.1f} ms  "
+            f"max {max(self.ticks):7.1f} ms  total {sum(self.ticks):7.0f} ms  "
+            f"{self.requests / n:7.1f} req/tick  304s {share:>4}  "
+            f"cpu here {cpu_here * 1000:6.0f} ms, bot {cpu_bot * 1000:6.0f} ms"
+        )
+
+
+async def measure(phase: Phase, step, stats, until) -> str:
+    here, bot = time.process_time(), cpu_of(phase.bot_pid)
+    while not until(len(phase.ticks)):
+        await phase.run(step, stats)
+    return phase.line(time.process_time() - here, cpu_of(phase.bot_pid) - bot)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ticks", type=int, default=40)
+    parser.add_argument("--users", type=int, default=2000)
+    args = parser.parse_args()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Sandbox(config=CONFIG, speed=60, workdir=tmp, flag_users=args.users) as sb:
+            traffic, world = sb.flag_traffic, sb.world
+            assert traffic is not None and sb.bot is not None and sb.bot.proc is not None
+            world.flags = None  # this script ticks the flag traffic itself
+            await asyncio.sleep(0.5)  # a tick the loop may have started ends
+            pid, stats = sb.bot.proc.pid, traffic.stats
+
+            def waiting(env: str | None = None) -> int:
+                return sum(len(e.waiting) for n, e in traffic.envs.items() if env in (None, n))
+
+            async def tick() -> None:
+                assert await traffic.tick(), "the bot did not answer"
+
+            print(f"{args.users} simulated users per environment, {len(traffic.envs)} environments")
+            print(await measure(Phase("initial sweep", pid), tick, stats, lambda n: n > 0 and not waiting()))
+            print(
+                await measure(
+                    Phase("steady state (nothing changed)", pid), tick, stats, lambda n: n >= args.ticks
+                )
+            )
+            async with SandboxClient(sb.slack_url) as client:
+                answer = await client.slash("alice", "/flag", "checkout-v2 25% in staging")
+                assert answer["status"] == 200, answer
+            await asyncio.sleep(0.2)  # the bot's book swaps its snapshot at once; this is slack for the ack
+            changed = Phase("after a change (re-evaluate)", pid)
+            print(await measure(changed, tick, stats, lambda n: n > 1 and not waiting("staging")))
+            print(await measure(Phase("steady state again", pid), tick, stats, lambda n: n >= args.ticks))
+            view = traffic.view("staging")["environments"]["staging"]["flags"]["checkout-v2"]["shares"]
+            print(f"staging checkout-v2 shares after 25%: {view}")
+            total = stats.requests
+            print(
+                f"all OFREP requests: {total}, 304: {stats.not_modified} ({stats.not_modified / total * 100:.0f}%)"
+            )
+
+            for label, flags in (
+                ("AWS world tick, no flag traffic", None),
+                ("AWS world tick, flag traffic", traffic),
+            ):
+                world.flags = flags
+                times = []
+                for _ in range(args.ticks):
+                    await world.clock.sleep(world.tick_seconds)
+                    start = time.perf_counter()
+                    await world.tick()
+                    times.append((time.perf_counter() - start) * 1000)
+                print(f"{label:<34} median {statistics.median(times):6.2f} ms  max {max(times):6.2f} ms")
+            world.flags = None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
