@@ -16,8 +16,10 @@ from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.aws import Aws
+from bot.adapters.backups.rds import RdsBackups
 from bot.adapters.http import AiohttpClient
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
+from bot.adapters.ofrep import mount_ofrep
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.platforms.ecs import EcsPlatform
 from bot.adapters.scheduler import Scheduler
@@ -79,6 +81,7 @@ async def serve(args: argparse.Namespace) -> int:
         clock,
         timer=Scheduler(clock, misfire_grace_seconds=300.0),
         http=AiohttpClient(),
+        backups=RdsBackups(aws),
     )
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
@@ -104,6 +107,10 @@ async def serve(args: argparse.Namespace) -> int:
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+        if settings.secrets.ofrep_keys:  # Socket Mode serves no HTTP: no /healthz, no OFREP
+            log.warning(
+                "socket mode serves no HTTP: flags are not served over OFREP here (run `deploybot serve` in HTTP mode for applications)"
+            )
         socket_handler = AsyncSocketModeHandler(app, settings.secrets.app_token)
         await socket_handler.connect_async()
         _ready({"socket_mode": True, "db": db_path}, clock)
@@ -114,6 +121,7 @@ async def serve(args: argparse.Namespace) -> int:
             return web.json_response({"ok": True, "active": len(await store.active())})
 
         http_app.router.add_get("/healthz", healthz)
+        mount_ofrep(http_app, engine.flag_book.snapshot, settings.secrets.ofrep_keys)
         runner = web.AppRunner(http_app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)

@@ -15,6 +15,7 @@ from tests.conftest import (
     button_label,
     db_rows,
     message_of,
+    rehearsed,
     signed_post,
     through_gate,
     top_level,
@@ -164,13 +165,14 @@ async def test_a_button_acts_only_on_the_deployment_whose_message_it_is_on(sandb
 async def test_a_production_rollback_to_a_version_that_never_succeeded_there_is_refused_or_breaks_glass(
     sandbox, client
 ):
+    await rehearsed(client, sandbox, "api", "v2")  # its migration, in staging: production's evidence
     d = await requested(client, "alice", "/deploy", "api v2 to production")  # blue-green
     await through_gate(client, sandbox, d)
     assert "succeeded" in (await wait_terminal(client, d, within=90))["text"]
 
     r = await client.slash("alice", "/rollback", "api in production to v77")
     assert r["body"]["text"] == (
-        ":no_entry: v77 never succeeded in production; known-good: v2 (#1), v1 (replaced by #1). Roll back "
+        f":no_entry: v77 never succeeded in production; known-good: v2 (#{d}), v1 (replaced by #{d}). Roll back "
         "to one of those, or deploy v77 through the whole gate (/deploy api v77 to production), or add "
         '--emergency "reason".'
     )
@@ -180,7 +182,7 @@ async def test_a_production_rollback_to_a_version_that_never_succeeded_there_is_
         "You need the release-managers or oncall role to roll back with --emergency in production"
         in (r["body"]["text"])
     )
-    assert len(db_rows(sandbox, "SELECT id FROM deployments")) == 1  # nothing was created
+    assert len(db_rows(sandbox, "SELECT id FROM deployments")) == 2  # nothing was created
 
     glass = await requested(client, "carol", "/rollback", emergency)
     final = await wait_terminal(client, glass, within=90)  # nobody ticked or approved anything

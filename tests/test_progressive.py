@@ -17,6 +17,7 @@ from tests.conftest import (
     listener_weights,
     recorded_actions,
     recorder,
+    rehearsed,
     service_image,
     through_gate,
     top_level,
@@ -27,6 +28,8 @@ from tests.conftest import (
 
 async def deploy(client, text: str, user: str = "alice", command: str = "/deploy", sb=None) -> int:
     """Request it; a production deployment is then walked through its checklist and approval by people."""
+    if sb is not None and "production" in text and command == "/deploy":
+        await rehearsed(client, sb, text.split()[0], text.split()[1], user)
     r = await client.slash(user, command, text)
     assert r["status"] == 200 and "requested" in r["body"]["text"], r
     deployment_id = int(r["body"]["text"].split("#", 1)[1].split()[0])
@@ -141,17 +144,21 @@ async def test_rollback_after_a_completed_deploy_restores_the_previous_version(s
     assert listener_weights(sandbox, "api", "production") == {"blue": 0, "green": 100}
 
     r = await client.slash("bob", "/rollback", "api in production")
-    assert "Rollback #2 · api v1 → production requested" in r["body"]["text"]
-    final = await wait_terminal(client, 2, within=90)
+    assert f"Rollback #{d + 1} · api v1 → production requested" in r["body"]["text"]
+    final = await wait_terminal(client, d + 1, within=90)
     assert "succeeded" in final["text"]
     assert listener_weights(sandbox, "api", "production") == {"blue": 100, "green": 0}
     assert service_image(sandbox, "production", "api-blue")[1] == "api:v1"
     tops = [m for m in top_level(await client.messages("deploys"))]
-    assert len([m for m in tops if "#1 " in m["text"]]) == len([m for m in tops if "#2 " in m["text"]]) == 1
-    kinds = db_rows(sandbox, "SELECT id, kind, version FROM deployments ORDER BY id")
+    assert (
+        len([m for m in tops if f"#{d} " in m["text"]])
+        == len([m for m in tops if f"#{d + 1} " in m["text"]])
+        == 1
+    )
+    kinds = db_rows(sandbox, "SELECT id, kind, version FROM deployments WHERE env = 'production' ORDER BY id")
     assert kinds == [
-        {"id": 1, "kind": "deploy", "version": "v2"},
-        {"id": 2, "kind": "rollback", "version": "v1"},
+        {"id": d, "kind": "deploy", "version": "v2"},
+        {"id": d + 1, "kind": "rollback", "version": "v1"},
     ]
 
 
@@ -258,13 +265,14 @@ async def test_gradual_rollback_walks_the_weights_back_with_analysis(sandbox, cl
     d = await deploy(client, "api v2 to production", sb=sandbox)
     assert "succeeded" in (await wait_terminal(client, d, within=90))["text"]
     r = await client.slash("bob", "/rollback", "api in production --gradual")
-    assert "Rollback #2 · api v1 → production requested (canary)" in r["body"]["text"]
-    final = await wait_terminal(client, 2, within=120)
+    back = d + 1
+    assert f"Rollback #{back} · api v1 → production requested (canary)" in r["body"]["text"]
+    final = await wait_terminal(client, back, within=120)
     assert "succeeded" in final["text"]
-    thread = thread_of(await client.messages("deploys"), 2)
+    thread = thread_of(await client.messages("deploys"), back)
     assert [t for t in thread if t.startswith("Traffic: ")] == [
         f"Traffic: blue {w}% / green {100 - w}%" for w in (25, 50, 75, 100)
     ]
-    assert {m["label"] for m in measurements(sandbox, 2)} >= {"canary 25%", "canary 50%", "canary 75%"}
+    assert {m["label"] for m in measurements(sandbox, back)} >= {"canary 25%", "canary 50%", "canary 75%"}
     assert listener_weights(sandbox, "api", "production") == {"blue": 100, "green": 0}
     assert service_image(sandbox, "production", "api-blue")[1] == "api:v1"

@@ -32,6 +32,8 @@ async def run_check(
             return await _targets_healthy(target, platform)
         if item.check == "http_status":
             return await _http_status(item, d, http)
+        if item.check == "migrations_rehearsed":
+            return await _migrations_rehearsed(item, d, target, store)
     except PlatformError as exc:
         return False, str(exc)
     return False, f"unknown check {item.check!r}"
@@ -102,3 +104,31 @@ async def _http_status(item: Item, d: Deployment, http: Http | None) -> tuple[bo
     if status != want or (expect_body and str(expect_body) not in body):
         return False, f"GET {url} → {status} {body[:100]!r} (wanted {want})"
     return True, f"GET {url} → {status}"
+
+
+async def _migrations_rehearsed(
+    item: Item, d: Deployment, target: Target, store: Storage
+) -> tuple[bool, str]:
+    """This exact version's migration ran up, down and up again in the source environment."""
+    if target.migrations is None:
+        return True, f"{d.service} has no migrations in {target.env.name}: there is nothing to test"
+    if d.kind == "rollback":
+        return True, "a rollback runs no migration: the schema stays as the newer version left it"
+    source = item.params.get("source_env", "staging")
+    if not d.version:
+        return False, "no version to look up"
+    found = await store.rehearsal(d.service, source, d.version)
+    if found is None:
+        return False, (
+            f"the migration of {d.version} was never rehearsed in {source}: deploy it there first "
+            f"(it runs up, down, up)"
+        )
+    if found.details.get("reversible", True):
+        return (
+            True,
+            f"rehearsed in {source} by #{found.deployment_id} at {found.at}: up, down, up all exited 0",
+        )
+    return (
+        True,
+        f"ran in {source} by #{found.deployment_id} at {found.at}: up exited 0 (it is not reversible)",
+    )

@@ -10,7 +10,7 @@ from bot.app.flags import FlagBook, FlagControl
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
 from bot.app.locks import Locks
-from bot.app.ports import Http, Metrics, Platform, Timer
+from bot.app.ports import Backups, Http, Metrics, Platform, Timer
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
 from bot.app.storage import Storage
@@ -34,6 +34,7 @@ class Engine:
         *,
         timer: Timer,
         http: Http | None = None,
+        backups: Backups | None = None,
     ):
         self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
@@ -99,6 +100,7 @@ class Engine:
         # feature flags: the book every evaluation reads, the /flag commands, rollouts through the runner
         self.flag_book = FlagBook(settings, store)
         self.runner.flags = self.flag_book
+        self.runner.backups = backups
         self.flags = FlagControl(
             settings,
             store,

@@ -84,19 +84,19 @@ class Intake:
         # The stored form of each plan asked for (the settings do not change while the bot runs): a burst
         # of requests does not serialise the same steps again for each one. Only read (the store writes
         # them as JSON), never changed.
-        self._stored_plans: dict[tuple[str, str, str, bool], list[dict[str, Any]]] = {}
+        self._stored_plans: dict[tuple[str, str, str, bool, bool], list[dict[str, Any]]] = {}
 
     async def shutdown(self) -> None:
         await self._after.aclose()
 
     def plan(
-        self, service: str, env: str, strategy: str | None, gradual: bool = False
+        self, service: str, env: str, strategy: str | None, gradual: bool = False, migrate: bool = True
     ) -> tuple[str, list[Step]]:
         """The strategy (the environment's when none is asked for) and its steps; Refused if unknown."""
         target = self.settings.target(service, env)
         strategy = strategy or target.strategy
         try:
-            return strategy, plan(strategy, target, gradual=gradual)
+            return strategy, plan(strategy, target, gradual=gradual, migrate=migrate)
         except StepFailed as exc:
             raise Refused(f"Cannot deploy {service} to {env}: {exc}.") from None
 
@@ -159,10 +159,11 @@ class Intake:
     def _stored_plan(self, r: _Resolved) -> tuple[str, list[dict[str, Any]]]:
         """The strategy and the plan's steps as stored (Refused if the strategy does not fit)."""
         strategy = r.strategy or self.settings.target(r.service, r.env).strategy
-        key = (r.service, r.env, strategy, r.gradual)
+        migrate = r.kind != "rollback"
+        key = (r.service, r.env, strategy, r.gradual, migrate)
         stored = self._stored_plans.get(key)
         if stored is None:
-            strategy, steps = self.plan(r.service, r.env, strategy, r.gradual)
+            strategy, steps = self.plan(r.service, r.env, strategy, r.gradual, migrate)
             stored = self._stored_plans[key] = [s.to_dict() for s in steps]
         return strategy, list(stored)
 

@@ -20,6 +20,9 @@ from bot.domain.analysis import GroupMetrics
 
 __all__ = [
     "Alarm",
+    "Backups",
+    "Snapshot",
+    "TaskRun",
     "GroupMetrics",
     "Http",
     "HttpError",
@@ -101,6 +104,24 @@ class Alarm:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class TaskRun:
+    """A one-off task (a migration, integration tests): where it is (PENDING, RUNNING, STOPPED) and, once
+    stopped, how it ended. `exit_code` None while running, or when it never ran (then `reason` says why:
+    the image could not be pulled, no capacity). `started_at`/`stopped_at`: epoch seconds."""
+
+    task: str
+    status: str
+    exit_code: int | None = None
+    reason: str = ""
+    started_at: float | None = None
+    stopped_at: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.status == "STOPPED"
+
+
 class Platform(Protocol):
     """Where a service runs: slots, revisions, rollouts, target health and traffic weights.
 
@@ -155,6 +176,67 @@ class Platform(Protocol):
 
     async def metric_scope(self, target: Target, slot: str) -> MetricScope:
         """The labels of the slot's traffic metrics, for Metrics."""
+        ...
+
+    async def run_task(
+        self,
+        target: Target,
+        revision: str,
+        command: Sequence[str],
+        *,
+        key: str,
+        environment: Mapping[str, str] | None = None,
+    ) -> str:
+        """Run `revision` once, its service container's command replaced by `command` (and `environment`
+        added), the way the service runs (its network, its role); marked with `key` (at most 36 letters,
+        digits, - and _) so find_task finds it. Returns the task's id. It always starts a new one: a
+        caller that may have started it already asks find_task first."""
+        ...
+
+    async def find_task(self, target: Target, key: str) -> str | None:
+        """The task run_task started with `key` (running or recently stopped), None if there is none."""
+        ...
+
+    async def task(self, target: Target, task: str) -> TaskRun:
+        """Where the task is now."""
+        ...
+
+    async def task_logs(self, target: Target, task: str, limit: int = 20) -> list[str]:
+        """The last `limit` lines the task's service container logged, oldest first (none if it has no
+        log configuration or logged nothing)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A database backup: its id, the instance it is of, its status (creating, available, failed)."""
+
+    id: str
+    instance: str
+    status: str
+    created_at: datetime | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.status == "available"
+
+
+class Backups(Protocol):
+    """Database backups before a migration, and the way back from one (RDS snapshots). `account` as for
+    Metrics: the environment's role, None for the bot's own."""
+
+    async def create_snapshot(self, account: str | None, instance: str, snapshot_id: str) -> Snapshot:
+        """Start a snapshot of `instance` named `snapshot_id`; one of that name already there is
+        returned as it is (a retry after a lost answer makes no second one)."""
+        ...
+
+    async def snapshot(self, account: str | None, snapshot_id: str) -> Snapshot | None:
+        """The snapshot now, None if there is none of that name."""
+        ...
+
+    async def restore(self, account: str | None, snapshot_id: str, instance: str) -> str:
+        """Restore the snapshot to a NEW instance named `instance` (the old one is left as it is);
+        returns the new instance's endpoint address, or its name while it has none yet."""
         ...
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.app.access import Access
 from bot.app.plans import StepContext
-from bot.app.ports import Http, Metrics, Platform
+from bot.app.ports import Backups, Http, Metrics, Platform
 from bot.app.storage import Storage
 from bot.clock import Clock
 from bot.config.model import Settings
@@ -74,6 +74,7 @@ class RunBase:
         self.access, self.unschedule, self.http = access, unschedule, http
         self.runs: dict[int, Run] = {}
         self.flags: Any = None  # the FlagBook a flag rollout's steps write through (set by the Engine)
+        self.backups: Backups | None = None  # snapshots before migrations (set by the Engine)
 
     def run_of(self, deployment_id: int) -> Run:
         return self.runs.setdefault(deployment_id, Run())

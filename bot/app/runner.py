@@ -228,6 +228,7 @@ class Runner(Rollbacks):
             known_good=known_good,
             resumed=run.resumed,
             flags=self.flags if d.strategy == "flag" else None,
+            backups=self.backups,
         )
 
     async def _run(self, deployment_id: int) -> None:
@@ -334,6 +335,12 @@ class Runner(Rollbacks):
         reason = failure_reason(exc, d.id)
         d = await self._save(d.id, context=ctx.data)
         if not ctx.data.get("changed"):
+            if ctx.data.get("migrated") or ctx.data.get("tasks"):  # no slot nor traffic, but the schema
+                snapshot = ctx.data.get("snapshot")
+                said = f"{reason} (no slot or traffic was changed; a migration task ran" + (
+                    f": snapshot {snapshot} holds the data from before it)" if snapshot else ")"
+                )
+                return await self.transition(d, "fail", outcome=said, events=[DeployFailed(said)])
             failed = DeployFailed(reason, nothing_changed=True)
             return await self.transition(
                 d, "fail", outcome=f"{reason} (nothing was changed)", events=[failed]

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.config.analysis import from_toml as analysis_from_toml
 from bot.config.flags import parse_env_flags, parse_flags, parse_segments
+from bot.config.migrations import parse_integration_tests, parse_migrations
 from bot.config.model import (
     AwsSettings,
     DeploymentConfiguration,
@@ -147,6 +148,7 @@ def _environment(
         policy=policy,
         windows=windows,
         flags=flags,
+        rehearse_migrations=t.get("rehearse_migrations", bool, False),
     )
     t.finish()
     return environment
@@ -154,6 +156,15 @@ def _environment(
 
 def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environment]) -> Service:
     overrides: dict[str, dict[str, Any]] = {}
+    t.seen.update(("migrations", "integration_tests"))
+    migrations = (
+        parse_migrations(t.data["migrations"], path, t.key("migrations")) if "migrations" in t.data else None
+    )
+    tests = (
+        parse_integration_tests(t.data["integration_tests"], path, t.key("integration_tests"))
+        if "integration_tests" in t.data
+        else None
+    )
     envs = t.table("environments")
     for env_name in envs.data:
         if env_name not in environments:
@@ -178,6 +189,16 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
         if "windows" in o.data:
             values["windows"] = parse_windows(o.data["windows"], path, o.key("windows"))
             o.seen.add("windows")
+        if "migrations" in o.data:
+            values["migrations"] = parse_migrations(
+                o.data["migrations"], path, o.key("migrations"), migrations
+            )
+            o.seen.add("migrations")
+        if "integration_tests" in o.data:
+            values["integration_tests"] = parse_integration_tests(
+                o.data["integration_tests"], path, o.key("integration_tests")
+            )
+            o.seen.add("integration_tests")
         o.finish()
         overrides[env_name] = values
     envs.finish()
@@ -202,6 +223,8 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
         target_group=template("target_group", "{service}-{env}-{slot}"),
         task_family=template("task_family", "{service}-{env}"),
         overrides=overrides,
+        migrations=migrations,
+        integration_tests=tests,
     )
     t.finish()
     return svc

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from bot.config.flags import EnvFlags, default_key_env
+from bot.config.migrations import IntegrationTests, Migrations
 from bot.domain.alerts import AlertConfig
 from bot.domain.analysis import AnalysisConfig
 from bot.domain.checklist import ApprovalPolicy, Guards, Policy, Roles
@@ -97,6 +98,7 @@ class Environment:
     policy: Policy = Policy()  # checklist, approvals, access, guards
     windows: tuple[Window, ...] = ()  # when scheduled deploys may run; none: any time
     flags: EnvFlags = field(default_factory=lambda: EnvFlags(api_key_env=""))  # [environments.NAME.flags]
+    rehearse_migrations: bool = False  # a deploy here runs up, down, up: the version's migration is tested
 
     @property
     def flag_key_env(self) -> str:
@@ -112,6 +114,8 @@ class Service:
     target_group: str = "{service}-{env}-{slot}"
     task_family: str = "{service}-{env}"
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # env -> Environment fields
+    migrations: Migrations | None = None  # [services.NAME.migrations]
+    integration_tests: IntegrationTests | None = None  # [services.NAME.integration_tests]
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class Target:
     step_bake_seconds: float = 60.0
     keep_warm_seconds: float = 300.0
     windows: tuple[Window, ...] = ()
+    migrations: Migrations | None = None  # the service's, or its environment override's
+    integration_tests: IntegrationTests | None = None
 
     @property
     def analysis(self) -> AnalysisConfig:
@@ -222,6 +228,8 @@ class Settings:
             step_bake_seconds=o.get("step_bake_seconds", environment.step_bake_seconds),
             keep_warm_seconds=o.get("keep_warm_seconds", environment.keep_warm_seconds),
             windows=o.get("windows", environment.windows),
+            migrations=o.get("migrations", svc.migrations),
+            integration_tests=o.get("integration_tests", svc.integration_tests),
         )
 
     def _flag_target(self, key: str, env: str) -> Target:

@@ -24,13 +24,20 @@ ACTIONS = (
 # An action the access table does not list needs these roles (fail closed): the kill switch is a
 # rollback, so it falls back to rollback's roles; everything else to deploy's.
 FALLBACK = {"kill_flag": "rollback"}
-CHECKS = ("no_alarms", "promoted_from", "rollback_target", "targets_healthy", "http_status")
+CHECKS = (
+    "no_alarms",
+    "promoted_from",
+    "rollback_target",
+    "targets_healthy",
+    "http_status",
+    "migrations_rehearsed",
+)
 ItemKind = Literal["manual", "automatic"]
 DEFAULT_ITEMS: tuple[tuple[str, str, ItemKind, str | None], ...] = (
     # The six items every production deploy answers for; automatic where the bot can see the answer.
     ("tests", "Tests passing", "manual", None),
     ("review", "Code review approved", "manual", None),
-    ("migrations", "Database migrations tested", "manual", None),
+    ("migrations", "Database migrations tested", "automatic", "migrations_rehearsed"),
     ("rollback_plan", "Rollback plan ready", "automatic", "rollback_target"),
     ("monitoring", "Monitoring in place", "automatic", "no_alarms"),
     ("team", "Team notified", "manual", None),

@@ -294,9 +294,18 @@ class Evaluation:
 
 def bucket(flag_key: str, targeting_key: str) -> float:
     """Where a targeting key falls for a flag, in [0, 100] (flagd's fractional evaluation)."""
-    value = murmur3_32((flag_key + targeting_key).encode())
+    value = murmur3_32(_utf8(flag_key + targeting_key))
     signed = value - 2**32 if value >= 2**31 else value
     return abs(signed) / _MAX_INT32 * 100
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8, with a lone surrogate (JSON can carry "\\ud800") as U+FFFD, as Go's and JavaScript's
+    decoders make it: the same key hashes alike everywhere, and no key is an error."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
 def murmur3_32(data: bytes, seed: int = 0) -> int:

@@ -11,7 +11,9 @@ import asyncio
 import logging
 import random
 import threading
+import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -37,6 +39,7 @@ from bot.sandbox.emulator import (
 )
 from bot.sandbox.faults import FaultInjector
 from bot.sandbox.flag_traffic import FlagTraffic
+from bot.sandbox.tasks import TaskBehaviour, TaskEmulator
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class AwsWorld:
         tick_seconds: float = 5.0,
         failure_after_seconds: float = 60.0,
         seed: int = 7,
+        workdir: Path | None = None,
     ):
         self.clock = clock
         self.services = tuple(services)
@@ -93,6 +97,12 @@ class AwsWorld:
         self.faults = FaultInjector(lambda: self.clock.now(), exempt_keys=(SANDBOX_ACCESS_KEY,))
         # Simulated users reading flags from the bot over OFREP; the Sandbox sets it (it knows the bot).
         self.flags: FlagTraffic | None = None
+        self._task_behaviour: dict[tuple[str, str], TaskBehaviour] = {}
+        self.tasks = TaskEmulator(
+            lambda: self.clock.now(),
+            lambda service, tag: self._task_behaviour.get((service, tag)) or TaskBehaviour(),
+            workdir,
+        )
         self._reset_state()
 
     # --- server -----------------------------------------------------------------------------------------
@@ -107,7 +117,7 @@ class AwsWorld:
             # werkzeug's server calls its `app` per request: faults go in front of moto's dispatcher.
             wsgi = self._server._server
             assert wsgi is not None
-            wsgi.app = self.faults.wrap(wsgi.app)
+            wsgi.app = self.faults.wrap(self.tasks.wrap(wsgi.app))  # faults reach RunTask too
             host, port = self._server.get_host_and_port()
             self.endpoint = f"http://{host}:{port}"
             self.emulator.activate()
@@ -136,6 +146,8 @@ class AwsWorld:
         self._tick_lock = asyncio.Lock()
         self._last_traffic_at = None
         self.faults.clear()
+        self._task_behaviour = {}
+        self.tasks.clear()
 
     def stop(self) -> None:
         """Stop the server and restore moto's patched methods."""
@@ -218,6 +230,7 @@ class AwsWorld:
                     Route(env, service, res["services"][service]["rule"], res["load_balancer"])
                 )
         self._provision_alarms()
+        self._provision_databases()
 
     def _provision_alarms(self) -> None:
         """One 5XX alarm per service and environment, as a monitored service would have: `{service}-{env}-5xx`
@@ -237,6 +250,36 @@ class AwsWorld:
                     Dimensions=self.metric_dimensions(service, env, "blue"),
                 )
 
+    def _provision_databases(self) -> None:
+        """Per environment an RDS instance `api-{env}` (what the migrations' backup snapshots) and the demo
+        application's database at v1's schema (bot.sandbox.tasks runs the migrations against it); a log
+        group per service for its tasks' lines."""
+        rds, logs = self.client("rds"), self.client("logs")
+        for service in self.services:
+            logs.create_log_group(logGroupName=f"/sandbox/{service}")
+        for env in self.environments:
+            rds.create_db_instance(
+                DBInstanceIdentifier=f"api-{env}",
+                DBInstanceClass="db.t3.micro",
+                Engine="postgres",
+                AllocatedStorage=20,
+                MasterUsername="app",
+                MasterUserPassword="sandbox-only",
+            )
+            self.tasks.appdb(env).up(1)
+
+    def write_task_logs(self, entries: list[tuple[tuple[str, str], list[str]]]) -> None:
+        """Put finished tasks' lines into CloudWatch Logs (moto's), where the bot reads them."""
+        logs = self.client("logs")
+        for (group, stream), lines in entries:
+            logs.create_log_stream(logGroupName=group, logStreamName=stream)
+            # wall time: CloudWatch Logs drops events from more than 14 days ago or 2 hours ahead, and the
+            # sandbox clock runs ahead of the wall (or was pinned to another day)
+            at = int(time.time() * 1000)
+            events = [{"timestamp": at + i, "message": line} for i, line in enumerate(lines)]
+            if events:
+                logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
     def _provision_service(
         self, env: str, service: str, priority: int, vpc: str, network: dict[str, Any]
     ) -> dict[str, Any]:
@@ -254,6 +297,14 @@ class AwsWorld:
                     "image": f"{service}:v1",
                     "essential": True,
                     "portMappings": [{"containerPort": CONTAINER_PORT, "protocol": "tcp"}],
+                    "logConfiguration": {
+                        "logDriver": "awslogs",
+                        "options": {
+                            "awslogs-group": f"/sandbox/{service}",
+                            "awslogs-region": REGION,
+                            "awslogs-stream-prefix": env,
+                        },
+                    },
                 }
             ],
         )["taskDefinition"]["taskDefinitionArn"]
@@ -365,6 +416,8 @@ class AwsWorld:
         latency_ms: float | None = None,
         unhealthy: bool | None = None,
         requests_per_minute: float | None = None,
+        migration: str | None = None,
+        integration_tests: str | None = None,
     ) -> dict[str, Any]:
         """Set a version's behaviour (None leaves a field as it is); requests_per_minute is per service.
         `version` is the image tag ('v3'; 'web:v3' is accepted too). Returns the behaviour table."""
@@ -376,6 +429,8 @@ class AwsWorld:
             raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
         if requests_per_minute is not None and requests_per_minute < 0:
             raise ValueError(f"requests_per_minute must be >= 0, got {requests_per_minute}")
+        if migration or integration_tests:
+            self._inject_tasks(service, version, migration, integration_tests)
         if requests_per_minute is not None:
             self._rpm[service] = float(requests_per_minute)
         if any(v is not None for v in (error_rate, latency_ms, unhealthy)):
@@ -392,11 +447,32 @@ class AwsWorld:
             )
         return self.behaviour_table()
 
+    def _inject_tasks(
+        self, service: str, version: str | None, migration: str | None, integration_tests: str | None
+    ) -> None:
+        """How the version's one-off tasks end: migration fails | slow | down_fails | ok, integration tests
+        fail | pass (None leaves it as it is)."""
+        if migration not in (None, "fails", "slow", "down_fails", "ok"):
+            raise ValueError(f"migration must be fails, slow, down_fails or ok, got {migration!r}")
+        if integration_tests not in (None, "fail", "pass"):
+            raise ValueError(f"integration_tests must be fail or pass, got {integration_tests!r}")
+        if not version:
+            raise ValueError("a version (image tag) is needed for migration or integration_tests")
+        tag = parse_image(version)[1] if ":" in version else version
+        now = self._task_behaviour.get((service, tag)) or TaskBehaviour()
+        self._task_behaviour[(service, tag)] = TaskBehaviour(
+            migration=now.migration if migration is None else (None if migration == "ok" else migration),
+            integration_tests=now.integration_tests
+            if integration_tests is None
+            else (None if integration_tests == "pass" else integration_tests),
+        )
+
     def behaviour_table(self) -> dict[str, Any]:
         return {
             "default": vars(Behaviour()),
             "versions": {f"{s}:{v}": vars(b).copy() for (s, v), b in sorted(self._versions.items())},
             "requests_per_minute": dict(self._rpm),
+            "tasks": {f"{s}:{v}": vars(b).copy() for (s, v), b in sorted(self._task_behaviour.items())},
         }
 
     # --- the loop -----------------------------------------------------------------------------------------
@@ -406,6 +482,9 @@ class AwsWorld:
         async with self._tick_lock:
             now = self.clock.now()
             self.emulator.step(now)
+            finished = self.tasks.step(now)
+            if finished:
+                await asyncio.to_thread(self.write_task_logs, finished)
             # Traffic for the virtual time that really passed: under load the loop's ticks lag behind a fast
             # clock, and a fixed amount per tick would starve the metrics (a 5% canary would look idle).
             last = self._last_traffic_at

@@ -6,11 +6,11 @@ Users: per environment the same `users` targeting keys (user-0000, ...), each wi
 three regions and a `plan` (free / pro / beta / staff: the shipped `beta` segment matches beta and staff),
 drawn from a seeded random.Random, so every run has the same population.
 
-Evaluation: each user's last answer is kept with its ETag. A tick re-asks a few users (a rotating probe,
-with If-None-Match: 304 while nothing changed) plus users waiting for re-evaluation; a probe answered 200
-means the flags changed, so every user waits for re-evaluation (a bounded batch a tick, so a tick stays
-short and the metrics keep flowing while the new answers spread, as they do through real applications).
-The steady state is a handful of 304s a tick.
+Evaluation: each user's last answer is kept with its ETag (the bot's hashes the environment's flags and
+the context). A tick re-asks a few users (a rotating probe, with If-None-Match: 304 while nothing changed)
+plus users waiting for re-evaluation; a probe answered 200 means the flags changed, so every user waits
+for re-evaluation (a bounded batch a tick, so a tick stays short and the metrics keep flowing while the
+new answers spread, as they do through real applications). The steady state is a handful of 304s a tick.
 
 Metrics: per tick, for the virtual time since the last one, `requests_per_minute` requests per environment
 split across each flag's variants by the users' answers, with each variant's error rate and latency:
@@ -107,7 +107,6 @@ class _Env:
     answers: list[Answer | None]
     waiting: dict[int, None] = field(default_factory=dict)  # users to (re-)evaluate, in order
     probe_at: int = 0
-    etag: str | None = None  # the newest ETag an answer came with
     refused: int | None = None  # the status of the last refusal (401/403), logged once
     # No answer yet, or the last tick got none: one request a tick until one comes (a bot without OFREP,
     # or refusing the key, is asked once a tick, not 2,000 times).
@@ -147,7 +146,7 @@ class Stats:
     failed: int = 0  # anything else (429, 5xx, a bad body)
     unreachable_ticks: int = 0
     busy_skips: int = 0  # a tick came while the previous one still ran
-    changes_seen: int = 0  # a new ETag: every user asked again
+    changes_seen: int = 0  # a probe answered 200, not 304: every user asked again
     last_tick_ms: float = 0.0
     datapoints: int = 0
 
@@ -331,9 +330,12 @@ class FlagTraffic:
             raise unreachable
 
     def _absorb(self, env: _Env, probes: set[int], results: list[tuple[int, int, Answer | None]]) -> None:
-        """Keep the answers; a new ETag means the flags changed: every user whose answer predates it is
-        asked again. A tick whose every request failed turns the environment to one request a tick."""
-        new_etag = False
+        """Keep the answers. A probe answered 200 although it sent its ETag means the environment's flags
+        changed (the bot's ETag hashes its flags and the context, and a user's context never changes):
+        every other user is asked again, with its own ETag. A tick whose every request failed turns the
+        environment to one request a tick."""
+        changed = False
+        fresh: set[int] = set()
         statuses: Counter[int] = Counter()
         for i, status, answer in results:
             statuses[status] += 1
@@ -344,15 +346,13 @@ class FlagTraffic:
             before, env.answers[i] = env.answers[i], answer
             env.waiting.pop(i, None)
             env._counts = None
-            if answer.etag is not None:
-                new_etag |= env.etag is not None and answer.etag != env.etag
-                env.etag = answer.etag
-            elif i in probes and before is not None and before != answer:
-                new_etag = True  # a server without ETags: an answer that moved is the sign
-        if new_etag:
+            fresh.add(i)
+            if i in probes and before is not None and (before.etag is not None or before != answer):
+                changed = True  # (a server without ETags: only an answer that moved says so)
+        if changed:
             self.stats.changes_seen += 1
-            for j, a in enumerate(env.answers):
-                if a is None or a.etag != env.etag:
+            for j in range(len(env.answers)):
+                if j not in fresh:
                     env.waiting[j] = None
         refused = next((s for s in (401, 403) if statuses[s]), None)
         if refused is not None and env.refused != refused:

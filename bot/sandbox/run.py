@@ -146,7 +146,7 @@ class Sandbox:
             self.clock = ScaledClock(speed, start=start, held=True)
         self.signing_secret = secrets.token_hex(16)
         self.bot_token = "xoxb-sandbox-" + secrets.token_hex(12)
-        self.world = AwsWorld(self.clock)
+        self.world = AwsWorld(self.clock, workdir=self.workdir)
         # A "timeout" fault holds a call past the bot's read timeout, so botocore gives up on it.
         self.world.faults.timeout_seconds = read_timeout_of(self.config) + TIMEOUT_MARGIN
         self.slack = LocalSlack(
@@ -315,7 +315,14 @@ class Sandbox:
             service = body["service"]
             fields = {
                 k: body[k]
-                for k in ("error_rate", "latency_ms", "unhealthy", "requests_per_minute")
+                for k in (
+                    "error_rate",
+                    "latency_ms",
+                    "unhealthy",
+                    "requests_per_minute",
+                    "migration",
+                    "integration_tests",
+                )
                 if k in body
             }
             table = self.world.inject(service, body.get("version"), **fields)

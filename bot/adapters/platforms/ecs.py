@@ -24,6 +24,7 @@ from typing import Any
 import botocore.session  # type: ignore[import-untyped]
 
 from bot.adapters.aws import Answer, Caller
+from bot.adapters.platforms.ecs_tasks import EcsTasks
 from bot.app.ports import MetricScope, PlatformError, Rollout, SlotState, TargetHealth
 from bot.config.model import Target
 
@@ -114,7 +115,7 @@ def alb_dimensions(target_group_arn: str, load_balancer_arn: str) -> list[dict[s
     return [{"Name": "TargetGroup", "Value": tg}, {"Name": "LoadBalancer", "Value": lb}]
 
 
-class EcsPlatform:
+class EcsPlatform(EcsTasks):
     """One per process (it caches); `aws` is bot.adapters.aws.Aws (or anything with its call())."""
 
     def __init__(self, aws: Caller):

@@ -8,10 +8,10 @@ on, and takes injected faults: a write refused or a transient error (`fail`), un
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from bot.app.ports import MetricScope, PlatformError, Rollout, SlotState, TargetHealth
+from bot.app.ports import MetricScope, PlatformError, Rollout, SlotState, TargetHealth, TaskRun
 from bot.config.model import Target
 
 
@@ -44,6 +44,33 @@ class FakeService:
     drain_seconds: float = 0.0
 
 
+@dataclass
+class FakeTask:
+    """A one-off task: what it runs, and how it will end (`exit_code`, `logs`) after `polls_left` reads."""
+
+    id: str
+    key: str
+    revision: str
+    image: str
+    command: tuple[str, ...]
+    environment: dict[str, str]
+    exit_code: int | None
+    logs: list[str] = field(default_factory=list)
+    polls_left: int = 1
+    status: str = "PENDING"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TaskScript:
+    """How tasks whose command contains `word` end: exit code, log lines, reads before they stop."""
+
+    exit_code: int | None = 0
+    logs: tuple[str, ...] = ()
+    polls: int = 1
+    reason: str = ""
+
+
 @dataclass(frozen=True)
 class Change:
     """One write to the world, in order: ("weights", {...}) or ("slot", {"slot", "revision", "count"})."""
@@ -64,6 +91,8 @@ class MemoryPlatform:
         self._faults: dict[str, list[PlatformError]] = {}
         self._lost: dict[str, list[Exception]] = {}
         self._failing_rollouts: dict[tuple[str, str, str], str] = {}
+        self.tasks: list[FakeTask] = []  # every one-off task started, in order
+        self._task_scripts: list[tuple[str, str | None, TaskScript]] = []
 
     # ---------------------------------------------------------------------------------------- setup
 
@@ -115,6 +144,17 @@ class MemoryPlatform:
     def fail_rollouts(self, target: Target, image: str, reason: str) -> None:
         """Every rollout of a revision running `image` fails with `reason`."""
         self._failing_rollouts[(target.service.name, target.env.name, image)] = reason
+
+    def script_tasks(self, word: str, script: TaskScript, image: str | None = None) -> None:
+        """Tasks whose command has `word` (and, if given, running `image`) end as `script` says (the latest
+        matching script wins; unscripted tasks exit 0 after one read)."""
+        self._task_scripts.append((word, image, script))
+
+    def _script(self, command: tuple[str, ...], image: str) -> TaskScript:
+        for word, wanted, script in reversed(self._task_scripts):
+            if word in command and (wanted is None or wanted == image):
+                return script
+        return TaskScript()
 
     def set_health(self, target: Target, slot: str, state: str | None, reason: str | None = None) -> None:
         """Every target of the slot in `state` from now on (None: back to healthy when running)."""
@@ -230,6 +270,60 @@ class MemoryPlatform:
     async def metric_scope(self, target: Target, slot: str) -> MetricScope:
         self._enter("metric_scope")
         return MetricScope((("service", target.service.name), ("env", target.env.name), ("slot", slot)))
+
+    async def run_task(
+        self,
+        target: Target,
+        revision: str,
+        command: Sequence[str],
+        *,
+        key: str,
+        environment: Mapping[str, str] | None = None,
+    ) -> str:
+        self._enter("run_task")
+        containers = self.revisions.get(revision)
+        if containers is None or target.service.container not in containers:
+            raise PlatformError(
+                "RunTask", f"revision {revision} has no container {target.service.container!r}"
+            )
+        image = containers[target.service.container]
+        script = self._script(tuple(command), image)
+        task = FakeTask(
+            id=f"task/{target.env.name}/{len(self.tasks) + 1}",
+            key=key,
+            revision=revision,
+            image=image,
+            command=tuple(command),
+            environment=dict(environment or {}),
+            exit_code=script.exit_code,
+            logs=list(script.logs),
+            polls_left=script.polls,
+            reason=script.reason,
+        )
+        self.tasks.append(task)
+        self.history.append(Change("task", {"task": task.id, "command": task.command, "image": image}))
+        self._leave("run_task")
+        return task.id
+
+    async def find_task(self, target: Target, key: str) -> str | None:
+        self._enter("find_task")
+        return next((t.id for t in reversed(self.tasks) if t.key == key), None)
+
+    async def task(self, target: Target, task: str) -> TaskRun:
+        self._enter("task")
+        t = next((t for t in self.tasks if t.id == task), None)
+        if t is None:
+            raise PlatformError("DescribeTasks", f"no task {task}")
+        if t.status != "STOPPED":
+            t.polls_left -= 1
+            t.status = "STOPPED" if t.polls_left <= 0 else "RUNNING"
+        stopped = t.status == "STOPPED"
+        return TaskRun(t.id, t.status, t.exit_code if stopped else None, t.reason if stopped else "")
+
+    async def task_logs(self, target: Target, task: str, limit: int = 20) -> list[str]:
+        self._enter("task_logs")
+        t = next((t for t in self.tasks if t.id == task), None)
+        return list(t.logs[-limit:]) if t is not None else []
 
 
 def _key(target: Target) -> tuple[str, str]:

@@ -481,6 +481,9 @@ class AsyncStore:
     async def flag_changes(self, env: str, key: str, limit: int = 10) -> list[Event]:
         return await self.call(self.sync.flag_changes, env, key, limit)
 
+    async def rehearsal(self, service: str, env: str, version: str) -> Event | None:
+        return await self.call(self.sync.rehearsal, service, env, version)
+
 
 def as_storage(store: AsyncStore) -> Storage:
     """AsyncStore as the app's Storage (mypy checks here that it implements every method, typed alike)."""

@@ -18,6 +18,7 @@ from bot.adapters.store.flags import FlagsMixin
 from bot.adapters.store.messages import MessagesMixin
 from bot.adapters.store.outbox import OutboxMixin
 from bot.adapters.store.requests import RequestsMixin
+from bot.adapters.store.tasks import TasksMixin
 from bot.domain.checklist import Approval, ItemState
 from bot.domain.errors import Conflict
 from bot.domain.events import DomainEvent
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Store", "StoreBase", "log"]
 
 
-class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, FlagsMixin, StoreBase):
+class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, FlagsMixin, TasksMixin, StoreBase):
     """Synchronous store. Async code uses AsyncStore, which runs these methods on one thread.
 
     One class over one Database: deployments, transitions, locks, checklist and reads here; alerts

@@ -6,6 +6,7 @@ ctx.platform and ctx.metrics (bot.app.ports)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from bot.app.plans import flags, rolling, traffic
@@ -30,8 +31,12 @@ __all__ = [
 GRADUAL_ROLLBACK_WEIGHTS = (25, 50, 75, 100)
 
 
-def plan(strategy: str, target: Target, *, gradual: bool = False) -> list[Step]:
-    """The steps of a deployment. `gradual` (rollbacks): traffic moves back in steps, with analysis."""
+def plan(strategy: str, target: Target, *, gradual: bool = False, migrate: bool = True) -> list[Step]:
+    """The steps of a deployment. `gradual` (rollbacks): traffic moves back in steps, with analysis.
+    `migrate`: the service's migrations run first (a rollback to an older version runs none: the schema
+    a newer version expanded stays, and the older one runs on it — expand/contract)."""
+    if not migrate:
+        target = replace(target, migrations=None)
     if strategy == "flag":
         return flags.rollout_plan(target)
     if strategy == "rolling":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.app.plans import migrations
 from bot.app.plans.reads import image_tag, unhealthy_targets
 from bot.app.plans.steps import Step, StepContext, StepFailed, duration
 from bot.app.plans.truth import AllTrafficTo, repair_split
@@ -196,6 +197,7 @@ def plan(target: Target) -> list[Step]:
     return [
         CaptureCurrent(),
         RegisterRevision(),
+        *migrations.forward_steps(target),
         UpdateService("task_definition"),
         WaitForRollout("task_definition", target.rollout_timeout_seconds),
         WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0)),
@@ -209,7 +211,9 @@ def rollback_plan(target: Target) -> list[Step]:
         WaitForRollout("previous_task_definition", target.rollout_timeout_seconds),
         WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0)),
     ]
-    return [*steps, AllTrafficTo("slot")] if len(target.slots) > 1 else steps
+    if len(target.slots) > 1:
+        steps.append(AllTrafficTo("slot"))
+    return [*steps, *migrations.back_steps(target)]
 
 
 def _short(arn: str) -> str:

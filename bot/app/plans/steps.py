@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bot.app.ports import Http, Metrics, Platform
+from bot.app.ports import Backups, Http, Metrics, Platform
 from bot.clock import Clock
 from bot.config.model import Target
 from bot.domain.durations import duration as duration  # the plans' one formatter is the domain's
@@ -55,6 +55,7 @@ class StepContext:
     # ^ the versions known good in the environment, newest first (read from the store when asked)
     resumed: bool = False  # this run carries on after a restart: a write may have landed unrecorded
     flags: Any = None  # a flag rollout's FlagSwitch (bot.app.plans.flags), None for deployments
+    backups: Backups | None = None  # database snapshots before a migration
 
     async def poll(self, seconds: float | None = None) -> None:
         await self.checkpoint()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.app.measure import run_analysis
+from bot.app.plans import migrations
 from bot.app.plans.reads import image_tag
 from bot.app.plans.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout
 from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, duration
@@ -350,6 +351,7 @@ def _preparation(target: Target) -> list[Step]:
     steps: list[Step] = [
         CaptureTraffic(),
         UseRevision(),
+        *migrations.forward_steps(target),
         PrepareSlot(),
         WaitForRollout("task_definition", target.rollout_timeout_seconds),
         WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0)),
@@ -387,4 +389,5 @@ def rollback_plan(target: Target) -> list[Step]:
         WaitForHealthyTargets(min(target.rollout_timeout_seconds, 300.0), slot_key="stable_slot"),
         SetWeights(0),
         ScaleDown("slot", 0.0),
+        *migrations.back_steps(target),
     ]

@@ -4,13 +4,15 @@ naming the file, the key and what is expected."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.config.load import load_settings, parse_settings
 from bot.config.tables import ConfigError
-from tests.conftest import CONFIG as SHIPPED
+
+SHIPPED = Path(__file__).resolve().parents[3] / "config" / "deploybot.toml"
 
 BASE: dict[str, Any] = {
     "environments": {"staging": {"load_balancer": "lb"}, "production": {"load_balancer": "lb2"}},

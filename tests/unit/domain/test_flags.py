@@ -55,6 +55,14 @@ def test_the_bucket_is_flagds_fractional_evaluation():
     assert pick([("a", 50), ("b", 50)], 100.0000001) == "b"  # the very top still lands somewhere
 
 
+def test_a_targeting_key_with_a_lone_surrogate_buckets_as_its_replacement_character():
+    # JSON may carry "\ud800" alone; Go's and JavaScript's decoders read it as U+FFFD, and so does the bucket
+    assert bucket("checkout-v2", "\ud800user") == bucket("checkout-v2", "\ufffduser")
+    assert bucket("checkout-v2", "\ud83d\ude42") == bucket("checkout-v2", "🙂")  # a pair is its character
+    state = at_percent(FLAG, FlagState(), 50)
+    assert evaluate(FLAG.key, FLAG, state, {"targetingKey": "\udfff"}, {}).reason == "SPLIT"
+
+
 def test_a_percentage_is_accurate_stable_and_monotonic():
     keys = [f"user-{i}" for i in range(4000)]
 
@@ -165,6 +173,6 @@ def test_hostile_contexts_never_raise(seed):
             for _ in range(rng.randrange(6))
         }
         if rng.random() < 0.5:
-            ctx["targetingKey"] = rng.choice(["", "u", "\x00" * 5, "🙂" * 40])
+            ctx["targetingKey"] = rng.choice(["", "u", "\x00" * 5, "🙂" * 40, "\ud800"])
         answer = evaluate(FLAG.key, FLAG, state, ctx, BETA)
         assert answer.reason in ("TARGETING_MATCH", "SPLIT", "ERROR") and answer.to_ofrep()["key"] == FLAG.key

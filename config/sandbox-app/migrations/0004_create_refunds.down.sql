@@ -1,0 +1,2 @@
+DROP INDEX refunds_by_order;
+DROP TABLE refunds;
