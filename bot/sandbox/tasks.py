@@ -148,7 +148,9 @@ class EmuTask:
     environment: dict[str, str]
     created_at: float
     log: tuple[str, str] | None
-    created_wall: float = field(default_factory=time.time)  # to compare with moto's wall-clock times  # (group, stream) from the task definition's awslogs options
+    created_wall: float = field(
+        default_factory=time.time
+    )  # to compare with moto's wall-clock times  # (group, stream) from the task definition's awslogs options
     status: str = "PENDING"
     started_at: float | None = None
     stopped_at: float | None = None
