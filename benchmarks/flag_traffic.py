@@ -10,10 +10,12 @@ What it does:
      and detaches the flag traffic from the AWS world's loop, so this script drives every flag tick
      itself (`FlagTraffic.tick()`) and times it: wall time in this process, and the CPU time of this
      process and of the bot process (from /proc) over the same span.
-  2. The initial sweep: ticks until every simulated user of every environment has an answer.
+  2. The first answers: ticks until every simulated user of every environment has an answer (with every
+     flag off, one user's context-free answer is everyone's).
   3. The steady state: `--ticks` ticks with nothing changed (every request should be a 304).
-  4. A change: `/flag checkout-v2 25% in staging` (the bot's ETag for staging changes), then ticks until
-     every staging user has been asked again.
+  4. A change: checkout-v2 at 25% in staging, written to the bot's database as another process would
+     (the bot follows the store each second; its ETags for staging change), then ticks until a probe
+     sees it and until every staging user has been asked again (a split: each user's own answer).
   5. The AWS world's own tick (`AwsWorld.tick()`: ECS emulation, ALB metrics to moto), `--ticks` times
      without the flag traffic and `--ticks` times with it attached (the tick then only starts a flag tick
      in the background: what the world's tick pays is the kick, not the flag tick).
@@ -33,7 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.sandbox.client import SandboxClient  # noqa: E402
+from bot.adapters.store.sqlite import Store  # noqa: E402
+from bot.config.load import load_settings  # noqa: E402
+from bot.domain.flags import at_percent  # noqa: E402
 from bot.sandbox.run import Sandbox  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "deploybot.toml"
@@ -86,11 +90,12 @@ async def main() -> int:
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        async with Sandbox(config=CONFIG, speed=60, workdir=tmp, flag_users=args.users) as sb:
-            traffic, world = sb.flag_traffic, sb.world
-            assert traffic is not None and sb.bot is not None and sb.bot.proc is not None
-            world.flags = None  # this script ticks the flag traffic itself
-            await asyncio.sleep(0.5)  # a tick the loop may have started ends
+        sb = Sandbox(config=CONFIG, speed=60, workdir=tmp, flag_users=args.users)
+        traffic, world = sb.flag_traffic, sb.world
+        assert traffic is not None
+        world.flags = None  # this script ticks the flag traffic itself, from the start
+        async with sb:
+            assert sb.bot is not None and sb.bot.proc is not None
             pid, stats = sb.bot.proc.pid, traffic.stats
 
             def waiting(env: str | None = None) -> int:
@@ -99,31 +104,36 @@ async def main() -> int:
             async def tick() -> None:
                 assert await traffic.tick(), "the bot did not answer"
 
+            def steady(name: str) -> Phase:
+                return Phase(name, pid)
+
             print(f"{args.users} simulated users per environment, {len(traffic.envs)} environments")
-            print(await measure(Phase("initial sweep", pid), tick, stats, lambda n: n > 0 and not waiting()))
-            print(
-                await measure(
-                    Phase("steady state (nothing changed)", pid), tick, stats, lambda n: n >= args.ticks
-                )
-            )
-            async with SandboxClient(sb.slack_url) as client:
-                answer = await client.slash("alice", "/flag", "checkout-v2 25% in staging")
-                assert answer["status"] == 200, answer
-            await asyncio.sleep(0.2)  # the bot's book swaps its snapshot at once; this is slack for the ack
-            changed = Phase("after a change (re-evaluate)", pid)
-            print(await measure(changed, tick, stats, lambda n: n > 1 and not waiting("staging")))
-            print(await measure(Phase("steady state again", pid), tick, stats, lambda n: n >= args.ticks))
+            first = Phase("first answers (all flags off)", pid)
+            print(await measure(first, tick, stats, lambda n: n > 0 and not waiting()))
+            print(await measure(steady("steady state"), tick, stats, lambda n: n >= args.ticks))
+
+            settings = load_settings(CONFIG, env={})
+            store = Store(sb.db)  # as another process sharing the database would; the bot follows each second
+            flag, now = settings.flags["checkout-v2"], store.flag_state("staging", "checkout-v2")
+            store.set_flag(
+                "staging", "checkout-v2", at_percent(flag, now.state, 25), expected_revision=now.revision,
+                actor="bench", action="flag_changed", details={},
+            )  # fmt: skip
+            store.close()
+            seen = stats.changes_seen
+            detect = Phase("until a probe sees the change", pid)
+            print(await measure(detect, tick, stats, lambda n: stats.changes_seen > seen))
+            changed = Phase("re-evaluating staging", pid)
+            print(await measure(changed, tick, stats, lambda n: n > 0 and not waiting("staging")))
+            print(await measure(steady("steady state again"), tick, stats, lambda n: n >= args.ticks))
             view = traffic.view("staging")["environments"]["staging"]["flags"]["checkout-v2"]["shares"]
             print(f"staging checkout-v2 shares after 25%: {view}")
             total = stats.requests
             print(
-                f"all OFREP requests: {total}, 304: {stats.not_modified} ({stats.not_modified / total * 100:.0f}%)"
+                f"all OFREP requests: {total}, 304: {stats.not_modified} ({stats.not_modified / total:.0%})"
             )
 
-            for label, flags in (
-                ("AWS world tick, no flag traffic", None),
-                ("AWS world tick, flag traffic", traffic),
-            ):
+            for label, flags in (("no flag traffic", None), ("flag traffic attached", traffic)):
                 world.flags = flags
                 times = []
                 for _ in range(args.ticks):
@@ -131,8 +141,21 @@ async def main() -> int:
                     start = time.perf_counter()
                     await world.tick()
                     times.append((time.perf_counter() - start) * 1000)
-                print(f"{label:<34} median {statistics.median(times):6.2f} ms  max {max(times):6.2f} ms")
+                print(
+                    f"AWS world tick, {label:<22} median {statistics.median(times):6.2f} ms  "
+                    f"max {max(times):6.2f} ms"
+                )
             world.flags = None
+            kicks = []
+            for _ in range(args.ticks):
+                await asyncio.sleep(0.25)  # past min_wall_seconds: each kick starts a flag tick
+                start = time.perf_counter()
+                traffic.kick()
+                kicks.append((time.perf_counter() - start) * 1e6)
+            print(
+                f"FlagTraffic.kick() (what the AWS tick pays) median {statistics.median(kicks):6.1f} us  "
+                f"max {max(kicks):6.1f} us"
+            )
     return 0
 
 

@@ -470,6 +470,8 @@ def flag_lines(view: dict[str, Any]) -> list[str]:
     lines = []
     for env, state in view["environments"].items():
         head = f"{env}: {state['evaluated']} of {state['users']} users evaluated"
+        if state.get("inferred"):
+            head += f" ({state['inferred']} by another's context-free answer)"
         if state["waiting"]:
             head += f", {state['waiting']} waiting"
         if state["refused"]:

@@ -28,7 +28,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ PLANS = ("free", "pro", "beta", "staff")  # the shipped `beta` segment is plan i
 PLAN_WEIGHTS = (60, 25, 10, 5)
 INJECT_KEYS = ("flag", "variant", "error_rate", "latency_ms", "env", "clear")
 BULK_PATH = "/ofrep/v1/evaluate/flags"
+CONTEXT_FREE = frozenset({"DISABLED", "STATIC"})  # OFREP reasons that do not depend on the context
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,17 @@ HEALTHY = VariantBehaviour()
 
 @dataclass(frozen=True)
 class Answer:
-    """A user's last bulk answer: the ETag it came with, each flag's variant, and each flag's error."""
+    """A user's last bulk answer: the ETag it came with (None: the answer is another user's, see
+    `context_free`), each flag's variant, each flag's error. `context_free`: every flag answered DISABLED or
+    STATIC, which OFREP defines as no evaluation of the context: every user gets this same answer."""
 
     etag: str | None
     variants: Mapping[str, str]
     errors: Mapping[str, str]
+    context_free: bool = False
+
+    def same(self, other: Answer | None) -> bool:
+        return other is not None and (self.variants, self.errors) == (other.variants, other.errors)
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,7 @@ class _Env:
     answers: list[Answer | None]
     waiting: dict[int, None] = field(default_factory=dict)  # users to (re-)evaluate, in order
     probe_at: int = 0
+    own: dict[int, None] = field(default_factory=dict)  # users whose answer came with their own ETag
     refused: int | None = None  # the status of the last refusal (401/403), logged once
     # No answer yet, or the last tick got none: one request a tick until one comes (a bot without OFREP,
     # or refusing the key, is asked once a tick, not 2,000 times).
@@ -299,15 +307,15 @@ class FlagTraffic:
         return self._probes(env, set(waiting), self.probes), waiting
 
     def _probes(self, env: _Env, chosen: set[int], count: int) -> list[int]:
-        probes: list[int] = []
-        n = len(self.users)
-        for _ in range(n):
-            if len(probes) >= count:
-                break
-            i, env.probe_at = env.probe_at, (env.probe_at + 1) % n
-            if env.answers[i] is not None and i not in chosen:
-                probes.append(i)
-        return probes
+        """Users with an ETag of their own, in turn (each snapshot change changes every ETag, so any of them
+        sees it); a bot that sends no ETags: any user with an answer."""
+        pool = [i for i in env.own if i not in chosen] or [
+            i for i, a in enumerate(env.answers) if a is not None and i not in chosen
+        ]
+        if not pool:
+            return []
+        start, env.probe_at = env.probe_at, env.probe_at + count
+        return sorted({pool[(start + k) % len(pool)] for k in range(min(count, len(pool)))})
 
     async def _evaluate(self, url: str, env: _Env) -> None:
         probes, waiting = self._pick(env)
@@ -332,10 +340,11 @@ class FlagTraffic:
     def _absorb(self, env: _Env, probes: set[int], results: list[tuple[int, int, Answer | None]]) -> None:
         """Keep the answers. A probe answered 200 although it sent its ETag means the environment's flags
         changed (the bot's ETag hashes its flags and the context, and a user's context never changes):
-        every other user is asked again, with its own ETag. A tick whose every request failed turns the
-        environment to one request a tick."""
+        every other user is asked again, with its own ETag. A context-free answer (every flag DISABLED or
+        STATIC) is every waiting user's answer: nobody needs asking while no flag looks at the context."""
         changed = False
         fresh: set[int] = set()
+        uniform: Answer | None = None
         statuses: Counter[int] = Counter()
         for i, status, answer in results:
             statuses[status] += 1
@@ -343,17 +352,27 @@ class FlagTraffic:
                 env.waiting.pop(i, None)
             if status != 200 or answer is None:
                 continue
-            before, env.answers[i] = env.answers[i], answer
-            env.waiting.pop(i, None)
-            env._counts = None
+            before = env.answers[i]
+            self._keep(env, i, answer)
             fresh.add(i)
-            if i in probes and before is not None and (before.etag is not None or before != answer):
+            if answer.context_free:
+                uniform = answer
+            if i in probes and before is not None and (before.etag is not None or not answer.same(before)):
                 changed = True  # (a server without ETags: only an answer that moved says so)
         if changed:
             self.stats.changes_seen += 1
             for j in range(len(env.answers)):
                 if j not in fresh:
                     env.waiting[j] = None
+        if uniform is not None and env.waiting:
+            shared = replace(uniform, etag=None)
+            for j in list(env.waiting):
+                self._keep(env, j, shared)
+        self._note(env, statuses)
+
+    @staticmethod
+    def _note(env: _Env, statuses: Counter[int]) -> None:
+        """A refused key, or a tick with no answer at all: logged once, and one request a tick after."""
         refused = next((s for s in (401, 403) if statuses[s]), None)
         if refused is not None and env.refused != refused:
             log.warning("sandbox flag traffic: the bot refuses %s's OFREP key (HTTP %s)", env.name, refused)
@@ -367,6 +386,15 @@ class FlagTraffic:
                     ", ".join(str(s) for s in sorted(statuses)),
                 )
             env.warned = env.failing
+
+    def _keep(self, env: _Env, i: int, answer: Answer) -> None:
+        env.answers[i] = answer
+        env.waiting.pop(i, None)
+        if answer.etag is not None:
+            env.own[i] = None
+        else:
+            env.own.pop(i, None)
+        env._counts = None
 
     async def _ask(
         self, session: aiohttp.ClientSession, url: str, env: _Env, i: int
@@ -529,6 +557,8 @@ class FlagTraffic:
             environments[env.name] = {
                 "users": len(self.users),
                 "evaluated": sum(a is not None for a in env.answers),
+                # of which answered for them by a context-free answer (every flag DISABLED or STATIC)
+                "inferred": sum(a is not None and a.etag is None for a in env.answers),
                 "waiting": len(env.waiting),
                 "refused": env.refused,
                 "flags": flags,
@@ -564,12 +594,15 @@ def parse_bulk(body: Any, etag: str | None) -> Answer | None:
         return None
     variants: dict[str, str] = {}
     errors: dict[str, str] = {}
+    context_free = True
     for item in body["flags"]:
         if not isinstance(item, Mapping) or not isinstance(item.get("key"), str):
             return None
         if item.get("errorCode"):
             errors[item["key"]] = str(item["errorCode"])
+            context_free = False
         else:
             variant = item.get("variant")
             variants[item["key"]] = str(variant) if variant is not None else str(item.get("value"))
-    return Answer(etag, variants, errors)
+            context_free = context_free and item.get("reason") in CONTEXT_FREE
+    return Answer(etag, variants, errors, context_free)

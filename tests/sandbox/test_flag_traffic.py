@@ -18,6 +18,9 @@ import pytest_asyncio
 from openfeature import api as openfeature
 from openfeature.contrib.provider.ofrep import OFREPProvider
 
+from bot.adapters.store.sqlite import Store
+from bot.config.load import load_settings
+from bot.domain.flags import Condition, FlagState, Rule, at_percent, on_for, turned_off
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.console import flag_lines
 from bot.sandbox.flag_traffic import EnvKey, FlagTraffic, simulated_users
@@ -27,6 +30,7 @@ from tests.conftest import CONFIG
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 USERS = 2000
 DIMENSIONS = ("Flag", "Variant", "Environment")
+SETTINGS = load_settings(CONFIG, env={})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -92,36 +96,73 @@ def now(sb: Sandbox) -> datetime:
 async def test_a_flag_nobody_changed_is_off_for_every_simulated_user(sb, client):
     view = await settled(client)
     for env in ("staging", "production"):
+        # every flag answers DISABLED, which OFREP defines as the same for any context: one user was asked
+        # for everyone (a handful more by the probes since); the rest need not be
+        assert view["environments"][env]["inferred"] > USERS - 50
         flags = view["environments"][env]["flags"]
         assert flags["checkout-v2"] == {"shares": {"off": 1.0}, "users": {"off": USERS}, "errors": {}}
         assert flags["search-ranking"]["shares"] == {"control": 1.0}  # its off variant
     only = await client.flags("staging")
     assert list(only["environments"]) == ["staging"]
     lines = flag_lines(view)  # the console's `flags`
-    assert "staging: 2000 of 2000 users evaluated" in lines and "  checkout-v2: off 100.0%" in lines
+    assert (
+        lines[0].startswith("staging: 2000 of 2000 users evaluated (")
+        and "  checkout-v2: off 100.0%" in lines
+    )
+    assert lines[-1].startswith("OFREP: ") and "answered 304" in lines[-1]
+
+
+def change_flag(sb: Sandbox, env: str, key: str, change) -> None:
+    """Change a flag's state as another process sharing the bot's database does (a replica, `deploybot`
+    run by hand): the bot follows the store's flags revision each second. The simulator knows nothing of
+    it but what OFREP answers."""
+    flag = SETTINGS.flags[key]
+    store = Store(sb.db)
+    try:
+        now = store.flag_state(env, key)
+        store.set_flag(
+            env, key, change(flag, now.state), expected_revision=now.revision, actor="test",
+            action="flag_changed", details={},
+        )  # fmt: skip
+    finally:
+        store.close()
+
+
+async def shares_once(client: SandboxClient, env: str, key: str, check, what: str) -> dict:
+    """The view once `env` has no user waiting and `check(shares of key)` holds."""
+
+    async def probe():
+        view = await client.flags()
+        state = view["environments"][env]
+        return view if state["waiting"] == 0 and check(state["flags"][key]) else None
+
+    return await wait_for(probe, 30, what=what)
 
 
 async def test_a_flag_change_reaches_every_simulated_user_and_only_in_its_environment(sb, client):
     await settled(client)
     before = (await client.flags())["stats"]["changes_seen"]
-    answer = await client.slash("alice", "/flag", "checkout-v2 25% in staging")
-    assert answer["status"] == 200, answer
-
-    async def at_25():
-        view = await client.flags()
-        staging = view["environments"]["staging"]
-        shares = staging["flags"]["checkout-v2"]["shares"]
-        return view if staging["waiting"] == 0 and shares.get("on", 0) > 0 else None
-
-    view = await wait_for(at_25, 30, what="the simulated users to see 25%")
+    change_flag(sb, "staging", "checkout-v2", lambda f, s: at_percent(f, s, 25))
+    view = await shares_once(client, "staging", "checkout-v2", lambda f: "on" in f["users"], "25% seen")
     shares = view["environments"]["staging"]["flags"]["checkout-v2"]["shares"]
     assert shares["on"] == pytest.approx(0.25, abs=0.03) and shares["on"] + shares["off"] == 1.0
+    assert view["environments"]["staging"]["inferred"] == 0  # a split: every user asked for its own answer
     assert view["environments"]["production"]["flags"]["checkout-v2"]["shares"] == {"off": 1.0}
     assert view["stats"]["changes_seen"] > before
 
-    await client.slash("alice", "/flag", "checkout-v2 off in staging")
-    back = await settled(client)
-    assert back["environments"]["staging"]["flags"]["checkout-v2"]["shares"] == {"off": 1.0}
+    # a regional rollout: exactly the users whose region attribute is eu-west-1
+    rule = Rule("on", (Condition("region", "in", ("eu-west-1",)),))
+    change_flag(sb, "staging", "checkout-v2", lambda f, s: on_for(f, FlagState(), rule))
+    eu_west = sum(u.region == "eu-west-1" for u in simulated_users(USERS))
+    view = await shares_once(
+        client, "staging", "checkout-v2", lambda f: f["users"].get("on") == eu_west, "eu-west-1 on"
+    )
+    assert view["environments"]["staging"]["flags"]["checkout-v2"]["users"] == {
+        "off": USERS - eu_west, "on": eu_west
+    }  # fmt: skip
+
+    change_flag(sb, "staging", "checkout-v2", lambda f, s: turned_off(f, s))
+    await shares_once(client, "staging", "checkout-v2", lambda f: f["shares"] == {"off": 1.0}, "off again")
 
 
 # --- metrics -----------------------------------------------------------------------------------------------
