@@ -18,8 +18,12 @@ import pytest_asyncio
 from openfeature import api as openfeature
 from openfeature.contrib.provider.ofrep import OFREPProvider
 
+from bot.adapters.aws import Aws
+from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
 from bot.adapters.store.sqlite import Store
 from bot.config.load import load_settings
+from bot.config.model import AwsSettings
+from bot.domain.analysis import GroupMetrics
 from bot.domain.flags import Condition, FlagState, Rule, at_percent, on_for, turned_off
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.console import flag_lines
@@ -196,6 +200,14 @@ async def test_an_injection_shows_in_the_published_metrics_of_that_variant_only(
         assert published(sb, "checkout-v2", "on", "staging", start, end) == {
             "requests": None, "errors": None, "latency": None
         }  # fmt: skip
+        # the bot's own reader (what a flag rollout's analysis calls) sees the same series
+        reader = CloudWatchMetrics(Aws(AwsSettings(endpoint_url=sb.aws_url, max_attempts=1)))
+        env = SETTINGS.environments["staging"]
+        read = await reader.flag_metrics(
+            None, env.flags.metrics, "checkout-v2", "staging", ["on", "off"], start, end
+        )
+        assert read["on"] == GroupMetrics() and read["off"].requests >= bad["requests"]
+        assert read["off"].errors / read["off"].requests == pytest.approx(0.2, abs=0.02)
     finally:
         cleared = await client.inject_flag("checkout-v2", clear=True)
     assert cleared["ok"] and cleared["injections"] == []
