@@ -17,8 +17,9 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.sandbox.client import wait_for
-from bot.sandbox.console import Console, fault_from_words
+from bot.sandbox.console import Console, fault_from_words, flag_injection_from_words
 from bot.sandbox.faults import FaultInjector
+from bot.sandbox.flag_traffic import EnvKey, FlagTraffic
 from bot.sandbox.render import BOLD, RESET, Directory, change_line, mrkdwn, render_message, summary
 from bot.sandbox.slack import BOT_USER_ID, LocalSlack
 from tests.conftest import CONFIG
@@ -324,6 +325,70 @@ async def test_the_faults_command_adds_lists_and_clears_rules():
     assert sandbox.world.faults.rules() == []
     await console.handle("help")
     assert "faults elbv2 100% 6s" in printed[-1] and "faults off" in printed[-1]
+
+
+def test_the_flag_injection_words_read_a_variant_rates_latencies_an_environment_and_clear():
+    assert flag_injection_from_words(["checkout-v2", "on", "error_rate=0.2", "latency_ms=400"]) == {
+        "flag": "checkout-v2",
+        "variant": "on",
+        "error_rate": 0.2,
+        "latency_ms": 400.0,
+    }
+    assert flag_injection_from_words(["checkout-v2", "on", "errors=20%", "latency=300ms", "env=staging"]) == {
+        "flag": "checkout-v2",
+        "variant": "on",
+        "error_rate": 0.2,
+        "latency_ms": 300.0,
+        "env": "staging",
+    }
+    assert flag_injection_from_words(["checkout-v2", "clear"]) == {"flag": "checkout-v2", "clear": True}
+    for bad in (
+        ["checkout-v2", "on", "errors=lots"],
+        ["checkout-v2", "on", "off"],
+        ["checkout-v2", "x=1"],
+        [],
+    ):
+        with pytest.raises(ValueError, match="inject flag KEY VARIANT error_rate="):
+            flag_injection_from_words(bad)
+
+
+async def test_the_flags_and_inject_flag_commands_show_shares_and_injections():
+    clock = ManualClock(NOW)
+    sandbox = FakeSandbox(LocalSlack(signing_secret="s", bot_token="xoxb-t", clock=clock))
+    traffic = FlagTraffic(
+        lambda: None,  # no bot: the commands read and set the simulator's own state
+        {"staging": EnvKey("k1"), "production": EnvKey("k2")},
+        {"checkout-v2": ["on", "off"]},
+        clock.now,
+        lambda namespace, data: None,
+        users=10,
+    )
+    sandbox.world = type("World", (), {"flags": traffic})()
+    printed: list[str] = []
+    console = Console(sandbox, out=printed.append)
+    await console.handle("flags staging")
+    assert printed[-1] == "staging: 0 of 10 users evaluated, 10 waiting\nno flag injections"
+    await console.handle("inject flag checkout-v2 on error_rate=0.2 latency_ms=400 env=staging")
+    assert printed[-1] == "flag checkout-v2 on in staging: 20% errors, 400 ms"
+    await console.handle("inject flag checkout-v2 off errors=5%")
+    assert printed[-1].splitlines() == [
+        "flag checkout-v2 off in every environment: 5% errors, 80 ms",
+        "flag checkout-v2 on in staging: 20% errors, 400 ms",
+    ]
+    with pytest.raises(ValueError, match="variant must be one of checkout-v2's variants \\(on, off\\)"):
+        await console.handle("inject flag checkout-v2 maybe error_rate=0.2")
+    with pytest.raises(ValueError, match="env must be one of staging, production"):
+        await console.handle("flags qa")
+    await console.handle("inject flag checkout-v2 clear")
+    assert printed[-1] == "no flag injections"
+    await console.handle("help")
+    assert (
+        "inject flag KEY VARIANT error_rate=0.2 latency_ms=400" in printed[-1]
+        and "flags [ENV]" in printed[-1]
+    )
+    sandbox.world = type("World", (), {"flags": None})()
+    with pytest.raises(LookupError, match="no flag traffic"):
+        await console.handle("flags")
 
 
 # --- the process: quit and SIGTERM clean up -----------------------------------------------------------------

@@ -50,6 +50,9 @@ async def test_headless_sandbox_prints_ready_line_serves_and_shuts_down_cleanly(
         assert set(info) >= {"bot", "slack", "aws", "db", "signing_secret", "users", "channels"}
         assert info["users"]["alice"] and info["channels"]["deploys"]
         assert info["db"] == str(tmp_path / "kept.db")
+        # what an OpenFeature OFREP provider takes: the bot's base URL and a key per environment
+        assert info["ofrep"]["url"] == info["bot"]
+        assert set(info["ofrep"]["api_keys"]) == {"staging", "production"}
         async with SandboxClient(info["slack"]) as client:
             r = await client.slash("alice", "/deploy", "web v2 to staging")
             assert r["status"] == 200 and "#1" in r["body"]["text"]

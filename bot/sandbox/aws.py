@@ -1,7 +1,9 @@
 """The sandbox's AWS world: moto's server on loopback, provisioned with the demo world (per environment an
 ECS cluster, an ALB with one weighted rule per service, blue/green target groups and ECS services), plus
 the emulators (bot.sandbox.emulator) that make rollouts, target health and ALB metrics move with the clock,
-and the fault injector (bot.sandbox.faults) in front of moto that fails the bot's calls on request."""
+the flag traffic (bot.sandbox.flag_traffic, when the sandbox gives one) that each tick kicks off in the
+background, and the fault injector (bot.sandbox.faults) in front of moto that fails the bot's calls on
+request."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from bot.sandbox.emulator import (
     short_task_definition,
 )
 from bot.sandbox.faults import FaultInjector
+from bot.sandbox.flag_traffic import FlagTraffic
 from bot.sandbox.tasks import TaskBehaviour, TaskEmulator
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,8 @@ class AwsWorld:
         )
         self.traffic = TrafficSimulator(self.emulator, self.behaviour, self.requests_per_minute)
         self.faults = FaultInjector(lambda: self.clock.now(), exempt_keys=(SANDBOX_ACCESS_KEY,))
+        # Simulated users reading flags from the bot over OFREP; the Sandbox sets it (it knows the bot).
+        self.flags: FlagTraffic | None = None
         self._task_behaviour: dict[tuple[str, str], TaskBehaviour] = {}
         self.tasks = TaskEmulator(
             lambda: self.clock.now(),
@@ -472,7 +477,8 @@ class AwsWorld:
 
     # --- the loop -----------------------------------------------------------------------------------------
     async def tick(self) -> None:
-        """One step: progress ECS rollouts and target health, then publish this tick's ALB metrics."""
+        """One step: progress ECS rollouts and target health, publish this tick's ALB metrics, and start a
+        flag traffic tick in the background when one is due (it never holds this one up)."""
         async with self._tick_lock:
             now = self.clock.now()
             self.emulator.step(now)
@@ -487,11 +493,17 @@ class AwsWorld:
             data = self.traffic.datapoints(now, elapsed) if elapsed > 0 else []
             if data:
                 await asyncio.to_thread(self._put_metrics, data)
+            if self.flags is not None:
+                self.flags.kick()
 
     def _put_metrics(self, data: list[dict[str, Any]]) -> None:
         cloudwatch = self.client("cloudwatch")
         for i in range(0, len(data), 500):
             cloudwatch.put_metric_data(Namespace=TrafficSimulator.NAMESPACE, MetricData=data[i : i + 500])
+
+    def put_metric_data(self, namespace: str, data: list[dict[str, Any]]) -> None:
+        """Publish up to 500 datapoints, with the sandbox's key (never faulted): the flag traffic's."""
+        self.client("cloudwatch").put_metric_data(Namespace=namespace, MetricData=data)
 
     async def run(self) -> None:
         """Tick every tick_seconds of clock time until cancelled; a failing tick is logged, not fatal."""

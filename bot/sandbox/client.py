@@ -74,6 +74,31 @@ class SandboxClient:
     async def inject(self, service: str, version: str | None = None, **behaviour: Any) -> dict:
         return await self._post("/_sandbox/inject", {"service": service, "version": version, **behaviour})
 
+    async def inject_flag(
+        self,
+        flag: str,
+        variant: str | None = None,
+        *,
+        error_rate: float | None = None,
+        latency_ms: float | None = None,
+        env: str | None = None,
+        clear: bool = False,
+    ) -> dict[str, Any]:
+        """Make a flag's variant misbehave in the published metrics (every environment, or `env`); with
+        `clear`, stop (without a variant: every injection of the flag). The answer is flags()'s, or
+        {"ok": false, "error"} for a bad request."""
+        body: dict[str, Any] = {"flag": flag}
+        extra = {"variant": variant, "error_rate": error_rate, "latency_ms": latency_ms, "env": env}
+        body.update({k: v for k, v in extra.items() if v is not None})
+        if clear:
+            body["clear"] = True
+        return await self._post("/_sandbox/inject", body)
+
+    async def flags(self, env: str | None = None) -> dict[str, Any]:
+        """Per environment each flag's share of the simulated users per variant ("environments"), the
+        active injections ("injections"), and the flag traffic's counts ("stats")."""
+        return await self._get("/_sandbox/flags", **({"env": env} if env else {}))
+
     async def bot(self, action: str) -> dict:
         return await self._post("/_sandbox/bot", {"action": action})
 

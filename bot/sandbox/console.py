@@ -39,6 +39,10 @@ HELP = """Commands:
   show M                   print message #M in full (an edit prints one line: ~ #M ...)
   show [CHANNEL]           print a channel's messages again
   inject SERVICE VERSION unhealthy|healthy|errors=0.2|latency=300
+  inject flag KEY VARIANT error_rate=0.2 latency_ms=400 [env=ENV]
+                           make a flag's variant misbehave in its metrics (all environments, or ENV);
+                           inject flag KEY [VARIANT] clear [env=ENV] stops it
+  flags [ENV]              each flag's share of the simulated users per variant, and the injections
   traffic SERVICE RPM      simulated requests per minute (0: no metrics)
   faults SERVICE [OPERATION,...] [RATE%] [Ns|Nm] [500|503|throttle|timeout] [latency=MS] [seed=N]
                            fail the bot's AWS calls: SERVICE ecs, elbv2, cloudwatch or * (all); e.g.
@@ -179,6 +183,7 @@ class Console:
             "show": (0, self._show),
             "click": (1, self._click),
             "inject": (3, self._inject),
+            "flags": (0, self._flags),
             "traffic": (2, self._traffic),
             "faults": (0, self._faults),
             "aws": (0, self._aws),
@@ -223,6 +228,11 @@ class Console:
         await self.click(args[0])
 
     async def _inject(self, args: list[str]) -> None:
+        if args[0] == "flag":
+            traffic = self._flag_traffic()
+            view = traffic.inject(flag_injection_from_words(args[1:]))
+            self.out("\n".join(injection_line(i) for i in view["injections"]) or "no flag injections")
+            return
         fields: dict[str, Any] = {}
         for a in args[2:]:
             key, _, value = a.partition("=")
@@ -233,6 +243,16 @@ class Console:
             elif key == "latency":
                 fields["latency_ms"] = float(value)
         self.out(json.dumps(self.sandbox.world.inject(args[0], args[1], **fields)))
+
+    def _flag_traffic(self) -> Any:
+        traffic = getattr(self.sandbox.world, "flags", None)
+        if traffic is None:
+            raise LookupError("this sandbox has no flag traffic (its config declares no flags)")
+        return traffic
+
+    async def _flags(self, args: list[str]) -> None:
+        view = self._flag_traffic().view(args[0] if args else None)
+        self.out("\n".join(flag_lines(view)))
 
     async def _traffic(self, args: list[str]) -> None:
         self.sandbox.world.inject(args[0], requests_per_minute=float(args[1]))
@@ -398,3 +418,75 @@ def fault_line(rule: dict[str, Any]) -> str:
         f"fault {rule['id']}: {what} {rule['rate'] * 100:g}% {rule['error']}{latency}, {until}, "
         f"seed {rule['seed']} — failed {rule['failed']}, passed {rule['passed']}"
     )
+
+
+# ------------------------------------------------------------------------------------------------ flags
+
+_FLAG_USAGE = (
+    "inject flag KEY VARIANT error_rate=0.2 latency_ms=400 [env=ENV], or inject flag KEY [VARIANT] clear"
+    " [env=ENV]"
+)
+
+
+def flag_injection_from_words(words: list[str]) -> dict[str, Any]:
+    """The words after `inject flag` as a flag injection (bot.sandbox.flag_traffic checks it):
+    `checkout-v2 on error_rate=0.2 latency_ms=400`, `checkout-v2 on errors=20% env=staging`,
+    `checkout-v2 clear`."""
+    if not words:
+        raise ValueError(_FLAG_USAGE)
+    body: dict[str, Any] = {"flag": words[0]}
+    for word in words[1:]:
+        key, eq, value = word.partition("=")
+        key = key.lower()
+        try:
+            if not eq and key == "clear":
+                body["clear"] = True
+            elif not eq and "variant" not in body:
+                body["variant"] = word
+            elif key in ("error_rate", "errors") and value:
+                body["error_rate"] = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+            elif key in ("latency_ms", "latency") and value:
+                body["latency_ms"] = float(value.lower().removesuffix("ms"))
+            elif key == "env" and value:
+                body["env"] = value
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{word!r}: {_FLAG_USAGE}") from None
+    return body
+
+
+def injection_line(injection: dict[str, Any]) -> str:
+    where = injection["env"] or "every environment"
+    return (
+        f"flag {injection['flag']} {injection['variant']} in {where}: {injection['error_rate'] * 100:g}% "
+        f"errors, {injection['latency_ms']:g} ms"
+    )
+
+
+def flag_lines(view: dict[str, Any]) -> list[str]:
+    """GET /_sandbox/flags as the console prints it: a line per environment and flag, the injections, and
+    how many of the simulator's OFREP requests were answered 304 (nothing changed)."""
+    lines = []
+    for env, state in view["environments"].items():
+        head = f"{env}: {state['evaluated']} of {state['users']} users evaluated"
+        if state.get("inferred"):
+            head += f" ({state['inferred']} by another's context-free answer)"
+        if state["waiting"]:
+            head += f", {state['waiting']} waiting"
+        if state["refused"]:
+            head += f" (the bot refuses its key: HTTP {state['refused']})"
+        lines.append(head)
+        for flag, seen in state["flags"].items():
+            shares = ", ".join(f"{v} {share * 100:.1f}%" for v, share in seen["shares"].items())
+            errors = ", ".join(f"{code} {n}" for code, n in seen["errors"].items())
+            lines.append(f"  {flag}: {shares}" + (f" (errors: {errors})" if errors else ""))
+    lines += [injection_line(i) for i in view["injections"]] or ["no flag injections"]
+    stats = view["stats"]
+    if stats["requests"]:
+        lines.append(
+            f"OFREP: {stats['requests']} requests, {stats['not_modified']} answered 304 "
+            f"({stats['not_modified'] / stats['requests'] * 100:.0f}%)"
+            + ("" if view["bot_answering"] else "; the bot does not answer now")
+        )
+    return lines

@@ -3,6 +3,11 @@
 
 Control API (on the local Slack's address), besides the local Slack's own /_sandbox routes:
   POST /_sandbox/inject {"service","version","error_rate","latency_ms","unhealthy","requests_per_minute"}
+  POST /_sandbox/inject {"flag": KEY, "variant": V, "error_rate": 0..1, "latency_ms": MS, "env": ENV
+       (default: every environment), "clear": true (without a variant: all of the flag's)}  makes a flag's
+       variant misbehave in the metrics the flag traffic publishes (bot.sandbox.flag_traffic)
+  GET /_sandbox/flags[?env=ENV]  per environment each flag's share of the simulated users per variant,
+       the active flag injections, the flag traffic's counts (requests, 304s, ...)
   POST /_sandbox/bot {"action": "kill" | "start" | "stop"}      GET /_sandbox/aws  (a snapshot of the world)
   POST /_sandbox/faults {"service": "ecs"|"elbv2"|"cloudwatch"|"*", "operations": ["ModifyRule", ...],
        "rate": 0..1 (default 1), "error": "500"|"503"|"throttle"|"timeout" (default 500), "seconds": S
@@ -33,8 +38,11 @@ from typing import Any
 from aiohttp import web
 
 from bot.clock import ScaledClock
+from bot.config.load import load_settings
+from bot.config.tables import ConfigError
 from bot.sandbox.aws import BOT_ACCESS_KEY, AwsWorld
 from bot.sandbox.faults import TIMEOUT_MARGIN
+from bot.sandbox.flag_traffic import EnvKey, FlagTraffic
 from bot.sandbox.pagerduty import LocalPagerDuty, write_config
 from bot.sandbox.slack import LocalSlack
 
@@ -119,11 +127,14 @@ class Sandbox:
         workdir: str | Path | None = None,
         clock_start: datetime | float | None = None,
         pagerduty: bool = False,
+        flag_users: int = 2000,
     ):
         """`clock_start` pins the virtual clock: it reads that instant until the bot is ready, then runs
         `speed` times faster than the wall from there (in this process and in the bot alike). Without it
         the clock starts at the wall time now and runs from the moment the Sandbox is made. `pagerduty`: a
-        local PagerDuty (bot/sandbox/pagerduty.py) the bot pages, its config's [alerts.pagerduty] enabled."""
+        local PagerDuty (bot/sandbox/pagerduty.py) the bot pages, its config's [alerts.pagerduty] enabled.
+        `flag_users`: how many simulated users read the config's flags over OFREP (0: no flag traffic);
+        each environment gets a random OFREP API key, in the bot's environment and in info()."""
         self.config = str(Path(config or "config/deploybot.toml").resolve())
         self.own_workdir = workdir is None  # a temporary folder of its own: removed by stop()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="deploybot-sandbox-"))
@@ -145,6 +156,38 @@ class Sandbox:
         self.aws_url = self.slack_url = ""
         self._emulator: asyncio.Task | None = None
         self.pagerduty = LocalPagerDuty(self.clock) if pagerduty else None
+        self.ofrep_keys: dict[str, str] = {}  # environment -> its OFREP API key
+        self._ofrep_key_envs: dict[str, str] = {}  # environment -> the variable the bot reads it from
+        self.flag_traffic: FlagTraffic | None = None
+        self._setup_flags(flag_users)
+
+    def _setup_flags(self, users: int) -> None:
+        """Keys for every environment of the config, and the flag traffic when it declares flags. A config
+        that does not load gets neither: the bot says what is wrong with it when it starts."""
+        try:
+            settings = load_settings(self.config, env={})
+        except (ConfigError, OSError, ValueError):
+            return
+        for name, environment in settings.environments.items():
+            self.ofrep_keys[name] = "sandbox-ofrep-" + secrets.token_hex(16)
+            self._ofrep_key_envs[name] = environment.flag_key_env
+        if not settings.flags or users <= 0:
+            return
+        self.flag_traffic = FlagTraffic(
+            self._bot_url,
+            {
+                name: EnvKey(self.ofrep_keys[name], environment.flags.metrics)
+                for name, environment in settings.environments.items()
+            },
+            {key: list(flag.variants) for key, flag in settings.flags.items()},
+            self.clock.now,
+            self.world.put_metric_data,
+            users=users,
+        )
+        self.world.flags = self.flag_traffic
+
+    def _bot_url(self) -> str | None:
+        return self.bot.url if self.bot is not None and self.bot.running else None
 
     async def start(self) -> dict[str, Any]:
         self.aws_url = await asyncio.to_thread(self.world.start)
@@ -156,6 +199,7 @@ class Sandbox:
             app.router.add_post("/_sandbox/pagerduty", self.pagerduty.control_post)
             app.router.add_get("/_sandbox/pagerduty", self.pagerduty.control_get)
         app.router.add_post("/_sandbox/inject", self._inject)
+        app.router.add_get("/_sandbox/flags", self._flags)
         app.router.add_post("/_sandbox/bot", self._bot_action)
         app.router.add_get("/_sandbox/aws", self._aws)
         app.router.add_post("/_sandbox/faults", self._add_fault)
@@ -192,6 +236,8 @@ class Sandbox:
         )
         if self.pagerduty is not None:
             env["PAGERDUTY_ROUTING_KEY"] = self.pagerduty.routing_key
+        for name, key in self.ofrep_keys.items():
+            env[self._ofrep_key_envs[name]] = key
         return env
 
     async def start_bot(self) -> str:
@@ -224,9 +270,13 @@ class Sandbox:
             "workdir": str(self.workdir),
             "speed": self.clock.speed,
             "clock": self.clock.spec(),
+            # what an OpenFeature OFREP provider takes: the base URL (it appends /ofrep/v1/...), a key each
+            "ofrep": {"url": self.bot.url if self.bot else None, "api_keys": dict(self.ofrep_keys)},
         }
 
     async def stop(self) -> None:
+        if self.flag_traffic is not None:  # first: the bot going down is no outage to report
+            await self.flag_traffic.close()
         if self.bot is not None:
             await self.bot.stop()
         if self._emulator is not None:
@@ -255,6 +305,13 @@ class Sandbox:
     async def _inject(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
+        except ValueError as exc:
+            return web.json_response(
+                {"ok": False, "error": f"bad inject request: not JSON ({exc})"}, status=400
+            )
+        if isinstance(body, dict) and "flag" in body:
+            return self._inject_flag(body)
+        try:
             service = body["service"]
             fields = {
                 k: body[k]
@@ -272,6 +329,27 @@ class Sandbox:
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"ok": False, "error": f"bad inject request: {exc}"}, status=400)
         return web.json_response({"ok": True, "behaviour": table})
+
+    def _inject_flag(self, body: dict[str, Any]) -> web.Response:
+        if self.flag_traffic is None:
+            return web.json_response(
+                {"ok": False, "error": "bad inject request: this sandbox has no flag traffic (no flags)"},
+                status=400,
+            )
+        try:
+            view = self.flag_traffic.inject(body)
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error": f"bad inject request: {exc}"}, status=400)
+        return web.json_response({"ok": True, **view})
+
+    async def _flags(self, request: web.Request) -> web.Response:
+        if self.flag_traffic is None:
+            return web.json_response({"ok": True, "environments": {}, "injections": []})
+        try:
+            view = self.flag_traffic.view(request.query.get("env"))
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error": f"bad flags request: {exc}"}, status=400)
+        return web.json_response({"ok": True, **view})
 
     async def _bot_action(self, request: web.Request) -> web.Response:
         action = (await request.json()).get("action")

@@ -1,26 +1,45 @@
 """CloudWatch, implementing bot.app.ports.Metrics: ALB target-group metrics for a set of slots in ONE
-GetMetricData call, named alarms in ONE DescribeAlarms call, hourly request counts in ONE GetMetricData
-call (NextToken pages followed). No judgement here (bot.analysis, bot.app.measure)."""
+GetMetricData call, a flag's per-variant metrics (as applications publish them) in ONE, named alarms in
+ONE DescribeAlarms call, hourly request counts in ONE GetMetricData call (NextToken pages followed). No
+judgement here (bot.analysis, bot.app.measure)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.adapters.aws import Caller
 from bot.app.ports import Alarm, MetricScope, PlatformError
+from bot.config.flags import FlagMetrics
 from bot.domain.analysis import GroupMetrics
 
 NAMESPACE = "AWS/ApplicationELB"
 # GetMetricData takes up to 500 queries per call; three per group.
 MAX_GROUPS = 500 // 3
 
-_QUERIES = (  # (suffix, metric, fixed statistic or None for the latency statistic)
-    ("requests", "RequestCount", "Sum"),
-    ("errors", "HTTPCode_Target_5XX_Count", "Sum"),
-    ("latency", "TargetResponseTime", None),
-)
+
+@dataclass(frozen=True)
+class _Series:
+    """Where a group's three series live: the namespace, the metric names and the latency's unit."""
+
+    namespace: str
+    requests: str
+    errors: str
+    latency: str
+    latency_ms_per_unit: float  # ALB's TargetResponseTime is in seconds; flags publish milliseconds
+
+    def queries(self, latency_statistic: str) -> tuple[tuple[str, str, str], ...]:
+        """(id suffix, metric, statistic) of the three queries of a group."""
+        return (
+            ("requests", self.requests, "Sum"),
+            ("errors", self.errors, "Sum"),
+            ("latency", self.latency, latency_statistic),
+        )
+
+
+ALB = _Series(NAMESPACE, "RequestCount", "HTTPCode_Target_5XX_Count", "TargetResponseTime", 1000.0)
 
 
 def dimensions(scope: MetricScope) -> list[dict[str, str]]:
@@ -33,11 +52,25 @@ def scope_of(dims: Sequence[Mapping[str, str]]) -> MetricScope:
     return MetricScope(tuple((d["Name"], d["Value"]) for d in dims))
 
 
-def _query(qid: str, metric: str, scope: MetricScope, period: int, stat: str) -> dict[str, Any]:
+def flag_scope(metrics: FlagMetrics, flag: str, variant: str, env: str) -> MetricScope:
+    """One variant's series as applications publish them, in the canonical order: flag, variant,
+    environment (moto matches dimensions by order; publishers use this order too)."""
+    return MetricScope(
+        (
+            (metrics.flag_dimension, flag),
+            (metrics.variant_dimension, variant),
+            (metrics.environment_dimension, env),
+        )
+    )
+
+
+def _query(
+    qid: str, metric: str, scope: MetricScope, period: int, stat: str, namespace: str = NAMESPACE
+) -> dict[str, Any]:
     return {
         "Id": qid,
         "MetricStat": {
-            "Metric": {"Namespace": NAMESPACE, "MetricName": metric, "Dimensions": dimensions(scope)},
+            "Metric": {"Namespace": namespace, "MetricName": metric, "Dimensions": dimensions(scope)},
             "Period": period,
             "Stat": stat,
         },
@@ -59,7 +92,36 @@ class CloudWatchMetrics:
         end: datetime,
         latency_statistic: str = "Average",
     ) -> dict[str, GroupMetrics]:
-        """RequestCount, HTTPCode_Target_5XX_Count (Sums) and TargetResponseTime (`latency_statistic`).
+        """RequestCount, HTTPCode_Target_5XX_Count (Sums) and TargetResponseTime (`latency_statistic`)."""
+        return await self._groups(account, ALB, scopes, start, end, latency_statistic)
+
+    async def flag_metrics(
+        self,
+        account: str | None,
+        metrics: FlagMetrics,
+        flag: str,
+        env: str,
+        variants: Sequence[str],
+        start: datetime,
+        end: datetime,
+        latency_statistic: str = "Average",
+    ) -> dict[str, GroupMetrics]:
+        """Requests and errors (Sums) and latency in ms (`latency_statistic`) of each variant, named by
+        `metrics` (namespace, dimensions, metric names)."""
+        where = _Series(metrics.namespace, metrics.requests, metrics.errors, metrics.latency, 1.0)
+        scopes = {v: flag_scope(metrics, flag, v, env) for v in dict.fromkeys(variants)}
+        return await self._groups(account, where, scopes, start, end, latency_statistic)
+
+    async def _groups(
+        self,
+        account: str | None,
+        where: _Series,
+        scopes: Mapping[str, MetricScope],
+        start: datetime,
+        end: datetime,
+        latency_statistic: str,
+    ) -> dict[str, GroupMetrics]:
+        """Requests, errors and latency of every scope in ONE GetMetricData request, keyed like `scopes`.
 
         The period is the window, so each query has one value. Should CloudWatch still split the window
         into several buckets (AWS rounds StartTime down to the minute), counts are summed, an Average
@@ -68,26 +130,27 @@ class CloudWatchMetrics:
         if not scopes:
             return {}
         if len(scopes) > MAX_GROUPS:
-            raise ValueError(f"at most {MAX_GROUPS} target groups per call, got {len(scopes)}")
+            raise ValueError(f"at most {MAX_GROUPS} groups per call, got {len(scopes)}")
         period = int((end - start).total_seconds())
         if period < 1:
             raise ValueError(f"the window must last at least one second, got {start} .. {end}")
         names = list(scopes)
+        kinds = where.queries(latency_statistic)
         queries = [
-            _query(f"g{i}_{suffix}", metric, scopes[name], period, stat or latency_statistic)
+            _query(f"g{i}_{suffix}", metric, scopes[name], period, stat, where.namespace)
             for i, name in enumerate(names)
-            for suffix, metric, stat in _QUERIES
+            for suffix, metric, stat in kinds
         ]
         series = await self.series(account, queries, start, end)
         metrics = {}
         for i, name in enumerate(names):
-            requests, errors, latency = (series[f"g{i}_{s}"] for s, _, _ in _QUERIES)
+            requests, errors, latency = (series[f"g{i}_{s}"] for s, _, _ in kinds)
             metrics[name] = GroupMetrics(
                 requests=sum(requests.values()) if requests else None,
                 errors=sum(errors.values()) if errors else None,
                 latency_ms=None
                 if not latency
-                else _combine_latency(latency, requests, latency_statistic) * 1000,
+                else _combine_latency(latency, requests, latency_statistic) * where.latency_ms_per_unit,
             )
         return metrics
 

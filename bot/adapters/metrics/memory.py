@@ -1,15 +1,31 @@
 """An in-memory Metrics (bot.app.ports.Metrics) for unit tests: each slot's numbers set by the test (by
-the "slot" label of the scope; `default` otherwise), alarms in a dict, and injected failures (`fail`)."""
+the "slot" label of the scope; `default` otherwise), each flag variant's numbers (`set_variant`; per
+environment or for all), alarms in a dict, injected failures (`fail`), and a record of the flag reads."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from bot.app.ports import Alarm, MetricScope, PlatformError
+from bot.config.flags import FlagMetrics
 from bot.domain.analysis import GroupMetrics
 
 HEALTHY = GroupMetrics(requests=1000.0, errors=0.0, latency_ms=80.0)
+
+
+@dataclass(frozen=True)
+class FlagRead:
+    """One flag_metrics call, as the fake saw it."""
+
+    flag: str
+    env: str
+    variants: tuple[str, ...]
+    start: datetime
+    end: datetime
+    latency_statistic: str
+    namespace: str
 
 
 class MemoryMetrics:
@@ -19,11 +35,19 @@ class MemoryMetrics:
         self.alarm_states: dict[str, Alarm] = {}
         self.hourly: dict[datetime, float] = {}
         self.calls: list[str] = []
+        # (flag, variant, env or None for every environment) -> metrics
+        self.by_variant: dict[tuple[str, str, str | None], GroupMetrics] = {}
+        self.flag_reads: list[FlagRead] = []
         self._faults: dict[str, list[PlatformError]] = {}
 
     def set(self, slot: str, metrics: GroupMetrics) -> None:
         """From now on, the slot's metrics (any window)."""
         self.by_slot[slot] = metrics
+
+    def set_variant(self, flag: str, variant: str, metrics: GroupMetrics, env: str | None = None) -> None:
+        """From now on, the variant's metrics (any window) in `env`, or in every environment without one
+        of its own. A variant never set reads as `default`."""
+        self.by_variant[(flag, variant, env)] = metrics
 
     def alarm(self, name: str, state: str = "OK", reason: str = "") -> None:
         self.alarm_states[name] = Alarm(name, state, reason)
@@ -49,6 +73,26 @@ class MemoryMetrics:
         self._enter("slot_metrics")
         return {
             name: self.by_slot.get(scope.get("slot") or "", self.default) for name, scope in scopes.items()
+        }
+
+    async def flag_metrics(
+        self,
+        account: str | None,
+        metrics: FlagMetrics,
+        flag: str,
+        env: str,
+        variants: Sequence[str],
+        start: datetime,
+        end: datetime,
+        latency_statistic: str = "Average",
+    ) -> dict[str, GroupMetrics]:
+        self._enter("flag_metrics")
+        self.flag_reads.append(
+            FlagRead(flag, env, tuple(variants), start, end, latency_statistic, metrics.namespace)
+        )
+        return {
+            v: self.by_variant.get((flag, v, env), self.by_variant.get((flag, v, None), self.default))
+            for v in variants
         }
 
     async def alarms(self, account: str | None, names: Sequence[str]) -> list[Alarm]:
