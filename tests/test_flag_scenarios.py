@@ -131,7 +131,17 @@ def flag_changes(sb: Sandbox, key: str, env: str) -> list[dict]:
     return found
 
 
-async def test_a_failing_rollout_is_turned_off_at_its_first_step_with_a_critical_alert(sandbox, client):
+SLOWER = 15  # rollouts judge traffic the simulator makes over HTTP in wall time: a slower clock gives it time
+
+
+@pytest.fixture
+async def slower(tmp_path, aws_env):
+    async with Sandbox(config=CONFIG, speed=SLOWER, workdir=tmp_path) as sb, SandboxClient(sb.slack_url) as c:
+        yield sb, c
+
+
+async def test_a_failing_rollout_is_turned_off_at_its_first_step_with_a_critical_alert(slower):
+    sandbox, client = slower
     app = App(sandbox, "staging")
     await client.inject_flag("checkout-v2", "on", error_rate=0.2, env="staging")
     d = await rollout_of(client, await flag(client, "alice", "checkout-v2 rollout in staging"))
@@ -150,7 +160,8 @@ async def test_a_failing_rollout_is_turned_off_at_its_first_step_with_a_critical
     await wait_for(alert, 30, what="the critical alert naming the error rate")
 
 
-async def test_a_healthy_rollout_walks_every_step_to_everyone(sandbox, client):
+async def test_a_healthy_rollout_walks_every_step_to_everyone(slower):
+    sandbox, client = slower
     app = App(sandbox, "staging")
     d = await rollout_of(
         client, await flag(client, "alice", "checkout-v2 rollout in staging --steps 10,50,100")
@@ -166,7 +177,7 @@ async def test_kill_turns_every_evaluation_off_by_the_time_it_is_acknowledged(sa
     await flag(client, "alice", "checkout-v2 on in staging")
     assert share(await app.values("checkout-v2", USERS[:500])) == 1.0
 
-    body = await flag(client, "carol", "checkout-v2 kill in staging --reason checkout errors")
+    body = await flag(client, "carol", 'checkout-v2 kill in staging --reason "checkout errors"')
     assert body.get("response_type") == "in_channel" and "killed" in body["text"], body
     # the first evaluation after the ack already answers off: the snapshot changed before the answer
     assert share(await app.values("checkout-v2", USERS[:500])) == 0.0
@@ -191,7 +202,7 @@ async def test_dave_cannot_change_or_kill_a_production_flag(sandbox, client):
     ):
         body = await flag(client, "dave", text)
         assert body.get("response_type") != "in_channel", body
-        assert "not allowed" in body["text"].lower() or "may not" in body["text"].lower(), body
+        assert "You need the" in body["text"] and "role" in body["text"], body
     assert db_rows(sandbox, "SELECT * FROM flag_states") == []
     assert share(await app.values("checkout-v2", USERS[:200])) == 0.0
 
@@ -216,7 +227,7 @@ async def test_a_production_rollout_waits_for_someone_else_to_approve(sandbox, c
 async def test_a_rollout_killed_with_its_host_resumes_where_it_was(tmp_path, aws_env):
     """SIGKILL mid-rollout: the restarted bot carries the same rollout on, never back to a lower step and
     never a second rollout; the flag serves the last step's share meanwhile."""
-    async with Sandbox(config=CONFIG, speed=10, workdir=tmp_path) as sb, SandboxClient(sb.slack_url) as c:
+    async with Sandbox(config=CONFIG, speed=SLOWER, workdir=tmp_path) as sb, SandboxClient(sb.slack_url) as c:
         body = await flag(c, "alice", "checkout-v2 rollout in staging --steps 10,50,100")
         d = await rollout_of(c, body)
 

@@ -183,6 +183,8 @@ class Sandbox:
             self.clock.now,
             self.world.put_metric_data,
             users=users,
+            # enough that a rollout's 5% first step sees well over the analysis's 50 requests a window
+            requests_per_minute=6000.0,
         )
         self.world.flags = self.flag_traffic
 

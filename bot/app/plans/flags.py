@@ -155,6 +155,15 @@ class FlagBake(Step):
             mark = "✓" if m.verdict == "pass" else "✗" if m.verdict == "fail" else "?"
             await ctx.report(f"{mark} {m.line()}")
 
+        # Applications pick a change up when they next ask (a provider's poll or cache), and a measurement
+        # looks back a whole window: the first one must not judge traffic from before the change. The
+        # analysis measures one interval in; this waits out the rest of a window first.
+        config = env.flags.analysis
+        settle = max(0.0, config.window_seconds - config.interval_seconds)
+        if settle > 0 and not ctx.data.get("settled_at_" + str(ctx.index)):
+            await ctx.progress(f"Waiting {duration(settle)} for applications to pick up {self.label}")
+            await ctx.poll(settle)
+            ctx.data["settled_at_" + str(ctx.index)] = True
         analysis: Analysis = await run_analysis(
             ctx.metrics,
             env.flags.analysis,
