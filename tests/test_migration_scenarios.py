@@ -64,6 +64,9 @@ async def test_a_deploy_backs_up_then_migrates_rehearses_and_rolls_out(sandbox, 
     assert all(t.tag == "v2" and t.exit_code == 0 for t in tasks)  # the NEW image, every time
     assert snap["SnapshotCreateTime"].timestamp() <= tasks[0].created_wall  # the backup came first
     assert db.version() == 2 and db.tables() == ["accounts", "orders"]
+    seen = await client.appdb("staging")  # the control API shows the same
+    assert seen["version"] == 2 and list(seen["tables"]) == ["accounts", "orders"]
+    assert (await client.appdb("nowhere"))["ok"] is False
 
     trail = audit(sandbox, d)
     actions = [a for a, _ in trail]

@@ -99,6 +99,10 @@ class SandboxClient:
         active injections ("injections"), and the flag traffic's counts ("stats")."""
         return await self._get("/_sandbox/flags", **({"env": env} if env else {}))
 
+    async def appdb(self, env: str) -> dict[str, Any]:
+        """The demo application's database in `env`: {"version": N, "tables": {name: [columns]}}."""
+        return await self._get("/_sandbox/appdb", env=env)
+
     async def bot(self, action: str) -> dict:
         return await self._post("/_sandbox/bot", {"action": action})
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from bot.sandbox.faults import ERRORS
 from bot.sandbox.render import Directory, change_line, mrkdwn, render_message
+from bot.sandbox.tasks import appdb_view
 
 
 class Sandbox(Protocol):
@@ -39,10 +40,12 @@ HELP = """Commands:
   show M                   print message #M in full (an edit prints one line: ~ #M ...)
   show [CHANNEL]           print a channel's messages again
   inject SERVICE VERSION unhealthy|healthy|errors=0.2|latency=300
+  inject SERVICE VERSION migration=fails|slow|down_fails|ok  integration_tests=fail|pass
   inject flag KEY VARIANT error_rate=0.2 latency_ms=400 [env=ENV]
                            make a flag's variant misbehave in its metrics (all environments, or ENV);
                            inject flag KEY [VARIANT] clear [env=ENV] stops it
   flags [ENV]              each flag's share of the simulated users per variant, and the injections
+  appdb [ENV]              the demo application's database: its schema version and tables
   traffic SERVICE RPM      simulated requests per minute (0: no metrics)
   faults SERVICE [OPERATION,...] [RATE%] [Ns|Nm] [500|503|throttle|timeout] [latency=MS] [seed=N]
                            fail the bot's AWS calls: SERVICE ecs, elbv2, cloudwatch or * (all); e.g.
@@ -184,6 +187,7 @@ class Console:
             "click": (1, self._click),
             "inject": (3, self._inject),
             "flags": (0, self._flags),
+            "appdb": (0, self._appdb),
             "traffic": (2, self._traffic),
             "faults": (0, self._faults),
             "aws": (0, self._aws),
@@ -242,6 +246,8 @@ class Console:
                 fields["error_rate"] = float(value)
             elif key == "latency":
                 fields["latency_ms"] = float(value)
+            elif key in ("migration", "integration_tests"):
+                fields[key] = value
         self.out(json.dumps(self.sandbox.world.inject(args[0], args[1], **fields)))
 
     def _flag_traffic(self) -> Any:
@@ -253,6 +259,12 @@ class Console:
     async def _flags(self, args: list[str]) -> None:
         view = self._flag_traffic().view(args[0] if args else None)
         self.out("\n".join(flag_lines(view)))
+
+    async def _appdb(self, args: list[str]) -> None:
+        for env in args or self.sandbox.world.environments:
+            view = appdb_view(self.sandbox.world.tasks.appdb(env))
+            tables = "; ".join(f"{t} ({', '.join(c)})" for t, c in view["tables"].items()) or "no tables"
+            self.out(f"{env}: schema {view['version']:04d} — {tables}")
 
     async def _traffic(self, args: list[str]) -> None:
         self.sandbox.world.inject(args[0], requests_per_minute=float(args[1]))

@@ -45,6 +45,7 @@ from bot.sandbox.faults import TIMEOUT_MARGIN
 from bot.sandbox.flag_traffic import EnvKey, FlagTraffic
 from bot.sandbox.pagerduty import LocalPagerDuty, write_config
 from bot.sandbox.slack import LocalSlack
+from bot.sandbox.tasks import appdb_view
 
 BOT_START_TIMEOUT = 60.0
 
@@ -202,6 +203,7 @@ class Sandbox:
             app.router.add_get("/_sandbox/pagerduty", self.pagerduty.control_get)
         app.router.add_post("/_sandbox/inject", self._inject)
         app.router.add_get("/_sandbox/flags", self._flags)
+        app.router.add_get("/_sandbox/appdb", self._appdb)
         app.router.add_post("/_sandbox/bot", self._bot_action)
         app.router.add_get("/_sandbox/aws", self._aws)
         app.router.add_post("/_sandbox/faults", self._add_fault)
@@ -352,6 +354,14 @@ class Sandbox:
         except ValueError as exc:
             return web.json_response({"ok": False, "error": f"bad flags request: {exc}"}, status=400)
         return web.json_response({"ok": True, **view})
+
+    async def _appdb(self, request: web.Request) -> web.Response:
+        """The demo application's database in an environment: its schema version and tables."""
+        env = request.query.get("env", "")
+        if env not in self.world.environments:
+            known = ", ".join(self.world.environments)
+            return web.json_response({"ok": False, "error": f"env must be one of {known}"}, status=400)
+        return web.json_response({"ok": True, **appdb_view(self.world.tasks.appdb(env))})
 
     async def _bot_action(self, request: web.Request) -> web.Response:
         action = (await request.json()).get("action")

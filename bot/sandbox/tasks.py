@@ -128,6 +128,10 @@ class AppDatabase:
         return lines or ["nothing to revert"]
 
 
+def appdb_view(db: AppDatabase) -> dict[str, Any]:
+    return {"version": db.version(), "tables": {t: db.columns(t) for t in db.tables()}}
+
+
 @dataclass
 class TaskBehaviour:
     migration: str | None = None  # fails | slow | down_fails
