@@ -10,6 +10,7 @@ from bot.app.flags import FlagBook, FlagControl
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
 from bot.app.locks import Locks
+from bot.app.pipelines import Pipelines
 from bot.app.ports import Backups, Http, Metrics, Platform, Timer
 from bot.app.restore import Restores
 from bot.app.runner import Runner
@@ -112,6 +113,8 @@ class Engine:
             admit=gate.admit_later,
             stop=self._stop_rollout,
         )
+        # a version through environments in order, each through its own gate, tests between them
+        self.pipelines = Pipelines(settings, store, self.intake, self.access, platform, clock, http)
         self.freeze, self.unfreeze = self.scheduling.freeze, self.scheduling.unfreeze
         self.windows_report, self.freezes = self.scheduling.windows_report, self.scheduling.freezes
 
@@ -144,8 +147,8 @@ class Engine:
 
     async def resume_in_flight(self) -> list[Deployment]:
         """After a restart: flags' states read, stale locks released, mid-plan deployments carried on,
-        scheduled ones put back on the scheduler (or moved on when their time passed), and requests whose
-        checks a crash cut short checked again."""
+        scheduled ones put back on the scheduler (or moved on when their time passed), requests whose
+        checks a crash cut short checked again, and running pipelines driven on."""
         await self.flag_book.load()
         resumed = await self.runner.resume()
         for d in await self.store.scheduled():
@@ -153,10 +156,12 @@ class Engine:
         for d in await self.store.active():
             if d.state == State.REQUESTED:  # the crash came while its checks ran: check it again
                 self.gate.admit_later(d.id)
+        await self.pipelines.resume()  # every running pipeline carried on from its record
         return resumed
 
     async def shutdown(self) -> None:
         """Stop running plans where they are; the store has everything needed to resume them."""
+        await self.pipelines.shutdown()
         self.scheduling.shutdown()
         await self.runner.shutdown()
         await self.gate.shutdown()

@@ -43,6 +43,18 @@ class Planned:
         return sum(s.min_seconds() for s in self.steps)
 
 
+@dataclass(frozen=True)
+class StageRequest:
+    """A pipeline asks for one of its stages (bot.app.pipelines): `pipeline` is what the deployment's
+    context records; `source` the deployment of the environment before, whose version a later stage
+    promotes (None for the first). A stage never amends its requester's own pending deployment, and a
+    promotion is checked with the promote role and never overrides a freeze or a window by itself."""
+
+    pipeline: dict[str, Any]
+    source: int | None = None
+    reason: str | None = None
+
+
 @dataclass
 class _Resolved:
     """What a request asks for once its version and strategy are known."""
@@ -110,20 +122,28 @@ class Intake:
         user: str,
         request_key: str | None = None,
         roles: frozenset[str] | set[str] | None = None,
+        *,
+        stage: StageRequest | None = None,
     ) -> Deployment | LockInfo | Amendment:
         """Check access and guards, create the deployment (or answer who holds the lock), then admit it in
-        the background: checklist, approvals, start."""
+        the background: checklist, approvals, start. `stage`: a pipeline's request (StageRequest)."""
         roles = frozenset(roles or ())
         env_name = command.target_env if isinstance(command, cmds.Promote) else command.env
-        await self.access.check(ACTIONS[type(command)], env_name, user, roles, service=command.service)
+        promotion = stage is not None and stage.source is not None
+        action = "promote" if promotion else ACTIONS[type(command)]
+        await self.access.check(action, env_name, user, roles, service=command.service)
         emergency = command.emergency if isinstance(command, cmds.Deploy | cmds.Rollback) else None
         if emergency:
             breaks_glass = "emergency_rollback" if isinstance(command, cmds.Rollback) else "emergency"
             await self.access.check(breaks_glass, env_name, user, roles, service=command.service)
         r = await self._resolve(command, emergency)
+        override = r.reason  # the words that may override a freeze or a window, by an allowed role
+        if stage is not None:
+            r.kind, r.reason = ("promote" if promotion else "deploy"), stage.reason or r.reason
+            override = None if promotion else r.reason
         strategy, stored_plan = self._stored_plan(r)
         target = self.settings.target(r.service, r.env)
-        timing = await self.scheduling.timing(command, r.kind, target, user, roles, r.reason)
+        timing = await self.scheduling.timing(command, r.kind, target, user, roles, override)
         self._refuse_all_at_once(r, strategy)
         gate = r.gate or {}
         fields = dict(
@@ -139,9 +159,14 @@ class Intake:
             request_key=request_key,
             events=[Requested()],
             amend_events=[Amended(user, r.version, strategy)],
-            context={**({"emergency": emergency} if emergency else {}), **gate, **timing},
+            context={
+                **({"emergency": emergency} if emergency else {}),
+                **({"pipeline": stage.pipeline} if stage is not None else {}),
+                **gate,
+                **timing,
+            },
         )
-        result = await self._create_or_amend(r, user, fields)
+        result = await self._create_or_amend(r, user, fields, amendable=stage is None)
         if isinstance(result, Amendment):
             if result.changed:  # its notice and checks again after the answer: the store has decided it
                 self._amended_later(result, user)
@@ -192,14 +217,15 @@ class Intake:
             self._amended.pop(deployment_id, None)  # cancelled (at shutdown): nothing is left to follow
 
     async def _create_or_amend(
-        self, r: _Resolved, user: str, fields: dict[str, Any]
+        self, r: _Resolved, user: str, fields: dict[str, Any], amendable: bool = True
     ) -> Deployment | LockInfo | Amendment:
         # One store transaction decides create vs locked. Only a request that may amend its requester's own
         # pending deployment takes the service+env admission lock (and decides again under it): an
         # amendment never lands between a start's readiness check and its start transition, and the
         # others are answered without queueing behind it.
         key = (r.service, r.env)
-        if r.kind == "deploy" and self._pending_request.get(key) == user:
+        amends = amendable and r.kind == "deploy"
+        if amends and self._pending_request.get(key) == user:
             # Only a hint (this person's request was pending a moment ago): the amendable decision under the
             # lock decides everything again, so a stale hint costs a wait, never a wrong answer.
             result = await self._amend_under_lock(r.service, r.env, fields)
@@ -207,7 +233,7 @@ class Intake:
             result = await self.store.request_or_amend(amendable=False, **fields)
             held = result.deployment if isinstance(result, LockInfo) else None
             if (
-                r.kind == "deploy"
+                amends
                 and held is not None
                 and held.requested_by == user
                 and held.kind == r.kind

@@ -22,6 +22,7 @@ from bot.config.model import (
     Settings,
     SmokeCheck,
 )
+from bot.config.pipelines import parse_pipelines
 from bot.config.policy import alerts_from_table, parse_policy, parse_roles
 from bot.config.tables import ConfigError, _show, _Table
 from bot.config.timing import parse_freezes, parse_windows
@@ -255,7 +256,8 @@ def parse_settings(
     }
     services_t.finish()
     freezes = parse_freezes(data.get("freezes"), path, environments=tuple(environments))
-    root.seen.update(("flags", "segments"))
+    root.seen.update(("flags", "segments", "pipelines"))
+    pipelines = parse_pipelines(data.get("pipelines"), path, environments, services)
     flags = parse_flags(data.get("flags"), path, services)
     segments = parse_segments(data.get("segments"), path)
 
@@ -302,6 +304,7 @@ def parse_settings(
         freezes=freezes,
         flags=flags,
         segments=segments,
+        pipelines=pipelines,
     )
 
 

@@ -44,12 +44,21 @@ class HttpCheck:
 
 @dataclass(frozen=True)
 class IntegrationTests:
-    """`command`: a one-off task of the deployed image in the environment (the environment's URL in its
-    environment); `http`: requests checked from the bot. Either or both."""
+    """`command`: a one-off task of the deployed image in the environment, given DEPLOYBOT_SERVICE,
+    DEPLOYBOT_ENV, DEPLOYBOT_VERSION and (with `url`, a template of {service}, {env}, {version})
+    DEPLOYBOT_ENV_URL in its environment; `http`: requests checked from the bot. Either or both."""
 
     command: tuple[str, ...] = ()
     http: tuple[HttpCheck, ...] = ()
     timeout_seconds: float = 600.0
+    url: str | None = None
+
+    def environment(self, service: str, env: str, version: str) -> dict[str, str]:
+        """What the task is told about where it runs."""
+        told = {"DEPLOYBOT_SERVICE": service, "DEPLOYBOT_ENV": env, "DEPLOYBOT_VERSION": version}
+        if self.url:
+            told["DEPLOYBOT_ENV_URL"] = self.url.format(service=service, env=env, version=version)
+        return told
 
 
 def _command(t: _Table, name: str, default: Any = ...) -> tuple[str, ...]:
@@ -149,6 +158,7 @@ def parse_integration_tests(raw: Any, path: str, prefix: str) -> IntegrationTest
         timeout_seconds=float(
             t.get("timeout_seconds", _NUMBER, 600, lambda v: v > 0, "a number of seconds > 0")
         ),
+        url=_template(t, "url", t.get("url", str, None), "{service}, {env}, {version}"),
     )
     t.finish()
     if not found.command and not found.http:

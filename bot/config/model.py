@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.config.flags import EnvFlags, default_key_env
 from bot.config.migrations import IntegrationTests, Migrations
+from bot.config.pipelines import PipelineSpec
 from bot.domain.alerts import AlertConfig
 from bot.domain.analysis import AnalysisConfig
 from bot.domain.checklist import ApprovalPolicy, Guards, Policy, Roles
@@ -196,6 +197,7 @@ class Settings:
     ] = ()  # configured freeze periods (more come from /deploy freeze, in the store)
     flags: Mapping[str, FlagDef] = field(default_factory=dict)  # [flags.KEY]
     segments: Mapping[str, Segment] = field(default_factory=dict)  # [segments.NAME]
+    pipelines: Mapping[str, PipelineSpec] = field(default_factory=dict)  # [pipelines.NAME]
 
     def target(self, service: str, env: str) -> Target:
         """The service in the environment, its overrides applied; built once per Settings."""

@@ -95,3 +95,27 @@ def _roles(roles: tuple[str, ...] | None) -> str:
 def _one_line(value: str) -> str:
     """Config text for a terminal: control characters (an escape sequence, a newline) become spaces."""
     return "".join(" " if unicodedata.category(c) == "Cc" else c for c in value).strip()
+
+
+def pipeline_report(s: Settings) -> list[str]:
+    """What check-config says about each pipeline: its environments in order, per service what runs
+    between them (integration tests, or a warning where a service has none to stop a bad version)."""
+    lines = []
+    for name, p in s.pipelines.items():
+        lines.append(
+            f"pipelines.{name}: {' → '.join(p.environments)} for {', '.join(p.services)}"
+            + (" (later environments wait for their window)" if p.windows else "")
+        )
+        for service in p.services:
+            tested = [
+                env for env in p.environments[:-1] if s.target(service, env).integration_tests is not None
+            ]
+            if tested:
+                lines.append(f"pipelines.{name}: {service}: integration tests after {', '.join(tested)}")
+            else:
+                lines.append(
+                    f"warning: pipelines.{name}: {service} has no integration tests before "
+                    f"{p.environments[-1]}: only its deployments' own checks stop a bad version "
+                    f"(add [services.{service}.integration_tests])"
+                )
+    return lines

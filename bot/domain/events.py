@@ -481,3 +481,43 @@ class FlagKilled(DomainEvent):
 
 FLAG_EVENTS = (FlagChanged, FlagKilled)
 EVENT_TYPES.update({cls.kind: cls for cls in FLAG_EVENTS})
+
+
+# ---------------------------------------------------------------------------------------- pipelines
+# A pipeline's events belong to no deployment (the outbox row's deployment is empty; the pipeline is
+# named in the event): the deployments' own consumers pass them by, the pipeline's message reads them.
+
+
+@dataclass(frozen=True)
+class PipelineStarted(DomainEvent):
+    """Pipeline `pipeline` took its first step (its first deployment is requested)."""
+
+    pipeline: int
+    kind: ClassVar[str] = "pipeline_started"
+
+
+@dataclass(frozen=True)
+class PipelineStageChanged(DomainEvent):
+    """Stage `stage` (0-based) of pipeline `pipeline` is now `state` (running, succeeded, failed)."""
+
+    pipeline: int
+    stage: int
+    state: str
+    kind: ClassVar[str] = "pipeline_stage"
+
+
+@dataclass(frozen=True)
+class PipelineEnded(DomainEvent):
+    """Pipeline `pipeline` ended: every stage succeeded, or one failed (`reason`, the bot's words)."""
+
+    pipeline: int
+    succeeded: bool
+    reason: str = ""
+    kind: ClassVar[str] = "pipeline_ended"
+
+    def level(self) -> Level:
+        return "info" if self.succeeded else "warning"
+
+
+PIPELINE_EVENTS = (PipelineStarted, PipelineStageChanged, PipelineEnded)
+EVENT_TYPES.update({cls.kind: cls for cls in PIPELINE_EVENTS})

@@ -233,3 +233,21 @@ def m053_flags(db: Database) -> None:
     db.execute(
         "CREATE INDEX events_flag ON events (json_extract(details, '$.flag'), json_extract(details, '$.env'))"
     )
+
+
+@migrations()
+def m060_pipelines(db: Database) -> None:
+    # One row per pipeline (bot.domain.pipelines): its stages as JSON, each with its deployment or task.
+    # `revision` counts its saves: every save is a compare-and-set on it, written with its audit event (an
+    # `events` row whose details name the pipeline) and its outbox events in one transaction.
+    # `request_key`: Slack's identity of the request that made it (a retry finds it). `post_attempted`:
+    # when the pipeline's message was last set out to be posted (clock epoch), written before the post.
+    db.execute(
+        "CREATE TABLE pipelines (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
+        "service TEXT NOT NULL, version TEXT NOT NULL, requested_by TEXT NOT NULL, "
+        "roles TEXT NOT NULL DEFAULT '[]', state TEXT NOT NULL, stages TEXT NOT NULL, reason TEXT, "
+        "channel TEXT, message_ts TEXT, post_attempted REAL, revision INTEGER NOT NULL DEFAULT 0, "
+        "request_key TEXT UNIQUE, created_at TEXT NOT NULL, updated_at TEXT, finished_at TEXT)"
+    )
+    db.execute("CREATE INDEX pipelines_state ON pipelines (state)")
+    db.execute("CREATE INDEX events_pipeline ON events (json_extract(details, '$.pipeline'))")

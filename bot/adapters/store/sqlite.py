@@ -17,6 +17,7 @@ from bot.adapters.store.base import StoreBase
 from bot.adapters.store.flags import FlagsMixin
 from bot.adapters.store.messages import MessagesMixin
 from bot.adapters.store.outbox import OutboxMixin
+from bot.adapters.store.pipelines import PipelinesMixin
 from bot.adapters.store.requests import RequestsMixin
 from bot.adapters.store.tasks import TasksMixin
 from bot.domain.checklist import Approval, ItemState
@@ -30,12 +31,21 @@ log = logging.getLogger(__name__)
 __all__ = ["Store", "StoreBase", "log"]
 
 
-class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, FlagsMixin, TasksMixin, StoreBase):
+class Store(
+    OutboxMixin,
+    AlertsMixin,
+    RequestsMixin,
+    MessagesMixin,
+    FlagsMixin,
+    TasksMixin,
+    PipelinesMixin,
+    StoreBase,
+):
     """Synchronous store. Async code uses AsyncStore, which runs these methods on one thread.
 
     One class over one Database: deployments, transitions, locks, checklist and reads here; alerts
-    (alerts.py), request claims and freezes (requests.py), the outbox (outbox.py), first-post attempts (messages.py)
-    and feature flags' states (flags.py) are its parts."""
+    (alerts.py), request claims and freezes (requests.py), the outbox (outbox.py), first-post attempts (messages.py),
+    feature flags' states (flags.py) and pipelines (pipelines.py) are its parts."""
 
     # ---------------------------------------------------------------------------------------- writes
 
@@ -392,6 +402,7 @@ class Store(OutboxMixin, AlertsMixin, RequestsMixin, MessagesMixin, FlagsMixin, 
                 and d.requested_by == fields["requested_by"]
                 and d.kind == fields["kind"]
                 and d.state in (State.REQUESTED, State.AWAITING_APPROVAL, State.SCHEDULED)
+                and "pipeline" not in d.context  # a pipeline's deployment keeps its pipeline's version
             ):
                 if (d.version, d.strategy) == (fields["version"], fields["strategy"]):
                     return Amendment(d, d.version, d.strategy, changed=False)
