@@ -32,7 +32,7 @@ from bot.config.model import Settings
 from bot.config.pipelines import PipelineSpec
 from bot.domain import commands as cmds
 from bot.domain.errors import Conflict, Refused
-from bot.domain.events import DomainEvent, PipelineEnded, PipelineStageChanged, PipelineStarted
+from bot.domain.events import DomainEvent
 from bot.domain.machine import State
 from bot.domain.model import BOT, Amendment, Deployment, LockInfo
 from bot.domain.mrkdwn import text
@@ -42,6 +42,9 @@ from bot.domain.pipelines import (
     RUNNING,
     SUCCEEDED,
     Pipeline,
+    PipelineEnded,
+    PipelineStageChanged,
+    PipelineStarted,
     Stage,
     plan_stages,
     stage_request_key,

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
+
+from bot.domain.events import EVENT_TYPES, DomainEvent, Level
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 PENDING = "pending"
@@ -155,3 +157,43 @@ def stage_request_key(pipeline_id: int, index: int) -> str:
     """The request key of a stage's deployment: asked again after a crash, the store hands back the
     deployment it made the first time instead of a second one."""
     return f"pipeline:{pipeline_id}:{index}"
+
+
+# ------------------------------------------------------------------------------------------- events
+# Typed domain events (bot.domain.events) of pipelines, registered with the others. A pipeline's events belong to no deployment (the outbox row's deployment is empty; the pipeline is
+# named in the event): the deployments' own consumers pass them by, the pipeline's message reads them.
+
+
+@dataclass(frozen=True)
+class PipelineStarted(DomainEvent):
+    """Pipeline `pipeline` took its first step (its first deployment is requested)."""
+
+    pipeline: int
+    kind: ClassVar[str] = "pipeline_started"
+
+
+@dataclass(frozen=True)
+class PipelineStageChanged(DomainEvent):
+    """Stage `stage` (0-based) of pipeline `pipeline` is now `state` (running, succeeded, failed)."""
+
+    pipeline: int
+    stage: int
+    state: str
+    kind: ClassVar[str] = "pipeline_stage"
+
+
+@dataclass(frozen=True)
+class PipelineEnded(DomainEvent):
+    """Pipeline `pipeline` ended: every stage succeeded, or one failed (`reason`, the bot's words)."""
+
+    pipeline: int
+    succeeded: bool
+    reason: str = ""
+    kind: ClassVar[str] = "pipeline_ended"
+
+    def level(self) -> Level:
+        return "info" if self.succeeded else "warning"
+
+
+PIPELINE_EVENTS = (PipelineStarted, PipelineStageChanged, PipelineEnded)
+EVENT_TYPES.update({cls.kind: cls for cls in PIPELINE_EVENTS})  # the store's outbox imports this module
