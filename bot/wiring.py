@@ -34,6 +34,7 @@ from bot.usage import UsageError, db_default
 from handlers.app import build_app, web_app
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier, add_retry_handlers
+from handlers.pipeline_notifier import PipelineNotifier
 
 log = logging.getLogger("deploybot")
 
@@ -91,6 +92,7 @@ async def serve(args: argparse.Namespace) -> int:
         else None
     )
     notifier = SlackNotifier(client, store, settings.alerts, clock=clock, pagerduty=pagerduty)
+    pipeline_messages = PipelineNotifier(notifier, store, clock)  # each pipeline's one message
     home = HomeTab(client, store, clock, live=notifier.live)
     notifier.on_change = home.changed
     # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here
@@ -139,6 +141,7 @@ async def serve(args: argparse.Namespace) -> int:
     )
     flags_follow = loop.create_task(_follow_flags(engine, stop), name="flags-follow")
     await notifier.start()  # alert timers rebuilt from the store before anything else is said
+    await pipeline_messages.start()
     engine.start_scheduler()
     await engine.resume_in_flight()
     await stop.wait()
@@ -149,6 +152,7 @@ async def serve(args: argparse.Namespace) -> int:
     if socket_handler is not None:
         await socket_handler.close_async()
     await engine.shutdown()
+    await pipeline_messages.drain()
     await notifier.drain()
     await home.close()
     if pagerduty is not None:

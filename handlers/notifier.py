@@ -272,6 +272,13 @@ class SlackNotifier(AlertLifecycle):
 
     # ----------------------------------------------------------------------- deployment message
 
+    def outbox(self, channel: str) -> ChannelOutbox:
+        """The channel's one queue: the bot's other messages there (a pipeline's) keep its pace."""
+        return self._outbox(channel)
+
+    async def deployment_link(self, d: Deployment) -> str | None:
+        return await self._deployment_link(d)
+
     def _outbox(self, channel: str) -> ChannelOutbox:
         if channel not in self._outboxes:
             self._outboxes[channel] = ChannelOutbox(

@@ -186,10 +186,12 @@ class Pipelines:
                 raise
             raise _Stopped from None
         if isinstance(result, LockInfo):
-            holder = f"deployment #{result.deployment_id}" if result.deployment_id else "a manual lock"
-            await self._stop(
-                p, index, f"{p.service} in {stage.env} is locked by {holder} (<@{result.holder}>)"
+            held = (
+                f"deployment #{result.deployment_id}"
+                if result.deployment_id
+                else f"hand ({result.holder}): {result.reason or 'no reason given'}"
             )
+            await self._stop(p, index, f"{p.service} in {stage.env} is locked by {held}")
             return await self.store.pipeline(p.id), result
         d = result.deployment if isinstance(result, Amendment) else result
         moved = p.with_stage(index, RUNNING, deployment_id=d.id, started_at=self.clock.now())
@@ -217,8 +219,9 @@ class Pipelines:
         it (the stage's new state, the pipeline's end)."""
         stage = after.stages[index]
         said = list(events or [])
-        if not said and stage != before.stages[index]:
-            said.append(PipelineStageChanged(after.id, index, stage.state))
+        was = before.stages[index]
+        if not said and (stage.state != was.state or stage.task != was.task):
+            said.append(PipelineStageChanged(after.id, index, stage.state, stage.task or ""))
         if after.ended and not before.ended:
             said.append(PipelineEnded(after.id, after.state == SUCCEEDED, after.reason or ""))
         action = "pipeline_stage" if not after.ended else f"pipeline_{after.state}"

@@ -174,11 +174,13 @@ class PipelineStarted(DomainEvent):
 
 @dataclass(frozen=True)
 class PipelineStageChanged(DomainEvent):
-    """Stage `stage` (0-based) of pipeline `pipeline` is now `state` (running, succeeded, failed)."""
+    """Stage `stage` (0-based) of pipeline `pipeline` is now `state` (running, succeeded, failed);
+    `task`: the tests' task, once started."""
 
     pipeline: int
     stage: int
     state: str
+    task: str = ""
     kind: ClassVar[str] = "pipeline_stage"
 
 

@@ -29,7 +29,7 @@ from handlers.directory import SlackDirectory
 from handlers.errors import SOMETHING_WRONG, reply_for
 from handlers.listeners.flag_commands import FLAG_HANDLERS
 from handlers.roles import roles_in
-from handlers.ui import audit_blocks
+from handlers.ui import audit_blocks, pipeline_blocks
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,23 @@ async def _help(call: Call) -> Answer:
 async def _deploy(call: Call) -> Answer:
     c = call.command
     assert isinstance(c, cmds.Deploy)
+    if c.pipeline is not None:
+        return await _pipeline(call, c)
     if not c.dry_run:
         return await _request(call)
     p = call.engine.dry_run(c)
     steps = [s.describe() for s in p.steps]
     return slack_ui.dry_run(p.service, p.env, p.version, p.strategy, steps, duration(p.eta_seconds))
+
+
+async def _pipeline(call: Call, c: cmds.Deploy) -> Answer:
+    """/deploy SERVICE VERSION --pipeline [NAME]: the pipeline and its first deployment (or who holds
+    the lock: the pipeline has stopped already)."""
+    started = await call.engine.pipelines.request(c, call.user, call.request_key, call.roles)
+    first = started.first
+    if isinstance(first, LockInfo):
+        return slack_ui.locked(first, first.deployment)
+    return pipeline_blocks.requested(started.pipeline, first)
 
 
 async def _request(call: Call) -> Answer:
@@ -198,7 +210,16 @@ async def _status(call: Call) -> Answer:
     assert isinstance(c, cmds.Status)
     t = c.target
     if t is None:
-        return slack_ui.deployment_list("Active deployments", *(await call.store.overview()))
+        deployments, locks = await call.store.overview()
+        answer = slack_ui.deployment_list("Active deployments", deployments, locks)
+        pipelines = await call.store.running_pipelines()
+        if not pipelines:
+            return answer
+        lines = pipeline_blocks.pipeline_lines(pipelines, {d.id: d for d in deployments})
+        more = slack_ui.clip("*Running pipelines*\n" + "\n".join(lines))
+        return slack_ui.ephemeral(
+            f"{answer['text']}\n{more}", [*answer.get("blocks", []), slack_ui.section(more)]
+        )
     if t.lstrip("#").isdigit():
         d = await call.store.find(int(t.lstrip("#")))
         if d is None:

@@ -1,8 +1,10 @@
 """/deploy SERVICE[/VERSION] [VERSION] [to ENV] [--options]: the deploy form itself, and the diagnosis of
-its commonest slip, an environment typed without (or with a misspelt) "to"."""
+its commonest slip, an environment typed without (or with a misspelt) "to". With --pipeline [NAME] the
+form names no environment: the pipeline's own come in order."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -16,6 +18,8 @@ from bot.domain.commands.usage import clip, example, line, quoted
 from bot.domain.suggest import closest
 
 KEY = "deploy"
+PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # as [pipelines.NAME] allows
+NOT_WITH_PIPELINE = ("strategy", "dry-run", "emergency", "window", "at")
 Suggest: TypeAlias = Callable[[list[str]], str]  # words after the service -> the whole corrected command
 
 
@@ -33,6 +37,7 @@ class _Head:
 
 
 def parse_deploy(tokens: list[str], vocab: Vocabulary) -> Deploy:
+    tokens, pipeline = _pipeline_option(tokens)
     words, flags, raw_flags = split_flags(tokens, KEY)
     if not words:
         raise CommandError(f"Which service? Start with its name, e.g. `{example(KEY)}`.", line(KEY))
@@ -43,6 +48,8 @@ def parse_deploy(tokens: list[str], vocab: Vocabulary) -> Deploy:
 
     before, env_word, trailing = _split_at_connector(rest, head, vocab, suggest)
     version = _version_slot(head, before)
+    if pipeline is not None:
+        return _through_pipeline(head, version, env_word, flags, pipeline)
     env = _environment(env_word, rest, vocab, suggest)
     if trailing:
         raise _trailing(trailing, version, env_word or env, env, suggest)
@@ -57,6 +64,69 @@ def parse_deploy(tokens: list[str], vocab: Vocabulary) -> Deploy:
         emergency=str_flag(flags, "emergency"),
         window=bool(flags.get("window")),
         at=str_flag(flags, "at"),
+    )
+
+
+def _pipeline_option(tokens: list[str]) -> tuple[list[str], str | None]:
+    """`--pipeline [NAME]` (or `--pipeline=NAME`) taken out of the tokens: the others, and the name (""
+    for none: the service's one pipeline; None: no --pipeline). The word after it is its name unless it
+    is an option or a connector."""
+    rest: list[str] = []
+    found: str | None = None
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        dashed = "--" + token[1:] if token.startswith(("\u2014", "\u2013")) else token
+        spelled, equals, value = dashed.partition("=")
+        if spelled.lower() != "--pipeline":
+            rest.append(token)
+            continue
+        if found is not None:
+            raise CommandError('The option "--pipeline" is given twice.', line(KEY))
+        name = value if equals else ""
+        named = i < len(tokens) and not tokens[i].startswith(("-", "\u2014", "\u2013"))
+        if not equals and named and tokens[i].lower() not in DEPLOY_CONNECTORS:
+            name, i = tokens[i], i + 1
+        if name and not PIPELINE_NAME.fullmatch(name):
+            raise CommandError(
+                f"Bad pipeline name {quoted(name)}: one word of letters, digits, - and _.", line(KEY)
+            )
+        found = name
+    return rest, found
+
+
+def _through_pipeline(
+    head: _Head, version: str | None, env_word: str | None, flags: dict[str, str | bool], name: str
+) -> Deploy:
+    if env_word is not None:
+        raise CommandError(
+            f"A pipeline goes through its own environments in order: leave out {quoted('to ' + env_word)}.",
+            line(KEY),
+        )
+    clashing = [f"--{n}" for n in NOT_WITH_PIPELINE if n in flags]
+    if clashing:
+        raise CommandError(
+            f"{', '.join(clashing)} cannot go with --pipeline: each of its environments deploys with its "
+            "own strategy through its own gate.",
+            line(KEY),
+        )
+    if version is None:
+        named = f' (the word after --pipeline is its name: "{name}")' if name else ""
+        raise CommandError(
+            f"A pipeline takes one version: `/deploy {head.service} VERSION --pipeline`{named}.", line(KEY)
+        )
+    return Deploy(
+        service=head.service,
+        version=version,
+        env="",
+        strategy=None,
+        dry_run=False,
+        reason=str_flag(flags, "reason"),
+        emergency=None,
+        window=False,
+        at=None,
+        pipeline=name,
     )
 
 

@@ -57,6 +57,7 @@ class Deploy:
     emergency: str | None
     window: bool
     at: str | None
+    pipeline: str | None = None  # --pipeline [NAME]: "" the service's one pipeline; env is then ""
 
 
 @dataclass(frozen=True)

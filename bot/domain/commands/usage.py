@@ -10,7 +10,7 @@ from bot.domain.commands.types import COMMANDS, SUBCOMMANDS, CommandError
 FORMS: dict[str, tuple[str, str]] = {
     "deploy": (
         "/deploy SERVICE[/VERSION] [VERSION] [to ENV] [--strategy rolling|blue-green|canary] [--dry-run]"
-        ' [--reason "..."] [--emergency "..."] [--window] [--at "TIME"]',
+        ' [--reason "..."] [--emergency "..."] [--window] [--at "TIME"] [--pipeline [NAME]]',
         '/deploy web v2.3.1 to production --strategy canary --reason "fix login redirect"',
     ),
     "status": ("/deploy status [SERVICE|ID]", "/deploy status web"),
@@ -82,6 +82,7 @@ FLAGS: dict[str, dict[str, str | None]] = {
         "emergency": '"checkout is down"',
         "window": None,
         "at": '"2026-12-01 18:00 Europe/Berlin"',
+        "pipeline": None,  # its optional NAME is read by grammar_deploy before the other options
     },
     "rollback": {"gradual": None, "reason": '"errors after v2.3.1"', "emergency": '"checkout is down"'},
     "promote": {"full": None, "allow-downgrade": None},
@@ -98,6 +99,7 @@ Options for /deploy (anywhere after the service):
   --emergency "..."      an emergency deploy, with its justification
   --window               wait for the service's deploy window
   --at "TIME"            start at TIME
+  --pipeline [NAME]      through the pipeline's environments in order, tests between them
 Without a version, the version running now is redeployed. Without an environment, the default is used \
 (when one is configured). hubot forms work too: `deploy web/v2 to production`."""
 

@@ -50,7 +50,7 @@ OPTION_ERRORS = [
     ("web v2 --DRYRUN", 'Unknown option "--DRYRUN". Did you mean "--dry-run"?'),
     (
         "web v2 --zzzz",
-        'Unknown option "--zzzz". Options: --strategy, --dry-run, --reason, --emergency, --window, --at.',
+        'Unknown option "--zzzz". Options: --strategy, --dry-run, --reason, --emergency, --window, --at, --pipeline.',
     ),
     ("status --all", 'Unknown option "--all": `/deploy status` takes no options.'),
     (
