@@ -21,6 +21,7 @@ from bot.adapters.store.aio import AsyncStore
 from bot.clock import Clock
 from bot.domain.model import Deployment
 from bot.domain.pipelines import PIPELINE_EVENTS, Pipeline
+from bot.tasks import TaskGroup
 from handlers.notifier import SlackNotifier
 from handlers.slack_outbox import Post, Update, log_failure
 from handlers.ui import blocks as slack_ui
@@ -32,6 +33,8 @@ BATCH = 100
 FIRST_POST = "deploybot_pipeline"  # the metadata event_type of a pipeline's message
 ADOPT_MARGIN = 300.0  # seconds of history before a recorded attempt searched for its message
 ADOPT_PAGES = 5
+LINK_RETRY_SECONDS = 1.0  # a stage's deployment whose message is not posted yet: rendered again then
+LINK_RETRIES = 10
 
 
 class PipelineNotifier:
@@ -46,6 +49,8 @@ class PipelineNotifier:
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
         self._channels: set[str] = set()
+        self._relink = TaskGroup("pipeline-links")
+        self._relinking: dict[int, int] = {}  # pipeline -> renders waiting for a deployment's message
         self._unsubscribe = store.on_append(self._nudge)
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -78,6 +83,7 @@ class PipelineNotifier:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+        await self._relink.aclose()
 
     async def _read(self) -> None:
         while not self._closing:
@@ -180,8 +186,26 @@ class PipelineNotifier:
             link = await self.notifier.deployment_link(d)
             if link:
                 links[d.id] = link
+            elif d.message_ts is None:
+                self._link_later(p.id)
         blocks = slack_ui.fit(pipeline_blocks.pipeline_blocks(p, deployments, links))
         return slack_ui.clip(pipeline_blocks.pipeline_text(p)), blocks
+
+    def _link_later(self, pipeline_id: int) -> None:
+        """A stage's deployment has no message yet (its first post is queued behind this): render the
+        pipeline again in a moment, so its link appears (a few times at most)."""
+        tries = self._relinking.get(pipeline_id, 0)
+        if tries >= LINK_RETRIES or self._closing:
+            return
+        self._relinking[pipeline_id] = tries + 1
+
+        async def again() -> None:
+            await asyncio.sleep(LINK_RETRY_SECONDS)
+            p = await self.store.pipeline(pipeline_id)
+            if p.message_ts is not None:
+                await self._show(p)
+
+        self._relink.spawn(again(), f"pipeline-{pipeline_id}-link")
 
     async def _first(self, pipeline_id: int) -> dict[str, Any] | None:
         p = await self.store.pipeline(pipeline_id)

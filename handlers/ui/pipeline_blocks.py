@@ -140,8 +140,9 @@ def thread_line(event: Any, p: Pipeline) -> str | None:
     if event.state == SUCCEEDED:
         return f"✓ {name}" + (f": {text(stage.detail)}" if stage.detail else "")
     if event.state == FAILED:
-        head = (stage.detail or "failed").split("\n", 1)[0]
-        return f"✗ {name}: {text(head)}"
+        head, _, tail = (stage.detail or "failed").partition("\n")
+        more = " (its last log lines are on the pipeline's message)" if tail else ""
+        return f"✗ {name}: {text(head.removesuffix('; its last log lines:'))}{more}"
     return None
 
 
