@@ -146,6 +146,8 @@ class Pipelines:
         stage = p.stages[0]
         if stage.deployment_id is not None:  # the same request again: what it did the first time
             return PipelineRequested(p, await self.store.get(stage.deployment_id))
+        if p.ended:  # ... which was refused
+            raise Refused(f"{p.ref} stopped: {p.reason}")
         p, answer = await self._request(p, 0, reason=command.reason, raise_refusal=True)
         self.drive(p.id)  # its deployment may have ended before the pipeline recorded it: look once
         return PipelineRequested(p, answer)
