@@ -9,7 +9,7 @@ deployment failed, rolled back, was cancelled, rejected or refused; the tests fa
 and says why: nothing later is requested.
 
 Crash-safe: the store is the truth. This consumer reads the outbox with its own cursor ("pipelines") only
-to learn WHEN to look; what to do is read from the pipeline's record, each save a compare-and-set with
+to learn WHEN to look (and only while a pipeline runs); what to do is read from the pipeline's record, each save a compare-and-set with
 its audit event and outbox events. A stage's deployment is requested with a key naming the pipeline and
 the stage (asked again, the store hands back the same deployment), the tests' task is started with a key
 saved before the call (looked up after a crash): a restart drives every running pipeline on from where
@@ -84,6 +84,11 @@ class Pipelines:
         self._wake = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
+        # Whether any pipeline may be running: while none is, the outbox is not read (the store's thread
+        # serves requests first); `_starts` counts requests, so a read that began before one cannot
+        # decide that none runs.
+        self._watching = False
+        self._starts = 0
         self._unsubscribe = store.on_append(self._nudge)
 
     # --------------------------------------------------------------------------------- requests
@@ -132,6 +137,7 @@ class Pipelines:
             lambda env: self.settings.target(command.service, env).integration_tests is not None,
         )
         first = self.settings.target(command.service, spec.environments[0])
+        self._starts += 1
         p = await self.store.create_pipeline(
             name=spec.name,
             service=command.service,
@@ -142,7 +148,7 @@ class Pipelines:
             channel=first.env.channel,
             request_key=request_key,
         )
-        self._ensure_reading()
+        self._watch()
         stage = p.stages[0]
         if stage.deployment_id is not None:  # the same request again: what it did the first time
             return PipelineRequested(p, await self.store.get(stage.deployment_id))
@@ -326,8 +332,13 @@ class Pipelines:
     # ------------------------------------------------------------------------------ the outbox
 
     def _nudge(self) -> None:
-        if self._closing:
+        if self._closing or not self._watching:
             return
+        self._wake.set()
+        self._ensure_reading()
+
+    def _watch(self) -> None:
+        self._watching = True
         self._wake.set()
         self._ensure_reading()
 
@@ -341,7 +352,8 @@ class Pipelines:
         running = await self.store.running_pipelines()
         for p in running:
             self.drive(p.id)
-        self._ensure_reading()
+        if running:
+            self._watch()
         return running
 
     async def _read(self) -> None:
@@ -362,16 +374,20 @@ class Pipelines:
         """The next batch: every running pipeline whose current deployment it mentions is driven. The
         cursor moves once they are handed to their drivers (a crash after that loses nothing: a restart
         drives every running pipeline from the store)."""
+        starts = self._starts
         read = await self.store.outbox_after(CONSUMER, BATCH)
         if not read:
             return False
+        running = await self.store.running_pipelines()
         mentioned = {e.deployment_id for e in read if e.deployment_id is not None}
-        if mentioned:
-            for p in await self.store.running_pipelines():
-                current = p.current()
-                if current is not None and current[1].deployment_id in mentioned:
-                    self.drive(p.id)
+        for p in running:
+            current = p.current()
+            if current is not None and current[1].deployment_id in mentioned:
+                self.drive(p.id)
         await self.store.mark_delivered(CONSUMER, read[-1].id)
+        if not running and not self._driving and starts == self._starts:
+            self._watching = False  # none runs: the next request (or restart) watches again
+            return False
         return len(read) == BATCH
 
     async def settle(self) -> None:
