@@ -93,6 +93,7 @@ async def serve(args: argparse.Namespace) -> int:
     )
     notifier = SlackNotifier(client, store, settings.alerts, clock=clock, pagerduty=pagerduty)
     pipeline_messages = PipelineNotifier(notifier, store, clock)  # each pipeline's one message
+    engine.pipelines.on_watch(pipeline_messages.watch)
     home = HomeTab(client, store, clock, live=notifier.live)
     notifier.on_change = home.changed
     # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here

@@ -7,7 +7,8 @@ is rendered from the store's latest state when its turn comes, in the deployment
 SlackNotifier's ChannelOutbox, so the channel keeps one pace). The cursor moves once the batch's posts
 and updates are sent: a crash repeats at most that batch (an update is idempotent; a thread line may show
 twice). The first post is recorded before it goes and carries metadata naming the pipeline; a restart
-that finds an attempt without a ts looks for the message in the channel instead of posting again."""
+that finds an attempt without a ts looks for the message in the channel instead of posting again. While
+no pipeline runs it reads nothing; the pipelines use case says when one may (Pipelines.on_watch)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.adapters.store.aio import AsyncStore
 from bot.clock import Clock
+from bot.domain.events import OutboxEntry
 from bot.domain.model import Deployment
 from bot.domain.pipelines import PIPELINE_EVENTS, Pipeline
 from bot.tasks import TaskGroup
@@ -51,6 +53,10 @@ class PipelineNotifier:
         self._channels: set[str] = set()
         self._relink = TaskGroup("pipeline-links")
         self._relinking: dict[int, int] = {}  # pipeline -> renders waiting for a deployment's message
+        # While no pipeline runs and none has events to show, the outbox is not read (the store's thread
+        # serves requests first); `watch` starts reading again, `_generation` counts its calls.
+        self._watching = True
+        self._generation = 0
         self._unsubscribe = store.on_append(self._nudge)
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -66,11 +72,17 @@ class PipelineNotifier:
         self._ensure_reading()
 
     def _nudge(self) -> None:
-        if self._closing:
+        if self._closing or not self._watching:
             return
         self._caught_up.clear()
         self._wake.set()
         self._ensure_reading()
+
+    def watch(self) -> None:
+        """A pipeline may run (bot.app.pipelines.Pipelines.on_watch): read the outbox again."""
+        self._watching = True
+        self._generation += 1
+        self._nudge()
 
     def _ensure_reading(self) -> None:
         if not self._closing and (self._reader is None or self._reader.done()):
@@ -105,12 +117,27 @@ class PipelineNotifier:
     # --------------------------------------------------------------------------------- the outbox
 
     async def _deliver(self) -> bool:
+        generation = self._generation
         read = await self.store.outbox_after(CONSUMER, BATCH)
         if not read:
             return False
-        stages: dict[int, int] | None = None  # deployment id -> its running pipeline (read once a batch)
-        touched: dict[int, Pipeline] = {}
+        running = await self.store.running_pipelines()
         self._channels = set()  # the queues this batch used
+        touched = await self._touch(read, running)
+        for p in touched.values():
+            await self._show(p, after_lines=True)
+        await asyncio.gather(*(self.notifier.outbox(c).idle() for c in self._channels))
+        await self.store.mark_delivered(CONSUMER, read[-1].id)
+        if not touched and not running and not self._posting and generation == self._generation:
+            self._watching = False  # nothing to show until a pipeline runs again
+            return False
+        return len(read) == BATCH
+
+    async def _touch(self, read: list[OutboxEntry], running: list[Pipeline]) -> dict[int, Pipeline]:
+        """The pipelines whose message the batch changes: its own events (each with its thread line),
+        and the running ones whose stage's deployment an event is about."""
+        stages = {s.deployment_id: p for p in running for s in p.stages if s.deployment_id is not None}
+        touched: dict[int, Pipeline] = {}
         for entry in read:
             event = entry.event
             if isinstance(event, PIPELINE_EVENTS):
@@ -118,28 +145,14 @@ class PipelineNotifier:
                 if p is None:
                     continue
                 touched[p.id] = p
-                words = pipeline_blocks.thread_line(event, p)
                 await self._show(p)
+                words = pipeline_blocks.thread_line(event, p)
                 if words:
                     await self._line(p, words)
-            elif entry.deployment_id is not None:
-                if stages is None:
-                    stages = {
-                        s.deployment_id: p.id
-                        for p in await self.store.running_pipelines()
-                        for s in p.stages
-                        if s.deployment_id is not None
-                    }
-                pipeline_id = stages.get(entry.deployment_id)
-                if pipeline_id is not None and pipeline_id not in touched:
-                    found = await self.store.find_pipeline(pipeline_id)
-                    if found is not None:
-                        touched[pipeline_id] = found
-        for p in touched.values():
-            await self._show(p, after_lines=True)
-        await asyncio.gather(*(self.notifier.outbox(c).idle() for c in self._channels))
-        await self.store.mark_delivered(CONSUMER, read[-1].id)
-        return len(read) == BATCH
+            elif entry.deployment_id in stages:
+                found = stages[entry.deployment_id]
+                touched.setdefault(found.id, found)
+        return touched
 
     async def _channel(self, p: Pipeline) -> str:
         channel = await self.notifier.channel_id(p.channel or "deploys")

@@ -12,7 +12,7 @@ import time
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import db_rows, through_gate, top_level, wait_terminal
+from tests.conftest import db_rows, through_gate, top_level, wait_state, wait_terminal
 
 
 def pipeline(sb: Sandbox, pipeline_id: int) -> dict:
@@ -107,3 +107,26 @@ async def test_failing_integration_tests_stop_it_and_production_is_never_request
         )
 
     await wait_for(thread_says_why, 30, what="the pipeline's thread to say why it stopped")
+
+
+async def test_a_bot_killed_mid_pipeline_carries_it_on_with_nothing_twice(sandbox, client):
+    p = await start(client, "web v4 --pipeline")
+
+    async def requested():
+        return pipeline(sandbox, p)["stages"][2]["deployment_id"]
+
+    prod = await wait_for(requested, 60, what="production's deployment to be requested")
+    await through_gate(client, sandbox, prod, approver="bob", ticker="alice")
+    await wait_state(sandbox, prod, "running")
+    assert (await client.bot("kill"))["running"] is False  # SIGKILL while production's canary runs
+    assert (await client.bot("start"))["running"] is True
+    assert "succeeded" in (await wait_terminal(client, prod, within=90))["text"]
+    await pipeline_message(client, p, "*Done:* web v4 is live in production.")
+    assert pipeline(sandbox, p)["state"] == "succeeded"
+    assert len(task_of(sandbox, p)) == 1  # the tests ran once
+    envs = [r["env"] for r in db_rows(sandbox, "SELECT env FROM deployments ORDER BY id")]
+    assert envs == ["staging", "production"]  # one deployment per environment
+    posted = [
+        m for m in top_level(await client.messages("deploys")) if m["text"].startswith(f"Pipeline #{p} ")
+    ]
+    assert len(posted) == 1  # one message, updated in place across the restart

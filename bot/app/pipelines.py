@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,7 @@ class Pipelines:
         # decide that none runs.
         self._watching = False
         self._starts = 0
+        self._watchers: list[Callable[[], None]] = []  # told when a pipeline may run (its message's reader)
         self._unsubscribe = store.on_append(self._nudge)
 
     # --------------------------------------------------------------------------------- requests
@@ -337,10 +339,17 @@ class Pipelines:
         self._wake.set()
         self._ensure_reading()
 
+    def on_watch(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever a pipeline may start running (a request, a restart with running ones):
+        another reader of the outbox that only cares while pipelines run (their Slack messages)."""
+        self._watchers.append(listener)
+
     def _watch(self) -> None:
         self._watching = True
         self._wake.set()
         self._ensure_reading()
+        for listener in list(self._watchers):
+            listener()
 
     def _ensure_reading(self) -> None:
         if not self._closing and (self._reader is None or self._reader.done()):
