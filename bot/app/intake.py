@@ -137,7 +137,9 @@ class Intake:
             breaks_glass = "emergency_rollback" if isinstance(command, cmds.Rollback) else "emergency"
             await self.access.check(breaks_glass, env_name, user, roles, service=command.service)
         r = await self._resolve(command, emergency)
-        override = r.reason  # the words that may override a freeze or a window, by an allowed role
+        # the words that may override a freeze or a window, by an allowed role: a person's own --reason; a
+        # promotion has none (its recorded "promoted from ..." is the bot's, not a reason to break a freeze)
+        override = None if isinstance(command, cmds.Promote) else r.reason
         if stage is not None:
             r.kind, r.reason = ("promote" if promotion else "deploy"), stage.reason or r.reason
             override = None if promotion else r.reason
