@@ -44,6 +44,7 @@ from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment
 from handlers.alerting import Acknowledgement, AlertLifecycle
 from handlers.directory import SlackDirectory
+from handlers.history import find_posted
 from handlers.slack_outbox import ChannelOutbox, Post, Update, add_retry_handlers, log_failure
 from handlers.ui import blocks as slack_ui
 from handlers.ui import event_text
@@ -54,7 +55,6 @@ SLACK, ALERTING = "slack", "alerting"  # the notifier's two outbox consumers
 BATCH = 100  # outbox events read at a time
 FIRST_POST = "deploybot_deployment"  # the metadata event_type of a deployment's top-level message
 ADOPT_MARGIN = 300.0  # seconds of history before a recorded attempt searched for its message (clock skew)
-ADOPT_PAGES = 5  # conversations.history pages searched at most
 FIRST_POST_TRIES = 3  # a failed first message is tried again this many times at once (then at a change)
 
 
@@ -364,28 +364,14 @@ class SlackNotifier(AlertLifecycle):
 
     async def _posted(self, channel: str, d: Deployment, oldest: float) -> str | None:
         """The ts of the deployment's top-level message in the channel's history since `oldest`, if any."""
-        cursor = None
-        for _ in range(ADOPT_PAGES):
-            out = await self.client.conversations_history(
-                channel=channel,
-                oldest=f"{max(0.0, oldest):.6f}",
-                include_all_metadata=True,
-                limit=100,
-                cursor=cursor,
+
+        def wanted(payload: dict[str, Any]) -> bool:
+            return (
+                payload.get("deployment_id") == d.id
+                and payload.get("created_at", d.created_at) == d.created_at
             )
-            for m in out.get("messages") or []:
-                meta = m.get("metadata") or {}
-                payload = meta.get("event_payload") or {}
-                if (
-                    meta.get("event_type") == FIRST_POST
-                    and payload.get("deployment_id") == d.id
-                    and payload.get("created_at", d.created_at) == d.created_at
-                ):
-                    return str(m["ts"])
-            cursor = (out.get("response_metadata") or {}).get("next_cursor")
-            if not out.get("has_more") or not cursor:
-                return None
-        return None
+
+        return await find_posted(self.client, channel, oldest, FIRST_POST, wanted)
 
     def _first_message_failed(self, d: Deployment, channel: str, error: Exception | None) -> None:
         """It may have landed (a 5xx, a lost connection, its ts not stored): try again, a few times; each

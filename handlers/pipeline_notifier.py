@@ -24,6 +24,7 @@ from bot.domain.events import OutboxEntry
 from bot.domain.model import Deployment
 from bot.domain.pipelines import PIPELINE_EVENTS, Pipeline
 from bot.tasks import TaskGroup
+from handlers.history import find_posted
 from handlers.notifier import SlackNotifier
 from handlers.slack_outbox import Post, Update, log_failure
 from handlers.ui import blocks as slack_ui
@@ -34,7 +35,6 @@ CONSUMER = "slack-pipelines"
 BATCH = 100
 FIRST_POST = "deploybot_pipeline"  # the metadata event_type of a pipeline's message
 ADOPT_MARGIN = 300.0  # seconds of history before a recorded attempt searched for its message
-ADOPT_PAGES = 5
 LINK_RETRY_SECONDS = 1.0  # a stage's deployment whose message is not posted yet: rendered again then
 LINK_RETRIES = 10
 
@@ -271,21 +271,6 @@ class PipelineNotifier:
         return True
 
     async def _posted(self, channel: str, p: Pipeline, oldest: float) -> str | None:
-        cursor = None
-        for _ in range(ADOPT_PAGES):
-            out = await self.client.conversations_history(
-                channel=channel,
-                oldest=f"{max(0.0, oldest):.6f}",
-                include_all_metadata=True,
-                limit=100,
-                cursor=cursor,
-            )
-            for m in out.get("messages") or []:
-                meta = m.get("metadata") or {}
-                payload = meta.get("event_payload") or {}
-                if meta.get("event_type") == FIRST_POST and payload.get("pipeline_id") == p.id:
-                    return str(m["ts"])
-            cursor = (out.get("response_metadata") or {}).get("next_cursor")
-            if not out.get("has_more") or not cursor:
-                return None
-        return None
+        return await find_posted(
+            self.client, channel, oldest, FIRST_POST, lambda payload: payload.get("pipeline_id") == p.id
+        )

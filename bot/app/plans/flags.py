@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from bot.app.measure import run_analysis
-from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, duration
+from bot.app.plans.steps import Step, StepContext, StepFailed, duration, judged
 from bot.config.model import Target
 from bot.domain.analysis import Analysis, GroupMetrics, Measurement
 from bot.domain.errors import Conflict
@@ -177,19 +177,8 @@ class FlagBake(Step):
             checkpoint=ctx.checkpoint,
             reader=reader,
         )
-        status = analysis.finish()
-        if status == "failed":
-            last = next((m for m in reversed(analysis.measurements) if m.reasons), None)
-            why = "; ".join(last.reasons) if last else analysis.reason
-            raise StepFailed(f"{self.key} analysis failed at {self.label}: {why}")
-        if status == "inconclusive":
-            last = analysis.measurements[-1] if analysis.measurements else None
-            why = "; ".join(last.reasons) if last and last.reasons else analysis.reason
-            raise NeedsHuman(
-                f"{self.key} analysis inconclusive at {self.label}: {why}. Promote to carry on, Resume "
-                "to measure again, or Kill to turn it off."
-            )
-        await ctx.report(f"Analysis of {self.key} at {self.label} passed: {analysis.reason}")
+        passed = judged(analysis, f"{self.key} analysis", self.label, "Kill to turn it off")
+        await ctx.report(f"Analysis of {self.key} at {self.label} passed: {passed}")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from bot.app.ports import Backups, Http, Metrics, Platform
 from bot.clock import Clock
 from bot.config.model import Target
+from bot.domain.analysis import Analysis
 from bot.domain.durations import duration as duration  # the plans' one formatter is the domain's
 from bot.domain.events import DomainEvent
 
@@ -103,3 +104,20 @@ def step_from_dict(data: dict[str, Any]) -> Step:
     values = dict(data)
     cls = _REGISTRY[values.pop("kind")]
     return cls(**values)
+
+
+def judged(analysis: Analysis, subject: str, at: str, undo: str) -> str:
+    """A finished bake's verdict: StepFailed ("{subject} failed at {at}: the last measurement's reasons"),
+    NeedsHuman when inconclusive (`undo`: the button that backs out, "Abort to roll back"), otherwise the
+    reason it passed."""
+    status = analysis.finish()
+    if status == "failed":
+        last = next((m for m in reversed(analysis.measurements) if m.reasons), None)
+        raise StepFailed(f"{subject} failed at {at}: {'; '.join(last.reasons) if last else analysis.reason}")
+    if status == "inconclusive":
+        last = analysis.measurements[-1] if analysis.measurements else None
+        why = "; ".join(last.reasons) if last and last.reasons else analysis.reason
+        raise NeedsHuman(
+            f"{subject} inconclusive at {at}: {why}. Promote to carry on, Resume to measure again, or {undo}."
+        )
+    return analysis.reason

@@ -16,7 +16,7 @@ from bot.app.measure import run_analysis
 from bot.app.plans import migrations
 from bot.app.plans.reads import image_tag
 from bot.app.plans.rolling import RegisterRevision, WaitForHealthyTargets, WaitForRollout
-from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, duration
+from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, duration, judged
 from bot.app.plans.truth import repair_split, split_words
 from bot.app.ports import HttpError
 from bot.config.model import Target
@@ -243,19 +243,8 @@ class Analyze(Step):
             on_measurement=on_measurement,
             checkpoint=ctx.checkpoint,
         )
-        status = analysis.finish()
-        if status == "failed":
-            last = next((m for m in reversed(analysis.measurements) if m.reasons), None)
-            why = "; ".join(last.reasons) if last else analysis.reason
-            raise StepFailed(f"analysis failed at {self.label}: {why}")
-        if status == "inconclusive":
-            last = analysis.measurements[-1] if analysis.measurements else None
-            why = "; ".join(last.reasons) if last and last.reasons else analysis.reason
-            raise NeedsHuman(
-                f"analysis inconclusive at {self.label}: {why}. Promote to carry on, Resume to "
-                "measure again, or Abort to roll back."
-            )
-        await ctx.report(f"Analysis at {self.label} passed: {analysis.reason}")
+        passed = judged(analysis, "analysis", self.label, "Abort to roll back")
+        await ctx.report(f"Analysis at {self.label} passed: {passed}")
 
 
 @dataclass

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
 from bot.app.flags import FlagBook
-from bot.config.flags import FlagMetrics
 from bot.config.load import parse_settings
 from bot.domain import commands as cmds
 from bot.domain.analysis import GroupMetrics
@@ -68,33 +65,11 @@ CONFIG = {
 ENG, RM = frozenset({"engineers"}), frozenset({"release-managers"})
 
 
-class VariantMetrics(MemoryMetrics):
-    """Per-variant numbers for flag_metrics (each variant its own; HEALTHY otherwise)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.variants: dict[str, GroupMetrics] = {}
-
-    async def flag_metrics(
-        self,
-        account: str | None,
-        metrics: FlagMetrics,
-        flag: str,
-        env: str,
-        variants: Sequence[str],
-        start: datetime,
-        end: datetime,
-        latency_statistic: str = "Average",
-    ) -> dict[str, GroupMetrics]:
-        self._enter("flag_metrics")
-        return {v: self.variants.get(v, HEALTHY) for v in variants}
-
-
 @pytest.fixture
 async def world(tmp_path: Path):
     settings = parse_settings(CONFIG)
     store = AsyncStore(Store(tmp_path / "deploybot.db"))
-    metrics = VariantMetrics()
+    metrics = MemoryMetrics(HEALTHY)
     engine = Engine(settings, store, MemoryPlatform(), metrics, InstantClock(), timer=HeldTimer())
     await engine.flag_book.load()
     yield engine, metrics
@@ -235,7 +210,7 @@ async def test_a_healthy_rollout_walks_every_step_to_everyone(world):
 
 async def test_a_failing_variant_is_turned_off_at_the_first_step(world):
     engine, metrics = world
-    metrics.variants["on"] = GroupMetrics(requests=500.0, errors=100.0, latency_ms=90.0)
+    metrics.set_variant("checkout-v2", "on", GroupMetrics(requests=500.0, errors=100.0, latency_ms=90.0))
     answer = await engine.flags.change(cmds.FlagChange("checkout-v2", "staging", "rollout"), "alice", ENG)
     assert answer.deployment is not None
     done = await until(engine, answer.deployment.id, "rolled_back", "failed")
@@ -247,7 +222,7 @@ async def test_a_failing_variant_is_turned_off_at_the_first_step(world):
 
 async def test_no_data_pauses_the_rollout_and_the_kill_switch_ends_it(world):
     engine, metrics = world
-    metrics.variants["on"] = GroupMetrics()  # nobody reports the on variant: no data
+    metrics.set_variant("checkout-v2", "on", GroupMetrics())  # nobody reports the on variant: no data
     answer = await engine.flags.change(cmds.FlagChange("checkout-v2", "staging", "rollout"), "alice", ENG)
     assert answer.deployment is not None
     paused = await until(engine, answer.deployment.id, "paused")
@@ -275,7 +250,7 @@ async def test_a_killed_flag_is_never_turned_back_on_by_a_rollout_step(world):
 
 async def test_one_rollout_per_flag_and_environment_and_changes_wait_for_it(world):
     engine, metrics = world
-    metrics.variants["on"] = GroupMetrics()  # it pauses at its first step
+    metrics.set_variant("checkout-v2", "on", GroupMetrics())  # it pauses at its first step
     first = await engine.flags.change(cmds.FlagChange("checkout-v2", "staging", "rollout"), "alice", ENG)
     assert first.deployment is not None
     await until(engine, first.deployment.id, "paused")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.config.load import parse_settings
-from bot.config.tables import ConfigError
+from tests.unit.config.edits import changed, config_error
 
 UP = ["python", "-m", "app.migrate", "up"]
 DOWN = ["python", "-m", "app.migrate", "down", "1"]
@@ -38,19 +38,10 @@ BASE: dict[str, Any] = {
 
 
 def with_(path: str, value: Any) -> dict[str, Any]:
-    data = copy.deepcopy(BASE)
-    where = data
-    *parents, last = path.split("/")
-    for p in parents:
-        where = where.setdefault(p, {})
-    where[last] = value
-    return data
+    return changed(BASE, path, value)
 
 
-def error(data: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        parse_settings(data, "deploybot.toml")
-    return str(caught.value)
+error = config_error
 
 
 def test_a_service_migrations_reach_every_target_of_it():

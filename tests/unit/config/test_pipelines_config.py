@@ -3,7 +3,6 @@ naming the file, the key and what is expected; the integration tests' `url` and 
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 
 from bot.config.load import load_settings, parse_settings
 from bot.config.report import pipeline_report
-from bot.config.tables import ConfigError
+from tests.unit.config.edits import changed, config_error
 
 SHIPPED = Path(__file__).resolve().parents[3] / "config" / "deploybot.toml"
 BASE: dict[str, Any] = {
@@ -31,19 +30,10 @@ BASE: dict[str, Any] = {
 
 
 def with_(path: str, value: Any) -> dict[str, Any]:
-    data = copy.deepcopy(BASE)
-    where = data
-    *parents, last = path.split("/")
-    for p in parents:
-        where = where.setdefault(p, {})
-    where[last] = value
-    return data
+    return changed(BASE, path, value)
 
 
-def error(data: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        parse_settings(data, "deploybot.toml")
-    return str(caught.value)
+error = config_error
 
 
 def test_a_pipeline_keeps_its_environments_in_order_and_its_services():
