@@ -17,7 +17,7 @@ from openfeature.evaluation_context import EvaluationContext
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import CONFIG, db_rows, top_level, wait_state
+from tests.conftest import CONFIG, button_label, db_rows, message_of, top_level, wait_state
 
 USERS = [f"user-{i}" for i in range(2000)]
 _domains = itertools.count()
@@ -222,6 +222,24 @@ async def test_a_production_rollout_waits_for_someone_else_to_approve(sandbox, c
         return share(await app.values("checkout-v2", USERS[:400])) > 0
 
     await wait_for(serving, 60, what="the rollout's first step to be served")
+
+    # its one message carries the state machine's buttons; on-call's Kill turns every evaluation off
+    m = await message_of(client, d, button_label("Pause"), button_label("Kill"))
+    r = await client.click("carol", "deploys", m["ts"], label="Kill")
+    assert r["status"] == 200, r
+
+    async def all_off():
+        return share(await app.values("checkout-v2", USERS[:400])) == 0.0
+
+    await wait_for(all_off, 30, what="the Kill button to turn the flag off")
+
+    async def ended():
+        state = db_rows(sandbox, "SELECT state FROM deployments WHERE id = ?", (d,))[0]["state"]
+        return state if state in ("rolled_back", "cancelled", "failed") else None
+
+    assert await wait_for(ended, 60, what="the killed rollout to end") == "rolled_back"
+    killed = [c for c in flag_changes(sandbox, "checkout-v2", "production") if c["action"] == "flag_killed"]
+    assert len(killed) == 1
 
 
 async def test_a_rollout_killed_with_its_host_resumes_where_it_was(tmp_path, aws_env):
