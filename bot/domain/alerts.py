@@ -25,6 +25,7 @@ EVENT_LEVELS: dict[str, str] = {
     "freeze_override": CRITICAL,
     "emergency_deploy": CRITICAL,
     "snapshot_restored": CRITICAL,
+    "migration_undo_failed": CRITICAL,
     "inconclusive_analysis": WARNING,
     "traffic_forced": WARNING,
     "traffic_repaired": WARNING,

@@ -389,6 +389,18 @@ class SnapshotRestored(DomainEvent):
     base_level: ClassVar[Level] = "critical"
 
 
+@dataclass(frozen=True)
+class MigrationUndoFailed(DomainEvent):
+    """Traffic is back, but the migration's down failed (`reason`): the schema may be half-way; `snapshot`
+    holds the data from before the migration (/deploy restore)."""
+
+    reason: str
+    snapshot: str = ""
+    kind: ClassVar[str] = "migration_undo_failed"
+    alert: ClassVar[str] = "migration_undo_failed"
+    base_level: ClassVar[Level] = "critical"
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.kind: cls
     for cls in (
@@ -396,7 +408,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         Scheduled, WindowMissed, Refused, GateChanged, Started, StepStarted, Progress, Detail,
         RestartResumed, SlowRollout, Paused, Resumed, Promoted, Cancelled, Aborted, Succeeded, RollingBack,
         RolledBack, RollbackFailed, RollbackStuck, RollbackRetried, TrafficForced, TrafficRepaired,
-        DeployFailed, SnapshotRestored,
+        DeployFailed, SnapshotRestored, MigrationUndoFailed,
     )
 }  # fmt: skip
 

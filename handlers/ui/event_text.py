@@ -88,6 +88,17 @@ def _restored(e: ev.SnapshotRestored, d: Deployment) -> str:
     )
 
 
+@_says(ev.MigrationUndoFailed)
+def _undo_failed(e: ev.MigrationUndoFailed, d: Deployment) -> str:
+    restore = (
+        f" Snapshot {code(e.snapshot)} holds the data from before it: `/deploy restore {d.id} REASON` restores"
+        " it to a new instance."
+        if e.snapshot
+        else ""
+    )
+    return f":rotating_light: Traffic is back, but undoing the migration failed: {text(e.reason)}.{restore}"
+
+
 @_says(ev.FreezeOverridden)
 def _freeze_override(e: ev.FreezeOverridden, d: Deployment) -> str:
     return f":rotating_light: Freeze override by <@{e.by}>: {text(e.reason or e.freeze_reason)}"

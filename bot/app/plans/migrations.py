@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from bot.app.plans.steps import Step, StepContext, StepFailed, duration
 from bot.config.migrations import Migrations
 from bot.config.model import Target
+from bot.domain.events import MigrationUndoFailed
 
 LOG_LINES = 10  # a failed task's last log lines, in the thread and the alert
 SNAPSHOT_WAIT_SECONDS = 3600.0
@@ -185,7 +186,7 @@ class MigrateBack(Step):
 
     async def run(self, ctx: StepContext) -> None:
         m = ctx.target.migrations
-        if m is None or not ctx.data.get("migrated"):
+        if m is None or not ctx.data.get("migrated") or ctx.data.get("undo_failed"):
             return
         if not (m.reversible and m.down_on_rollback):
             snapshot = ctx.data.get("snapshot")
@@ -194,7 +195,14 @@ class MigrateBack(Step):
                 + (f"; snapshot {snapshot} holds the data from before" if snapshot else "")
             )
             return
-        await Migrate("down", 0, timeout_seconds=m.timeout_seconds).run(ctx)  # 0: the rollback's own
+        try:
+            await Migrate("down", 0, timeout_seconds=m.timeout_seconds).run(ctx)  # 0: the rollback's own
+        except StepFailed as exc:  # it ran and failed (an AWS error is raised on: the rollback tries again)
+            # traffic is whole: the rollback ends, and a person decides about the data
+            ctx.data["undo_failed"] = True
+            snapshot = str(ctx.data.get("snapshot") or "")
+            await ctx.say(MigrationUndoFailed(str(exc), snapshot))
+            await ctx.report(f"Undoing the migration failed: {exc}")
 
 
 def forward_steps(target: Target) -> list[Step]:

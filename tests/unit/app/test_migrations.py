@@ -289,3 +289,41 @@ async def test_restore_breaks_glass_once_to_a_new_instance(world):
     with pytest.raises(Refused, match="made no backup"):
         await engine.restore(back.id, "carol", frozenset({"oncall"}), "x")  # type: ignore[union-attr]
     assert len(backups.restored) == 1
+
+
+async def test_a_failed_down_ends_the_rollback_with_a_critical_alert_naming_the_snapshot(world):
+    engine, platform, _ = world
+    target = engine.settings.target("api", "staging")
+    platform.fail_rollouts(target, "api:v2", "tasks failed to start")
+    platform.script_tasks("down", TaskScript(exit_code=1, logs=("cannot drop column",)))
+    d = await deploy(engine, "api v2 to staging")
+    done = await until_done(engine, d)
+    assert done.state.value == "rolled_back", done.outcome  # traffic is whole: the rollback is not stuck
+    assert platform.image_of(target, "main") == "api:v1"
+    said = [o.event for o in await engine.store.outbox_after("test") if o.deployment_id == d]
+    failed = [e for e in said if type(e).__name__ == "MigrationUndoFailed"]
+    assert len(failed) == 1 and failed[0].level() == "critical"
+    assert failed[0].snapshot == f"deploybot-staging-api-{d}" and "exited with code 1" in failed[0].reason
+    assert len([t for t in platform.tasks if "down" in t.command]) == 1
+
+
+async def test_a_dry_run_lists_the_backup_and_the_migration_with_their_time_budget(world):
+    engine, platform, backups = world
+    envs = tuple(engine.settings.environments)
+    planned = engine.dry_run(
+        cmds.parse("/deploy", "api v2 to rehearsal --dry-run", cmds.Vocabulary(("api",), envs, "staging"))
+    )
+    said = [s.describe() for s in planned.steps]
+    backup = next(i for i, s in enumerate(said) if s.startswith("Back up the database"))
+    migrations = [s for s in said if s.startswith("Run the migration")]
+    assert migrations == [
+        "Run the migration (up) with the new image (at most 2m)",
+        "Run the migration (down) with the new image (at most 2m)",
+        "Run the migration (up) with the new image (at most 2m)",
+    ], said
+    assert (
+        backup
+        < said.index(migrations[0])
+        < next(i for i, s in enumerate(said) if "Update the ECS service" in s)
+    )
+    assert platform.tasks == [] and backups.calls == []  # it touched nothing
