@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import CONFIG, db_rows, top_level, wait_state, wait_terminal
+from tests.conftest import CONFIG, db_rows, message_of, wait_state, wait_terminal
 
 SPEED = 60
 # Every scenario here runs on a sandbox clock pinned to this instant (held while the bot boots, so a slow
@@ -90,8 +90,7 @@ async def test_a_window_deploy_waits_for_the_window_and_is_listed_until_then(tmp
         await wait_state(sb, 1, "scheduled")
         listed = await client.slash("bob", "/deploy", "schedule")
         assert "#1 web v2 → staging" in listed["body"]["text"]
-        top = next(m for m in top_level(await client.messages("deploys")) if "#1 " in m["text"])
-        assert "Scheduled for" in json.dumps(top["blocks"])
+        await message_of(client, 1, "Scheduled for", within=10)  # posted a moment after the state
         assert sb.clock.utcnow() < opens  # still before the window: nothing has started
         assert db_rows(sb, "SELECT state FROM deployments")[0]["state"] == "scheduled"
 
