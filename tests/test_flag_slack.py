@@ -17,6 +17,7 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.adapters.metrics.memory import MemoryMetrics
 from bot.adapters.platforms.memory import MemoryPlatform
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
@@ -25,7 +26,7 @@ from bot.config.load import parse_settings
 from bot.sandbox.slack import LocalSlack
 from handlers.app import build_app, web_app
 from tests.unit.app.test_engine_on_fakes import HeldTimer, InstantClock
-from tests.unit.app.test_flags import CONFIG, VariantMetrics
+from tests.unit.app.test_flags import CONFIG, HEALTHY
 
 SECRET = "flag-slack-test-signing-secret"
 TOKEN = "xoxb-flag-slack-test-token"
@@ -64,7 +65,12 @@ async def bot(tmp_path: Path):
     db = tmp_path / "deploybot.db"
     store = AsyncStore(Store(db))
     engine = Engine(
-        parse_settings(CONFIG), store, MemoryPlatform(), VariantMetrics(), InstantClock(), timer=HeldTimer()
+        parse_settings(CONFIG),
+        store,
+        MemoryPlatform(),
+        MemoryMetrics(HEALTHY),
+        InstantClock(),
+        timer=HeldTimer(),
     )
     await engine.flag_book.load()
     runner = web.AppRunner(web_app(build_app(engine, client, SECRET), store, SECRET))
