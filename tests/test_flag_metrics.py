@@ -42,13 +42,18 @@ def url(moto_url, aws_env):
     return moto_url
 
 
+# Every datapoint is published at one fixed instant and read in a window around it: no test here reads
+# the wall clock (moto keeps datapoints of any age).
+AT = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
 def publish(url: str, flag: str, variant: str, env: str, requests: float, errors: float, latencies, *,
             metrics: FlagMetrics = DEFAULT) -> None:  # fmt: skip
     """What an application reports for one variant: a request count, an error count and latencies (ms).
     A session of its own, so it reads the credentials in the environment now."""
     cw = boto3.session.Session().client("cloudwatch", endpoint_url=url, region_name="us-east-1")
     dims = [{"Name": k, "Value": v} for k, v in flag_scope(metrics, flag, variant, env).labels]
-    at = datetime.now(UTC)
+    at = AT
     data = [
         {"MetricName": metrics.requests, "Dimensions": dims, "Value": requests, "Unit": "Count", "Timestamp": at},
         {"MetricName": metrics.errors, "Dimensions": dims, "Value": errors, "Unit": "Count", "Timestamp": at},
@@ -60,8 +65,7 @@ def publish(url: str, flag: str, variant: str, env: str, requests: float, errors
 
 
 def window() -> tuple[datetime, datetime]:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return now - timedelta(minutes=5), now + timedelta(minutes=1)
+    return AT - timedelta(minutes=5), AT + timedelta(minutes=1)
 
 
 def reader(url: str) -> tuple[CloudWatchMetrics, list[str]]:

@@ -185,8 +185,19 @@ async def test_restore_breaks_glass_to_a_new_instance_with_a_critical_alert(sand
     assert body.get("response_type") == "in_channel", body
     assert f"api-staging-restore-{d}" in body["text"] and "<!channel>" not in body["text"]
     rds = boto3.client("rds", endpoint_url=sandbox.aws_url, region_name="us-east-1")
-    names = [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]
-    assert f"api-staging-restore-{d}" in names and "api-staging" in names  # the old one is untouched
+
+    async def restored():  # RDS is asked after the answer
+        names = [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]
+        return names if f"api-staging-restore-{d}" in names else None
+
+    names = await wait_for(restored, 30, what="the new instance")
+    assert "api-staging" in names  # the old one is untouched
+
+    async def told():  # how it went, and how to cut over, in the deployment's thread
+        lines = [m["text"] for m in await client.messages("deploys")]
+        return any(f"restored to the new instance api-staging-restore-{d}" in t for t in lines)
+
+    await wait_for(told, 30, what="the restore's outcome in the thread")
 
     async def alert():
         for m in top_level(await client.messages("incidents")):

@@ -103,7 +103,8 @@ class Engine:
         self.flag_book = FlagBook(settings, store)
         self.runner.flags = self.flag_book
         self.runner.backups = backups
-        self.restore = Restores(settings, store, self.access, backups).restore
+        self.restores = Restores(settings, store, self.access, backups)
+        self.restore = self.restores.restore
         self.flags = FlagControl(
             settings,
             store,
@@ -166,6 +167,7 @@ class Engine:
         await self.runner.shutdown()
         await self.gate.shutdown()
         await self.intake.shutdown()
+        await self.restores.shutdown()
 
 
 __all__ = ["Amendment", "Engine", "LockInfo", "Planned", "Request", "cmds"]

@@ -24,7 +24,7 @@ EVENT_LEVELS: dict[str, str] = {
     "unhealthy_after_switch": CRITICAL,
     "freeze_override": CRITICAL,
     "emergency_deploy": CRITICAL,
-    "snapshot_restored": CRITICAL,
+    "snapshot_restoring": CRITICAL,
     "migration_undo_failed": CRITICAL,
     "inconclusive_analysis": WARNING,
     "traffic_forced": WARNING,

@@ -375,17 +375,16 @@ class DeployFailed(DomainEvent):
 
 
 @dataclass(frozen=True)
-class SnapshotRestored(DomainEvent):
-    """Broken glass after a migration: `by` restored the deployment's pre-migration `snapshot` to a NEW
-    instance `instance` (reachable at `endpoint`), saying `reason`; the old instance is untouched."""
+class SnapshotRestoring(DomainEvent):
+    """Broken glass after a migration: `by` asked for the deployment's pre-migration `snapshot` to be
+    restored to a NEW instance `instance`, saying `reason`; the old instance is untouched."""
 
     by: str
     snapshot: str
     instance: str
-    endpoint: str
     reason: str
-    kind: ClassVar[str] = "snapshot_restored"
-    alert: ClassVar[str] = "snapshot_restored"
+    kind: ClassVar[str] = "snapshot_restoring"
+    alert: ClassVar[str] = "snapshot_restoring"
     base_level: ClassVar[Level] = "critical"
 
 
@@ -408,7 +407,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         Scheduled, WindowMissed, Refused, GateChanged, Started, StepStarted, Progress, Detail,
         RestartResumed, SlowRollout, Paused, Resumed, Promoted, Cancelled, Aborted, Succeeded, RollingBack,
         RolledBack, RollbackFailed, RollbackStuck, RollbackRetried, TrafficForced, TrafficRepaired,
-        DeployFailed, SnapshotRestored, MigrationUndoFailed,
+        DeployFailed, SnapshotRestoring, MigrationUndoFailed,
     )
 }  # fmt: skip
 

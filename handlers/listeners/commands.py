@@ -272,9 +272,9 @@ async def _restore(call: Call) -> Answer:
     assert isinstance(c, cmds.Restore)
     r = await call.engine.restore(c.deployment_id, call.user, call.roles, c.reason)
     return slack_ui.in_channel(
-        f":rotating_light: <@{call.user}> restored snapshot {code(r.snapshot)} of #{r.deployment_id} to a new "
-        f"database instance {code(r.instance)} ({code(r.endpoint)}): {slack_ui.text(c.reason, 300)}. The old "
-        "instance is untouched. To cut over, point the service's database at the new instance, then check it."
+        f":rotating_light: <@{call.user}> is restoring snapshot {code(r.snapshot)} of #{r.deployment_id} to a "
+        f"new database instance {code(r.instance)}: {slack_ui.text(c.reason, 300)}. The old instance is "
+        f"untouched. How it went, and how to cut over, follows in #{r.deployment_id}'s thread."
     )
 
 

@@ -79,12 +79,12 @@ def _emergency(e: ev.EmergencyRequested, d: Deployment) -> str:
     )
 
 
-@_says(ev.SnapshotRestored)
-def _restored(e: ev.SnapshotRestored, d: Deployment) -> str:
+@_says(ev.SnapshotRestoring)
+def _restoring(e: ev.SnapshotRestoring, d: Deployment) -> str:
     return (
-        f":rotating_light: <@{e.by}> restored snapshot {code(e.snapshot)} to a new database instance "
-        f"{code(e.instance)} ({code(e.endpoint)}): {text(e.reason)}. The old instance is untouched; to cut "
-        f"over, point {text(d.service)}'s database at the new one."
+        f":rotating_light: <@{e.by}> broke glass: snapshot {code(e.snapshot)} is being restored to a new "
+        f"database instance {code(e.instance)}: {text(e.reason)}. The old instance is untouched; the outcome "
+        "follows in this thread."
     )
 
 

@@ -4,6 +4,7 @@ with the new revision before any slot changes, a failed migration stopping every
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from dataclasses import replace
 from pathlib import Path
@@ -264,17 +265,42 @@ async def test_a_rollback_needs_no_rehearsal(world):
     assert done and "a rollback runs no migration" in evidence
 
 
+async def restore_state(engine: Engine, d: int, within: float = 5.0) -> str:
+    """The deployment's restore once RDS answered (polled with a deadline: it runs after the answer)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        state = ((await engine.store.get(d)).context.get("restore") or {}).get("state")
+        if state in ("restored", "failed"):
+            return str(state)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"#{d}'s restore still {state} after {within}s")
+
+
 async def test_restore_breaks_glass_once_to_a_new_instance(world):
     engine, platform, backups = world
     d = await deploy(engine, "api v2 to staging")
     assert (await until_done(engine, d)).state.value == "succeeded"
+    backups.fail(
+        "restore", PlatformError("RDS RestoreDBInstanceFromDBSnapshot", "InternalFailure: try again")
+    )
     r = await engine.restore(d, "carol", frozenset({"oncall"}), "v2 dropped the refunds")
     assert (r.snapshot, r.instance) == (f"deploybot-staging-api-{d}", f"api-staging-restore-{d}")
+    assert await restore_state(engine, d) == "failed"  # RDS is asked after the answer: its error is recorded
+    assert backups.restored == {}
+    r = await engine.restore(d, "carol", frozenset({"oncall"}), "v2 dropped the refunds")  # asked again
+    assert await restore_state(engine, d) == "restored"
     assert backups.restored == {f"api-staging-restore-{d}": f"deploybot-staging-api-{d}"}
     events = [e for e in await engine.store.events(d) if e.action == "restore"]
     assert events[0].actor == "carol" and events[0].details["reason"] == "v2 dropped the refunds"
+    assert [e.action for e in await engine.store.events(d) if e.action.startswith("restore_")] == [
+        "restore_failed",
+        "restore_done",
+    ]
     said = [o.event for o in await engine.store.outbox_after("test") if o.deployment_id == d]
-    assert any(type(e).__name__ == "SnapshotRestored" and e.level() == "critical" for e in said)
+    assert any(type(e).__name__ == "SnapshotRestoring" and e.level() == "critical" for e in said)
+    lines = [e.text for e in said if type(e).__name__ == "Detail"]
+    assert any("failed: RDS RestoreDBInstanceFromDBSnapshot failed: InternalFailure" in t for t in lines)
+    assert any(f"restored to the new instance api-staging-restore-{d}" in t for t in lines)
     with pytest.raises(Refused, match="restored already"):
         await engine.restore(d, "carol", frozenset({"oncall"}), "again")
     with pytest.raises(Refused, match="There is no deployment #999"):
