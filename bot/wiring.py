@@ -23,6 +23,7 @@ from bot.adapters.ofrep import mount_ofrep
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.platforms.ecs import EcsPlatform
 from bot.adapters.scheduler import Scheduler
+from bot.adapters.store.aftercare import AsyncAftercare
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
@@ -83,6 +84,7 @@ async def serve(args: argparse.Namespace) -> int:
         timer=Scheduler(clock, misfire_grace_seconds=300.0),
         http=AiohttpClient(),
         backups=RdsBackups(aws),
+        aftercare=AsyncAftercare(store),
     )
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))

@@ -6,6 +6,7 @@ notifier reads them from there. It knows nothing of Slack."""
 from __future__ import annotations
 
 from bot.app.access import Access
+from bot.app.aftercare import Aftercare
 from bot.app.flags import FlagBook, FlagControl
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
@@ -16,6 +17,7 @@ from bot.app.restore import Restores
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
 from bot.app.storage import Storage
+from bot.app.verification import AftercareBook, Verifications
 from bot.clock import Clock
 from bot.config.model import Settings
 from bot.domain import commands as cmds
@@ -37,6 +39,7 @@ class Engine:
         timer: Timer,
         http: Http | None = None,
         backups: Backups | None = None,
+        aftercare: AftercareBook | None = None,
     ):
         self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
@@ -116,6 +119,13 @@ class Engine:
         )
         # a version through environments in order, each through its own gate, tests between them
         self.pipelines = Pipelines(settings, store, self.intake, self.access, platform, clock, http)
+        # after success: verification, the requester's answer, notes (only with the store's part for them)
+        self.verifications: Verifications | None = None
+        self.aftercare: Aftercare | None = None
+        if aftercare is not None:
+            self.verifications = Verifications(settings, store, aftercare, platform, metrics, clock)
+            self.runner.lifecycle = self.verifications
+            self.aftercare = Aftercare(store, aftercare, self.intake, self.verifications)  # type: ignore[arg-type]
         self.freeze, self.unfreeze = self.scheduling.freeze, self.scheduling.unfreeze
         self.windows_report, self.freezes = self.scheduling.windows_report, self.scheduling.freezes
 
@@ -158,11 +168,15 @@ class Engine:
             if d.state == State.REQUESTED:  # the crash came while its checks ran: check it again
                 self.gate.admit_later(d.id)
         await self.pipelines.resume()  # every running pipeline carried on from its record
+        if self.verifications is not None:
+            await self.verifications.resume()  # every verification still watching, from the store
         return resumed
 
     async def shutdown(self) -> None:
         """Stop running plans where they are; the store has everything needed to resume them."""
         await self.pipelines.shutdown()
+        if self.verifications is not None:
+            await self.verifications.shutdown()
         self.scheduling.shutdown()
         await self.runner.shutdown()
         await self.gate.shutdown()

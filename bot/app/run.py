@@ -5,6 +5,7 @@ makes, a wait to try again that a person can cut short."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ def _open_gate() -> asyncio.Event:
 
 
 Audit = tuple[str, str, dict[str, Any]]  # (actor, action, details) of an audit event
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class RunBase:
         self.runs: dict[int, Run] = {}
         self.flags: Any = None  # the FlagBook a flag rollout's steps write through (set by the Engine)
         self.backups: Backups | None = None  # snapshots before migrations (set by the Engine)
+        self.lifecycle: Any = None  # told when a deployment starts and succeeds (bot.app.verification)
 
     def run_of(self, deployment_id: int) -> Run:
         return self.runs.setdefault(deployment_id, Run())
@@ -111,6 +114,17 @@ class RunBase:
         return await self.store.transition(
             d.id, action, BOT, details=details, outcome=outcome, events=events or ()
         )
+
+    async def _tell(self, what: str, d: Deployment) -> None:
+        """`lifecycle.started(d)` / `.succeeded(d)`: what follows a deployment hears of it. Its failure is
+        logged and never changes the deployment (it is on the record already)."""
+        hook = getattr(self.lifecycle, what, None)
+        if hook is None:
+            return
+        try:
+            await hook(d)
+        except Exception:
+            log.exception("deployment #%s: what follows it being %s failed", d.id, what)
 
     async def _wait_to_retry(self, deployment_id: int, seconds: float) -> None:
         """Sleep `seconds` of clock time, or less if a person asks to retry now."""

@@ -236,6 +236,7 @@ class Runner(Rollbacks):
             d = await self.store.get(deployment_id)
             if d.state in BEFORE_START:
                 d = await self.transition(d, "start", events=[Started()])
+            await self._tell("started", d)  # (the gate may have made the start transition)
             # the context is built from the row as it started (its version is the last amendment's)
             ctx = self._context(d, dict(d.context))
             self.run_of(deployment_id).context = ctx
@@ -285,9 +286,11 @@ class Runner(Rollbacks):
             # the world shows it, or it is not done
             await self._attempt(d, ctx, verify_live(d.strategy, ctx.target, d.plan))
             live = live_words(d)
-            return await self.transition(d, "succeed", outcome=live, events=[Succeeded(d.version)])
+            d = await self.transition(d, "succeed", outcome=live, events=[Succeeded(d.version)])
         except Exception as exc:
             return await self._after_failed_step(d, ctx, exc)
+        await self._tell("succeeded", d)
+        return d
 
     async def _attempt(self, d: Deployment, ctx: StepContext, step: Step) -> None:
         """Run a forward step; a platform error (AWS failing past its client's retries) is tried again a

@@ -26,6 +26,7 @@ from bot.config.pipelines import parse_pipelines
 from bot.config.policy import alerts_from_table, parse_policy, parse_roles
 from bot.config.tables import ConfigError, _show, _Table
 from bot.config.timing import parse_freezes, parse_windows
+from bot.config.verification import verification_settings
 from bot.domain.checklist import Roles
 from bot.domain.strategies import STRATEGIES
 
@@ -150,6 +151,7 @@ def _environment(
         windows=windows,
         flags=flags,
         rehearse_migrations=t.get("rehearse_migrations", bool, False),
+        **verification_settings(t, name),
     )
     t.finish()
     return environment

@@ -100,6 +100,8 @@ class Environment:
     windows: tuple[Window, ...] = ()  # when scheduled deploys may run; none: any time
     flags: EnvFlags = field(default_factory=lambda: EnvFlags(api_key_env=""))  # [environments.NAME.flags]
     rehearse_migrations: bool = False  # a deploy here runs up, down, up: the version's migration is tested
+    verify_seconds: float = 0.0  # after success the live version is watched this long (bot.app.verification)
+    rollback_during_verify: bool = False  # a regression then rolls back by itself (the old slot kept warm)
 
     @property
     def flag_key_env(self) -> str:

@@ -8,7 +8,10 @@ import json
 from collections.abc import Sequence
 
 from bot.adapters.store.base import StoreBase
-from bot.domain import pipelines  # noqa: F401 - registers the pipelines' events, read back here
+from bot.domain import (
+    pipelines,  # noqa: F401 - registers the pipelines' events, read back here
+    verification,  # noqa: F401 - registers verification's and feedback's events
+)
 from bot.domain.events import DomainEvent, OutboxEntry
 
 

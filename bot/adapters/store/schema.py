@@ -251,3 +251,23 @@ def m060_pipelines(db: Database) -> None:
     )
     db.execute("CREATE INDEX pipelines_state ON pipelines (state)")
     db.execute("CREATE INDEX events_pipeline ON events (json_extract(details, '$.pipeline'))")
+
+
+@migrations()
+def m070_verify_aftercare(db: Database) -> None:
+    # What happens to a deployment after it succeeded (bot.app.verification): its verification — the
+    # watched period [started, until] (clock epoch), the live and pre-deploy slots, the baseline
+    # (GroupMetrics as JSON, NULL: none), the measurements so far, and how it ended (`outcome` NULL while
+    # it watches: a restart resumes every such row) — and the question to its requester (`asked` once;
+    # the first `feedback` answer wins). `deferred_scale_down`: the old slot is scaled down when it ends.
+    # Each change is written with its audit event and outbox events in one transaction.
+    db.execute(
+        "CREATE TABLE aftercare (deployment_id INTEGER PRIMARY KEY REFERENCES deployments(id), "
+        "service TEXT NOT NULL, env TEXT NOT NULL, slot TEXT, baseline_slot TEXT, started REAL, until REAL, "
+        "baseline TEXT, measurements TEXT NOT NULL DEFAULT '[]', outcome TEXT, ended REAL, "
+        "deferred_scale_down INTEGER NOT NULL DEFAULT 0, asked INTEGER NOT NULL DEFAULT 0, "
+        "feedback TEXT, feedback_by TEXT, feedback_at TEXT)"
+    )
+    db.execute("CREATE INDEX aftercare_watching ON aftercare (service, env) WHERE outcome IS NULL")
+    # A note from a modal is recorded once per view (a double submit or a retry carries the same view id).
+    db.execute("CREATE TABLE note_keys (key TEXT PRIMARY KEY, deployment_id INTEGER NOT NULL, at TEXT)")

@@ -1,0 +1,219 @@
+"""Verification after success, feedback and notes on the fakes: the engine over a real store file, the
+in-memory Platform and Metrics, and a ManualClock moved by the test. No moto, no network. Each test
+asserts what the audit trail and the outbox show."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.adapters.metrics.memory import MemoryMetrics
+from bot.adapters.platforms.memory import MemoryPlatform
+from bot.adapters.store.aftercare import AsyncAftercare
+from bot.adapters.store.aio import AsyncStore
+from bot.adapters.store.sqlite import Store
+from bot.app.engine import Engine
+from bot.clock import ManualClock
+from bot.config.load import parse_settings
+from bot.config.tables import ConfigError
+from bot.domain import commands as cmds
+from bot.domain.analysis import GroupMetrics
+from bot.domain.errors import Forbidden, NotFound, Refused
+from bot.domain.model import Deployment
+from bot.domain.verification import FeedbackAsked, VerificationRegressed, Verified
+from tests.unit.app.test_engine_on_fakes import HeldTimer
+
+INTERVAL = 30.0
+CONFIG = {
+    "bot": {"default_environment": "staging"},
+    "alerts": {"oncall": False},
+    "roles": {"engineers": {"users": ["alice", "bob", "carol"]}},
+    "environments": {
+        "staging": {
+            "load_balancer": "lb-staging",
+            "strategy": "canary",
+            "canary_steps": [50, 100],
+            "step_bake_seconds": 30,
+            "keep_warm_seconds": 0,
+            "poll_seconds": 5,
+            "verify_seconds": 240,
+            "analysis": {"interval_seconds": INTERVAL, "min_requests": 50},
+            "access": {"deploy": ["engineers"], "rollback": ["engineers"]},
+        }
+    },
+    "services": {"web": {"ecs_service": "web-{slot}"}},
+}
+BAD = GroupMetrics(requests=1000, errors=300, latency_ms=80)
+ROLES = frozenset({"engineers"})
+
+
+class World:
+    def __init__(self, path: Path, config: dict | None = None):
+        self.settings = parse_settings(config or CONFIG)
+        self.clock = ManualClock()
+        self.path = path
+        self.platform, self.metrics = MemoryPlatform(rollout_polls=1), MemoryMetrics()
+        self.target = self.settings.target("web", "staging")
+        self.platform.add_service(self.target, "web:v1")
+        self.open()
+
+    def open(self) -> None:
+        self.store = AsyncStore(Store(self.path, self.clock))
+        self.engine = Engine(
+            self.settings,
+            self.store,
+            self.platform,
+            self.metrics,
+            self.clock,
+            timer=HeldTimer(),
+            aftercare=AsyncAftercare(self.store),
+        )
+
+    async def close(self) -> None:
+        await self.engine.shutdown()
+        self.store.close()
+
+    async def deploy(self, version: str, user: str = "alice") -> Deployment:
+        """Request it and move time on until it succeeds (its verification starts then)."""
+        command = cmds.parse(
+            "/deploy", f"web {version} to staging", cmds.Vocabulary(("web",), ("staging",), "staging")
+        )
+        d = await self.engine.request(command, user, roles=ROLES)  # type: ignore[arg-type]
+        assert isinstance(d, Deployment)
+        await self.run_until(lambda: self._state(d.id, "succeeded"), f"#{d.id} to succeed")
+        return await self.store.get(d.id)
+
+    async def _state(self, deployment_id: int, state: str) -> bool:
+        d = await self.store.get(deployment_id)
+        if d.state.terminal and d.state.value != state:
+            raise AssertionError(f"#{deployment_id} ended {d.state.value}: {d.outcome}")
+        return d.state.value == state
+
+    async def run_until(self, probe, what: str, step: float = 10.0, limit: int = 200) -> None:
+        """Advance the clock `step` at a time (letting every task run between) until `probe()`."""
+        for _ in range(limit):
+            if await probe():
+                return
+            await self.settle()
+            await self.clock.advance(step)
+        raise AssertionError(f"waited {limit * step:.0f}s of clock time for {what}")
+
+    async def settle(self) -> None:
+        for _ in range(30):  # the tasks woken run to their next wait (store hops are threads)
+            await asyncio.sleep(0.002)
+
+    async def actions(self, deployment_id: int) -> list[str]:
+        return [e.action for e in await self.store.events(deployment_id)]
+
+    async def audit(self, deployment_id: int, action: str) -> list[dict]:
+        return [e.details for e in await self.store.events(deployment_id) if e.action == action]
+
+    async def outbox(self, deployment_id: int) -> list:
+        return [
+            e.event for e in await self.store.outbox_after("tests", 1000) if e.deployment_id == deployment_id
+        ]
+
+
+@pytest.fixture
+async def world(tmp_path: Path):
+    w = World(tmp_path / "deploybot.db")
+    yield w
+    await w.close()
+
+
+async def test_a_regression_two_minutes_in_raises_the_alert_within_one_interval(world):
+    d = await world.deploy("v2")
+    (started,) = await world.audit(d.id, "verification_started")
+    t0 = world.clock.now()
+    assert started["until"] == pytest.approx(t0 + 240, abs=10.0) and started["slot"] == d.context["slot"]
+    assert d.context["verification"]["until"] == started["until"]  # what the message shows
+
+    async def failing_from_two_minutes() -> bool:
+        if world.clock.now() >= t0 + 120:
+            world.metrics.set(d.context["slot"], BAD)
+        return bool(await world.audit(d.id, "verify_regressed"))
+
+    await world.run_until(failing_from_two_minutes, "the regression")
+    (regressed,) = await world.audit(d.id, "verify_regressed")
+    assert regressed["measurement_at"] - (t0 + 120) <= INTERVAL  # caught within one analysis interval
+    assert "error rate" in regressed["reason"]
+    verdicts = [m["verdict"] for m in await world.audit(d.id, "measurement") if m.get("verification")]
+    assert verdicts[-1] == "fail" and set(verdicts[:-1]) == {"pass"}
+    said = await world.outbox(d.id)
+    (alert,) = [e for e in said if isinstance(e, VerificationRegressed)]
+    assert alert.level() == "critical" and alert.rollback == 0  # a person decides: no automatic rollback
+    assert isinstance(said[-1], FeedbackAsked) and said[-1].requester == "alice"
+    assert (await world.store.get(d.id)).state.value == "succeeded"  # an event, not a new state
+
+    # Roll back now: /rollback's own path; someone without the rollback role cannot
+    with pytest.raises(Forbidden):
+        await world.engine.aftercare.rollback_now(d.id, "dave", frozenset())
+    back = await world.engine.aftercare.rollback_now(d.id, "carol", ROLES)
+    again = await world.engine.aftercare.rollback_now(d.id, "bob", ROLES)  # a second click, another person
+    assert isinstance(back, Deployment) and back.kind == "rollback" and again.id == back.id
+    await world.run_until(lambda: world._state(back.id, "succeeded"), "the rollback")
+    assert world.platform.image_of(world.target, (await world.store.get(back.id)).context["slot"]) == "web:v1"
+
+
+async def test_a_quiet_period_is_verified_then_the_requester_is_asked_once(world):
+    d = await world.deploy("v2")
+    await world.run_until(lambda: world.audit(d.id, "verified"), "verified")
+    (verified,) = await world.audit(d.id, "verified")
+    assert verified["passed"] == verified["measurements"] == 8  # 240 s / 30 s
+    said = await world.outbox(d.id)
+    kinds = [type(e) for e in said]
+    assert kinds.index(Verified) < kinds.index(FeedbackAsked) and kinds.count(FeedbackAsked) == 1
+
+    book = world.engine.aftercare
+    with pytest.raises(Refused, match="for <@alice>"):
+        await book.answer(d.id, "bob", "smooth")  # only the requester answers the question
+    won, first = await book.answer(d.id, "alice", "had_issues")
+    lost, second = await book.answer(d.id, "alice", "smooth")  # a double click / a retry
+    assert (won, lost) == (True, False) and second.feedback == "had_issues"
+    assert await world.audit(d.id, "feedback") == [{"answer": "had_issues"}]
+    assert await book.note(d.id, "alice", "  latency *spike* <!channel>  ", key="V1")
+    assert not await book.note(d.id, "alice", "latency spike", key="V1")  # the same modal again
+    assert await world.audit(d.id, "note") == [{"text": "latency *spike* <!channel>"}]
+    with pytest.raises(NotFound):
+        await book.note(999, "alice", "hello")
+    with pytest.raises(Refused):
+        await book.note(d.id, "alice", "   ")
+    assert await book.summaries([d.id]) == {d.id: ("verified", 1, "had_issues")}
+
+
+async def test_verification_survives_a_restart_and_a_newer_deploy_ends_it(world):
+    d = await world.deploy("v2")
+    await world.run_until(lambda: _measured(world, d.id, 3), "three measurements")
+    await world.close()  # the bot stops mid-verification
+    await world.clock.advance(60)
+    world.open()
+    await world.engine.resume_in_flight()
+    await world.run_until(lambda: _measured(world, d.id, 5), "measurements after the restart")
+    assert not await world.audit(d.id, "verified")
+
+    newer = await world.deploy("v3")  # the same service and environment: the older verification ends
+    assert await world.audit(d.id, "verify_superseded") == [{"by": newer.id}]
+    count = len(await world.audit(d.id, "measurement"))
+    await world.run_until(lambda: world.audit(newer.id, "verified"), "the newer one verified")
+    assert len(await world.audit(d.id, "measurement")) == count  # the older one measures no more
+    assert "feedback_asked" in await world.actions(d.id)
+
+
+async def _measured(world: World, deployment_id: int, n: int) -> bool:
+    return len([m for m in await world.audit(deployment_id, "measurement") if m.get("verification")]) >= n
+
+
+def test_verify_settings_have_defaults_per_environment_and_are_checked():
+    base = {k: v for k, v in CONFIG["environments"]["staging"].items() if k != "verify_seconds"}
+    config = {**CONFIG, "environments": {"staging": base, "production": {**base, "load_balancer": "lb"}}}
+    settings = parse_settings(config)
+    assert settings.environments["production"].verify_seconds == 900
+    assert settings.environments["staging"].verify_seconds == 0
+    assert settings.environments["production"].rollback_during_verify is False
+    bad = {**config, "environments": {"staging": {**base, "rollback_during_verify": True}}}
+    with pytest.raises(ConfigError, match="rollback_during_verify"):
+        parse_settings(bad)
+    with pytest.raises(ConfigError, match="verify_seconds"):
+        parse_settings({**config, "environments": {"staging": {**base, "verify_seconds": -1}}})
