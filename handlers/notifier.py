@@ -42,12 +42,13 @@ from bot.domain.alerts import CRITICAL, INFO, WARNING, AlertConfig
 from bot.domain.events import RECOVERY, OutboxEntry
 from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment
+from bot.domain.verification import FeedbackAsked
 from handlers.alerting import Acknowledgement, AlertLifecycle
 from handlers.directory import SlackDirectory
 from handlers.history import find_posted
 from handlers.slack_outbox import ChannelOutbox, Post, Update, add_retry_handlers, log_failure
+from handlers.ui import aftercare_blocks, event_text
 from handlers.ui import blocks as slack_ui
-from handlers.ui import event_text
 
 __all__ = ["Acknowledgement", "ChannelOutbox", "SlackNotifier", "add_retry_handlers"]
 log = logging.getLogger(__name__)
@@ -249,6 +250,8 @@ class SlackNotifier(AlertLifecycle):
             rendered[d.id] = channel  # rendered at the batch's end: it shows the latest state
             if d.message_ts is None and d.id not in self._posting:
                 self._render(d, channel)  # its first message goes before anything in its thread
+        if isinstance(event, FeedbackAsked):
+            self._ask(d, channel, event.requester)
         words = event_text.line(event, d)
         if words:
             self._line(d, channel, slack_ui.detail_text(d, words))
@@ -317,7 +320,8 @@ class SlackNotifier(AlertLifecycle):
 
     def _content(self, d: Deployment) -> tuple[str, list[dict[str, Any]]]:
         live = None if d.state.terminal else self.live.get(d.id)
-        blocks = slack_ui.fit(slack_ui.deployment_blocks(d, live), f"(full record: /deploy audit {d.id})")
+        shown = [*slack_ui.deployment_blocks(d, live), *aftercare_blocks.status(d)]
+        blocks = slack_ui.fit(shown, f"(full record: /deploy audit {d.id})")
         return slack_ui.clip(slack_ui.deployment_text(d)), blocks
 
     async def _first_message(self, deployment_id: int) -> dict[str, Any] | None:
@@ -431,6 +435,16 @@ class SlackNotifier(AlertLifecycle):
             return (await self.store.get(d.id)).message_ts
 
         self._outbox(channel).post(Post(("deployment", d.id), line=text, thread=thread))
+
+    def _ask(self, d: Deployment, channel: str, requester: str) -> None:
+        """ "How did it go?" in the deployment's thread, with its two buttons."""
+
+        async def build() -> dict[str, Any] | None:
+            ts = (await self.store.get(d.id)).message_ts
+            text, blocks = aftercare_blocks.question(d, requester)
+            return {"text": text, "blocks": blocks, "thread_ts": ts} if ts else None
+
+        self._outbox(channel).post(Post(("deployment", d.id), build=build))
 
     async def _flag_notices(self, entries: list[OutboxEntry], delivered: int) -> None:
         """Flag events of no deployment (a person's change, the kill switch) go to their level's channels

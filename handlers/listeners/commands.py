@@ -27,9 +27,10 @@ from bot.domain.mrkdwn import code
 from bot.tasks import TaskGroup
 from handlers.directory import SlackDirectory
 from handlers.errors import SOMETHING_WRONG, reply_for
+from handlers.listeners.aftercare import AFTERCARE_HANDLERS
 from handlers.listeners.flag_commands import FLAG_HANDLERS
 from handlers.roles import roles_in
-from handlers.ui import audit_blocks, pipeline_blocks
+from handlers.ui import aftercare_blocks, audit_blocks, pipeline_blocks
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -232,9 +233,11 @@ async def _history(call: Call) -> Answer:
     c = call.command
     assert isinstance(c, cmds.History)
     where = f" in {c.env}" if c.env else ""
-    return slack_ui.deployment_list(
-        f"History of {c.service}{where}", await call.store.history(c.service, c.env)
-    )
+    found = await call.store.history(c.service, c.env)
+    after = call.engine.aftercare
+    sums = await after.summaries([d.id for d in found]) if after is not None and found else {}
+    marks = {i: aftercare_blocks.summary(*s) for i, s in sums.items()}
+    return slack_ui.deployment_list(f"History of {c.service}{where}", found, suffixes=marks)
 
 
 async def _promote_deployment(call: Call) -> Answer:
@@ -359,4 +362,5 @@ HANDLERS: dict[type[cmds.Command], Handler] = {
     cmds.Lock: _lock,
     cmds.Unlock: _unlock,
     **FLAG_HANDLERS,
+    **AFTERCARE_HANDLERS,
 }

@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.domain.durations import duration
 from bot.domain.model import Deployment
+from handlers.ui.aftercare_blocks import REGRESSION_ALERT, rollback_button
 from handlers.ui.blocks import (
     at_time,
     clip,
@@ -38,6 +39,8 @@ ALERT_TITLES = {
     "slow_rollout": "Slow rollout",
     "missed_window": "Missed its window",
     "aborted": "Aborted",
+    "verification_regressed": "Regression during verification",
+    "verification_inconclusive": "Verification inconclusive",
 }
 
 
@@ -114,6 +117,8 @@ def critical_alert(
                 ],
             }
         )
+    if a.event == REGRESSION_ALERT and not a.resolved_at:
+        blocks.append(rollback_button(d.id))  # /rollback's own path: its role, guards and freezes
     if a.resolved_at:
         blocks.append(context(f":large_green_circle: Resolved at {at_time(a.resolved_ts)}: {a.resolution}"))
     text = f"CRITICAL · {what} · {title(d)}: {body} — {fallback}"

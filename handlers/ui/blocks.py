@@ -424,7 +424,10 @@ def dry_run(
 
 
 def deployment_list(
-    heading: str, deployments: list[Deployment], locks: list[LockInfo] | None = None
+    heading: str,
+    deployments: list[Deployment],
+    locks: list[LockInfo] | None = None,
+    suffixes: dict[int, str] | None = None,  # per deployment: more after its line (its aftercare)
 ) -> dict[str, Any]:
     if not deployments and not locks:
         return ephemeral(f"{heading}: nothing to show.")
@@ -432,6 +435,7 @@ def deployment_list(
         f"{STATE_EMOJI.get(d.state, '')} {d.ref} {d.service} {d.version or 'current'} → {d.env}: "
         f"*{d.state.word}* (<@{d.requested_by}>, {d.created_at[:16].replace('T', ' ')})"
         + (f" — {clip(outcome_text(d), 200)}" if d.outcome else "")
+        + (suffixes or {}).get(d.id, "")
         for d in deployments
     ]
     for lock in locks or []:

@@ -20,6 +20,7 @@ from bot.domain.commands.types import (
     Help,
     History,
     Lock,
+    Note,
     Reject,
     Restore,
     Schedule,
@@ -126,6 +127,18 @@ def _parse_restore(args: list[str], vocab: Vocabulary) -> Restore:
     return Restore(deployment_id, reason)
 
 
+def _parse_note(args: list[str], vocab: Vocabulary) -> Note:
+    """ID TEXT...: the words as typed (no options: a note may say anything)."""
+    key = "note"
+    if not args:
+        raise CommandError(f"Which deployment, and what happened? e.g. `{example(key)}`.", line(key))
+    deployment_id = w.deployment_id(args[0], key)
+    words = " ".join(args[1:]).strip()
+    if not words:
+        raise CommandError(f"Write the note after the ID, e.g. `{example(key)}`.", line(key))
+    return Note(deployment_id, words)
+
+
 def _parse_schedule(args: list[str], vocab: Vocabulary) -> Schedule:
     key = "schedule"
     words, _, _ = split_flags(args, key)
@@ -179,6 +192,7 @@ SUBCOMMAND_PARSERS: dict[str, Callable[[list[str], Vocabulary], Command]] = {
     "approve": _parse_approve,
     "reject": _parse_reject,
     "restore": _parse_restore,
+    "note": _parse_note,
     "schedule": _parse_schedule,
     "windows": _parse_windows,
     "freeze": _parse_freeze,

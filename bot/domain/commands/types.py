@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     "approve",
     "reject",
     "restore",
+    "note",
     "schedule",
     "windows",
     "freeze",
@@ -114,6 +115,14 @@ class Restore:
 
 
 @dataclass(frozen=True)
+class Note:
+    """A person's note on any deployment (kept in its audit, shown in its thread)."""
+
+    deployment_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Schedule:
     pass
 
@@ -196,6 +205,7 @@ Command: TypeAlias = (
     | Approve
     | Reject
     | Restore
+    | Note
     | Schedule
     | Windows
     | Freeze

@@ -22,6 +22,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "approve": ("/deploy approve ID", "/deploy approve 42"),
     "reject": ("/deploy reject ID REASON...", "/deploy reject 42 migration not tested on a copy of prod"),
     "restore": ("/deploy restore ID REASON...", "/deploy restore 42 the v3 migration dropped refunds"),
+    "note": ("/deploy note ID TEXT...", "/deploy note 42 error spike at 14:05, gone after the rollback"),
     "schedule": ("/deploy schedule", "/deploy schedule"),
     "windows": ("/deploy windows SERVICE [in ENV]", "/deploy windows web in production"),
     "freeze": (
