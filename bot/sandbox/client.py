@@ -65,6 +65,14 @@ class SandboxClient:
             body["label"] = label
         return await self._post("/_sandbox/click", body)
 
+    async def views(self, user: str) -> list[dict[str, Any]]:
+        """The modals open for `user` (views.open by the bot), newest last."""
+        return (await self._get("/_sandbox/views", user=user))["views"]
+
+    async def submit(self, user: str, view_id: str, values: dict[str, dict[str, str]]) -> dict[str, Any]:
+        """Submit a modal as `user` with {block_id: {action_id: text}}: the signed view_submission."""
+        return await self._post("/_sandbox/submit", {"user": user, "view_id": view_id, "values": values})
+
     async def messages(self, channel: str = "deploys") -> list[dict[str, Any]]:
         return (await self._get("/_sandbox/messages", channel=channel))["messages"]
 

@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.signature import SignatureVerifier
 
 from bot.clock import Clock
+from bot.sandbox.slack_views import Modals
 
 TEAM_NAME = "Deploybot Sandbox"
 TEAM_DOMAIN = "deploybot-sandbox"
@@ -272,6 +273,11 @@ class LocalSlack:
             "usergroups.users.list": self._usergroups_users_list,
             "views.publish": self._views_publish,
         }
+        self.modals = Modals(  # views.open and view_submission (bot/sandbox/slack_views.py)
+            self, api_error=_ApiError, local_error=LocalSlackError, block_errors=block_errors,
+            parse_json=_parse_json_arg,
+        )  # fmt: skip
+        self._methods["views.open"] = self.modals.views_open
 
     # ------------------------------------------------------------ serving
 
@@ -287,6 +293,7 @@ class LocalSlack:
         app.router.add_post("/_sandbox/say", self._handle_say)
         app.router.add_post("/_sandbox/response/{token}", self._handle_response_url)
         app.router.add_get("/archives/{channel}/{pts}", self._handle_permalink)
+        self.modals.routes(app)
         self._app = app
         return app
 
@@ -903,7 +910,7 @@ class LocalSlack:
             "api_app_id": APP_ID,
             "is_enterprise_install": "false",
             "response_url": self._new_response_url("slash", uid, cid),
-            "trigger_id": self._trigger_id(),
+            "trigger_id": self._trigger_id(uid),
         }
         result = await self._deliver(urlencode(form), headers, timestamp, forge)
         reply = _ack_message(result)
@@ -982,7 +989,7 @@ class LocalSlack:
             "api_app_id": APP_ID,
             "token": VERIFICATION_TOKEN,
             "container": container,
-            "trigger_id": self._trigger_id(),
+            "trigger_id": self._trigger_id(uid),
             "team": {"id": self.team_id, "domain": TEAM_DOMAIN},
             "enterprise": None,
             "is_enterprise_install": False,
@@ -1064,8 +1071,10 @@ class LocalSlack:
                     }
         return values
 
-    def _trigger_id(self) -> str:
-        return f"{int(self.clock.now())}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}"
+    def _trigger_id(self, uid: str = "") -> str:
+        trigger = f"{int(self.clock.now())}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}"
+        self.modals.issued(trigger, uid)  # views.open takes it for 3 s, once
+        return trigger
 
     def _new_response_url(self, kind: str, uid: str, cid: str, message_ts: str | None = None) -> str:
         token = secrets.token_urlsafe(18)
