@@ -22,7 +22,8 @@ INTERVAL = 30.0  # staging's analysis interval (the default)
 @pytest.fixture
 async def verifying(tmp_path, aws_env):
     """The example config with staging watched for 5 minutes after each success."""
-    config = tmp_path / "deploybot.toml"
+    config = tmp_path / "config" / "deploybot.toml"
+    config.parent.mkdir()
     text = CONFIG.read_text()
     assert "[environments.staging]\n" in text
     config.write_text(
@@ -30,7 +31,7 @@ async def verifying(tmp_path, aws_env):
             "[environments.staging]\n", f"[environments.staging]\nverify_seconds = {VERIFY_SECONDS}\n", 1
         )
     )
-    async with Sandbox(config=config, speed=60, workdir=tmp_path / "sandbox") as sb:
+    async with Sandbox(config=config, speed=60, workdir=tmp_path) as sb:
         yield sb
 
 
@@ -77,7 +78,8 @@ async def test_a_regression_during_verification_alerts_with_a_button_that_rolls_
 
         alert = await wait_for(lambda: _alert(client, d), 60, what="the regression alert")
         (regressed,) = audit(sb, d, "verify_regressed")
-        assert regressed["details"]["measurement_at"] - failing_from <= INTERVAL + 1  # one interval
+        caught_after = regressed["details"]["measurement_at"] - failing_from
+        assert -1 <= caught_after <= INTERVAL + 1  # within one analysis interval of the failure
         assert "error rate" in regressed["details"]["reason"]
         assert db_rows(sb, "SELECT state FROM deployments WHERE id = ?", (d,))[0]["state"] == "succeeded"
         blocks = json.dumps(alert["blocks"])
@@ -85,8 +87,7 @@ async def test_a_regression_during_verification_alerts_with_a_button_that_rolls_
 
         refused = await client.click("dave", "incidents", alert["ts"], label="Roll back now")
         assert refused["status"] == 200
-        no = await wait_for(lambda: _ephemeral(client, "dave", "role to roll back"), 30, what="dave refused")
-        assert "nothing" not in no["text"].lower() or "role" in no["text"]
+        await wait_for(lambda: _ephemeral(client, "dave", "role to roll back"), 30, what="dave refused")
         assert len(db_rows(sb, "SELECT id FROM deployments WHERE kind = 'rollback'")) == 0
 
         await client.click("carol", "incidents", alert["ts"], label="Roll back now")
