@@ -247,7 +247,8 @@ class Verifications:
                 label=LABEL,
                 reader=reader,
             )
-            audit = [(BOT, "measurement", {**m.to_dict(), "verification": True})]
+            # its own audit action: a bake's measurements (action "measurement") stay the bake's alone
+            audit = [(BOT, "verify_measurement", m.to_dict())]
             if not await self.book.add_measurement(deployment_id, m.to_dict(), audit):
                 return  # it ended meanwhile (a newer deployment took over)
             measured.append(m)
