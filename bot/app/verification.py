@@ -19,6 +19,7 @@ from bot.app.ports import Metrics, Platform, PlatformError
 from bot.app.storage import Storage
 from bot.clock import Clock
 from bot.config.model import Settings, Target
+from bot.config.verification import defers_scale_down
 from bot.domain.analysis import GroupMetrics, Measurement, Sample
 from bot.domain.events import Detail, DomainEvent
 from bot.domain.flags import flag_key
@@ -96,13 +97,6 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).astimezone(UTC).timestamp()
 
 
-def defers_scale_down(target: Target) -> bool:
-    """Whether the old slot is kept warm through verification (scaled down when it ends) instead of by
-    the plan's last step: where a regression rolls back by itself, on a two-slot strategy."""
-    env = target.env
-    return env.rollback_during_verify and env.verify_seconds > 0 and len(target.slots) == 2
-
-
 class Verifications:
     def __init__(
         self,
@@ -153,7 +147,9 @@ class Verifications:
             started=now,
             until=until,
             baseline=None if baseline is None else vars(baseline),
-            deferred_scale_down=defers_scale_down(target) and d.strategy != "rolling",
+            deferred_scale_down=defers_scale_down(target)
+            and d.strategy != "rolling"
+            and not d.context.get("stable_scaled_down"),
             audit=[(BOT, "verification_started", details)],
             events=[VerificationStarted(until, seconds, words)],
             superseded=lambda other: _superseded(other, d.id),
@@ -253,6 +249,9 @@ class Verifications:
                 return  # it ended meanwhile (a newer deployment took over)
             measured.append(m)
             failed = regression(config, measured)
+            unhealthy = await self._unhealthy(target, str(w.slot))
+            if failed is None and unhealthy:  # health checks too: the practice's first check
+                failed = Measurement(at=m.at, label=LABEL, verdict="fail", reasons=[unhealthy])
             if failed is not None:
                 await self._regressed(d, target, w, failed)
                 return
@@ -291,6 +290,18 @@ class Verifications:
                 events=[VerificationRegressed(reason, d.version, automatic)],
             )
         await self.ask(d)
+
+    async def _unhealthy(self, target: Target, slot: str) -> str | None:
+        """The live slot's targets failing their health checks, in words (None: healthy, or unknown)."""
+        try:
+            health = await self.platform.target_health(target, slot)
+        except PlatformError:
+            return None
+        bad = [t for t in health if t.state not in ("healthy", "draining", "initial")]
+        if not bad:
+            return None
+        why = ", ".join(sorted({t.reason or t.state for t in bad}))
+        return f"{len(bad)} of {len(health)} targets unhealthy in {target.target_group(slot)} ({why})"
 
     async def _old_slot_warm(self, d: Deployment, target: Target, w: WatchRecord) -> bool:
         """The slot that served before still runs its tasks (the previous version): a rollback is one

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.config.model import Target
 from bot.config.tables import ConfigError, _Table
 
 # The watched period after success when an environment does not say: 15 minutes in production, none
@@ -32,3 +33,16 @@ def verification_settings(t: _Table, env_name: str) -> dict[str, Any]:
             "(set verify_seconds, e.g. 900)",
         )
     return {"verify_seconds": seconds, "rollback_during_verify": automatic}
+
+
+def defers_scale_down(target: Target) -> bool:
+    """Whether the old slot is kept warm through verification and scaled down when it ends, instead of by
+    the plan's last step (so the keep-warm period covers the verification): where a regression rolls back
+    by itself (rollback_during_verify), on a two-slot strategy."""
+    env = target.env
+    return (
+        env.rollback_during_verify
+        and env.verify_seconds > 0
+        and len(target.slots) == 2
+        and target.strategy != "rolling"
+    )

@@ -35,8 +35,8 @@ def plan(strategy: str, target: Target, *, gradual: bool = False, migrate: bool 
     """The steps of a deployment. `gradual` (rollbacks): traffic moves back in steps, with analysis.
     `migrate`: the service's migrations run first (a rollback to an older version runs none: the schema
     a newer version expanded stays, and the older one runs on it — expand/contract)."""
-    if not migrate:
-        target = replace(target, migrations=None)
+    if not migrate:  # a rollback: no migrations, and no verification after it (its plan scales down)
+        target = replace(target, migrations=None, env=replace(target.env, rollback_during_verify=False))
     if strategy == "flag":
         return flags.rollout_plan(target)
     if strategy == "rolling":

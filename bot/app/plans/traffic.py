@@ -20,6 +20,7 @@ from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, durat
 from bot.app.plans.truth import repair_split, split_words
 from bot.app.ports import HttpError
 from bot.config.model import Target
+from bot.config.verification import defers_scale_down
 from bot.domain.analysis import Analysis, Measurement
 
 
@@ -355,7 +356,7 @@ def blue_green_plan(target: Target) -> list[Step]:
         *_preparation(target),
         SetWeights(100),
         Analyze(target.bake_seconds, "100% after the switch"),
-        ScaleDown("stable_slot", target.keep_warm_seconds),
+        *_keep_warm(target),
     ]
 
 
@@ -368,7 +369,13 @@ def canary_plan(target: Target, weights: tuple[int | str, ...] | None = None) ->
             continue
         steps += [SetWeights(int(w)), Analyze(target.step_bake_seconds, f"canary {w}%")]
         last = int(w)
-    return [*steps, ScaleDown("stable_slot", target.keep_warm_seconds)]
+    return [*steps, *_keep_warm(target)]
+
+
+def _keep_warm(target: Target) -> list[Step]:
+    """The old slot kept warm, then scaled down — by the plan, unless the verification after success does
+    it when it ends (rollback_during_verify: the warm slot is what a regression rolls back to)."""
+    return [] if defers_scale_down(target) else [ScaleDown("stable_slot", target.keep_warm_seconds)]
 
 
 def rollback_plan(target: Target) -> list[Step]:

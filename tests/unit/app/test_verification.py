@@ -217,3 +217,52 @@ def test_verify_settings_have_defaults_per_environment_and_are_checked():
         parse_settings(bad)
     with pytest.raises(ConfigError, match="verify_seconds"):
         parse_settings({**config, "environments": {"staging": {**base, "verify_seconds": -1}}})
+
+
+def _automatic() -> dict:
+    staging = {**CONFIG["environments"]["staging"], "rollback_during_verify": True, "keep_warm_seconds": 60}
+    return {**CONFIG, "environments": {"staging": staging}}
+
+
+async def test_rollback_during_verify_keeps_the_old_slot_warm_and_rolls_back_by_itself(tmp_path):
+    world = World(tmp_path / "deploybot.db", _automatic())
+    try:
+        steps = [s.kind for s in world.engine.intake.plan("web", "staging", None)[1]]
+        assert "scale_down" not in steps  # the verification keeps it warm instead
+        d = await world.deploy("v2")
+        stable = d.context["stable_slot"]
+        assert world.platform.slot(world.target, stable).desired > 0  # still warm after success
+        world.metrics.set(d.context["slot"], BAD)
+        await world.run_until(lambda: world.audit(d.id, "automatic_rollback"), "the automatic rollback")
+        (rolled,) = await world.audit(d.id, "automatic_rollback")
+        back = await world.store.get(rolled["rollback"])
+        assert back.kind == "rollback" and back.requested_by == "deploybot"
+        (alert,) = [e for e in await world.outbox(d.id) if isinstance(e, VerificationRegressed)]
+        assert alert.rollback == back.id  # the alert says the bot rolls back
+        await world.run_until(lambda: world._state(back.id, "succeeded"), "the rollback")
+        assert world.platform.service(world.target).weights[stable] == 100
+        assert world.platform.image_of(world.target, stable) == "web:v1"
+    finally:
+        await world.close()
+
+
+async def test_a_quiet_verification_scales_the_warm_old_slot_down_when_it_ends(tmp_path):
+    world = World(tmp_path / "deploybot.db", _automatic())
+    try:
+        d = await world.deploy("v2")
+        stable = d.context["stable_slot"]
+        assert world.platform.slot(world.target, stable).desired > 0
+        await world.run_until(lambda: world.audit(d.id, "scale_down"), "the old slot scaled down")
+        assert await world.audit(d.id, "verified")
+        assert world.platform.slot(world.target, stable).desired == 0
+        assert world.platform.service(world.target).weights[stable] == 0
+    finally:
+        await world.close()
+
+
+async def test_targets_failing_health_checks_during_verification_are_a_regression(world):
+    d = await world.deploy("v2")
+    world.platform.set_health(world.target, d.context["slot"], "unhealthy", "Target.FailedHealthChecks")
+    await world.run_until(lambda: world.audit(d.id, "verify_regressed"), "the regression")
+    (regressed,) = await world.audit(d.id, "verify_regressed")
+    assert "unhealthy" in regressed["reason"] and "FailedHealthChecks" in regressed["reason"]
