@@ -23,7 +23,7 @@ from bot.adapters.store.aio import AsyncStore
 from bot.app.engine import Engine
 from bot.domain import commands as cmds
 from handlers.errors import SOMETHING_WRONG
-from handlers.listeners import actions, aftercare, approvals, commands, events
+from handlers.listeners import actions, aftercare, approvals, commands, events, reasons
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier
 from handlers.request_claims import RequestClaims
@@ -59,6 +59,7 @@ def build_app(
         events.register(app, home)
     approvals.register(app, engine)
     aftercare.register(app, engine)  # How did it go?, its modal, Roll back now
+    reasons.register(app, engine)  # Reject's reason from a modal
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], respond: Any = None) -> None:

@@ -13,7 +13,16 @@ import pytest
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import CONFIG, db_rows, request, service_image, top_level, wait_state
+from tests.conftest import (
+    CONFIG,
+    button_label,
+    db_rows,
+    message_of,
+    request,
+    service_image,
+    top_level,
+    wait_state,
+)
 
 VERIFY_SECONDS = 300
 INTERVAL = 30.0  # staging's analysis interval (the default)
@@ -126,7 +135,7 @@ async def _ephemeral(client: SandboxClient, user: str, mark: str) -> dict | None
     return None
 
 
-async def test_feedback_the_note_modal_and_deploy_note_are_recorded_and_audited(sandbox, client):
+async def test_feedback_the_note_modal_deploy_note_and_a_rejection_s_reason(sandbox, client):
     sb = sandbox
     d = await request(client, "alice", "web v2 to staging")
     assert await wait_state(sb, d, "succeeded", within=90)
@@ -168,6 +177,28 @@ async def test_feedback_the_note_modal_and_deploy_note_are_recorded_and_audited(
     assert "checkout slow for 2 minutes" in shown
     listed = (await client.slash("bob", "/deploy", "history web in staging"))["body"]["text"]
     assert "had issues, 2 notes" in listed
+
+    await reject_from_the_button_asks_why_in_a_modal(sb, client)
+
+
+async def reject_from_the_button_asks_why_in_a_modal(sb: Sandbox, client: SandboxClient) -> None:
+    """Reject's reason comes from a modal (in the feedback scenario's sandbox: one start for both)."""
+    d = await request(client, "alice", "web v3 to production")  # waits for its checklist and approval
+    top = await message_of(client, d, button_label("Reject"))
+    await client.click("alice", "deploys", top["ts"], label="Reject")  # not a release manager
+    await wait_for(lambda: _ephemeral(client, "alice", "role to approve"), 30, what="alice refused")
+    assert [v for v in await client.views("alice") if v["callback_id"] == "approval:reject_reason"] == []
+    await client.click("bob", "deploys", top["ts"], label="Reject")
+    (view,) = await wait_for(lambda: client.views("bob"), 30, what="the reason modal")
+    empty = await client.submit("bob", view["id"], {"reason": {"text": ""}})
+    assert empty["closed"] is False and "reason" in empty["errors"]
+    done = await client.submit("bob", view["id"], {"reason": {"text": "not tested on <b>prod</b> data"}})
+    assert done["closed"] is True
+    assert await wait_state(sb, d, "cancelled", within=30)
+    (rejected,) = [r for r in audit(sb, d, "cancel")]
+    assert rejected["actor"] == "U0BOB" and rejected["details"] == {
+        "rejected": "not tested on <b>prod</b> data"
+    }
 
 
 async def _answered(client: SandboxClient, ts: str) -> dict | None:

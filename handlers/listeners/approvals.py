@@ -12,8 +12,6 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.app.engine import Engine
-from bot.domain.errors import Refused
-from bot.domain.machine import IllegalTransition
 from bot.tasks import TaskGroup
 from handlers.errors import DID_NOT_WORK, reply_for
 from handlers.listeners.actions import NOT_ITS_MESSAGE, from_its_message, now_is
@@ -42,16 +40,6 @@ def register(app: AsyncApp, engine: Engine) -> None:
     async def approve(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
         await engine.approve(deployment_id, user, roles)
 
-    async def reject(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
-        d = await engine.store.get(deployment_id)
-        await engine.check_access("approve", d.env, user, roles, deployment=d)
-        if not d.state.terminal:
-            raise Refused(
-                f"To reject {d.ref}, say why: `/deploy reject {d.id} REASON`. It will be cancelled "
-                "and the reason kept in its audit trail."
-            )
-        raise IllegalTransition("reject", d.state)
-
     async def tick(deployment_id: int, user: str, roles: frozenset[str], action: dict) -> None:
         selected = {o["value"] for o in action.get("selected_options") or []}
         await engine.tick(deployment_id, user, roles, selected)
@@ -60,7 +48,7 @@ def register(app: AsyncApp, engine: Engine) -> None:
         await engine.recheck(deployment_id, user)
 
     on(slack_ui.APPROVE, approve)
-    on(slack_ui.REJECT, reject)
+    # Reject asks why in a modal (handlers/listeners/reasons.py)
     on(slack_ui.TICK, tick)
     on(slack_ui.RECHECK, recheck)
 

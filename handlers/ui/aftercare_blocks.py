@@ -26,6 +26,8 @@ HAD_ISSUES = "aftercare:had_issues"
 ROLLBACK_NOW = "aftercare:rollback"  # on a regression alert; value = the deployment's id
 NOTE_VIEW = "aftercare:note"  # the modal's callback_id; private_metadata = the deployment's id
 NOTE_BLOCK, NOTE_INPUT = "note", "text"
+REJECT_VIEW = "approval:reject_reason"  # the Reject button's modal; private_metadata = the deployment's id
+REASON_BLOCK, REASON_INPUT = "reason", "text"
 ANSWER_WORDS = {"smooth": "Smooth", "had_issues": "Had issues"}
 REGRESSION_ALERT = "verification_regressed"
 
@@ -149,6 +151,27 @@ def note_modal(d: Deployment) -> dict[str, Any]:
                     "multiline": True,
                     "max_length": NOTE_MAX,
                 },
+            },
+        ],
+    }
+
+
+def reason_modal(d: Deployment) -> dict[str, Any]:
+    """Reject, started from the button: why (kept in the audit, shown on the message)."""
+    return {
+        "type": "modal",
+        "callback_id": REJECT_VIEW,
+        "private_metadata": str(d.id),
+        "title": {"type": "plain_text", "text": f"Reject {d.ref}"[:24]},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            section(f"{clip(title(d), 200)} will be cancelled; the reason is kept in its audit trail."),
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {"type": "plain_text", "text": "Why do you reject it?"},
+                "element": {"type": "plain_text_input", "action_id": REASON_INPUT, "max_length": 500},
             },
         ],
     }
