@@ -243,9 +243,9 @@ class Verifications:
                 label=LABEL,
                 reader=reader,
             )
-            # its own audit action: a bake's measurements (action "measurement") stay the bake's alone
-            audit = [(BOT, "verify_measurement", m.to_dict())]
-            if not await self.book.add_measurement(deployment_id, m.to_dict(), audit):
+            # kept with the verification (its row), not one audit event each: the audit gets them all,
+            # in brief, with how it ended (a bake's "measurement" events stay the bake's alone)
+            if not await self.book.add_measurement(deployment_id, m.to_dict(), ()):
                 return  # it ended meanwhile (a newer deployment took over)
             measured.append(m)
             failed = regression(config, measured)
@@ -261,6 +261,7 @@ class Verifications:
         reason = "; ".join(m.reasons) or "the live version's analysis failed"
         automatic = 0
         details: dict[str, Any] = {"reason": reason, "measurement_at": m.at, "version": d.version}
+        details["measurements"] = await self._brief(d.id)
         if target.env.rollback_during_verify and await self._old_slot_warm(d, target, w):
             details["automatic_rollback"] = True
         ended = await self.book.end(
@@ -303,6 +304,10 @@ class Verifications:
         why = ", ".join(sorted({t.reason or t.state for t in bad}))
         return f"{len(bad)} of {len(health)} targets unhealthy in {target.target_group(slot)} ({why})"
 
+    async def _brief(self, deployment_id: int) -> list[dict[str, Any]]:
+        w = await self.book.watch(deployment_id)
+        return [_brief(Measurement.from_dict(m)) for m in (w.measurements if w is not None else [])]
+
     async def _old_slot_warm(self, d: Deployment, target: Target, w: WatchRecord) -> bool:
         """The slot that served before still runs its tasks (the previous version): a rollback is one
         traffic switch."""
@@ -321,7 +326,8 @@ class Verifications:
         outcome = outcome_at_end(measured)
         passed = sum(1 for m in measured if m.verdict == "pass")
         seconds = float(w.until or 0) - float(w.started or 0)
-        details: dict[str, Any] = {"passed": passed, "measurements": len(measured), "seconds": seconds}
+        details: dict[str, Any] = {"passed": passed, "total": len(measured), "seconds": seconds}
+        details["measurements"] = [_brief(m) for m in measured]
         event: DomainEvent
         if outcome == "verified":
             event = Verified(seconds, passed, len(measured))
@@ -369,6 +375,17 @@ class Verifications:
         await self.book.ask(
             d.id, [(BOT, "feedback_asked", {"requester": d.requested_by})], [FeedbackAsked(d.requested_by)]
         )
+
+
+def _brief(m: Measurement) -> dict[str, Any]:
+    """A verification measurement as its end's audit event lists it: when, the verdict, the live
+    version's numbers and why not a pass."""
+    out: dict[str, Any] = {"at": m.at, "verdict": m.verdict}
+    if m.canary is not None:
+        out.update(error_rate=m.canary.error_rate, latency_ms=m.canary.latency_ms, requests=m.canary.requests)
+    if m.reasons:
+        out["reasons"] = m.reasons
+    return out
 
 
 def _superseded(deployment_id: int, by: int) -> tuple[list[Audit], list[DomainEvent]]:

@@ -139,7 +139,7 @@ async def test_a_regression_two_minutes_in_raises_the_alert_within_one_interval(
     (regressed,) = await world.audit(d.id, "verify_regressed")
     assert regressed["measurement_at"] - (t0 + 120) <= INTERVAL  # caught within one analysis interval
     assert "error rate" in regressed["reason"]
-    verdicts = [m["verdict"] for m in await world.audit(d.id, "verify_measurement")]
+    verdicts = [m["verdict"] for m in regressed["measurements"]]
     assert verdicts[-1] == "fail" and set(verdicts[:-1]) == {"pass"}
     said = await world.outbox(d.id)
     (alert,) = [e for e in said if isinstance(e, VerificationRegressed)]
@@ -161,7 +161,7 @@ async def test_a_quiet_period_is_verified_then_the_requester_is_asked_once(world
     d = await world.deploy("v2")
     await world.run_until(lambda: world.audit(d.id, "verified"), "verified")
     (verified,) = await world.audit(d.id, "verified")
-    assert verified["passed"] == verified["measurements"] == 8  # 240 s / 30 s
+    assert verified["passed"] == verified["total"] == len(verified["measurements"]) == 8  # 240 s / 30 s
     said = await world.outbox(d.id)
     kinds = [type(e) for e in said]
     assert kinds.index(Verified) < kinds.index(FeedbackAsked) and kinds.count(FeedbackAsked) == 1
@@ -195,14 +195,15 @@ async def test_verification_survives_a_restart_and_a_newer_deploy_ends_it(world)
 
     newer = await world.deploy("v3")  # the same service and environment: the older verification ends
     assert await world.audit(d.id, "verify_superseded") == [{"by": newer.id}]
-    count = len(await world.audit(d.id, "verify_measurement"))
+    count = len((await world.engine.verifications.book.watch(d.id)).measurements)
     await world.run_until(lambda: world.audit(newer.id, "verified"), "the newer one verified")
-    assert len(await world.audit(d.id, "verify_measurement")) == count  # the older one measures no more
+    assert len((await world.engine.verifications.book.watch(d.id)).measurements) == count  # no more
     assert "feedback_asked" in await world.actions(d.id)
 
 
 async def _measured(world: World, deployment_id: int, n: int) -> bool:
-    return len(await world.audit(deployment_id, "verify_measurement")) >= n
+    w = await world.engine.verifications.book.watch(deployment_id)
+    return w is not None and len(w.measurements) >= n
 
 
 def test_verify_settings_have_defaults_per_environment_and_are_checked():
