@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 Audit = tuple[str, str, dict[str, Any]]
 LABEL = "verification"  # the measurements' phase (their lines say "new version": it is not a canary)
-VERIFIED_KINDS = ("deploy", "promote")  # a rollback is not verified (there is nothing to roll back to)
+VERIFIED_KINDS = ("deploy", "promote")
+RECENT = 50  # the latest deployments a restart looks at for a success whose verification never started  # a rollback is not verified (there is nothing to roll back to)
 
 
 class WatchRecord(Protocol):
@@ -124,8 +125,9 @@ class Verifications:
             self._stop(other)
             await self.ask(await self.store.get(other))
 
-    async def succeeded(self, d: Deployment) -> None:
-        """A deployment succeeded: its verification starts (or, without one, the question is asked)."""
+    async def succeeded(self, d: Deployment, since: float | None = None) -> None:
+        """A deployment succeeded: its verification starts (or, without one, the question is asked);
+        `since`: when it succeeded, for one found after a restart that cut the start short."""
         if flag_key(d.service) is not None:
             return
         target = self.settings.target(d.service, d.env)
@@ -133,7 +135,7 @@ class Verifications:
         if seconds <= 0 or d.kind not in VERIFIED_KINDS or not d.context.get("slot"):
             await self.ask(d)
             return
-        now = self.clock.now()
+        now = self.clock.now() if since is None else since
         slot = str(d.context["slot"])
         baseline_slot = str(d.context.get("stable_slot") or slot)
         baseline, words = await self._baseline(target, baseline_slot, d)
@@ -161,9 +163,21 @@ class Verifications:
 
     async def resume(self) -> None:
         """After a restart: every verification still watching is carried on to its end (one whose end
-        passed meanwhile is judged at once, from what was measured before)."""
+        passed meanwhile is judged at once, from what was measured before); a recent success whose
+        verification never started (the crash came between the two) starts it now, from its success."""
         for w in await self.book.watching():
             self._spawn(w.deployment_id)
+        newest: set[tuple[str, str]] = set()
+        for d in await self.store.latest(None, RECENT):
+            if (d.service, d.env) in newest:
+                continue
+            newest.add((d.service, d.env))
+            if d.state != State.SUCCEEDED or d.finished_at is None or flag_key(d.service) is not None:
+                continue
+            seconds = self.settings.target(d.service, d.env).env.verify_seconds
+            finished = _epoch(d.finished_at)
+            if finished + seconds > self.clock.now() and await self.book.watch(d.id) is None:
+                await self.succeeded(d, since=finished)
 
     def _spawn(self, deployment_id: int) -> None:
         if deployment_id in self._tasks and not self._tasks[deployment_id].done():
@@ -262,7 +276,8 @@ class Verifications:
         automatic = 0
         details: dict[str, Any] = {"reason": reason, "measurement_at": m.at, "version": d.version}
         details["measurements"] = await self._brief(d.id)
-        if target.env.rollback_during_verify and await self._old_slot_warm(d, target, w):
+        automatic_allowed = target.env.rollback_during_verify and self.request_rollback is not None
+        if automatic_allowed and await self._old_slot_warm(d, target, w):
             details["automatic_rollback"] = True
         ended = await self.book.end(
             d.id,

@@ -267,3 +267,17 @@ async def test_targets_failing_health_checks_during_verification_are_a_regressio
     await world.run_until(lambda: world.audit(d.id, "verify_regressed"), "the regression")
     (regressed,) = await world.audit(d.id, "verify_regressed")
     assert "unhealthy" in regressed["reason"] and "FailedHealthChecks" in regressed["reason"]
+
+
+async def test_a_success_whose_verification_never_started_is_verified_after_a_restart(world):
+    hooks = world.engine.runner.lifecycle
+    world.engine.runner.lifecycle = None  # the crash came between the success and its verification
+    d = await world.deploy("v2")
+    assert await world.engine.verifications.book.watch(d.id) is None
+    world.engine.runner.lifecycle = hooks
+    await world.close()
+    world.open()
+    await world.engine.resume_in_flight()
+    (started,) = await world.audit(d.id, "verification_started")
+    assert started["until"] <= world.clock.now() + 240  # counted from the success, not the restart
+    await world.run_until(lambda: world.audit(d.id, "verified"), "verified after the restart")
