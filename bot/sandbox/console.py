@@ -37,6 +37,7 @@ HELP = """Commands:
   in CHANNEL               post commands from deploys, incidents or deploys-log
   click M.I                click item I of message #M: a button, or a checklist box (ticks or unticks it)
   click I                  click item I of the latest message that has clickable items
+  submit TEXT              fill the modal the bot opened for you (Had issues, Reject) with TEXT and send it
   show M                   print message #M in full (an edit prints one line: ~ #M ...)
   show [CHANNEL]           print a channel's messages again
   inject SERVICE VERSION unhealthy|healthy|errors=0.2|latency=300
@@ -185,6 +186,7 @@ class Console:
             "in": (1, self._in),
             "show": (0, self._show),
             "click": (1, self._click),
+            "submit": (1, self._submit),
             "inject": (3, self._inject),
             "flags": (0, self._flags),
             "appdb": (0, self._appdb),
@@ -322,7 +324,22 @@ class Console:
         verb = ("untick" if item.checked else "tick") if item.kind == "checkbox" else "click"
         status = "" if result["status"] == 200 else f": HTTP {result['status']} {result['body']}"
         self.out(f"({verb} {item.label} on #{number}{status})")
+        for view in self.slack.modals.open_views(self.slack.user_id(self.user))[-1:]:
+            self.out(f"(a modal opened: {view['title']['text']} — `submit TEXT` fills it in and sends it)")
         self._print_new(message["channel"])
+
+    async def _submit(self, args: list[str]) -> None:
+        """The newest modal open for the current user, every input filled with the words given."""
+        views = self.slack.modals.open_views(self.slack.user_id(self.user))
+        if not views:
+            self.out("? no modal is open for you (a button like Had issues or Reject opens one)")
+            return
+        view, words = views[-1], " ".join(args)
+        inputs = [b for b in view["blocks"] if b.get("type") == "input"]
+        values = {b["block_id"]: {b["element"]["action_id"]: words} for b in inputs}
+        result = await self.slack.modals.submit(self.user, view["id"], values)
+        self.out("(sent)" if result["closed"] else f"(the modal stays open: {result['errors']})")
+        self._print_new(self.channel)
 
     # ------------------------------------------------------------------------------------------ printing
 
