@@ -177,6 +177,13 @@ async def _follow_flags(engine: Engine, stop: asyncio.Event, every: float = 1.0)
             pass
 
 
+def report(args: argparse.Namespace) -> int:
+    """`deploybot report`: the store read, the figures computed and worded (handlers/report_cli.py)."""
+    from handlers.report_cli import run
+
+    return run(args)
+
+
 def _require_secrets(settings: Settings, socket_mode: bool) -> None:
     missing = [
         name

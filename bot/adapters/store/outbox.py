@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 
 from bot.adapters.store.base import StoreBase
-from bot.domain import pipelines  # noqa: F401 - registers the pipelines' events, read back here
+from bot.domain import analysis_events, pipelines  # noqa: F401 - registers their events, read back here
 from bot.domain.events import DomainEvent, OutboxEntry
 
 
