@@ -106,8 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("json", "csv"), default="json", help="output format (default json)"
     )
 
-    report = sub.add_parser("report", help="the delivery report: frequency, change failures, restore, lead time")
-    report.add_argument("--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)")
+    report = sub.add_parser(
+        "report", help="the delivery report: frequency, change failures, restore, lead time"
+    )
+    report.add_argument(
+        "--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)"
+    )
     report.add_argument("--service", help="only this service")
     report.add_argument("--env", help="only this environment")
     report.add_argument("--since", help="only deployments that ended at or after this date (ISO 8601, UTC)")

@@ -32,6 +32,7 @@ from bot.config.model import Settings
 from bot.logs import setup_logging
 from bot.usage import UsageError, db_default
 from handlers.app import build_app, web_app
+from handlers.charts import ChartPoster
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier, add_retry_handlers
 from handlers.pipeline_notifier import PipelineNotifier
@@ -96,6 +97,7 @@ async def serve(args: argparse.Namespace) -> int:
     engine.pipelines.on_watch(pipeline_messages.watch)
     home = HomeTab(client, store, clock, live=notifier.live)
     notifier.on_change = home.changed
+    notifier.charts = ChartPoster(client, store, notifier.outbox, on_posted=home.changed)
     # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here
     app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
 

@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.signature import SignatureVerifier
 
 from bot.clock import Clock
+from bot.sandbox.slack_files import SlackFiles
 
 TEAM_NAME = "Deploybot Sandbox"
 TEAM_DOMAIN = "deploybot-sandbox"
@@ -272,6 +273,8 @@ class LocalSlack:
             "usergroups.users.list": self._usergroups_users_list,
             "views.publish": self._views_publish,
         }
+        self.files = SlackFiles(self, _ApiError, BOT_USER_ID)  # files_upload_v2's methods, and the files
+        self._methods.update(self.files.methods())
 
     # ------------------------------------------------------------ serving
 
@@ -287,6 +290,7 @@ class LocalSlack:
         app.router.add_post("/_sandbox/say", self._handle_say)
         app.router.add_post("/_sandbox/response/{token}", self._handle_response_url)
         app.router.add_get("/archives/{channel}/{pts}", self._handle_permalink)
+        self.files.routes(app)
         self._app = app
         return app
 
@@ -439,6 +443,8 @@ class LocalSlack:
             out["blocks"] = copy.deepcopy(m["blocks"])
         if "attachments" in m:
             out["attachments"] = copy.deepcopy(m["attachments"])
+        if "files" in m:
+            out["files"] = copy.deepcopy(m["files"])
         if m["edited"]:
             out["edited"] = {"user": m["user"], "ts": m["edited_ts"]}
         if m["thread_ts"]:

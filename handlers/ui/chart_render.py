@@ -94,7 +94,9 @@ def analysis_chart(data: ChartData) -> bytes:
     _series(error_ax, xs, stable_errors, STABLE, "stable")
     _verdicts(error_ax, data, xs, new_errors)
     if data.max_error_rate is not None:
-        error_ax.axhline(data.max_error_rate * 100, color="#c62828", linestyle="--", linewidth=1, label="threshold")
+        error_ax.axhline(
+            data.max_error_rate * 100, color="#c62828", linestyle="--", linewidth=1, label="threshold"
+        )
     error_ax.set_ylabel("error rate (%)")
     error_ax.legend(loc="upper left", fontsize=7, ncol=4)
     new_latency = [p.new_latency_ms for p in data.points]
@@ -102,7 +104,9 @@ def analysis_chart(data: ChartData) -> bytes:
     _series(latency_ax, xs, [p.stable_latency_ms for p in data.points], STABLE, "stable")
     _verdicts(latency_ax, data, xs, new_latency)
     if data.max_latency_ms is not None:
-        latency_ax.axhline(data.max_latency_ms, color="#c62828", linestyle="--", linewidth=1, label="threshold")
+        latency_ax.axhline(
+            data.max_latency_ms, color="#c62828", linestyle="--", linewidth=1, label="threshold"
+        )
     latency_ax.set_ylabel("latency (ms)")
     weights = [p.weight if p.weight is not None else 0 for p in data.points]
     weight_ax.step(xs, weights, where="post", color=NEW, linewidth=1.6, label="traffic to the new version")
@@ -112,7 +116,9 @@ def analysis_chart(data: ChartData) -> bytes:
     if data.rolled_back_at is not None:
         for ax in (error_ax, latency_ax, weight_ax):
             ax.axvline(_minutes(data, data.rolled_back_at), color="#c62828", linewidth=1.2)
-        weight_ax.annotate("rolled back", (_minutes(data, data.rolled_back_at), 90), fontsize=8, color="#c62828")
+        weight_ax.annotate(
+            "rolled back", (_minutes(data, data.rolled_back_at), 90), fontsize=8, color="#c62828"
+        )
     for ax in (error_ax, latency_ax, weight_ax):
         ax.grid(True, alpha=0.3)
     fig.suptitle(data.title, fontsize=11)
@@ -130,7 +136,9 @@ def report_chart(r: Report) -> bytes:
     for outcome in OUTCOMES:
         counts = [w.counts.get(outcome, 0) for w in r.weeks]
         if any(counts):
-            ax.bar(labels, counts, bottom=bottom, color=OUTCOME_COLOURS[outcome], label=outcome.replace("_", " "))
+            ax.bar(
+                labels, counts, bottom=bottom, color=OUTCOME_COLOURS[outcome], label=outcome.replace("_", " ")
+            )
             bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
     ax.set_ylabel("deployments per week")
     ax.set_xlabel("week starting")

@@ -23,8 +23,8 @@ def report_records(
         Event.from_row(r)
         for r in store.db.query(
             f"SELECT e.* FROM events e JOIN deployments d ON d.id = e.deployment_id "
-            f"WHERE e.action IN ({marks})" + "".join(f" AND d.{c} = ?" for c, v in
-                                                    (("service", service), ("env", env)) if v is not None)
+            f"WHERE e.action IN ({marks})"
+            + "".join(f" AND d.{c} = ?" for c, v in (("service", service), ("env", env)) if v is not None)
             + " ORDER BY e.id",
             [*ACTIONS, *args],
         )

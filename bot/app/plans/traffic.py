@@ -20,8 +20,8 @@ from bot.app.plans.steps import NeedsHuman, Step, StepContext, StepFailed, durat
 from bot.app.plans.truth import repair_split, split_words
 from bot.app.ports import HttpError
 from bot.config.model import Target
-from bot.domain.analysis_events import AnalysisPassed
 from bot.domain.analysis import Analysis, Measurement
+from bot.domain.analysis_events import AnalysisPassed
 
 
 def other(slot: str, slots: tuple[str, ...]) -> str:
