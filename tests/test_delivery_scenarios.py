@@ -82,7 +82,9 @@ async def ended(sb: Sandbox, d: int) -> dict:
 def audited_points(sb: Sandbox, d: int) -> list[dict]:
     """The deployment's measurements as the audit holds them, in the chart's terms."""
     points = []
-    for r in db_rows(sb, "SELECT details FROM events WHERE deployment_id = ? AND action = 'measurement'", (d,)):
+    for r in db_rows(
+        sb, "SELECT details FROM events WHERE deployment_id = ? AND action = 'measurement'", (d,)
+    ):
         m = json.loads(r["details"])
         canary, stable = m["canary"] or {}, m["stable"] or {}
         points.append(
