@@ -166,6 +166,10 @@ async def test_canaries_leave_charts_of_their_audited_measurements_and_the_repor
         capsys.readouterr()
         assert main(["report", "--db", str(sb.db), "--format", "json"]) == 0
         report = json.loads(capsys.readouterr().out)
+        said = await client.slash("bob", "/deploy", "report web in production")
+        assert said["status"] == 200, said
+        assert "Change failure rate: 33.3% (1 of 3" in said["body"]["text"]  # staging's is not in it
+        assert "Lead time for changes: unknown" in said["body"]["text"]
     assert report["deployments"] == 4
     assert report["by_outcome"] == {"succeeded": 3, "rolled_back": 1, "failed": 0, "regressed": 0}
     assert report["per_week"] == 4 * 7  # a history shorter than a day counts as one day

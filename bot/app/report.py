@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.app.storage import Storage
 from bot.domain.analysis import reason_kind
 from bot.domain.machine import State
 from bot.domain.model import Deployment, Event
@@ -270,3 +271,13 @@ def delivery_report(
         rollback_reasons=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])),
         weeks=_weeks(counted),
     )
+
+
+async def delivery_report_of(
+    store: Storage, now: float, service: str | None = None, env: str | None = None
+) -> Report:
+    """The report over everything the store holds (of `service`, in `env`), read through the app's
+    Storage: its deployments and the audit events of them."""
+    deployments = await store.latest(service, limit=1_000_000)
+    events = await store.events(service=service)
+    return delivery_report(deployments, events, now=now, service=service, env=env)
