@@ -7,12 +7,15 @@ the charts; what the figure draws are the points."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import sys
 
+import aiohttp
 import pytest
 from PIL import Image
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.store.aio import AsyncStore
@@ -203,3 +206,32 @@ def test_chart_data_leaves_out_a_repairs_and_a_flags_measurements():
     data = chart_data(store.get(d.id), store.events(d.id))
     assert [p.at for p in data.points] == [1000] and data.max_error_rate == 0.05
     store.close()
+
+
+async def test_the_local_slack_refuses_files_the_way_slack_does(world):
+    slack, _store, n = world
+    client = n.client
+
+    async def refused(files: str) -> str:
+        with pytest.raises(SlackApiError) as caught:
+            await client.api_call("files.completeUploadExternal", params={"files": files})
+        return caught.value.response["error"]
+
+    url = await client.files_getUploadURLExternal(filename="a.png", length=4)
+    files = json.dumps([{"id": url["file_id"], "title": "A"}])
+    assert await refused(files) == "file_upload_not_complete"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url["upload_url"], data=b"12345") as r:  # not the announced length
+            assert r.status == 400
+        async with http.post(url["upload_url"], data=b"1234") as r:
+            assert r.status == 200
+        first = await client.files_completeUploadExternal(files=json.loads(files), channel_id="deploys")
+        assert first["files"][0]["title"] == "A" and first["files"][0]["size"] == 4
+        assert await refused(files) == "file_already_completed"
+        assert await refused('[{"id": "F0NONE"}]') == "file_not_found"
+        async with http.get(slack.url + "/_sandbox/files", params={"channel": "nowhere"}) as r:
+            assert r.status == 404
+        async with http.get(slack.url + "/_sandbox/files", params={"channel": "deploys"}) as r:
+            (listed,) = await r.json()
+    assert listed["name"] == "a.png" and base64.b64decode(listed["content_b64"]) == b"1234"
+    assert listed["thread_ts"] is None and listed["ts"] is not None  # shared in the channel itself
