@@ -10,7 +10,8 @@ repeat is not a duplicate: each chart is named after its outbox event (deploy-12
 in the audit before the upload (`chart_upload`) and the file after (`chart_posted`, with its permalink,
 which the Home tab links); a repeat finds `chart_posted`, or — after a crash in between — looks for a
 file of that name in the thread before uploading again. Without matplotlib the thread gets the text
-summary instead."""
+summary instead (at least once, like the thread's lines). An upload Slack refuses past slack_sdk's
+retries is logged, not retried."""
 
 from __future__ import annotations
 
@@ -95,11 +96,11 @@ class ChartPoster:
         trail = [e for e in await self.store.events(deployment_id) if e.details.get("name") == name]
         if any(e.action == POSTED for e in trail) or d.message_ts is None:
             return
-        if png is None:
-            await self.store.record(d.id, BOT, POSTED, {"name": name, "why": why, "text": True})
+        if png is None:  # words, like the thread's other lines: at least once
             await self.client.chat_postMessage(
                 channel=channel, thread_ts=d.message_ts, text=chart_text.summary(data, why)
             )
+            await self.store.record(d.id, BOT, POSTED, {"name": name, "why": why, "text": True})
             return
         if any(e.action == UPLOAD for e in trail):  # tried before a crash: it may be there already
             found = await self._in_thread(channel, d.message_ts, name)
