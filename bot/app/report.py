@@ -210,8 +210,12 @@ def _weeks(counted: Sequence[Row]) -> list[Week]:
     weeks: dict[str, Counter[str]] = defaultdict(Counter)
     for r in counted:
         weeks[_week_start(r.ended)][r.outcome] += 1
-    out = []
-    for start in sorted(weeks):
+    out: list[Week] = []
+    if not weeks:
+        return out
+    first, last = (datetime.fromisoformat(w).date() for w in (min(weeks), max(weeks)))
+    every = [(first + timedelta(days=7 * i)).isoformat() for i in range((last - first).days // 7 + 1)]
+    for start in every:  # a week without a deployment is a week too
         c = weeks[start]
         total = sum(c.values())
         failures = total - c["succeeded"]

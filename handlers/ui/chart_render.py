@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from typing import Any
 
 from bot.app.chart_data import ChartData
@@ -140,11 +141,13 @@ def report_chart(r: Report) -> bytes:
                 labels, counts, bottom=bottom, color=OUTCOME_COLOURS[outcome], label=outcome.replace("_", " ")
             )
             bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("deployments per week")
     ax.set_xlabel("week starting")
     rate = ax.twinx()
     rate.plot(
-        labels, [100 * (w.change_failure_rate or 0) for w in r.weeks], color="#212121", marker="o",
+        labels, [math.nan if w.change_failure_rate is None else 100 * w.change_failure_rate for w in r.weeks],
+        color="#212121", marker="o",
         label="change failure rate",
     )  # fmt: skip
     rate.set_ylim(0, 105)

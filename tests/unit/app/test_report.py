@@ -170,3 +170,16 @@ def test_a_commit_time_only_where_recorded():
     r = h.report()
     assert (r.lead_times_known, r.median_lead_time_seconds) == (1, 3600 + 60.0)
     h.store.close()
+
+
+def test_a_week_without_deployments_is_in_the_weeks():
+    h = History()
+    h.deploy("web", "staging", "rolling", "succeeded", T0, 60)
+    h.deploy("web", "staging", "rolling", "failed", T0 + 15 * DAY, 60)
+    weeks = h.report(now=T0 + 16 * DAY).weeks
+    assert [(w.start, sum(w.counts.values()), w.change_failure_rate) for w in weeks] == [
+        ("2026-11-02", 1, 0.0),
+        ("2026-11-09", 0, None),
+        ("2026-11-16", 1, 1.0),
+    ]
+    h.store.close()
