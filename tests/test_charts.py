@@ -235,3 +235,13 @@ async def test_the_local_slack_refuses_files_the_way_slack_does(world):
             (listed,) = await r.json()
     assert listed["name"] == "a.png" and base64.b64decode(listed["content_b64"]) == b"1234"
     assert listed["thread_ts"] is None and listed["ts"] is not None  # shared in the channel itself
+
+
+def test_the_console_shows_a_shared_file():
+    from bot.sandbox.render import Directory, render_message
+
+    file = {"name": "deploy-3-e9.png", "mimetype": "image/png", "size": 1234, "permalink": "http://x/F1"}
+    lines, _ = render_message(
+        {"text": "Rolled back: the chart of its 1 measurement.", "files": [file]}, Directory(), 1
+    )
+    assert lines[-1] == "  [file deploy-3-e9.png (image/png, 1234 bytes): http://x/F1]"
