@@ -12,20 +12,21 @@ ACTIONS = ("start", "measurement", "verify_regressed")
 def report_records(
     store: Store, service: str | None = None, env: str | None = None
 ) -> tuple[list[Deployment], list[Event]]:
-    sql, args = "SELECT * FROM deployments WHERE finished_at IS NOT NULL", []
-    for column, value in (("service", service), ("env", env)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            args.append(value)
-    deployments = [Deployment.from_row(r) for r in store.db.query(sql + " ORDER BY id", args)]
+    scope = [(column, value) for column, value in (("service", service), ("env", env)) if value is not None]
+    where = "".join(f" AND d.{column} = ?" for column, _ in scope)
+    args = [value for _, value in scope]
+    deployments = [
+        Deployment.from_row(r)
+        for r in store.db.query(
+            f"SELECT d.* FROM deployments d WHERE d.finished_at IS NOT NULL{where} ORDER BY d.id", args
+        )
+    ]
     marks = ",".join("?" * len(ACTIONS))
     events = [
         Event.from_row(r)
         for r in store.db.query(
-            f"SELECT e.* FROM events e JOIN deployments d ON d.id = e.deployment_id "
-            f"WHERE e.action IN ({marks})"
-            + "".join(f" AND d.{c} = ?" for c, v in (("service", service), ("env", env)) if v is not None)
-            + " ORDER BY e.id",
+            "SELECT e.* FROM events e JOIN deployments d ON d.id = e.deployment_id "
+            f"WHERE e.action IN ({marks}){where} ORDER BY e.id",
             [*ACTIONS, *args],
         )
     ]
