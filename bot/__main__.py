@@ -1,4 +1,4 @@
-"""The `deploybot` command: serve | sandbox | check-config. Errors are one clear line and a non-zero exit."""
+"""The `deploybot` command: serve | sandbox | audit | report | check-config. Errors are one clear line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -106,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("json", "csv"), default="json", help="output format (default json)"
     )
 
+    report = sub.add_parser(
+        "report", help="the delivery report: frequency, change failures, restore, lead time"
+    )
+    report.add_argument(
+        "--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)"
+    )
+    report.add_argument("--service", help="only this service")
+    report.add_argument("--env", help="only this environment")
+    report.add_argument("--since", help="only deployments that ended at or after this date (ISO 8601, UTC)")
+    report.add_argument("--format", choices=("text", "json", "csv"), default="text", help="default text")
+    report.add_argument("--chart", metavar="PATH.png", help="also draw deployments per week to a PNG")
+
     check = sub.add_parser("check-config", help="validate a config file; non-zero exit naming what is wrong")
     check.add_argument("--config", help="config file (default $DEPLOYBOT_CONFIG or config/deploybot.toml)")
     return p
@@ -129,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "audit":
             return export_audit(args)
+        if args.cmd == "report":
+            from bot import wiring
+
+            return wiring.report(args)
         if args.cmd == "serve":
             from bot import wiring
 

@@ -33,6 +33,7 @@ from bot.config.model import Settings
 from bot.logs import setup_logging
 from bot.usage import UsageError, db_default
 from handlers.app import build_app, web_app
+from handlers.charts import ChartPoster
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier, add_retry_handlers
 from handlers.pipeline_notifier import PipelineNotifier
@@ -98,6 +99,7 @@ async def serve(args: argparse.Namespace) -> int:
     engine.pipelines.on_watch(pipeline_messages.watch)
     home = HomeTab(client, store, clock, live=notifier.live)
     notifier.on_change = home.changed
+    notifier.charts = ChartPoster(client, store, notifier.outbox, on_posted=home.changed)
     # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here
     app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
 
@@ -177,6 +179,13 @@ async def _follow_flags(engine: Engine, stop: asyncio.Event, every: float = 1.0)
             await asyncio.wait_for(stop.wait(), every)
         except TimeoutError:
             pass
+
+
+def report(args: argparse.Namespace) -> int:
+    """`deploybot report`: the store read, the figures computed and worded (handlers/report_cli.py)."""
+    from handlers.report_cli import run
+
+    return run(args)
 
 
 def _require_secrets(settings: Settings, socket_mode: bool) -> None:

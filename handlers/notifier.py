@@ -44,6 +44,7 @@ from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment
 from bot.domain.verification import FeedbackAsked
 from handlers.alerting import Acknowledgement, AlertLifecycle
+from handlers.charts import ChartPoster
 from handlers.directory import SlackDirectory
 from handlers.history import find_posted
 from handlers.slack_outbox import ChannelOutbox, Post, Update, add_retry_handlers, log_failure
@@ -60,6 +61,8 @@ FIRST_POST_TRIES = 3  # a failed first message is tried again this many times at
 
 
 class SlackNotifier(AlertLifecycle):
+    charts: ChartPoster | None = None  # analysis charts in the threads (handlers/charts.py)
+
     def __init__(
         self,
         client: AsyncWebClient,
@@ -255,6 +258,8 @@ class SlackNotifier(AlertLifecycle):
         words = event_text.line(event, d)
         if words:
             self._line(d, channel, slack_ui.detail_text(d, words))
+        if self.charts is not None:  # after the line: the chart follows what it shows in the thread
+            self.charts.consider(entry, d, channel)
         level = event.level()
         if words and level == WARNING:
             await self._warn(d, event.alert_event(), words)

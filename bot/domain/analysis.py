@@ -418,3 +418,25 @@ def _hms(at: float) -> str:
 
 def _s(n: int) -> str:
     return "" if n == 1 else "s"
+
+
+# ------------------------------------------------------------------------------------- reasons' kinds
+
+_REASON_KINDS: tuple[tuple[str, str], ...] = (  # (how judge() begins a reason, its kind), first match wins
+    ("CloudWatch alarm", "a CloudWatch alarm in ALARM"),
+    ("not enough traffic", "not enough traffic"),
+    ("no latency data", "no latency data"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """What kind of breach one of judge()'s reasons is, without its numbers (for counting rollbacks by
+    cause): "error rate above the threshold", "latency above the stable baseline", an alarm ... Kept
+    beside the words it reads so the two change together."""
+    for start, kind in _REASON_KINDS:
+        if reason.startswith(start):
+            return kind
+    for metric in ("error rate", "latency"):
+        if reason.startswith(metric):
+            return f"{metric} above the " + ("threshold" if "threshold" in reason else "stable baseline")
+    return "the metrics could not be read" if reason else "?"

@@ -76,6 +76,11 @@ class SandboxClient:
     async def messages(self, channel: str = "deploys") -> list[dict[str, Any]]:
         return (await self._get("/_sandbox/messages", channel=channel))["messages"]
 
+    async def files(self, channel: str = "deploys") -> list[dict[str, Any]]:
+        """The files shared in a channel, with their content (base64)."""
+        files: Any = await self._get("/_sandbox/files", channel=channel)
+        return files
+
     async def calls(self) -> dict[str, Any]:
         return await self._get("/_sandbox/calls")
 

@@ -212,6 +212,10 @@ def render_message(message: dict[str, Any], d: Directory, number: int) -> tuple[
             lines.append("  " + "─" * 24)
     if not lines:
         lines = mrkdwn(message.get("text", ""), d).split("\n")
+    for f in message.get("files") or []:  # a shared file: its name and where to fetch it
+        lines.append(
+            f"  [file {f.get('name')} ({f.get('mimetype')}, {f.get('size')} bytes): {f.get('permalink')}]"
+        )
     return lines, items
 
 

@@ -23,6 +23,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.clock import Clock
 from bot.sandbox.slack_views import Modals
+from bot.sandbox.slack_files import SlackFiles
 
 TEAM_NAME = "Deploybot Sandbox"
 TEAM_DOMAIN = "deploybot-sandbox"
@@ -278,6 +279,8 @@ class LocalSlack:
             parse_json=_parse_json_arg,
         )  # fmt: skip
         self._methods["views.open"] = self.modals.views_open
+        self.files = SlackFiles(self, _ApiError, BOT_USER_ID)  # files_upload_v2's methods, and the files
+        self._methods.update(self.files.methods())
 
     # ------------------------------------------------------------ serving
 
@@ -294,6 +297,7 @@ class LocalSlack:
         app.router.add_post("/_sandbox/response/{token}", self._handle_response_url)
         app.router.add_get("/archives/{channel}/{pts}", self._handle_permalink)
         self.modals.routes(app)
+        self.files.routes(app)
         self._app = app
         return app
 
@@ -446,6 +450,8 @@ class LocalSlack:
             out["blocks"] = copy.deepcopy(m["blocks"])
         if "attachments" in m:
             out["attachments"] = copy.deepcopy(m["attachments"])
+        if "files" in m:
+            out["files"] = copy.deepcopy(m["files"])
         if m["edited"]:
             out["edited"] = {"user": m["user"], "ts": m["edited_ts"]}
         if m["thread_ts"]:

@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.access import ACTION_WORDS
 from bot.app.engine import Engine
+from bot.app.report import delivery_report_of
 from bot.app.storage import Storage
 from bot.domain import commands as cmds
 from bot.domain.durations import duration
@@ -30,7 +31,7 @@ from handlers.errors import SOMETHING_WRONG, reply_for
 from handlers.listeners.aftercare import AFTERCARE_HANDLERS
 from handlers.listeners.flag_commands import FLAG_HANDLERS
 from handlers.roles import roles_in
-from handlers.ui import aftercare_blocks, audit_blocks, pipeline_blocks
+from handlers.ui import aftercare_blocks, audit_blocks, pipeline_blocks, report_text
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,13 @@ async def _unlock(call: Call) -> Answer:
     return slack_ui.ephemeral(f"{service} in {env} was not locked.")
 
 
+async def _report(call: Call) -> Answer:
+    c = call.command
+    assert isinstance(c, cmds.Report)
+    report = await delivery_report_of(call.store, call.engine.clock.now(), c.service, c.env)
+    return report_text.slack_answer(report)
+
+
 # One handler per command type: where each slash command is answered.
 HANDLERS: dict[type[cmds.Command], Handler] = {
     cmds.Help: _help,
@@ -361,6 +369,7 @@ HANDLERS: dict[type[cmds.Command], Handler] = {
     cmds.Windows: _windows,
     cmds.Lock: _lock,
     cmds.Unlock: _unlock,
+    cmds.Report: _report,
     **FLAG_HANDLERS,
     **AFTERCARE_HANDLERS,
 }

@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.store.aio import AsyncStore
+from bot.adapters.store.charts import latest_charts
 from bot.clock import Clock
 from bot.tasks import TaskGroup
 from handlers.ui.home import home_view
@@ -44,7 +45,8 @@ class HomeTab:
             (a, await self.store.get(a.deployment_id)) for a in await self.store.unacknowledged_alerts()
         ]
         recent = [d for d in await self.store.latest(None, 20) if d.state.terminal][:5]
-        return home_view(active, locks, alerts, self.clock.now(), recent, self.live)
+        charts = await self.store.call(latest_charts, self.store.sync)
+        return home_view(active, locks, alerts, self.clock.now(), recent, self.live, charts)
 
     async def opened(self, user: str) -> None:
         self.viewers.add(user)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from bot.domain import events as ev
+from bot.domain.analysis_events import AnalysisPassed
 from bot.domain.durations import duration
 from bot.domain.model import Deployment
 from bot.domain.mrkdwn import code, text
@@ -22,7 +23,7 @@ _LINES: dict[type[ev.DomainEvent], Callable[[Any, Deployment], str]] = {}
 # Events that only add a line to the thread: the deployment's message does not change.
 THREAD_ONLY: tuple[type[ev.DomainEvent], ...] = (
     ev.Detail, ev.Approved, ev.Amended, ev.RestartResumed, ev.PagingFailing, ev.PagingRestored,
-    ev.FlagChanged,
+    ev.FlagChanged, AnalysisPassed,
 )  # fmt: skip
 
 

@@ -23,9 +23,11 @@ def home_view(
     now: float,
     recent: list[Deployment] | None = None,
     live: Mapping[int, str] | None = None,
+    charts: list[tuple[Deployment, str]] | None = None,
 ) -> dict[str, Any]:
     """The Home tab. `active`: deployments not finished; `alerts`: unacknowledged critical alerts with
-    their deployment; `recent`: the latest finished ones; `live`: the live progress line per deployment."""
+    their deployment; `recent`: the latest finished ones; `live`: the live progress line per deployment;
+    `charts`: the latest analysis charts (deployment, permalink), newest first."""
     live = live or {}
     running = [d for d in active if d.state != State.SCHEDULED]
     scheduled = [d for d in active if d.state == State.SCHEDULED]
@@ -101,6 +103,13 @@ def home_view(
             for d in recent[:MAX_ROWS]
         ]
         blocks.append(slack_ui.section("\n".join(lines)))
+    if charts:
+        blocks += _heading(":chart_with_upwards_trend: Latest analysis charts")
+        links = [
+            f"<{link}|{d.ref} {d.service} {slack_ui.text(d.version or 'current', 60)} → {d.env}> · {d.state.word}"
+            for d, link in charts[:MAX_ROWS]
+        ]
+        blocks.append(slack_ui.section("\n".join(links)))
     return {"type": "home", "blocks": slack_ui.fit(blocks, "(more: /deploy status)", MAX_VIEW_BLOCKS)}
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from bot.adapters.store.base import StoreBase
 from bot.domain import (
+    analysis_events,  # noqa: F401 - registers the analysis' events, read back here
     pipelines,  # noqa: F401 - registers the pipelines' events, read back here
     verification,  # noqa: F401 - registers verification's and feedback's events
 )

@@ -22,6 +22,7 @@ from bot.app.ports import HttpError
 from bot.config.model import Target
 from bot.config.verification import defers_scale_down
 from bot.domain.analysis import Analysis, Measurement
+from bot.domain.analysis_events import AnalysisPassed
 
 
 def other(slot: str, slots: tuple[str, ...]) -> str:
@@ -226,8 +227,15 @@ class Analyze(Step):
             await ctx.platform.metric_scope(ctx.target, stable) if ctx.data.get("weight", 0) < 100 else None
         )
 
+        config = ctx.target.analysis
+        # what its chart draws besides the numbers: the weight it was taken at, the thresholds it met
+        drawn = {
+            "weight": ctx.data.get("weight", 0),
+            "thresholds": {"max_error_rate": config.max_error_rate, "max_latency_ms": config.max_latency_ms},
+        }
+
         async def on_measurement(m: Measurement) -> None:
-            await ctx.record("measurement", m.to_dict())
+            await ctx.record("measurement", {**m.to_dict(), **drawn})
             await ctx.report(
                 f"{'✓' if m.verdict == 'pass' else '✗' if m.verdict == 'fail' else '?'} {m.line()}"
             )
@@ -246,6 +254,7 @@ class Analyze(Step):
         )
         passed = judged(analysis, "analysis", self.label, "Abort to roll back")
         await ctx.report(f"Analysis at {self.label} passed: {passed}")
+        await ctx.say(AnalysisPassed(ctx.index, self.label))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""/deploy status|history|help|lock|unlock|audit|approve|reject|schedule|windows|freeze|unfreeze: the
+"""/deploy status|history|help|lock|unlock|audit|approve|reject|schedule|windows|freeze|unfreeze|report: the
 subcommands of /deploy, one small parser each, found through SUBCOMMAND_PARSERS."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from bot.domain.commands.types import (
     Lock,
     Note,
     Reject,
+    Report,
     Restore,
     Schedule,
     Status,
@@ -182,6 +183,23 @@ def _parse_unfreeze(args: list[str], vocab: Vocabulary) -> Unfreeze:
     return Unfreeze(env)
 
 
+def _parse_report(args: list[str], vocab: Vocabulary) -> Report:
+    """[SERVICE] [in ENV]: every service without one, every environment without one."""
+    key = "report"
+    words, _, _ = split_flags(args, key)
+    if not words:
+        return Report(None, None)
+    if words[0].lower() in ENV_CONNECTORS:
+        return Report(None, _connected_env(key, words, vocab))
+    env = w.lookup(words[0], vocab.environments)
+    if env and not w.lookup(words[0], vocab.services):  # a bare environment: no service is called that
+        if len(words) > 1:
+            raise unexpected(words[1:], words[0], key)
+        return Report(None, env)
+    service, env = _service_and_optional_env(key, words, vocab)
+    return Report(service, env)
+
+
 SUBCOMMAND_PARSERS: dict[str, Callable[[list[str], Vocabulary], Command]] = {
     "status": _parse_status,
     "history": _parse_history,
@@ -197,6 +215,7 @@ SUBCOMMAND_PARSERS: dict[str, Callable[[list[str], Vocabulary], Command]] = {
     "windows": _parse_windows,
     "freeze": _parse_freeze,
     "unfreeze": _parse_unfreeze,
+    "report": _parse_report,
 }
 
 

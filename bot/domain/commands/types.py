@@ -27,8 +27,17 @@ SUBCOMMANDS = (
     "windows",
     "freeze",
     "unfreeze",
+    "report",
 )
-READS = ("status", "history", "help", "audit", "schedule", "windows")  # subcommands that change nothing
+READS = (
+    "status",
+    "history",
+    "help",
+    "audit",
+    "schedule",
+    "windows",
+    "report",
+)  # subcommands that change nothing
 FLAG_ACTIONS = ("on", "off", "rollout", "kill", "variants")  # /flag KEY ACTION (and PERCENT%) change a flag
 # Order matters: the first is the one suggested when a typo is equally close to several.
 DEPLOY_CONNECTORS = ("to", "in", "on")
@@ -75,6 +84,14 @@ class History:
 @dataclass(frozen=True)
 class Help:
     pass
+
+
+@dataclass(frozen=True)
+class Report:
+    """/deploy report [SERVICE] [in ENV]: the delivery report (None: every service / environment)."""
+
+    service: str | None
+    env: str | None
 
 
 @dataclass(frozen=True)
@@ -208,6 +225,7 @@ Command: TypeAlias = (
     | Note
     | Schedule
     | Windows
+    | Report
     | Freeze
     | Unfreeze
     | Promote

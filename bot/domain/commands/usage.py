@@ -30,6 +30,7 @@ FORMS: dict[str, tuple[str, str]] = {
         '/deploy freeze production until "2026-12-24 18:00 Europe/Berlin" holiday freeze',
     ),
     "unfreeze": ("/deploy unfreeze ENV", "/deploy unfreeze production"),
+    "report": ("/deploy report [SERVICE] [in ENV]", "/deploy report web in production"),
     "promote": (
         "/promote SERVICE from ENV to ENV [--allow-downgrade]",
         "/promote web from staging to production",
