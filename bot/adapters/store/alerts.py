@@ -69,10 +69,12 @@ class AlertsMixin(StoreBase):
     def add_alert_message(self, alert_id: int, channel: str, ts: str) -> Alert:
         """Remember a Slack message showing the alert (the first one's thread gets the escalations)."""
         with self.db.atomic():
+            if self.dialect == "postgres":  # the read-modify-write below holds the row (SQLite: one writer)
+                self.db.execute("SELECT id FROM alerts WHERE id = ? FOR UPDATE", [alert_id])
             messages = self.alert(alert_id).messages
             if {"channel": channel, "ts": ts} not in messages:
                 messages.append({"channel": channel, "ts": ts})
-                self.db.table("alerts").update(alert_id, {"messages": json.dumps(messages)})
+                self._update("alerts", alert_id, {"messages": json.dumps(messages)})
         return self.alert(alert_id)
 
     def acknowledge_alert(self, alert_id: int, user: str) -> tuple[bool, Alert]:
@@ -195,7 +197,7 @@ class AlertsMixin(StoreBase):
             self.db.execute(
                 "UPDATE page_attempts SET attempts = attempts + 1, problem = ?, "
                 "failing_since = COALESCE(failing_since, ?), first_failed = COALESCE(first_failed, ?), "
-                "refused = CASE WHEN ? THEN ? ELSE refused END WHERE alert_id = ?",
+                "refused = CASE WHEN ? = 1 THEN ? ELSE refused END WHERE alert_id = ?",
                 [problem, now, now, int(refused), action, alert_id],
             )
             trouble = self.page_trouble(alert_id)

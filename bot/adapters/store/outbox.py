@@ -19,11 +19,15 @@ class OutboxMixin(StoreBase):
         """Append inside the caller's transaction (its state change and audit event commit with these)."""
         created = self.now()
         return [
-            self.db.execute(
-                "INSERT INTO outbox (deployment_id, kind, payload, created) VALUES (?, ?, ?, ?)",
-                [deployment_id, e.kind, json.dumps(e.to_dict(), sort_keys=True), created],
-            ).lastrowid
-            or 0
+            self._insert(
+                "outbox",
+                {
+                    "deployment_id": deployment_id,
+                    "kind": e.kind,
+                    "payload": json.dumps(e.to_dict(), sort_keys=True),
+                    "created": created,
+                },
+            )
             for e in events
         ]
 
@@ -34,10 +38,14 @@ class OutboxMixin(StoreBase):
 
     def outbox_after(self, consumer: str, limit: int = 100) -> list[OutboxEntry]:
         """The next events `consumer` has not delivered, oldest first: (outbox id, deployment id, event)."""
-        rows = self.db.query(
-            "SELECT id, deployment_id, kind, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            [self.delivered(consumer), limit],
-        )
+        # On PostgreSQL the rows are read with FOR UPDATE SKIP LOCKED: a batch another replica's reader
+        # holds at that moment is skipped, not waited for (who delivers what is the consumer's claim).
+        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
+        with self.db.atomic():
+            rows = self._rows(
+                "SELECT id, deployment_id, kind, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?" + lock,
+                [self.delivered(consumer), limit],
+            )
         return [
             OutboxEntry(
                 r["id"], r["deployment_id"], DomainEvent.from_dict(r["kind"], json.loads(r["payload"]))
@@ -56,7 +64,7 @@ class OutboxMixin(StoreBase):
         with self.db.atomic():
             self.db.execute(
                 "INSERT INTO outbox_cursors (consumer, last_id) VALUES (?, ?) ON CONFLICT (consumer) "
-                "DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                "DO UPDATE SET last_id = excluded.last_id WHERE excluded.last_id > outbox_cursors.last_id",
                 [consumer, outbox_id],
             )
             return self.delivered(consumer)
