@@ -37,11 +37,17 @@ def new(store: Store, **kw: Any) -> Deployment:
 
 def test_a_flag_change_is_a_compare_and_set_on_its_revision_audited_and_found_by_flag(store):
     on = FlagState(enabled=True)
-    first = store.set_flag("staging", "checkout", on, expected_revision=0, actor="U1", action="flag_on", details={})
+    first = store.set_flag(
+        "staging", "checkout", on, expected_revision=0, actor="U1", action="flag_on", details={}
+    )
     assert first.revision == 1 and store.flag_state("staging", "checkout").state == on
     with pytest.raises(Conflict):
-        store.set_flag("staging", "checkout", FlagState(), expected_revision=0, actor="U2", action="x", details={})
-    store.set_flag("production", "checkout", on, expected_revision=None, actor="U1", action="flag_on", details={})
+        store.set_flag(
+            "staging", "checkout", FlagState(), expected_revision=0, actor="U2", action="x", details={}
+        )
+    store.set_flag(
+        "production", "checkout", on, expected_revision=None, actor="U1", action="flag_on", details={}
+    )
     assert [r.env for r in store.flag_states()] == ["production", "staging"]
     assert [e.actor for e in store.flag_changes("staging", "checkout")] == ["U1"]
     assert store.flags_revision() == 2 * 1000 + 2
@@ -86,7 +92,10 @@ def test_pipelines_first_posts_and_rehearsals(store):
     store.set_message(d.id, "C1", "1.0001")
     assert store.unconfirmed_first_posts() == []
     store.record(d.id, "bot", "migration_rehearsed", {"version": "v2"})
-    assert store.rehearsal("web", "staging", "v2") is not None and store.rehearsal("web", "staging", "v3") is None
+    assert (
+        store.rehearsal("web", "staging", "v2") is not None
+        and store.rehearsal("web", "staging", "v3") is None
+    )
 
 
 def test_ids_and_epoch_seconds_keep_their_full_width(store):

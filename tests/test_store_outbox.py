@@ -5,6 +5,7 @@ return the deployment so no caller reads it back. On SQLite and on PostgreSQL (t
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import pytest
 
 from bot.adapters.store.aio import AsyncStore

@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlite_utils import Database
 
 from bot.adapters.store.schema import migrations
+from bot.adapters.store.urls import is_postgres_url
 from bot.clock import Clock
 from bot.domain.errors import NotFound
 from bot.domain.machine import State
@@ -37,7 +38,7 @@ class StoreBase:
         self.path = str(path)
         self.clock = clock or Clock()
         self._requests_swept_at = -math.inf
-        if self.path.startswith(("postgresql://", "postgres://")):
+        if is_postgres_url(self.path):
             self._open_postgres()
             return
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)

@@ -18,32 +18,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
-SCHEMES = ("postgresql://", "postgres://")
+from bot.adapters.store.urls import redact, scrub
+
 MIGRATIONS_TABLE = "_migrations"
 _MIGRATIONS_LOCK = 0x6465706C6F79  # pg_advisory_xact_lock key: one replica migrates at a time
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(SCHEMES)
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced by `***` (for logs, errors and Slack)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://***"
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 _BRACKET = re.compile(r"\[(\w+)\]")
@@ -115,11 +99,13 @@ class PgDatabase:
             url, min_size=1, max_size=max_size, kwargs={"autocommit": True}, open=False, name="deploybot",
             configure=_configure,
         )  # fmt: skip
-        try:
+        try:  # one connection first: a wrong URL fails at once (the pool would retry until its timeout)
+            psycopg.connect(url, connect_timeout=10).close()
             self.pool.open(wait=True, timeout=15)
         except Exception as exc:
             self.pool.close()
-            raise ConnectionError(f"cannot connect to {redact(url)}: {_clean(str(exc), url)}") from None
+            reason = scrub(str(exc).strip(), url)
+            raise ConnectionError(f"cannot connect to the store at {redact(url)}: {reason}") from None
 
     @property
     def conn(self) -> PgDatabase:
@@ -210,12 +196,6 @@ def _literal(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _clean(text: str, url: str) -> str:
-    """An error's text without the URL's password, should the driver have quoted it."""
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
 
 
 # The SQLite functions the store's SQL uses, for PostgreSQL: json_extract(doc, '$.a') as text, like

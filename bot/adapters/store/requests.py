@@ -35,7 +35,8 @@ class RequestsMixin(StoreBase):
             r = self._rows("SELECT * FROM requests WHERE key = ?", [key])[0]
             if r["status"] is None and r["at"] < now - abandoned_seconds:
                 taken = self.db.execute(
-                    "UPDATE requests SET at = ? WHERE key = ? AND status IS NULL AND at = ?", [now, key, r["at"]]
+                    "UPDATE requests SET at = ? WHERE key = ? AND status IS NULL AND at = ?",
+                    [now, key, r["at"]],
                 ).rowcount
                 if taken == 1:
                     return None
