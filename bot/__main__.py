@@ -183,7 +183,10 @@ def export_audit(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"deploybot audit: --since {args.since!r} is not a date like 2026-11-01 or 2026-11-01T09:00"
             ) from None
-    store = Store(path)
+    try:
+        store = Store(path)
+    except ConnectionError as exc:  # PostgreSQL unreachable (the URL's password redacted)
+        raise UsageError(f"deploybot audit: {exc}") from None
     try:
         rows = audit_rows(store, since, args.service)
     finally:

@@ -5,6 +5,9 @@ clear error; the throwaway server names the Debian package when PostgreSQL is mi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,25 @@ def test_an_unreachable_server_is_one_error_without_the_password():
     with pytest.raises(ConnectionError) as caught:
         Store("postgresql://deploybot:hunter2@127.0.0.1:1/deploybot")  # port 1: nothing listens
     assert "hunter2" not in str(caught.value) and "deploybot:***@127.0.0.1:1" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["serve", "--port", "0", "--db", "postgresql://deploybot:hunter2@127.0.0.1:1/x"], {}),
+        (["audit"], {"DATABASE_URL": "postgres://deploybot:hunter2@127.0.0.1:1/x"}),  # as Heroku sets it
+    ],
+)
+def test_the_cli_says_an_unreachable_store_in_one_line_without_its_password(argv, env):
+    clean = {k: v for k, v in os.environ.items() if k not in ("DEPLOYBOT_DB", "DATABASE_URL")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", *argv],
+        env={**clean, **env, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s"},
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    said = done.stderr.strip()
+    assert "\n" not in said and "hunter2" not in said and "deploybot:***@127.0.0.1:1/x" in said, said
 
 
 def test_missing_postgresql_binaries_name_the_debian_package(monkeypatch, tmp_path: Path):

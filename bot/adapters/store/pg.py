@@ -104,7 +104,7 @@ class PgDatabase:
             self.pool.open(wait=True, timeout=15)
         except Exception as exc:
             self.pool.close()
-            reason = scrub(str(exc).strip(), url)
+            reason = " ".join(scrub(str(exc), url).split())  # one line
             raise ConnectionError(f"cannot connect to the store at {redact(url)}: {reason}") from None
 
     @property
@@ -215,7 +215,8 @@ def apply_migrations(db: PgDatabase, migrations: Sequence[Any]) -> list[str]:
     with db.atomic():
         db.execute(f"SELECT pg_advisory_xact_lock({_MIGRATIONS_LOCK})")
         db.execute(
-            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (id BIGINT GENERATED ALWAYS AS IDENTITY, "
+            "name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
         db.execute(_FUNCTIONS)
         done = {r["name"] for r in db.query(f"SELECT name FROM {MIGRATIONS_TABLE}")}
@@ -234,4 +235,4 @@ def apply_migrations(db: PgDatabase, migrations: Sequence[Any]) -> list[str]:
 
 
 def applied(db: PgDatabase) -> list[str]:
-    return [r["name"] for r in db.query(f"SELECT name FROM {MIGRATIONS_TABLE} ORDER BY applied_at, name")]
+    return [r["name"] for r in db.query(f"SELECT name FROM {MIGRATIONS_TABLE} ORDER BY id")]
