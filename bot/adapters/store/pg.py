@@ -62,6 +62,10 @@ class _UntypedInt(Dumper):
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(int, _UntypedInt)
+    # A row lock waits at most 10 s, as SQLite's busy timeout does (then the call fails, and says so); a
+    # transaction left open by a stopped or paused process is ended after 30 s instead of blocking others.
+    conn.execute("SET lock_timeout = '10s'")
+    conn.execute("SET idle_in_transaction_session_timeout = '30s'")
 
 
 class Result:
@@ -123,9 +127,9 @@ class PgDatabase:
         with self.pool.connection() as conn:
             yield conn
 
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Result:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
         with self._connection() as conn, conn.cursor() as cur:
-            cur.execute(translate(sql), tuple(params) if not isinstance(params, dict) else params)
+            cur.execute(translate(sql), tuple(params))
             return Result(cur)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
