@@ -14,6 +14,7 @@ import pytest
 
 from bot.adapters.store.sqlite import Store
 from bot.domain.errors import Conflict
+from bot.domain.events import StepStarted
 from bot.domain.flags import FlagState
 from bot.domain.model import Deployment
 from bot.domain.pipelines import RUNNING, Stage
@@ -151,3 +152,23 @@ def test_of_replicas_changing_one_flag_from_one_revision_exactly_one_wins(store_
         assert s.flag_state("staging", "f").revision == 1 and len(s.flag_changes("staging", "f")) == 1
     finally:
         s.close()
+
+
+def test_an_outbox_reader_skips_a_cursor_another_replica_holds_and_never_skips_events(store_url):
+    store = Store(store_url)
+    try:
+        d = new(store)
+        ids = store.append_events(d.id, [StepStarted(0, "a"), StepStarted(1, "b")])
+        store.mark_delivered("notifier", 0)
+        if store.dialect == "postgres":
+            other = Store(store_url)
+            try:
+                with other.db.atomic():  # another replica's reader, mid-read of the same consumer
+                    other._rows("SELECT * FROM outbox_cursors WHERE consumer = 'notifier' FOR UPDATE")
+                    assert store.outbox_after("notifier") == []  # at once, not after it lets go
+                    assert [e.id for e in store.outbox_after("pager")] == ids  # another consumer reads
+            finally:
+                other.close()
+        assert [e.id for e in store.outbox_after("notifier")] == ids  # every event still there, in order
+    finally:
+        store.close()

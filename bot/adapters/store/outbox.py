@@ -37,14 +37,19 @@ class OutboxMixin(StoreBase):
             return self._append_in_tx(deployment_id, events)
 
     def outbox_after(self, consumer: str, limit: int = 100) -> list[OutboxEntry]:
-        """The next events `consumer` has not delivered, oldest first: (outbox id, deployment id, event)."""
-        # On PostgreSQL the rows are read with FOR UPDATE SKIP LOCKED: a batch another replica's reader
-        # holds at that moment is skipped, not waited for (who delivers what is the consumer's claim).
-        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
+        """The next events `consumer` has not delivered, oldest first: (outbox id, deployment id, event).
+
+        On PostgreSQL the consumer's cursor row is read FOR UPDATE SKIP LOCKED: while another replica's
+        reader of the same consumer holds it (reading, or marking), this one gets nothing at once instead
+        of waiting and then reading the same batch. The lock is on the cursor, never on events: skipping
+        events would let the cursor pass ones a crashed reader never delivered."""
         with self.db.atomic():
+            after = self._cursor_for_read(consumer)
+            if after is None:
+                return []
             rows = self._rows(
-                "SELECT id, deployment_id, kind, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?" + lock,
-                [self.delivered(consumer), limit],
+                "SELECT id, deployment_id, kind, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                [after, limit],
             )
         return [
             OutboxEntry(
@@ -52,6 +57,16 @@ class OutboxMixin(StoreBase):
             )
             for r in rows
         ]
+
+    def _cursor_for_read(self, consumer: str) -> int | None:
+        """The consumer's cursor, held for this transaction on PostgreSQL; None: another reader holds it."""
+        if self.dialect != "postgres":
+            return self.delivered(consumer)
+        sql = "SELECT last_id FROM outbox_cursors WHERE consumer = ?"
+        rows = self._rows(sql + " FOR UPDATE SKIP LOCKED", [consumer])
+        if rows:
+            return int(rows[0]["last_id"])
+        return None if self._rows(sql, [consumer]) else 0  # a row we could not lock: someone reads it
 
     def delivered(self, consumer: str) -> int:
         """The last outbox id `consumer` delivered (0: none yet)."""
