@@ -172,3 +172,23 @@ def test_an_outbox_reader_skips_a_cursor_another_replica_holds_and_never_skips_e
         assert [e.id for e in store.outbox_after("notifier")] == ids  # every event still there, in order
     finally:
         store.close()
+
+
+def test_of_replicas_raising_one_keyed_alert_or_one_manual_lock_exactly_one_does(store_url):
+    setup = Store(store_url)
+    d = new(setup)
+    setup.close()
+    raised = race(store_url, 4, lambda s: s.raise_alert(d.id, "approval_waiting", "warning", "w", key="k:1"))
+    assert len([r for r in raised if r is not None and not isinstance(r, Exception)]) == 1
+    assert all(
+        r is None or isinstance(r, sqlite3.OperationalError) for r in raised if not hasattr(r, "id")
+    ), raised
+    locked = race(store_url, 4, lambda s: s.lock("api", "production", f"U{id(s)}", "maintenance"))
+    assert locked.count(None) == 1  # one took it; the others were told who holds it
+    assert all(r is None or isinstance(r, sqlite3.OperationalError) or r.holder for r in locked), locked
+    s = Store(store_url)
+    try:
+        assert len([a for a in s.open_alerts(d.id) if a.key == "k:1"]) == 1
+        assert [e.action for e in s.events() if e.action == "lock"] == ["lock"]
+    finally:
+        s.close()

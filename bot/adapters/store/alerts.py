@@ -50,7 +50,14 @@ class AlertsMixin(StoreBase):
                 "rounds_sent": 0,
                 "next_escalation_at": escalate_at,
             }
-            alert_id = self._insert("alerts", row)
+            if key is not None:  # raised once, even by two replicas at the same instant: the key is unique
+                try:
+                    with self.db.atomic():  # a savepoint: the loser's failed insert undoes only itself
+                        alert_id = self._insert("alerts", row)
+                except self.integrity_errors:
+                    return None
+            else:
+                alert_id = self._insert("alerts", row)
             state = self.get(deployment_id).state
             self._event(
                 deployment_id, "deploybot", "alert_raised", state, state,

@@ -91,11 +91,16 @@ class StoreBase:
             raise TypeError(f"{table}: no integer id for the inserted row")
         return pk
 
-    def _insert_row(self, table: str, row: dict[str, Any]) -> None:
-        """Insert a row of a table without an integer id (locks)."""
+    def _insert_row(self, table: str, row: dict[str, Any], unless: Sequence[str] = ()) -> bool:
+        """Insert a row of a table without an integer id (locks). `unless`: the columns of a unique key;
+        a row with the same values there already (another replica's, just committed) leaves nothing
+        inserted: False."""
         columns = ", ".join(f"[{c}]" for c in row)
         marks = ", ".join("?" * len(row))
-        self.db.execute(f"INSERT INTO [{table}] ({columns}) VALUES ({marks})", list(row.values()))
+        sql = f"INSERT INTO [{table}] ({columns}) VALUES ({marks})"
+        if unless:
+            sql += " ON CONFLICT (" + ", ".join(f"[{c}]" for c in unless) + ") DO NOTHING"
+        return bool(self.db.execute(sql, list(row.values())).rowcount == 1)
 
     def _update(self, table: str, pk: int, values: dict[str, Any]) -> int:
         """Update one row by its id in plain SQL (sqlite-utils' update reads the table's schema each

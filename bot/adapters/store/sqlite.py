@@ -237,17 +237,16 @@ class Store(
             held = self.lock_info(service, env)
             if held is not None:
                 return held
-            self._insert_row(
-                "locks",
-                {
-                    "service": service,
-                    "env": env,
-                    "deployment_id": None,
-                    "holder": holder,
-                    "reason": reason,
-                    "acquired_at": self.now(),
-                },
-            )
+            row = {
+                "service": service,
+                "env": env,
+                "deployment_id": None,
+                "holder": holder,
+                "reason": reason,
+                "acquired_at": self.now(),
+            }
+            if not self._insert_row("locks", row, unless=("service", "env")):  # taken meanwhile
+                return self.lock_info(service, env)
             self._event(None, holder, "lock", None, None, {"service": service, "env": env, "reason": reason})
         return None
 
