@@ -192,3 +192,23 @@ def test_of_replicas_raising_one_keyed_alert_or_one_manual_lock_exactly_one_does
         assert [e.action for e in s.events() if e.action == "lock"] == ["lock"]
     finally:
         s.close()
+
+
+def test_of_replicas_moving_one_deployment_at_once_exactly_one_moves_it(store_url):
+    from bot.domain.machine import IllegalTransition
+
+    setup = Store(store_url)
+    d = new(setup)
+    setup.close()
+    moved = race(store_url, 4, lambda s: s.transition(d.id, "start", "deploybot"))
+    won = [r for r in moved if isinstance(r, Deployment)]
+    assert len(won) == 1 and won[0].state.value == "running"
+    # the others: the compare-and-set missed (Conflict), or they read it started (IllegalTransition)
+    assert all(
+        isinstance(r, Conflict | IllegalTransition | sqlite3.OperationalError) for r in moved if r not in won
+    )
+    s = Store(store_url)
+    try:
+        assert [e.action for e in s.events(d.id)] == ["request", "start"]  # one audit event, not four
+    finally:
+        s.close()

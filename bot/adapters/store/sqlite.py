@@ -144,17 +144,17 @@ class Store(
             if target.terminal:
                 values["finished_at"] = now
             sets = ", ".join(f"{k} = ?" for k in values)
-            cursor = self.db.execute(
-                f"UPDATE deployments SET {sets} WHERE id = ? AND state = ?",
+            moved = self._rows(  # the compare-and-set; the row as it now is comes back with it
+                f"UPDATE deployments SET {sets} WHERE id = ? AND state = ? RETURNING *",
                 [*values.values(), deployment_id, current.state.value],
             )
-            if cursor.rowcount != 1:
+            if len(moved) != 1:
                 raise Conflict(f"deployment #{deployment_id} changed state concurrently")
             self._event(deployment_id, actor, action, current.state, target, details)
             self._append_in_tx(deployment_id, events)
             if target.terminal:
                 self.db.execute("DELETE FROM locks WHERE deployment_id = ?", [deployment_id])
-        return self.get(deployment_id)
+        return Deployment.from_row(moved[0])
 
     @overload
     def record(
