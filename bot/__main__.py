@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("sqlite", "postgres"),
         default="sqlite",
         help="the bot's store: sqlite (default), or postgres: a throwaway PostgreSQL server the sandbox "
-        "starts (initdb + pg_ctl; Debian package `postgresql`) and removes at exit",
+        "starts (initdb + pg_ctl; Debian package `postgresql`) and removes at exit; --db postgresql://URL "
+        "uses that server instead",
     )
     sandbox.add_argument("--speed", type=float, default=10.0, help="how much faster time runs (default 10)")
     sandbox.add_argument(

@@ -38,7 +38,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.adapters.store import urls as store_urls
-from bot.adapters.store.pg_server import PgServer
+from bot.adapters.store.pg_server import PgServer, PgServerError
 from bot.clock import ScaledClock
 from bot.config.load import load_settings
 from bot.config.tables import ConfigError
@@ -48,6 +48,7 @@ from bot.sandbox.flag_traffic import EnvKey, FlagTraffic
 from bot.sandbox.pagerduty import LocalPagerDuty, write_config
 from bot.sandbox.slack import LocalSlack
 from bot.sandbox.tasks import appdb_view
+from bot.usage import UsageError
 
 BOT_START_TIMEOUT = 60.0
 
@@ -150,6 +151,8 @@ class Sandbox:
         )
         if store_urls.is_postgres_url(str(db or "")):
             self.db = str(db)
+        elif self.store == "postgres" and db:
+            raise UsageError("deploybot sandbox: --store postgres takes --db postgresql://URL, not a path")
         self.pg_server: PgServer | None = None
         if clock_start is None:
             self.clock = ScaledClock(speed)
@@ -206,7 +209,10 @@ class Sandbox:
     def _start_store(self) -> None:
         """A throwaway PostgreSQL server for `store="postgres"` without a URL given (in a thread)."""
         if self.store == "postgres" and not store_urls.is_postgres_url(self.db):
-            self.pg_server = PgServer().start()
+            try:
+                self.pg_server = PgServer().start()
+            except PgServerError as exc:  # e.g. PostgreSQL not installed: said in one line, exit 2
+                raise UsageError(f"deploybot sandbox --store postgres: {exc}") from None
             self.db = self.pg_server.url
 
     async def start(self) -> dict[str, Any]:
