@@ -6,8 +6,9 @@ PgDatabase offers the part of sqlite-utils' Database the store uses (`execute`, 
 text is rewritten once (cached): `?` -> `%s`, `[name]` -> `"name"`, `%` escaped; in DDL `INTEGER PRIMARY
 KEY AUTOINCREMENT` -> an identity column, `INTEGER` -> BIGINT (SQLite's integers are 64-bit),
 `REAL` -> DOUBLE PRECISION. JSON stays TEXT (the rows read back exactly as from SQLite); a JSON lookup is
-`json_extract(col, '$.key')`, which each migration defines on PostgreSQL as an immutable SQL function,
-so indexes on it and the store's queries are the same text on both."""
+`json_extract(col, '$.key')`, which the migration runner defines on PostgreSQL as an immutable SQL
+function, so indexes on it and the store's queries are the same text on both. Python ints are sent
+untyped (the server infers their type, as SQLite compares); booleans are stored as 0/1 integers on both."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The store: deployments, the append-only event log, locks and the outbox, in SQLite (WAL) through sqlite-utils.
+"""The store: deployments, the append-only event log, locks and the outbox, in SQLite (WAL) through sqlite-utils, or in PostgreSQL through the same SQL (pg.py).
 
 This is the only module that writes SQL. Every state change is a compare-and-set on the deployment's
 current state, checked against bot.machine, and appends its event in the same transaction: the audit
