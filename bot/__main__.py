@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the bot (HTTP on --port, or --socket-mode)")
     serve.add_argument("--config", help="config file (default $DEPLOYBOT_CONFIG or config/deploybot.toml)")
     serve.add_argument(
-        "--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)"
+        "--db",
+        default=None,
+        help="SQLite database path or postgresql:// URL (default $DEPLOYBOT_DB, else $DATABASE_URL "
+        "when it is a postgresql:// URL, else deploybot.db)",
     )
     serve.add_argument("--host", default="0.0.0.0", help="HTTP bind address (default 0.0.0.0)")
     serve.add_argument(
@@ -79,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--db", default=None, help="keep the database at PATH (default: a fresh temporary one)"
     )
+    sandbox.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the bot's store: sqlite (default), or postgres: a throwaway PostgreSQL server the sandbox "
+        "starts (initdb + pg_ctl; Debian package `postgresql`) and removes at exit; --db postgresql://URL "
+        "uses that server instead",
+    )
     sandbox.add_argument("--speed", type=float, default=10.0, help="how much faster time runs (default 10)")
     sandbox.add_argument(
         "--clock-start",
@@ -96,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="export the audit trail (every event, with who and when)")
     audit.add_argument(
-        "--db", default=None, help="SQLite database path (default $DEPLOYBOT_DB or deploybot.db)"
+        "--db",
+        default=None,
+        help="SQLite database path or postgresql:// URL (default $DEPLOYBOT_DB, else $DATABASE_URL "
+        "when it is a postgresql:// URL, else deploybot.db)",
     )
     audit.add_argument("--service", help="only this service's deployments (and its locks)")
     audit.add_argument(
@@ -173,9 +187,10 @@ def export_audit(args: argparse.Namespace) -> int:
 
     from bot.adapters.store.audit import audit_rows
     from bot.adapters.store.sqlite import Store
+    from bot.adapters.store.urls import is_postgres_url
 
     path = args.db or db_default()
-    if not Path(path).exists():
+    if not is_postgres_url(path) and not Path(path).exists():
         raise UsageError(f"deploybot audit: no database at {path} (give --db PATH or set DEPLOYBOT_DB)")
     since = None
     if args.since:
@@ -185,7 +200,10 @@ def export_audit(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"deploybot audit: --since {args.since!r} is not a date like 2026-11-01 or 2026-11-01T09:00"
             ) from None
-    store = Store(path)
+    try:
+        store = Store(path)
+    except ConnectionError as exc:  # PostgreSQL unreachable (the URL's password redacted)
+        raise UsageError(f"deploybot audit: {exc}") from None
     try:
         rows = audit_rows(store, since, args.service)
     finally:

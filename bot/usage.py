@@ -11,4 +11,7 @@ class UsageError(Exception):
 
 
 def db_default() -> str:
-    return os.environ.get("DEPLOYBOT_DB", "deploybot.db")
+    """$DEPLOYBOT_DB, else $DATABASE_URL when it names PostgreSQL (Heroku's), else deploybot.db (SQLite)."""
+    url = os.environ.get("DATABASE_URL", "")
+    fallback = url if url.startswith(("postgresql://", "postgres://")) else "deploybot.db"
+    return os.environ.get("DEPLOYBOT_DB", fallback)

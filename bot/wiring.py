@@ -24,6 +24,7 @@ from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.platforms.ecs import EcsPlatform
 from bot.adapters.scheduler import Scheduler
 from bot.adapters.store.aftercare import AsyncAftercare
+from bot.adapters.store import urls as store_urls
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
@@ -66,15 +67,22 @@ async def serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     paging = settings.alerts.pagerduty
     pagerduty_key = os.environ.get(paging.routing_key_env, "") if paging.enabled else ""
-    setup_logging([*settings.secrets.values(), pagerduty_key], os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"))
+    db_path = args.db or db_default()
+    db_secrets = store_urls.secrets(db_path)  # a URL's password is never logged
+    setup_logging(
+        [*settings.secrets.values(), pagerduty_key, *db_secrets],
+        os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"),
+    )
     if paging.enabled and not pagerduty_key:
         raise UsageError(
             f"deploybot serve: [alerts.pagerduty] is enabled: set {paging.routing_key_env} in the environment"
         )
     _require_secrets(settings, args.socket_mode)
     clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
-    db_path = args.db or db_default()
-    store = AsyncStore(Store(db_path, clock))
+    try:
+        store = AsyncStore(Store(db_path, clock))
+    except ConnectionError as exc:  # PostgreSQL unreachable: said in one line, the password redacted
+        raise UsageError(f"deploybot serve: {exc}") from None
     aws = Aws(settings.aws)
     engine = Engine(
         settings,

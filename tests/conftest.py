@@ -17,6 +17,7 @@ import pytest
 from bot.config.load import load_settings
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
+from tests.store_backends import pg_url, store_url  # noqa: F401 - the store's two backends, as fixtures
 
 CONFIG = Path(__file__).parent.parent / "config" / "deploybot.toml"
 TERMINAL_WORDS = ("succeeded", "rolled back", "failed", "cancelled")

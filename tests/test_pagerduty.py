@@ -349,9 +349,9 @@ async def test_the_local_pagerduty_checks_the_routing_key_and_the_event(world):
 # ------------------------------------------------------------------------------------- the store
 
 
-def test_the_store_keeps_what_an_alert_owes_and_says_failing_and_restored_once():
+def test_the_store_keeps_what_an_alert_owes_and_says_failing_and_restored_once(store_url):
     clock = ManualClock()
-    store = Store(":memory:", clock)
+    store = Store(store_url, clock)  # on SQLite and on PostgreSQL
     try:
         d = store.create_deployment(
             service="web", env="production", version="v2", strategy="canary", kind="deploy",

@@ -20,8 +20,8 @@ class CountingStore(AsyncStore):
         return await super().call(fn, *args, **kwargs)
 
 
-async def test_fifty_concurrent_claims_take_two_hops_and_each_is_claimed_once():
-    store = CountingStore(Store(":memory:"))
+async def test_fifty_concurrent_claims_take_two_hops_and_each_is_claimed_once(store_url):
+    store = CountingStore(Store(store_url))  # on SQLite and on PostgreSQL
     claims = RequestClaims(store)
     try:
         keys = [f"trigger:{i}" for i in range(50)]
@@ -34,8 +34,8 @@ async def test_fifty_concurrent_claims_take_two_hops_and_each_is_claimed_once():
         store.close()
 
 
-async def test_a_replay_claimed_after_the_answer_gets_that_answer_even_in_one_batch():
-    store = CountingStore(Store(":memory:"))
+async def test_a_replay_claimed_after_the_answer_gets_that_answer_even_in_one_batch(store_url):
+    store = CountingStore(Store(store_url))
     claims = RequestClaims(store)
     try:
         assert await claims.claim("trigger:x", 1000.0) is None

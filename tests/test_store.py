@@ -1,4 +1,6 @@
-"""The store: migrations on an empty and an existing file, WAL, atomic locks, append-only events."""
+"""The store: migrations on an empty and an existing file, WAL, atomic locks, append-only events.
+
+Each test that takes `store` or `store_url` runs on SQLite and on PostgreSQL (tests/store_backends.py)."""
 
 import sqlite3
 import threading
@@ -25,25 +27,45 @@ def new(store: Store, version: str = "v2", user: str = "U1", **kw):
 
 
 @pytest.fixture
-def store():
-    s = Store(":memory:")
+def store(store_url):
+    s = Store(store_url)
     yield s
     s.close()
 
 
-def test_migrations_on_empty_file_then_existing_file_keep_data(tmp_path):
-    path = tmp_path / "d.db"
-    s = Store(path)
-    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+def test_migrations_on_empty_file_then_existing_file_keep_data(store_url):
+    s = Store(store_url)
+    if s.dialect == "sqlite":
+        assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     d = new(s)
-    applied = [m.name for m in migrations.applied(s.db)]
+    applied = s.applied_migrations()
     assert applied == [m.name for m in migrations._migrations]
     s.close()
-    again = Store(path)  # an existing file: nothing re-applied, nothing lost
-    assert [m.name for m in migrations.applied(again.db)] == applied
+    again = Store(store_url)  # an existing database: nothing re-applied, nothing lost
+    assert again.applied_migrations() == applied
     assert again.get(d.id).version == "v2"
     assert len(again.events(d.id)) == 1
     again.close()
+
+
+def test_a_failing_migration_leaves_nothing_and_stops_the_rest(store_url, monkeypatch):
+    def broken(db):
+        db.table("half_done").create({"id": int}, pk="id")
+        raise RuntimeError("migration failed half-way")
+
+    entry = type(migrations._migrations[0])("m999_broken", broken)
+    monkeypatch.setattr(migrations, "_migrations", [*migrations._migrations, entry])
+    with pytest.raises(RuntimeError, match="half-way"):
+        Store(store_url)
+    monkeypatch.undo()
+    s = Store(store_url)
+    try:
+        assert "m999_broken" not in s.applied_migrations()
+        assert s._rows("SELECT COUNT(*) AS n FROM deployments")[0]["n"] == 0
+        with pytest.raises(Exception, match="half_done"):
+            s._rows("SELECT * FROM half_done")
+    finally:
+        s.close()
 
 
 def test_one_active_deployment_per_service_env_and_lock_names_holder(store):
@@ -83,10 +105,11 @@ def test_illegal_transition_changes_nothing(store):
 
 def test_events_are_append_only(store):
     new(store)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(store.integrity_errors, match="append-only"):
         store.db.execute("UPDATE events SET actor = 'mallory'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(store.integrity_errors, match="append-only"):
         store.db.execute("DELETE FROM events")
+    assert len(store.events()) == 1
 
 
 def test_same_request_key_returns_the_same_deployment(store):
@@ -96,8 +119,8 @@ def test_same_request_key_returns_the_same_deployment(store):
     assert len(store.latest()) == 1
 
 
-def test_concurrent_requests_from_two_connections_create_exactly_one(tmp_path):
-    path = tmp_path / "race.db"
+def test_concurrent_requests_from_two_connections_create_exactly_one(store_url):
+    path = store_url
     Store(path).close()
     stores = [Store(path) for _ in range(8)]
     results, barrier = [], threading.Barrier(len(stores))
@@ -226,11 +249,10 @@ def test_request_or_amend_many_decides_each_in_order_and_a_failure_stays_its_own
     assert other.deployment.id == first.id and other.deployment.requested_by == "U1"  # someone else: locked
 
 
-def test_save_progress_for_no_such_deployment_is_not_found_and_writes_nothing(tmp_path):
+def test_save_progress_for_no_such_deployment_is_not_found_and_writes_nothing(store):
     from bot.domain.errors import NotFound
     from bot.domain.events import Detail
 
-    store = Store(tmp_path / "x.db")
     with pytest.raises(NotFound):
         store.save_progress(404, context={"a": 1}, audit=[("bot", "detail", {})], events=[Detail("x")])
     assert store.outbox_after("anyone") == [] and store.events() == []

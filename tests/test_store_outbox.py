@@ -1,11 +1,10 @@
 """The store's outbox: typed domain events written in the transaction of the change announcing them, read
 by each consumer once, in order, from its own cursor, across restarts and crashes; and the writes that
-return the deployment so no caller reads it back."""
+return the deployment so no caller reads it back. On SQLite and on PostgreSQL (the `store_url` fixture)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -48,8 +47,8 @@ def outbox_rows(store: Store) -> list[tuple[int | None, str]]:
 
 
 @pytest.fixture
-def store():
-    s = Store(":memory:")
+def store(store_url):
+    s = Store(store_url)
     yield s
     s.close()
 
@@ -130,8 +129,8 @@ def test_a_cursor_never_moves_back(store):
     assert store.delivered("notifier") == ids[2] and store.delivered("other") == 0
 
 
-def test_a_restarted_consumer_resumes_after_its_cursor(tmp_path: Path):
-    path = tmp_path / "d.db"
+def test_a_restarted_consumer_resumes_after_its_cursor(store_url: str):
+    path = store_url
     first = Store(path)
     d = new(first)
     ids = first.append_events(d.id, [Detail("a"), Detail("b"), Detail("c")])
@@ -145,8 +144,8 @@ def test_a_restarted_consumer_resumes_after_its_cursor(tmp_path: Path):
     again.close()
 
 
-def test_the_outbox_survives_a_crash_between_the_write_and_the_delivery(tmp_path: Path):
-    path = tmp_path / "d.db"
+def test_the_outbox_survives_a_crash_between_the_write_and_the_delivery(store_url: str):
+    path = store_url
     crashed = Store(path)
     d = new(crashed)
     crashed.transition(d.id, "start", "deploybot", events=[Started()])
@@ -189,8 +188,8 @@ def test_writes_return_the_deployment_as_it_now_is(store):
     assert [e.kind for _, _, e in store.outbox_after("n")] == ["step_started", "detail"]
 
 
-async def test_the_async_store_forwards_the_outbox_typed():
-    store = AsyncStore(Store(":memory:"))
+async def test_the_async_store_forwards_the_outbox_typed(store_url):
+    store = AsyncStore(Store(store_url))
     try:
         d = await store.create_deployment(version="v2", **FIELDS)
         assert isinstance(d, Deployment)

@@ -1,11 +1,11 @@
 """The store's one thread (bot.adapters.store.aio.StoreThread): calls run in the order they were asked for,
 one failing fails alone, a caller hears of its call only once it has run to its end (its transaction
-committed), a burst's results wake the event loop once, and closing runs what is still queued."""
+committed), a burst's results wake the event loop once, and closing runs what is still queued. The tests
+with a store run on SQLite and on PostgreSQL (the `store_url` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 
 import pytest
@@ -51,8 +51,8 @@ async def test_a_failing_call_fails_alone():
         thread.close()
 
 
-async def test_the_caller_hears_of_a_call_only_after_it_ran_to_its_end_and_committed(tmp_path):
-    store = AsyncStore(Store(tmp_path / "deploybot.db"))
+async def test_the_caller_hears_of_a_call_only_after_it_ran_to_its_end_and_committed(store_url):
+    store = AsyncStore(Store(store_url))
     gate = threading.Event()
     real = store.sync.claim_request
 
@@ -69,9 +69,9 @@ async def test_the_caller_hears_of_a_call_only_after_it_ran_to_its_end_and_commi
         gate.set()
         assert await claimed is None
         # Committed when the caller hears of it: another connection sees the claim.
-        other = sqlite3.connect(tmp_path / "deploybot.db")
+        other = Store(store_url)
         try:
-            assert other.execute("SELECT key FROM requests").fetchall() == [("trigger:1",)]
+            assert other._rows("SELECT key FROM requests") == [{"key": "trigger:1"}]
         finally:
             other.close()
     finally:
@@ -120,12 +120,12 @@ async def test_a_caller_that_went_away_does_not_stop_the_call_or_the_others():
         thread.close()
 
 
-async def test_closing_runs_what_is_still_queued(tmp_path):
-    store = AsyncStore(Store(tmp_path / "deploybot.db"))
+async def test_closing_runs_what_is_still_queued(store_url):
+    store = AsyncStore(Store(store_url))
     assert await store.claim_request("trigger:1", 1000.0) is None
     store.later(store.sync.answer_request, "trigger:1", 200, "application/json", '{"text": "ok"}')
     store.close()
-    again = Store(tmp_path / "deploybot.db")
+    again = Store(store_url)
     try:
         answer = again.answered("trigger:1")
         assert answer is not None and (answer.status, answer.body) == (200, '{"text": "ok"}')

@@ -37,6 +37,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.adapters.store import urls as store_urls
+from bot.adapters.store.pg_server import PgServer, PgServerError
 from bot.clock import ScaledClock
 from bot.config.load import load_settings
 from bot.config.tables import ConfigError
@@ -46,6 +48,7 @@ from bot.sandbox.flag_traffic import EnvKey, FlagTraffic
 from bot.sandbox.pagerduty import LocalPagerDuty, write_config
 from bot.sandbox.slack import LocalSlack
 from bot.sandbox.tasks import appdb_view
+from bot.usage import UsageError
 
 BOT_START_TIMEOUT = 60.0
 
@@ -129,17 +132,28 @@ class Sandbox:
         clock_start: datetime | float | None = None,
         pagerduty: bool = False,
         flag_users: int = 2000,
+        store: str = "sqlite",
     ):
         """`clock_start` pins the virtual clock: it reads that instant until the bot is ready, then runs
         `speed` times faster than the wall from there (in this process and in the bot alike). Without it
         the clock starts at the wall time now and runs from the moment the Sandbox is made. `pagerduty`: a
         local PagerDuty (bot/sandbox/pagerduty.py) the bot pages, its config's [alerts.pagerduty] enabled.
         `flag_users`: how many simulated users read the config's flags over OFREP (0: no flag traffic);
-        each environment gets a random OFREP API key, in the bot's environment and in info()."""
+        each environment gets a random OFREP API key, in the bot's environment and in info(). `store`:
+        "postgres" starts a throwaway PostgreSQL server (bot.adapters.store.pg_server) for the bot's store,
+        unless `db` is a postgresql:// URL already."""
         self.config = str(Path(config or "config/deploybot.toml").resolve())
         self.own_workdir = workdir is None  # a temporary folder of its own: removed by stop()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="deploybot-sandbox-"))
         self.db = str(Path(db).resolve()) if db else str(self.workdir / "deploybot.db")
+        self.store = (
+            "postgres" if store == "postgres" or store_urls.is_postgres_url(str(db or "")) else "sqlite"
+        )
+        if store_urls.is_postgres_url(str(db or "")):
+            self.db = str(db)
+        elif self.store == "postgres" and db:
+            raise UsageError("deploybot sandbox: --store postgres takes --db postgresql://URL, not a path")
+        self.pg_server: PgServer | None = None
         if clock_start is None:
             self.clock = ScaledClock(speed)
         else:
@@ -192,8 +206,19 @@ class Sandbox:
     def _bot_url(self) -> str | None:
         return self.bot.url if self.bot is not None and self.bot.running else None
 
+    def _start_store(self) -> None:
+        """A throwaway PostgreSQL server for `store="postgres"` without a URL given (in a thread)."""
+        if self.store == "postgres" and not store_urls.is_postgres_url(self.db):
+            try:
+                self.pg_server = PgServer().start()
+            except PgServerError as exc:  # e.g. PostgreSQL not installed: said in one line, exit 2
+                raise UsageError(f"deploybot sandbox --store postgres: {exc}") from None
+            self.db = self.pg_server.url
+
     async def start(self) -> dict[str, Any]:
-        self.aws_url = await asyncio.to_thread(self.world.start)
+        self.aws_url, _ = await asyncio.gather(
+            asyncio.to_thread(self.world.start), asyncio.to_thread(self._start_store)
+        )
         if self.pagerduty is not None:
             dest, url = str(self.workdir / "deploybot-pagerduty.toml"), await self.pagerduty.start()
             self.config = await asyncio.to_thread(write_config, self.config, dest, url)
@@ -266,7 +291,8 @@ class Sandbox:
             "bot": self.bot.url if self.bot else None,
             "slack": self.slack_url,
             "aws": self.aws_url,
-            "db": self.db,
+            "db": store_urls.redact(self.db),
+            "store": self.store,
             "signing_secret": self.signing_secret,
             "users": dict(self.slack.users),
             "channels": dict(self.slack.channels),
@@ -290,6 +316,8 @@ class Sandbox:
         if self.pagerduty is not None:
             await self.pagerduty.stop()
         await asyncio.to_thread(self.world.stop)
+        if self.pg_server is not None:
+            await asyncio.to_thread(self.pg_server.stop)
         if self.own_workdir:
             await asyncio.to_thread(shutil.rmtree, self.workdir, True)
 
@@ -429,7 +457,11 @@ def read_timeout_of(config: str | Path) -> float:
 
 async def run_sandbox(args: Any) -> int:
     sandbox = Sandbox(
-        config=args.config, db=args.db, speed=args.speed, clock_start=getattr(args, "clock_start", None)
+        config=args.config,
+        db=args.db,
+        speed=args.speed,
+        clock_start=getattr(args, "clock_start", None),
+        store=getattr(args, "store", "sqlite"),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

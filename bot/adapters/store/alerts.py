@@ -50,7 +50,14 @@ class AlertsMixin(StoreBase):
                 "rounds_sent": 0,
                 "next_escalation_at": escalate_at,
             }
-            alert_id = self._insert("alerts", row)
+            if key is not None:  # raised once, even by two replicas at the same instant: the key is unique
+                try:
+                    with self.db.atomic():  # a savepoint: the loser's failed insert undoes only itself
+                        alert_id = self._insert("alerts", row)
+                except self.integrity_errors:
+                    return None
+            else:
+                alert_id = self._insert("alerts", row)
             state = self.get(deployment_id).state
             self._event(
                 deployment_id, "deploybot", "alert_raised", state, state,
@@ -69,10 +76,12 @@ class AlertsMixin(StoreBase):
     def add_alert_message(self, alert_id: int, channel: str, ts: str) -> Alert:
         """Remember a Slack message showing the alert (the first one's thread gets the escalations)."""
         with self.db.atomic():
+            if self.dialect == "postgres":  # the read-modify-write below holds the row (SQLite: one writer)
+                self.db.execute("SELECT id FROM alerts WHERE id = ? FOR UPDATE", [alert_id])
             messages = self.alert(alert_id).messages
             if {"channel": channel, "ts": ts} not in messages:
                 messages.append({"channel": channel, "ts": ts})
-                self.db.table("alerts").update(alert_id, {"messages": json.dumps(messages)})
+                self._update("alerts", alert_id, {"messages": json.dumps(messages)})
         return self.alert(alert_id)
 
     def acknowledge_alert(self, alert_id: int, user: str) -> tuple[bool, Alert]:
@@ -195,7 +204,7 @@ class AlertsMixin(StoreBase):
             self.db.execute(
                 "UPDATE page_attempts SET attempts = attempts + 1, problem = ?, "
                 "failing_since = COALESCE(failing_since, ?), first_failed = COALESCE(first_failed, ?), "
-                "refused = CASE WHEN ? THEN ? ELSE refused END WHERE alert_id = ?",
+                "refused = CASE WHEN ? = 1 THEN ? ELSE refused END WHERE alert_id = ?",
                 [problem, now, now, int(refused), action, alert_id],
             )
             trouble = self.page_trouble(alert_id)

@@ -8,11 +8,12 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 
 from bot.adapters.store.schema import migrations
+from bot.adapters.store.urls import is_postgres_url
 from bot.clock import Clock
 from bot.domain.errors import NotFound
 from bot.domain.machine import State
@@ -28,9 +29,18 @@ def _iso(ts: float) -> str:
 class StoreBase:
     """The open database and what every part of the store shares: the clock, the audit event, `get`."""
 
+    dialect = "sqlite"
+    #: what a unique or check constraint's violation raises, on either database
+    integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+
     def __init__(self, path: str | Path, clock: Clock | None = None):
+        """`path`: a SQLite file (or `:memory:`), or a `postgresql://` URL (bot.adapters.store.pg)."""
         self.path = str(path)
         self.clock = clock or Clock()
+        self._requests_swept_at = -math.inf
+        if is_postgres_url(self.path):
+            self._open_postgres()
+            return
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
         self.db = Database(conn)
         if self.path != ":memory:":
@@ -38,10 +48,30 @@ class StoreBase:
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         migrations.apply(self.db)
-        self._requests_swept_at = -math.inf
+
+    def _open_postgres(self) -> None:
+        try:
+            from bot.adapters.store import pg
+        except ImportError as exc:  # psycopg is the `postgres` extra
+            raise RuntimeError(
+                f"a PostgreSQL store needs psycopg: pip install 'deploybot[postgres]' ({exc})"
+            ) from None
+        database = pg.PgDatabase(self.path)
+        pg.apply_migrations(database, migrations._migrations)
+        self.db = cast(Database, database)  # the part of sqlite-utils' Database the store uses
+        self.dialect = "postgres"
+        self.integrity_errors = (sqlite3.IntegrityError, pg.psycopg.IntegrityError)
 
     def close(self) -> None:
         self.db.close()
+
+    def applied_migrations(self) -> list[str]:
+        """The names of the migrations applied to this database, in the order they were."""
+        if self.dialect == "postgres":
+            from bot.adapters.store import pg
+
+            return pg.applied(cast(pg.PgDatabase, self.db))
+        return [m.name for m in migrations.applied(self.db)]
 
     def now(self) -> str:
         return _iso(self.clock.now())
@@ -51,12 +81,26 @@ class StoreBase:
         writes are the ack's critical path (sqlite-utils' insert reads the table's schema every time)."""
         columns = ", ".join(f"[{c}]" for c in row)
         marks = ", ".join("?" * len(row))
-        pk = self.db.execute(
-            f"INSERT INTO [{table}] ({columns}) VALUES ({marks})", list(row.values())
-        ).lastrowid
+        sql = f"INSERT INTO [{table}] ({columns}) VALUES ({marks})"
+        if self.dialect == "postgres":  # no lastrowid there: the id comes back with the insert
+            found = self.db.execute(sql + " RETURNING id", list(row.values())).fetchone()
+            pk = found[0] if found else None
+        else:
+            pk = self.db.execute(sql, list(row.values())).lastrowid
         if not isinstance(pk, int):
             raise TypeError(f"{table}: no integer id for the inserted row")
         return pk
+
+    def _insert_row(self, table: str, row: dict[str, Any], unless: Sequence[str] = ()) -> bool:
+        """Insert a row of a table without an integer id (locks). `unless`: the columns of a unique key;
+        a row with the same values there already (another replica's, just committed) leaves nothing
+        inserted: False."""
+        columns = ", ".join(f"[{c}]" for c in row)
+        marks = ", ".join("?" * len(row))
+        sql = f"INSERT INTO [{table}] ({columns}) VALUES ({marks})"
+        if unless:
+            sql += " ON CONFLICT (" + ", ".join(f"[{c}]" for c in unless) + ") DO NOTHING"
+        return bool(self.db.execute(sql, list(row.values())).rowcount == 1)
 
     def _update(self, table: str, pk: int, values: dict[str, Any]) -> int:
         """Update one row by its id in plain SQL (sqlite-utils' update reads the table's schema each

@@ -65,13 +65,15 @@ class FlagsMixin(StoreBase):
                 raise Conflict(f"{key} in {env} was killed: the kill switch stays until someone turns it on")
             at = self.now()
             revision = now.revision + 1
-            self.db.execute(
+            written = self.db.execute(
                 "INSERT INTO flag_states (env, key, state, revision, updated_by, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (env, key) DO UPDATE SET state = excluded.state, "
                 "revision = excluded.revision, updated_by = excluded.updated_by, "
-                "updated_at = excluded.updated_at",
-                [env, key, json.dumps(state.to_dict(), sort_keys=True), revision, actor, at],
-            )
+                "updated_at = excluded.updated_at WHERE flag_states.revision = ?",
+                [env, key, json.dumps(state.to_dict(), sort_keys=True), revision, actor, at, now.revision],
+            ).rowcount
+            if written != 1:  # another writer changed it between our read and this write (a replica)
+                raise Conflict(f"{key} in {env} changed meanwhile; look again and retry")
             audit = {
                 **details,
                 "flag": key,

@@ -23,11 +23,15 @@ class OutboxMixin(StoreBase):
         """Append inside the caller's transaction (its state change and audit event commit with these)."""
         created = self.now()
         return [
-            self.db.execute(
-                "INSERT INTO outbox (deployment_id, kind, payload, created) VALUES (?, ?, ?, ?)",
-                [deployment_id, e.kind, json.dumps(e.to_dict(), sort_keys=True), created],
-            ).lastrowid
-            or 0
+            self._insert(
+                "outbox",
+                {
+                    "deployment_id": deployment_id,
+                    "kind": e.kind,
+                    "payload": json.dumps(e.to_dict(), sort_keys=True),
+                    "created": created,
+                },
+            )
             for e in events
         ]
 
@@ -37,17 +41,36 @@ class OutboxMixin(StoreBase):
             return self._append_in_tx(deployment_id, events)
 
     def outbox_after(self, consumer: str, limit: int = 100) -> list[OutboxEntry]:
-        """The next events `consumer` has not delivered, oldest first: (outbox id, deployment id, event)."""
-        rows = self.db.query(
-            "SELECT id, deployment_id, kind, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            [self.delivered(consumer), limit],
-        )
+        """The next events `consumer` has not delivered, oldest first: (outbox id, deployment id, event).
+
+        On PostgreSQL the consumer's cursor row is read FOR UPDATE SKIP LOCKED: while another replica's
+        reader of the same consumer holds it (reading, or marking), this one gets nothing at once instead
+        of waiting and then reading the same batch. The lock is on the cursor, never on events: skipping
+        events would let the cursor pass ones a crashed reader never delivered."""
+        with self.db.atomic():
+            after = self._cursor_for_read(consumer)
+            if after is None:
+                return []
+            rows = self._rows(
+                "SELECT id, deployment_id, kind, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                [after, limit],
+            )
         return [
             OutboxEntry(
                 r["id"], r["deployment_id"], DomainEvent.from_dict(r["kind"], json.loads(r["payload"]))
             )
             for r in rows
         ]
+
+    def _cursor_for_read(self, consumer: str) -> int | None:
+        """The consumer's cursor, held for this transaction on PostgreSQL; None: another reader holds it."""
+        if self.dialect != "postgres":
+            return self.delivered(consumer)
+        sql = "SELECT last_id FROM outbox_cursors WHERE consumer = ?"
+        rows = self._rows(sql + " FOR UPDATE SKIP LOCKED", [consumer])
+        if rows:
+            return int(rows[0]["last_id"])
+        return None if self._rows(sql, [consumer]) else 0  # a row we could not lock: someone reads it
 
     def delivered(self, consumer: str) -> int:
         """The last outbox id `consumer` delivered (0: none yet)."""
@@ -60,7 +83,7 @@ class OutboxMixin(StoreBase):
         with self.db.atomic():
             self.db.execute(
                 "INSERT INTO outbox_cursors (consumer, last_id) VALUES (?, ?) ON CONFLICT (consumer) "
-                "DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                "DO UPDATE SET last_id = excluded.last_id WHERE excluded.last_id > outbox_cursors.last_id",
                 [consumer, outbox_id],
             )
             return self.delivered(consumer)

@@ -25,15 +25,23 @@ class RequestsMixin(StoreBase):
             if now - self._requests_swept_at > 60.0:  # old claims go once a minute, not on every request
                 self.db.execute("DELETE FROM requests WHERE at < ?", [now - keep_seconds])
                 self._requests_swept_at = now
-            rows = self._rows("SELECT * FROM requests WHERE key = ?", [key])
-            if rows:
-                r = rows[0]
-                if r["status"] is None and r["at"] < now - abandoned_seconds:
-                    self.db.execute("UPDATE requests SET at = ? WHERE key = ? AND status IS NULL", [now, key])
+            # The claim is the insert (the key is unique): of two replicas racing, one inserts, and the
+            # other reads the winner's row; an abandoned claim is taken over by compare-and-set.
+            claimed = self.db.execute(
+                "INSERT INTO requests (key, at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", [key, now]
+            ).rowcount
+            if claimed == 1:
+                return None
+            r = self._rows("SELECT * FROM requests WHERE key = ?", [key])[0]
+            if r["status"] is None and r["at"] < now - abandoned_seconds:
+                taken = self.db.execute(
+                    "UPDATE requests SET at = ? WHERE key = ? AND status IS NULL AND at = ?",
+                    [now, key, r["at"]],
+                ).rowcount
+                if taken == 1:
                     return None
-                return StoredAnswer(r["status"], r["content_type"], r["body"])
-            self.db.execute("INSERT INTO requests (key, at) VALUES (?, ?)", [key, now])
-        return None
+                r = self._rows("SELECT * FROM requests WHERE key = ?", [key])[0]
+            return StoredAnswer(r["status"], r["content_type"], r["body"])
 
     def answer_request(self, key: str, status: int, content_type: str, body: str) -> None:
         self.db.execute(
@@ -49,7 +57,8 @@ class RequestsMixin(StoreBase):
 
     def add_freeze(self, freeze: Freeze) -> Freeze:
         with self.db.atomic():
-            self.db.table("freezes").insert(
+            self._insert(
+                "freezes",
                 {
                     "env": freeze.env,
                     "start": freeze.start.isoformat(),
@@ -57,7 +66,7 @@ class RequestsMixin(StoreBase):
                     "reason": freeze.reason,
                     "created_by": freeze.created_by or "deploybot",
                     "created_at": self.now(),
-                }
+                },
             )
             self._event(
                 None,

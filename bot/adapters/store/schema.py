@@ -1,6 +1,11 @@
-"""The store's schema as named migrations (sqlite-utils), applied in order at open; append-only triggers keep the audit log honest."""
+"""The store's schema as named migrations (sqlite-utils), applied in order at open; append-only triggers keep the audit log honest.
+
+The same migrations run on PostgreSQL (bot.adapters.store.pg: its table() and DDL rewriting); where the
+two differ (triggers) a migration asks `db.dialect`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlite_utils import Database, Migrations
 
@@ -57,18 +62,36 @@ def m001_initial(db: Database) -> None:
     )
     db.table("events").create_index(["deployment_id", "id"])
     # Append-only: the audit trail can be added to, never edited.
-    db.execute(
-        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
-        "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
-    )
-    db.execute(
-        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
-        "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
-    )
+    if getattr(db, "dialect", "sqlite") == "postgres":
+        _append_only_postgres(db)
+    else:
+        db.execute(
+            "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+        )
+        db.execute(
+            "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+        )
     db.table("locks").create(
         {"service": str, "env": str, "deployment_id": int, "holder": str, "reason": str, "acquired_at": str},
         pk=("service", "env"),
         not_null={"holder", "acquired_at"},
+    )
+
+
+def _append_only_postgres(db: Any) -> None:
+    db.execute(
+        "CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'events are append-only' USING ERRCODE = 'integrity_constraint_violation'; END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER events_no_update BEFORE UPDATE OR DELETE ON events "
+        "FOR EACH ROW EXECUTE FUNCTION events_append_only()"
+    )
+    db.execute(
+        "CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()"
     )
 
 

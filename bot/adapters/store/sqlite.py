@@ -1,4 +1,4 @@
-"""The store: deployments, the append-only event log, locks and the outbox, in SQLite (WAL) through sqlite-utils.
+"""The store: deployments, the append-only event log, locks and the outbox, in SQLite (WAL) through sqlite-utils, or in PostgreSQL through the same SQL (pg.py).
 
 This is the only module that writes SQL. Every state change is a compare-and-set on the deployment's
 current state, checked against bot.machine, and appends its event in the same transaction: the audit
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
@@ -93,7 +92,7 @@ class Store(
             }
             deployment_id = self._insert("deployments", row)
             try:
-                self._insert(
+                self._insert_row(
                     "locks",
                     {
                         "service": service,
@@ -104,7 +103,7 @@ class Store(
                         "acquired_at": now,
                     },
                 )
-            except sqlite3.IntegrityError:  # another process won between our read and insert
+            except self.integrity_errors:  # another process won between our read and insert
                 raise Conflict(f"{service} in {env} was locked concurrently") from None
             self._event(
                 deployment_id,
@@ -144,18 +143,18 @@ class Store(
                 values["outcome"] = outcome
             if target.terminal:
                 values["finished_at"] = now
-            sets = ", ".join(f"{k} = :{k}" for k in values)
-            cursor = self.db.execute(
-                f"UPDATE deployments SET {sets} WHERE id = :id AND state = :expected",
-                {**values, "id": deployment_id, "expected": current.state.value},
+            sets = ", ".join(f"{k} = ?" for k in values)
+            moved = self._rows(  # the compare-and-set; the row as it now is comes back with it
+                f"UPDATE deployments SET {sets} WHERE id = ? AND state = ? RETURNING *",
+                [*values.values(), deployment_id, current.state.value],
             )
-            if cursor.rowcount != 1:
+            if len(moved) != 1:
                 raise Conflict(f"deployment #{deployment_id} changed state concurrently")
             self._event(deployment_id, actor, action, current.state, target, details)
             self._append_in_tx(deployment_id, events)
             if target.terminal:
                 self.db.execute("DELETE FROM locks WHERE deployment_id = ?", [deployment_id])
-        return self.get(deployment_id)
+        return Deployment.from_row(moved[0])
 
     @overload
     def record(
@@ -230,7 +229,7 @@ class Store(
         return now
 
     def set_message(self, deployment_id: int, channel: str, ts: str) -> None:
-        self.db.table("deployments").update(deployment_id, {"channel": channel, "message_ts": ts})
+        self._update("deployments", deployment_id, {"channel": channel, "message_ts": ts})
 
     def lock(self, service: str, env: str, holder: str, reason: str) -> LockInfo | None:
         """A manual lock; returns the existing lock instead when one is held."""
@@ -238,16 +237,16 @@ class Store(
             held = self.lock_info(service, env)
             if held is not None:
                 return held
-            self.db.table("locks").insert(
-                {
-                    "service": service,
-                    "env": env,
-                    "deployment_id": None,
-                    "holder": holder,
-                    "reason": reason,
-                    "acquired_at": self.now(),
-                }
-            )
+            row = {
+                "service": service,
+                "env": env,
+                "deployment_id": None,
+                "holder": holder,
+                "reason": reason,
+                "acquired_at": self.now(),
+            }
+            if not self._insert_row("locks", row, unless=("service", "env")):  # taken meanwhile
+                return self.lock_info(service, env)
             self._event(None, holder, "lock", None, None, {"service": service, "env": env, "reason": reason})
         return None
 
@@ -286,16 +285,11 @@ class Store(
         """Record a checklist item's state (ticked by a person, or seen by an automatic check)."""
         now = self.now()
         with self.db.atomic():
-            self.db.table("checklist").upsert(
-                {
-                    "deployment_id": deployment_id,
-                    "item_id": item_id,
-                    "done": int(done),
-                    "by": by,
-                    "at": now,
-                    "evidence": evidence,
-                },
-                pk=("deployment_id", "item_id"),
+            self.db.execute(
+                "INSERT INTO checklist (deployment_id, item_id, done, [by], at, evidence) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (deployment_id, item_id) DO UPDATE SET "
+                "done = excluded.done, [by] = excluded.[by], at = excluded.at, evidence = excluded.evidence",
+                [deployment_id, item_id, int(done), by, now, evidence],
             )
             self._record_in_tx(
                 deployment_id, by, "checklist", {"item": item_id, "done": done, "evidence": evidence}
@@ -311,9 +305,7 @@ class Store(
 
     def approve(self, deployment_id: int, user: str) -> None:
         with self.db.atomic():
-            self.db.table("approvals").insert(
-                {"deployment_id": deployment_id, "user": user, "at": self.clock.now()}
-            )
+            self._insert("approvals", {"deployment_id": deployment_id, "user": user, "at": self.clock.now()})
             self._record_in_tx(deployment_id, user, "approve", {})
 
     def approvals(self, deployment_id: int) -> list[Approval]:

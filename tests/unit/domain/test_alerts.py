@@ -58,8 +58,8 @@ def test_the_issue_s_info_events_are_info(event):
 
 
 @pytest.fixture
-def store():
-    s = Store(":memory:", ManualClock())
+def store(store_url):
+    s = Store(store_url, ManualClock())
     yield s
     s.close()
 
@@ -278,8 +278,8 @@ def test_resolve_once_and_keyed_alerts_are_raised_once(store):
     assert store.raise_alert(d.id, "approval_waiting", WARNING, "w", key="approval_waiting:1") is None
 
 
-def test_alerts_survive_a_reopen_of_the_database(tmp_path):
-    path = tmp_path / "bot.db"
+def test_alerts_survive_a_reopen_of_the_database(store_url):
+    path = store_url
     first = Store(path, ManualClock())
     d = deployment(first)
     a = first.raise_alert(d.id, "automatic_rollback", CRITICAL, "x", escalate_at=123.0)
@@ -292,10 +292,7 @@ def test_alerts_survive_a_reopen_of_the_database(tmp_path):
         {"channel": "C0INCIDENTS", "ts": "1.000100"}
     ]
     assert kept.thread == {"channel": "C0INCIDENTS", "ts": "1.000100"}
-    assert "m002_alerts" in {
-        m.name
-        for m in __import__("bot.adapters.store.schema").adapters.store.schema.migrations.applied(again.db)
-    }
+    assert "m002_alerts" in again.applied_migrations()
     assert again.get(d.id).state == State.REQUESTED
     again.close()
 
