@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--socket-mode", action="store_true", help="connect over Socket Mode (SLACK_APP_TOKEN)"
     )
+    serve.add_argument(
+        "--replica",
+        default=os.environ.get("DEPLOYBOT_REPLICA") or None,
+        metavar="NAME",
+        help="one of several bots sharing the store: a name of its own, or 'auto' (host and pid); "
+        "runs are leased and fenced (default $DEPLOYBOT_REPLICA; none: the only bot)",
+    )
 
     sandbox = sub.add_parser(
         "sandbox", help="run the bot in a local world: no Slack workspace, no AWS account"

@@ -251,3 +251,15 @@ def m060_pipelines(db: Database) -> None:
     )
     db.execute("CREATE INDEX pipelines_state ON pipelines (state)")
     db.execute("CREATE INDEX events_pipeline ON events (json_extract(details, '$.pipeline'))")
+
+
+@migrations()
+def m070_replicas_leases(db: Database) -> None:
+    # Leases of work several replicas share (bot.adapters.store.leases): `name` is what is leased
+    # ("deployment:12", "outbox", "fire:schedule:12:1764000000.0"), `owner` the replica holding it,
+    # `token` a number that grows at every change of hands (the fence), `expires` clock epoch seconds.
+    # `intent`: the last AWS call its holder set out to make, written with the token check.
+    db.execute(
+        "CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL, "
+        "expires REAL NOT NULL, intent TEXT, updated_at TEXT)"
+    )
