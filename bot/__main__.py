@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "it stands still until the bot is ready",
     )
     sandbox.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N bots on the one store, requests spread over them (default 1)",
+    )
+    sandbox.add_argument(
         "--headless",
         action="store_true",
         help="no console: print one JSON 'ready' line, run until SIGTERM/SIGINT",

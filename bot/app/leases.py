@@ -53,6 +53,7 @@ class Leases:
         self.store, self.clock, self.owner, self.ttl = store, clock, owner, float(ttl)
         self.tokens: dict[str, int] = {}
         self._on_lost: dict[str, Callable[[Fenced], None]] = {}
+        self._lost: dict[str, Fenced] = {}  # why each lease lost since it was last taken was lost
         self.closing = False  # shutting down: take nothing more
 
     @property
@@ -70,6 +71,7 @@ class Leases:
         if token is None:
             return False
         self.tokens[name] = token
+        self._lost.pop(name, None)
         if on_lost is not None:
             self._on_lost[name] = on_lost
         return True
@@ -104,6 +106,7 @@ class Leases:
         """`name` is no longer ours: say so and tell its holder in this process to stop."""
         if self.tokens.get(name) == fenced.token:
             del self.tokens[name]
+            self._lost[name] = fenced
         log.warning("fenced: %s; replica %s stops working on it", fenced, self.owner)
         on_lost = self._on_lost.pop(name, None)
         if on_lost is not None:
@@ -112,7 +115,7 @@ class Leases:
     def _token(self, name: str) -> int:
         token = self.tokens.get(name)
         if token is None:
-            raise Fenced(name, 0, None, None)
+            raise self._lost.get(name) or Fenced(name, 0, None, None)
         return token
 
     async def fence(self, name: str, intent: str) -> None:

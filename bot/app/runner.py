@@ -275,11 +275,9 @@ class Runner(Rollbacks):
         name = deployment_lease(deployment_id)
         before = await self.leases.store.lease(name) if run.resumed else None
 
-        def lost(_fenced: Fenced) -> None:
-            if run.task is not None and not run.task.done():
-                run.task.cancel()
-
-        if not await self.leases.acquire(name, on_lost=lost):
+        # a renewal that finds the lease lost stops nothing itself: the run's next write or AWS call
+        # is refused by the fence (what a replica that was paused would do next, it cannot do)
+        if not await self.leases.acquire(name):
             log.info("deployment #%s is run by another replica", deployment_id)
             return False
         run.lease = name
