@@ -65,10 +65,7 @@ async def test_100_simultaneous_deploys_over_two_replicas_make_one_deployment(tm
         assert len(sb.info()["bots"]) == 2
         users = ["alice", "bob", "carol"]
         answers = await asyncio.gather(
-            *(
-                client.slash(users[i % 3], "/deploy", f"api v{i + 2} to production")
-                for i in range(100)
-            )
+            *(client.slash(users[i % 3], "/deploy", f"api v{i + 2} to production") for i in range(100))
         )
         texts = [a["body"]["text"] if isinstance(a["body"], dict) else a["body"] for a in answers]
         assert all(a["status"] == 200 for a in answers), [a for a in answers if a["status"] != 200][:3]
@@ -76,3 +73,154 @@ async def test_100_simultaneous_deploys_over_two_replicas_make_one_deployment(tm
         print(Counter(t.split(" ", 3)[0:2].__str__() for t in texts))
         assert len(created) == 1, created
         print(texts[:3])
+
+
+def weight_changes(sb: Sandbox) -> list[str]:
+    """Every ModifyRule moto recorded since the recording was reset: rule and target-group weights."""
+    import base64
+    from urllib.parse import parse_qs
+
+    out = []
+    for line in recorder(sb, "download-recording").splitlines():
+        r = json.loads(line)
+        body = r.get("body") or ""
+        if r.get("body_encoded"):
+            body = base64.b64decode(body).decode(errors="replace")
+        form = {k: v[0] for k, v in parse_qs(body).items()}
+        if form.get("Action") != "ModifyRule":
+            continue
+        pairs = sorted(
+            f"{form[k].rsplit('/', 2)[-2]}={form[k.replace('TargetGroupArn', 'Weight')]}"
+            for k in form
+            if k.endswith("TargetGroupArn") and k.replace("TargetGroupArn", "Weight") in form
+        )
+        out.append(f"{form.get('RuleArn', '').rsplit('/', 1)[-1]} {' '.join(pairs)}")
+    return out
+
+
+def audit(sb: Sandbox, deployment_id: int) -> list[dict[str, Any]]:
+    return db_rows(sb, "SELECT * FROM events WHERE deployment_id = ? ORDER BY id", (deployment_id,))
+
+
+def assert_audit_without_gaps(sb: Sandbox, deployment_id: int) -> None:
+    changes = [e for e in audit(sb, deployment_id) if e["to_state"]]
+    for earlier, later in zip(changes, changes[1:], strict=False):
+        assert later["from_state"] == earlier["to_state"], (deployment_id, earlier["action"], later["action"])
+    assert changes[-1]["to_state"] == row(sb, deployment_id)["state"]
+
+
+def now(fn):
+    """A plain check as wait_for's probe (which awaits it)."""
+
+    async def probe():
+        return fn()
+
+    return probe
+
+
+def replicas_sandbox(tmp_path) -> Sandbox:
+    sb = Sandbox(config=config(tmp_path), speed=SPEED, workdir=tmp_path, replicas=2)
+    assert sb.replicas is not None
+    sb.replicas.lease_seconds = LEASE
+    return sb
+
+
+async def kill_game(sb: Sandbox, client: SandboxClient, kills: int, seed: int = 15) -> dict[str, Any]:
+    """`kills` canaries on production web (every third one bad: an automatic rollback), each SIGKILLed
+    on the replica running it at a random instant (mid-plan, or as its rollback starts); the killed one
+    starts again once the other finished it. Returns the figures; asserts everything per deployment."""
+    import random
+
+    rng = random.Random(seed)
+    figures: dict[str, Any] = {"takeover_clock_s": [], "ids": [], "rolled": []}
+    for k in range(kills):
+        version = f"v{k + 2}"
+        bad = k % 3 == 2
+        if bad:
+            await client.inject("web", version, error_rate=0.3)
+        recorder(sb, "reset-recording")
+        recorder(sb, "start-recording")
+        d = await deploy(client, f"web {version} to production")
+        figures["ids"].append(d)
+        runner = await wait_for(now(lambda d=d: holder(sb, d)), 30, what=f"#{d} to be leased")
+
+        def at_instant(d: int = d, bad: bool = bad) -> bool:
+            r = row(sb, d)
+            if r["state"] in ("succeeded", "rolled_back"):
+                return True
+            return r["state"] == "rolling_back" if bad else r["step_index"] >= 1
+
+        await wait_for(now(at_instant), 60, interval=0.005, what=f"#{d} at its kill instant")
+        await asyncio.sleep(rng.uniform(0, 0.15 if bad else 1.5))  # the instant chosen, not a wait
+        killed_at = sb.clock.now()
+        index = int(runner.rsplit("-", 1)[1])
+        await bot(sb, "kill", index)
+        other = f"bot-{1 - index}"
+        if row(sb, d)["state"] not in ("succeeded", "rolled_back"):
+            await wait_for(
+                now(lambda d=d, other=other: holder(sb, d) == other), 30, what=f"{other} to take #{d} over"
+            )
+            taken = [e for e in audit(sb, d) if e["action"] == "resume_after_restart"]
+            assert taken and json.loads(taken[-1]["details"]).get("taken_over_from") == runner, taken
+            from datetime import datetime
+
+            at = datetime.fromisoformat(taken[-1]["at"]).timestamp()
+            figures["takeover_clock_s"].append(at - killed_at)
+        state = await assert_true_and_whole(sb, client, d)
+        if state == "rolled_back":
+            figures["rolled"].append(d)
+        changes = Counter(weight_changes(sb))
+        assert all(n == 1 for n in changes.values()), (d, changes)  # no weights set twice
+        assert_audit_without_gaps(sb, d)
+        await bot(sb, "start", index)
+    top = top_level(await client.messages("deploys"))
+    for d in figures["ids"]:
+        assert len([m for m in top if f"#{d} " in m["text"]]) == 1, (d, [m["text"] for m in top])
+
+    async def alerted() -> list[dict[str, Any]] | None:
+        incidents = top_level(await client.messages("incidents"))
+        shown = all(any(f"#{d} " in m["text"] for m in incidents) for d in figures["rolled"])
+        return incidents if shown else None
+
+    incidents = await wait_for(alerted, 30, what="every automatic rollback's alert")
+    for d in figures["rolled"]:
+        assert len([m for m in incidents if f"#{d} " in m["text"]]) == 1, d
+    return figures
+
+
+async def test_sigkill_of_the_replica_running_a_canary_the_other_finishes_it(tmp_path, aws_env):
+    started = time.monotonic()
+    async with replicas_sandbox(tmp_path) as sb, SandboxClient(sb.slack_url) as client:
+        figures = await kill_game(sb, client, kills=3)
+    # the other replica took each over within a lease and one poll of its upkeep (clock seconds)
+    assert all(t <= LEASE + LEASE / 3 + 60 for t in figures["takeover_clock_s"]), figures
+    print(f"\nreplicas kill game: {figures} in {time.monotonic() - started:.1f} s")
+
+
+async def test_a_replica_paused_past_its_lease_is_fenced_when_it_wakes(tmp_path, aws_env):
+    async with replicas_sandbox(tmp_path) as sb, SandboxClient(sb.slack_url) as client:
+        recorder(sb, "reset-recording")
+        recorder(sb, "start-recording")
+        d = await deploy(client, "web v2 to production")
+        runner = await wait_for(now(lambda: holder(sb, d)), 30, what=f"#{d} to be leased")
+        index = int(runner.rsplit("-", 1)[1])
+        other = f"bot-{1 - index}"
+        # at 10%, baking: SIGSTOP its runner for longer than its lease
+        await wait_for(now(lambda: row(sb, d)["step_index"] >= 3), 60, interval=0.01, what="the 10% bake")
+        assert (await bot(sb, "pause", index))["paused"] is True
+        await wait_for(now(lambda: holder(sb, d) == other), 30, what=f"{other} to take #{d} over")
+        step = row(sb, d)["step_index"]
+        await wait_for(now(lambda: row(sb, d)["step_index"] > step), 30, what=f"{other} to move #{d} on")
+        assert (await bot(sb, "resume", index))["paused"] is False
+        log = log_path(sb.workdir, index)
+        await wait_for(now(lambda: "fenced: refused" in log.read_text()), 30, what="the fence in its log")
+        state = await assert_true_and_whole(sb, client, d)
+        assert state == "succeeded"
+        text = log.read_text()
+        assert f"this replica ({runner}) lost its lease" in text, text[-3000:]
+        assert f"{other} holds it" in text
+        changes = Counter(weight_changes(sb))
+        assert all(n == 1 for n in changes.values()), changes  # the woken replica moved no traffic
+        assert_audit_without_gaps(sb, d)
+        top = top_level(await client.messages("deploys"))
+        assert len([m for m in top if f"#{d} " in m["text"]]) == 1

@@ -120,9 +120,8 @@ class Leases:
 
     async def fence(self, name: str, intent: str) -> None:
         """Allow one AWS call for `name` (Fenced if its lease is lost); the intent goes on the record."""
-        token = self._token(name)
         try:
-            await self.store.fence(name, token, self.ttl, intent)
+            await self.store.fence(name, self._token(name), self.ttl, intent)
         except Fenced as exc:
             log.warning("fenced: refused %s for %s: %s", intent, name, exc)
             self.lose(name, exc)
@@ -130,9 +129,8 @@ class Leases:
 
     async def fenced(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """The store's write `method` for `name`'s work, only while its lease holds (one transaction)."""
-        token = self._token(name)
         try:
-            return await self.store.fenced(name, token, self.ttl, None, method, *args, **kwargs)
+            return await self.store.fenced(name, self._token(name), self.ttl, None, method, *args, **kwargs)
         except Fenced as exc:
             log.warning("fenced: refused to record %s for %s: %s", method, name, exc)
             self.lose(name, exc)
