@@ -74,8 +74,10 @@ class Replica:
                 continue
             run = self.runner.run_of(d.id)
             run.resumed = True
-            if d.state == State.PAUSED:
+            if d.state == State.PAUSED:  # a gate left by a person's action on this replica is not the truth
                 run.gate.clear()
+            else:
+                run.gate.set()
             self.runner.start(d.id)
             adopted.append(d.id)
         if adopted:

@@ -177,3 +177,72 @@ async def _held_by(engine: Engine, deployment_id: int, owner: str) -> bool:
 
 async def _ended(engine: Engine, deployment_id: int) -> bool:
     return (await engine.store.get(deployment_id)).state.terminal
+
+
+async def test_people_act_through_either_replica_and_the_one_running_it_follows(tmp_path):
+    """Pause, resume and abort pressed on B reach the run on A: A's gate follows the store's state, and
+    an abort makes A roll back (B, refused the lease, runs nothing)."""
+    settings = parse_settings(CONFIG)
+    clock = ManualClock()
+    path = tmp_path / "shared.db"
+    platform, metrics = MemoryPlatform(rollout_polls=1), MemoryMetrics()
+    target = settings.target("web", "staging")
+    platform.add_service(target, "web:v1")
+    pairs = []
+    for name in ("a", "b"):
+        store = AsyncStore(Store(path, clock))
+        engine = Engine(settings, store, platform, metrics, clock, timer=HeldTimer())
+        leases = Leases(store, clock, name, ttl=30)
+        pairs.append((engine, Replica(store, clock, leases, engine.runner, engine.scheduling)))
+    (ea, ra), (eb, rb) = pairs
+    d = await ea.request(deploy("web v2 to staging"), "alice", roles={"engineers"})
+    assert isinstance(d, Deployment)
+
+    async def drive(cond, what: str, steps: int = 400) -> None:
+        for _ in range(steps):
+            if await cond():
+                return
+            await clock.advance(1)
+            await ra.tick()
+            await rb.tick()
+            await asyncio.sleep(0.005)
+        raise AssertionError(what)
+
+    async def at_10() -> bool:
+        return bool(platform.weight_history)
+
+    await drive(at_10, "the canary at 10%")
+    await eb.act(d.id, "pause", "alice")
+    await ra.tick()
+    assert not ea.runner.runs[d.id].gate.is_set()  # A follows B's pause
+    moved = len(platform.weight_history)
+    for _ in range(120):  # two minutes of clock: a paused run moves no traffic
+        await clock.advance(1)
+        await ra.tick()
+        await rb.tick()
+        await asyncio.sleep(0)
+    assert len(platform.weight_history) == moved
+    await eb.act(d.id, "resume", "alice")
+    await ra.tick()
+    assert ea.runner.runs[d.id].gate.is_set()
+
+    async def at_50() -> bool:
+        return len(platform.weight_history) >= 2
+
+    await drive(at_50, "the canary at 50%")
+    await eb.act(d.id, "abort", "alice")
+    await eb.runner.wait(d.id)  # B's run, refused the lease (A holds it), ends at once
+    assert not eb.runner.running(d.id)
+
+    async def ended() -> bool:
+        return (await eb.store.get(d.id)).state.terminal
+
+    await drive(ended, "A to roll it back")
+    done = await eb.store.get(d.id)
+    assert done.state.value == "rolled_back", done.outcome
+    assert platform.service(target).weights[target.slots[0]] in (0, 100)
+    assert sorted(platform.service(target).weights.values()) == [0, 100]
+    assert (await ea.store.lease(deployment_lease(d.id)))["owner"] == "a"  # type: ignore[attr-defined]
+    for engine, _ in pairs:
+        await engine.shutdown()
+        engine.store.close()  # type: ignore[attr-defined]
