@@ -93,6 +93,23 @@ async def test_100_simultaneous_deploys_over_two_replicas_make_one_deployment(tm
         held = [t for t in others if "is locked by deployment" in t]
         assert held and all("started by <@" in t for t in held)
 
+        # SIGTERM of the replica running it: it exits within 10 s, handing the lease back, and the other
+        # carries the deployment on at once (well before the lease would have expired)
+        runner = await wait_for(now(lambda: holder(sb, d)), 30, what=f"#{d} to be leased")
+        index = int(runner.rsplit("-", 1)[1])
+        stopped_at = time.monotonic()
+        assert (await bot(sb, "stop", index))["running"] is False
+        exited, exited_clock = time.monotonic() - stopped_at, sb.clock.now()
+        assert exited < 10
+        other = f"bot-{1 - index}"
+        if row(sb, d)["state"] not in ("succeeded", "rolled_back"):
+            await wait_for(now(lambda: holder(sb, d) == other), 30, what=f"{other} to carry #{d} on")
+            taken = sb.clock.now() - exited_clock
+            print(f"\nSIGTERM: exited in {exited:.2f} s; the other took over {taken:.1f} clock s later")
+            assert taken < LEASE  # handed back: not waited out
+        assert await assert_true_and_whole(sb, client, d) == "succeeded"
+        assert "shutting down" in log_path(sb.workdir, index).read_text()
+
 
 def weight_changes(sb: Sandbox) -> list[str]:
     """Every ModifyRule moto recorded since the recording was reset: rule and target-group weights."""
