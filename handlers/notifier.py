@@ -121,6 +121,7 @@ class SlackNotifier(AlertLifecycle):
                 self._render(d, await self._deployment_channel(d))
             except Exception as exc:  # Slack unreachable: its next change tries again; start regardless
                 log_failure(exc, f"the message of deployment #{deployment_id} (looking for it)")
+        await self._recover_alerts()
         self._ensure_started()
 
     def _ensure_started(self) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from bot.domain.events import DomainEvent
-from bot.domain.model import Deployment
+from bot.domain.model import Alert, Deployment
 
 if TYPE_CHECKING:
     from bot.adapters.store.sqlite import Store
@@ -61,5 +61,13 @@ class AsyncLeases:
     async def unleased_in_flight(self) -> list[Deployment]:
         return await self.call(self.sync.unleased_in_flight)
 
+    async def start_as_seen(
+        self, seen: Deployment, actor: str, events: Sequence[DomainEvent] = ()
+    ) -> Deployment:
+        return await self._write(events, self.sync.start_as_seen, seen, actor, events)
+
     async def outbox_head(self) -> int:
         return await self.call(self.sync.outbox_head)
+
+    async def unshown_alerts(self, since_ts: float) -> list[Alert]:
+        return await self.call(self.sync.unshown_alerts, since_ts)

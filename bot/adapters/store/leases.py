@@ -3,15 +3,23 @@ compare-and-set on the row's token, in standard SQL (it runs unchanged on Postgr
 when it has no row, when it expired, or by its own owner (a replica started again under its name); each
 change of hands increments the token. `fenced` runs a write only while the caller's token still holds,
 in one transaction with the check, and records the caller's intent (the AWS call it sets out to make)
-on the row: a replica whose lease was taken over can neither record a step nor set out to call AWS."""
+on the row: a replica whose lease was taken over can neither record a step nor set out to call AWS.
+
+And the start of a deployment as a compare-and-set on what the gate saw (`start_as_seen`): within one
+process the gate's admission lock keeps an amendment out of the gap between the readiness check and the
+start; with several replicas an amendment may come through another one. An amendment changes the
+version or the strategy (an unchanged request writes nothing), so the start refuses (Conflict) and the
+amendment's own recheck decides again."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from bot.adapters.store.base import StoreBase
+from bot.domain.errors import Conflict
+from bot.domain.events import DomainEvent
 from bot.domain.leases import Fenced
 from bot.domain.machine import State
 from bot.domain.model import Deployment
@@ -117,3 +125,10 @@ class LeasesMixin(StoreBase):
         """The newest outbox id (0: none): a replica delivering the outbox polls it for others' events."""
         rows = self._rows("SELECT MAX(id) AS head FROM outbox")
         return int(rows[0]["head"] or 0)
+
+    def start_as_seen(self, seen: Deployment, actor: str, events: Sequence[DomainEvent] = ()) -> Deployment:
+        with self.db.atomic():
+            now = self.get(seen.id)
+            if (now.version, now.strategy) != (seen.version, seen.strategy):
+                raise Conflict(f"deployment #{seen.id} changed since its checks: deciding again", now.state)
+            return self.transition(seen.id, "start", actor, events=events)  # type: ignore[attr-defined]

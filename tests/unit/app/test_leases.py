@@ -19,6 +19,7 @@ from bot.app.leases import FencedPlatform, Leases
 from bot.app.replica import Replica
 from bot.clock import ManualClock
 from bot.config.load import parse_settings
+from bot.domain.errors import Conflict
 from bot.domain.leases import OUTBOX, Fenced, deployment_lease
 from bot.domain.model import BOT, Deployment
 from tests.unit.app.test_engine_on_fakes import CONFIG, HeldTimer, deploy
@@ -246,3 +247,18 @@ async def test_people_act_through_either_replica_and_the_one_running_it_follows(
     for engine, _ in pairs:
         await engine.shutdown()
         engine.store.close()  # type: ignore[attr-defined]
+
+
+async def test_a_start_refuses_when_another_replica_amended_after_the_checks(store):
+    s, _ = store
+    d = s.create_deployment(
+        service="web", env="staging", version="v2", strategy="canary", kind="deploy", requested_by="alice"
+    )
+    assert isinstance(d, Deployment)
+    s.approve(d.id, "bob")
+    s.amend(d.id, "alice", version="v3", strategy="canary", plan=[])  # through the other replica
+    with pytest.raises(Conflict, match="changed since its checks"):
+        s.start_as_seen(d, BOT)
+    assert s.get(d.id).state.value == "requested"
+    assert [a.voided for a in s.approvals(d.id)] == [True]  # bob approved v2, not v3
+    assert s.start_as_seen(s.get(d.id), BOT).state.value == "running"
