@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -197,13 +198,17 @@ async def kill_game(sb: Sandbox, client: SandboxClient, kills: int, seed: int = 
                 now(lambda d=d, other=other: holder(sb, d) == other), 30, what=f"{other} to take #{d} over"
             )
 
-            def taken_over(d: int = d) -> list[dict[str, Any]]:  # written just after the lease is taken
-                return [e for e in audit(sb, d) if e["action"] == "resume_after_restart"]
+            def taken_over(d: int = d, runner: str = runner) -> list[dict[str, Any]]:  # after the lease
+                return [
+                    e
+                    for e in audit(sb, d)
+                    if e["action"] == "resume_after_restart"
+                    and json.loads(e["details"]).get("taken_over_from") == runner
+                    and datetime.fromisoformat(e["at"]).timestamp() >= killed_at
+                ]
 
             taken = await wait_for(now(taken_over), 30, what=f"#{d}'s takeover on the record")
-            assert json.loads(taken[-1]["details"]).get("taken_over_from") == runner, taken
-            from datetime import datetime
-
+            assert json.loads(taken[-1]["details"])["replica"] == other, taken
             at = datetime.fromisoformat(taken[-1]["at"]).timestamp()
             figures["takeover_clock_s"].append(at - killed_at)
         state = await assert_true_and_whole(sb, client, d)
@@ -213,6 +218,12 @@ async def kill_game(sb: Sandbox, client: SandboxClient, kills: int, seed: int = 
         assert all(n == 1 for n in changes.values()), (d, changes)  # no weights set twice
         assert_audit_without_gaps(sb, d)
         await bot(sb, "start", index)
+    figures["takeovers"] = sum(
+        1
+        for d in figures["ids"]
+        for e in audit(sb, d)
+        if e["action"] == "resume_after_restart" and "taken_over_from" in json.loads(e["details"])
+    )  # more than the kills: a replica stalled past its lease on a loaded machine (harmless, fenced)
     top = top_level(await client.messages("deploys"))
     for d in figures["ids"]:
         assert len([m for m in top if f"#{d} " in m["text"]]) == 1, (d, [m["text"] for m in top])

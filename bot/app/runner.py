@@ -161,7 +161,8 @@ class Runner(Rollbacks):
         for d in await self.store.in_flight():
             self.run_of(d.id).resumed = True
             if self.leases is not None:  # recorded by whichever replica takes its lease (_run)
-                self.start(d.id)
+                if not self.running(d.id):  # a request may have started it since this process began
+                    self.start(d.id)
                 resumed.append(d)
                 continue
             if d.state == State.PAUSED:
