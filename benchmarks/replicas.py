@@ -35,7 +35,9 @@ async def main(kills: int) -> None:
             f"max {max(delays):.1f}; lease {LEASE:.0f}, bound lease + upkeep period + one step "
             f"{LEASE + LEASE / 3 + 60:.0f}"
         )
-    print(f"takeovers on the record: {figures['takeovers']} (beyond the kills: a replica stalled past its lease)")
+    print(
+        f"takeovers on the record: {figures['takeovers']} (beyond the kills: a replica stalled past its lease)"
+    )
     print(f"wall time {time.monotonic() - started:.1f} s")
 
 

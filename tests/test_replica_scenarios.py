@@ -198,13 +198,15 @@ async def kill_game(sb: Sandbox, client: SandboxClient, kills: int, seed: int = 
                 now(lambda d=d, other=other: holder(sb, d) == other), 30, what=f"{other} to take #{d} over"
             )
 
-            def taken_over(d: int = d, runner: str = runner) -> list[dict[str, Any]]:  # after the lease
+            def taken_over(
+                d: int = d, runner: str = runner, since: float = killed_at
+            ) -> list[dict[str, Any]]:
                 return [
                     e
                     for e in audit(sb, d)
                     if e["action"] == "resume_after_restart"
                     and json.loads(e["details"]).get("taken_over_from") == runner
-                    and datetime.fromisoformat(e["at"]).timestamp() >= killed_at
+                    and datetime.fromisoformat(e["at"]).timestamp() >= since
                 ]
 
             taken = await wait_for(now(taken_over), 30, what=f"#{d}'s takeover on the record")
