@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--socket-mode", action="store_true", help="connect over Socket Mode (SLACK_APP_TOKEN)"
     )
+    serve.add_argument(
+        "--replica",
+        default=os.environ.get("DEPLOYBOT_REPLICA") or None,
+        metavar="NAME",
+        help="one of several bots sharing the store: a name of its own, or 'auto' (host and pid); "
+        "runs are leased and fenced (default $DEPLOYBOT_REPLICA; none: the only bot)",
+    )
 
     sandbox = sub.add_parser(
         "sandbox", help="run the bot in a local world: no Slack workspace, no AWS account"
@@ -98,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WHEN",
         help="the sandbox clock starts at this instant, e.g. 2026-12-04T12:00Z (default: now); "
         "it stands still until the bot is ready",
+    )
+    sandbox.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N bots on the one store, requests spread over them (default 1)",
     )
     sandbox.add_argument(
         "--headless",

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -28,6 +29,8 @@ from bot.adapters.store import urls as store_urls
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
+from bot.app.leases import DEFAULT_TTL, Leases
+from bot.app.replica import Replica
 from bot.clock import Clock, ScaledClock
 from bot.config.load import load_settings
 from bot.config.model import Settings
@@ -37,6 +40,7 @@ from handlers.app import build_app, web_app
 from handlers.charts import ChartPoster
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier, add_retry_handlers
+from handlers.outbox_lease import OutboxLease
 from handlers.pipeline_notifier import PipelineNotifier
 
 log = logging.getLogger("deploybot")
@@ -110,6 +114,8 @@ async def serve(args: argparse.Namespace) -> int:
     notifier.charts = ChartPoster(client, store, notifier.outbox, on_posted=home.changed)
     # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here
     app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
+    replica = _replica(args, store, clock, engine)  # one of several bots on this store, or None
+    outbox = OutboxLease(notifier, pipeline_messages, replica.leases, store) if replica else None
 
     await engine.flag_book.load()  # before anything is served: no evaluation answers from an empty book
     stop = asyncio.Event()
@@ -128,7 +134,7 @@ async def serve(args: argparse.Namespace) -> int:
             )
         socket_handler = AsyncSocketModeHandler(app, settings.secrets.app_token)
         await socket_handler.connect_async()
-        _ready({"socket_mode": True, "db": db_path}, clock)
+        _ready({"socket_mode": True, "db": db_path, **_named(replica)}, clock)
     else:
         http_app = web_app(app, store, settings.secrets.signing_secret, path="/slack/events")
 
@@ -145,7 +151,7 @@ async def serve(args: argparse.Namespace) -> int:
         assert isinstance(server, asyncio.Server)
         port = server.sockets[0].getsockname()[1]  # the real port when --port 0
         host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
-        _ready({"listening": f"http://{host}:{port}", "db": db_path}, clock)
+        _ready({"listening": f"http://{host}:{port}", "db": db_path, **_named(replica)}, clock)
     log.info(
         "deploybot serving (%s) with config %s, database %s",
         "socket mode" if args.socket_mode else "HTTP",
@@ -153,12 +159,15 @@ async def serve(args: argparse.Namespace) -> int:
         db_path,
     )
     flags_follow = loop.create_task(_follow_flags(engine, stop), name="flags-follow")
-    await notifier.start()  # alert timers rebuilt from the store before anything else is said
-    await pipeline_messages.start()
+    if outbox is None:
+        await notifier.start()  # alert timers rebuilt from the store before anything else is said
+        await pipeline_messages.start()
+    upkeep = _upkeep(replica, outbox, stop)
     engine.start_scheduler()
     await engine.resume_in_flight()
     await stop.wait()
     await asyncio.gather(flags_follow, return_exceptions=True)
+    await _stop_upkeep(replica, upkeep)
     log.info("shutting down: in-flight deployments stay recorded and resume at the next start")
     if runner is not None:
         await runner.cleanup()
@@ -166,7 +175,9 @@ async def serve(args: argparse.Namespace) -> int:
         await socket_handler.close_async()
     await engine.shutdown()
     await pipeline_messages.drain()
-    await notifier.drain()
+    await notifier.drain(within=15.0 if replica is None else 4.0)  # a replica exits within 10 s
+    if replica is not None:
+        await replica.leases.release_all()
     await home.close()
     if pagerduty is not None:
         await pagerduty.close()
@@ -194,6 +205,37 @@ def report(args: argparse.Namespace) -> int:
     from handlers.report_cli import run
 
     return run(args)
+def _replica(args: argparse.Namespace, store: AsyncStore, clock: Clock, engine: Engine) -> Replica | None:
+    """`--replica NAME`: this bot shares its store with others; its runs and the outbox are leased."""
+    name = getattr(args, "replica", None)
+    if not name:
+        return None
+    if name == "auto":
+        name = f"{socket.gethostname()}:{os.getpid()}"
+    ttl = float(os.environ.get("DEPLOYBOT_LEASE_SECONDS", DEFAULT_TTL))
+    leases = Leases(store, clock, name, ttl)
+    return Replica(store, clock, leases, engine.runner, engine.scheduling)
+
+
+def _upkeep(replica: Replica | None, outbox: OutboxLease | None, stop: asyncio.Event) -> list[asyncio.Task]:
+    """A replica's leases renewed and taken over, and the outbox delivered while it holds that lease."""
+    if replica is None or outbox is None:
+        return []
+    loop = asyncio.get_running_loop()
+    return [loop.create_task(outbox.run(stop)), loop.create_task(replica.run(stop))]
+
+
+async def _stop_upkeep(replica: Replica | None, upkeep: list[asyncio.Task]) -> None:
+    """SIGTERM: take no more runs (the leases are handed back as the runs stop)."""
+    if replica is not None:
+        replica.leases.closing = True
+    for task in upkeep:
+        task.cancel()
+    await asyncio.gather(*upkeep, return_exceptions=True)
+
+
+def _named(replica: Replica | None) -> dict[str, Any]:
+    return {} if replica is None else {"replica": replica.leases.owner}
 
 
 def _require_secrets(settings: Settings, socket_mode: bool) -> None:

@@ -142,6 +142,39 @@ class AlertLifecycle:
         group = ("deployment", deployment_id) if in_thread else ("alert", alert_id)
         self._outbox(channel).post(Post(group, build=build, sent=sent))
 
+    async def _recover_alerts(self, within: float = 86400.0) -> None:
+        """Critical alerts raised but never shown (the bot, or the replica delivering the outbox, died
+        between the two): found in Slack by their block id and recorded, or posted now. Never lost."""
+        for a in await self.store.unshown_alerts(self.clock.now() - within):
+            d = await self.store.get(a.deployment_id)
+            for channel, in_thread in await self._alert_channels(CRITICAL, d, always=True):
+                try:
+                    ts = await self._alert_posted(a, d, channel, in_thread)
+                except SlackApiError as exc:
+                    log.warning("cannot look for alert #%s in Slack (%s); posting it", a.id, exc)
+                    ts = None
+                if ts is not None:
+                    await self.store.add_alert_message(a.id, channel, ts)
+                    continue
+                if in_thread:
+                    await self._ensure_message(d)
+                self._post_alert(a.id, d.id, channel, in_thread)
+
+    async def _alert_posted(self, a: Alert, d: Deployment, channel: str, in_thread: bool) -> str | None:
+        marker = f"alert-{a.id}"
+        if in_thread:
+            if d.message_ts is None:
+                return None
+            out = await self.client.conversations_replies(channel=channel, ts=d.message_ts, limit=200)
+        else:
+            out = await self.client.conversations_history(
+                channel=channel, oldest=f"{max(0.0, a.raised_ts - 300.0):.6f}", limit=200
+            )
+        for m in out.get("messages") or []:
+            if any(b.get("block_id") == marker for b in m.get("blocks") or []):
+                return str(m["ts"])
+        return None
+
     async def _ensure_message(self, d: Deployment) -> None:
         """Queue the deployment's first message if it has none and none is queued (an alert goes under it)."""
         if d.message_ts is None and d.id not in self._posting:

@@ -109,6 +109,7 @@ class SlackNotifier(AlertLifecycle):
         self._worker: asyncio.Task | None = None
         self._timers: asyncio.Task | None = None
         self._pager: asyncio.Task | None = None
+        self.delivering = True  # False: this replica stands by (handlers/outbox_lease.py)
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -124,9 +125,12 @@ class SlackNotifier(AlertLifecycle):
                 self._render(d, await self._deployment_channel(d))
             except Exception as exc:  # Slack unreachable: its next change tries again; start regardless
                 log_failure(exc, f"the message of deployment #{deployment_id} (looking for it)")
+        await self._recover_alerts()
         self._ensure_started()
 
     def _ensure_started(self) -> None:
+        if not self.delivering:  # another replica holds the outbox (handlers/outbox_lease.py)
+            return
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._run(), name="slack-notifier")
@@ -134,6 +138,17 @@ class SlackNotifier(AlertLifecycle):
             self._timers = loop.create_task(self._run_timers(), name="alert-timers")
         if self.pagerduty is not None and (self._pager is None or self._pager.done()):
             self._pager = loop.create_task(self._run_pager(), name="pagerduty")
+
+    async def stand_by(self) -> None:
+        """Another replica delivers the outbox now: stop reading it and stop the timers (what is queued
+        in the channels still goes); read the cursors again if this replica takes it back."""
+        self.delivering = False
+        tasks = [t for t in (self._worker, self._timers, self._pager) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._worker = self._timers = self._pager = None
+        self._cursors = None
 
     def _nudge(self) -> None:
         """The store appended events: read them (the reader starts if it is not running)."""

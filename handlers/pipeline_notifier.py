@@ -58,6 +58,7 @@ class PipelineNotifier:
         self._watching = True
         self._generation = 0
         self._unsubscribe = store.on_append(self._nudge)
+        self.delivering = True  # False: this replica stands by (handlers/outbox_lease.py)
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -85,6 +86,8 @@ class PipelineNotifier:
         self._nudge()
 
     def _ensure_reading(self) -> None:
+        if not self.delivering:  # another replica holds the outbox (handlers/outbox_lease.py)
+            return
         if not self._closing and (self._reader is None or self._reader.done()):
             self._reader = asyncio.get_running_loop().create_task(self._read(), name="pipeline-messages")
 

@@ -166,7 +166,7 @@ class Gate:
         service and environment are used, which never change: the row is read again under the lock)."""
         first = seen or await self.store.get(deployment_id)
         async with self.admission_lock(first.service, first.env):
-            d = await self.store.get(deployment_id)
+            d = checked = await self.store.get(deployment_id)
             if d.state not in BEFORE_START:
                 return
             policy = self._policy(d)
@@ -185,7 +185,8 @@ class Gate:
                     # The start transition happens here, under the lock an amendment takes: the version it
                     # starts with is the last amendment accepted, and none is accepted after it.
                     try:
-                        await self.runner.transition(d, "start", events=[Started()])
+                        # and as a compare-and-set on what it checked: another replica may amend
+                        await self.store.start_as_seen(checked, BOT, events=[Started()])
                     except (IllegalTransition, Conflict):
                         return  # cancelled meanwhile (the cancel is on its message)
                     self.runner.start(deployment_id)

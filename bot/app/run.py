@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.app.access import Access
+from bot.app.leases import Leases
 from bot.app.plans import StepContext
 from bot.app.ports import Backups, Http, Metrics, Platform
 from bot.app.storage import Storage
@@ -57,6 +58,8 @@ class Run:
     resumed: bool = False  # started again after a restart (its first step may have half-happened)
     context: StepContext | None = None
     journal: Journal = field(default_factory=Journal)
+    lease: str | None = None  # the lease its writes are fenced by (several replicas), once taken
+    phase: str = ""  # "forward" or "rollback": what its task is doing (replicas follow the store's state)
 
 
 class RunBase:
@@ -78,6 +81,7 @@ class RunBase:
         self.flags: Any = None  # the FlagBook a flag rollout's steps write through (set by the Engine)
         self.backups: Backups | None = None  # snapshots before migrations (set by the Engine)
         self.lifecycle: Any = None  # told when a deployment starts and succeeds (bot.app.verification)
+        self.leases: Leases | None = None  # several replicas: each run holds its deployment's lease
 
     def run_of(self, deployment_id: int) -> Run:
         return self.runs.setdefault(deployment_id, Run())
@@ -91,10 +95,14 @@ class RunBase:
         **fields: Any,
     ) -> Deployment:
         """save_progress with the journal's audit records and events first, all in one transaction."""
-        said, told = self.run_of(deployment_id).journal.take()
-        return await self.store.save_progress(
-            deployment_id, audit=[*said, *(audit or [])], events=[*told, *(events or [])], **fields
-        )
+        run = self.run_of(deployment_id)
+        said, told = run.journal.take()
+        audit, events = [*said, *(audit or [])], [*told, *(events or [])]
+        if run.lease is not None and self.leases is not None:  # only while this replica's lease holds
+            return await self.leases.fenced(
+                run.lease, "save_progress", deployment_id, audit=audit, events=events, **fields
+            )
+        return await self.store.save_progress(deployment_id, audit=audit, events=events, **fields)
 
     async def _flush(self, deployment_id: int) -> None:
         journal = self.run_of(deployment_id).journal
@@ -111,6 +119,18 @@ class RunBase:
         events: list[DomainEvent] | None = None,
     ) -> Deployment:
         """A transition the bot makes, with the events that announce it (written in its transaction)."""
+        run = self.runs.get(d.id)
+        if run is not None and run.lease is not None and self.leases is not None:
+            return await self.leases.fenced(
+                run.lease,
+                "transition",
+                d.id,
+                action,
+                BOT,
+                details=details,
+                outcome=outcome,
+                events=events or (),
+            )
         return await self.store.transition(
             d.id, action, BOT, details=details, outcome=outcome, events=events or ()
         )

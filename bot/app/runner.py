@@ -11,10 +11,11 @@ from typing import Any
 
 from bot.app import history
 from bot.app.access import button_role
+from bot.app.leases import FencedBackups, FencedPlatform
 from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, step_from_dict, verify_live
 from bot.app.ports import PlatformError
 from bot.app.rollback import FORWARD_ATTEMPTS, NUDGES, Rollbacks, backoff, failure_reason
-from bot.app.run import Audit
+from bot.app.run import Audit, Run
 from bot.domain.errors import Refused
 from bot.domain.events import (
     Aborted,
@@ -33,6 +34,7 @@ from bot.domain.events import (
     Succeeded,
 )
 from bot.domain.flags import flag_key
+from bot.domain.leases import Fenced, deployment_lease
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
 from bot.domain.model import BOT, Deployment
 
@@ -158,6 +160,11 @@ class Runner(Rollbacks):
         resumed = []
         for d in await self.store.in_flight():
             self.run_of(d.id).resumed = True
+            if self.leases is not None:  # recorded by whichever replica takes its lease (_run)
+                if not self.running(d.id):  # a request may have started it since this process began
+                    self.start(d.id)
+                resumed.append(d)
+                continue
             if d.state == State.PAUSED:
                 self.run_of(d.id).gate.clear()
             await self.store.record(
@@ -177,11 +184,19 @@ class Runner(Rollbacks):
             await asyncio.gather(run.task, return_exceptions=True)
 
     async def shutdown(self) -> None:
-        """Stop running plans where they are; the store has everything needed to resume them."""
+        """Stop running plans where they are; the store has everything needed to resume them. With
+        replicas, their leases are handed back: another replica carries them on at once."""
+        if self.leases is not None:
+            self.leases.closing = True
         tasks = [r.task for r in self.runs.values() if r.task is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.leases is not None:
+            for run in self.runs.values():
+                if run.lease is not None:
+                    await self.leases.release(run.lease)
+                    run.lease = None
 
     def _context(self, d: Deployment, data: dict[str, Any]) -> StepContext:
         deployment_id = d.id
@@ -210,11 +225,16 @@ class Runner(Rollbacks):
         async def known_good() -> tuple[str, ...]:
             return tuple(await history.known_good_versions(self.store, d.service, d.env))
 
+        platform, backups = self.platform, self.backups
+        if self.leases is not None and run.lease is not None:  # every AWS change passes the fence first
+            platform = FencedPlatform(platform, self.leases, run.lease)  # type: ignore[assignment]
+            if backups is not None:
+                backups = FencedBackups(backups, self.leases, run.lease)  # type: ignore[assignment]
         return StepContext(
             deployment_id=d.id,
             version=d.version,
             target=self.settings.target(d.service, d.env),
-            platform=self.platform,
+            platform=platform,
             metrics=self.metrics,
             clock=self.clock,
             data=data,
@@ -228,10 +248,59 @@ class Runner(Rollbacks):
             known_good=known_good,
             resumed=run.resumed,
             flags=self.flags if d.strategy == "flag" else None,
-            backups=self.backups,
+            backups=backups,
         )
 
     async def _run(self, deployment_id: int) -> None:
+        run = self.run_of(deployment_id)
+        if self.leases is not None and not await self._take_lease(deployment_id, run):
+            return
+        try:
+            await self._run_leased(deployment_id)
+        except Fenced as exc:
+            log.warning(
+                "deployment #%s: this replica (%s) lost its lease (%s); it stops running it",
+                deployment_id,
+                self.leases.owner if self.leases else "?",
+                exc,
+            )
+            return
+        if self.leases is not None and run.lease is not None:
+            run.lease = None
+            await self.leases.release(deployment_lease(deployment_id))
+
+    async def _take_lease(self, deployment_id: int, run: Run) -> bool:
+        """The deployment's lease for this replica's run: False while another replica runs it. A run
+        taken over (or resumed after a restart) says so, behind the lease, before anything else."""
+        assert self.leases is not None
+        name = deployment_lease(deployment_id)
+        before = await self.leases.store.lease(name) if run.resumed else None
+
+        # a renewal that finds the lease lost stops nothing itself: the run's next write or AWS call
+        # is refused by the fence (what a replica that was paused would do next, it cannot do)
+        if not await self.leases.acquire(name):
+            log.info("deployment #%s is run by another replica", deployment_id)
+            return False
+        run.lease = name
+        if run.resumed:
+            d = await self.store.get(deployment_id)
+            if d.state.terminal:
+                return True
+            details: dict[str, Any] = {"step_index": d.step_index, "replica": self.leases.owner}
+            if before is not None and before["owner"] != self.leases.owner:
+                details["taken_over_from"] = before["owner"]
+            await self.leases.fenced(
+                name,
+                "record",
+                deployment_id,
+                BOT,
+                "resume_after_restart",
+                details,
+                events=[RestartResumed(d.step_index)],
+            )
+        return True
+
+    async def _run_leased(self, deployment_id: int) -> None:
         try:
             d = await self.store.get(deployment_id)
             if d.state in BEFORE_START:
@@ -240,9 +309,12 @@ class Runner(Rollbacks):
             # the context is built from the row as it started (its version is the last amendment's)
             ctx = self._context(d, dict(d.context))
             self.run_of(deployment_id).context = ctx
+            run = self.run_of(deployment_id)
             if d.state in (State.RUNNING, State.PAUSED):
+                run.phase = "forward"
                 d = await self._forward(d, ctx)
             if d.state == State.ROLLING_BACK:
+                run.phase = "rollback"
                 await self._rollback(d, ctx)
         except asyncio.CancelledError:
             raise

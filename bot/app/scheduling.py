@@ -54,6 +54,7 @@ class Scheduling:
         self.scheduler = timer
         self._stored_freezes: list[Freeze] | None = None
         self._freeze_generation = 0
+        self.cache_freezes = True  # False with several replicas: another one may freeze (bot.app.replica)
         timer.bind(self._due, self._missed)
 
     async def freezes(self) -> list[Freeze]:
@@ -61,7 +62,7 @@ class Scheduling:
         process is their only writer (freeze/unfreeze below), so every /deploy is not one more trip to the
         store. A read that a change overtook is not kept (the generation moved on). Several replicas
         (one shared PostgreSQL) must drop this cache or invalidate it from the database."""
-        stored = self._stored_freezes
+        stored = self._stored_freezes if self.cache_freezes else None
         if stored is None:
             generation = self._freeze_generation
             stored = await self.store.freezes()

@@ -65,6 +65,9 @@ class Storage(Protocol):
         outcome: str | None = None,
         events: Sequence[DomainEvent] = (),
     ) -> Deployment: ...
+    async def start_as_seen(  # the start, only if version and strategy are as `seen` (Conflict)
+        self, seen: Deployment, actor: str, events: Sequence[DomainEvent] = ()
+    ) -> Deployment: ...
     async def save_progress(
         self,
         deployment_id: int,

@@ -9,6 +9,7 @@ Control API (on the local Slack's address), besides the local Slack's own /_sand
   GET /_sandbox/flags[?env=ENV]  per environment each flag's share of the simulated users per variant,
        the active flag injections, the flag traffic's counts (requests, 304s, ...)
   POST /_sandbox/bot {"action": "kill" | "start" | "stop"}      GET /_sandbox/aws  (a snapshot of the world)
+  With --replicas N: {"action": ... | "pause" | "resume", "replica": I} (bot.sandbox.replicas)
   POST /_sandbox/faults {"service": "ecs"|"elbv2"|"cloudwatch"|"*", "operations": ["ModifyRule", ...],
        "rate": 0..1 (default 1), "error": "500"|"503"|"throttle"|"timeout" (default 500), "seconds": S
        (sandbox clock; default until cleared), "latency_ms": L (wall), "seed": N}  adds a fault rule on the
@@ -46,6 +47,7 @@ from bot.sandbox.aws import BOT_ACCESS_KEY, AwsWorld
 from bot.sandbox.faults import TIMEOUT_MARGIN
 from bot.sandbox.flag_traffic import EnvKey, FlagTraffic
 from bot.sandbox.pagerduty import LocalPagerDuty, write_config
+from bot.sandbox.replicas import Replicas
 from bot.sandbox.slack import LocalSlack
 from bot.sandbox.tasks import appdb_view
 from bot.usage import UsageError
@@ -133,6 +135,7 @@ class Sandbox:
         pagerduty: bool = False,
         flag_users: int = 2000,
         store: str = "sqlite",
+        replicas: int = 1,
     ):
         """`clock_start` pins the virtual clock: it reads that instant until the bot is ready, then runs
         `speed` times faster than the wall from there (in this process and in the bot alike). Without it
@@ -175,6 +178,8 @@ class Sandbox:
         self._ofrep_key_envs: dict[str, str] = {}  # environment -> the variable the bot reads it from
         self.flag_traffic: FlagTraffic | None = None
         self._setup_flags(flag_users)
+        # several bots on the one store (bot.sandbox.replicas); None: the one bot, as ever
+        self.replicas = Replicas(self, replicas, BotProcess) if replicas > 1 else None
 
     def _setup_flags(self, users: int) -> None:
         """Keys for every environment of the config, and the flag traffic when it declares flags. A config
@@ -229,7 +234,7 @@ class Sandbox:
         app.router.add_post("/_sandbox/inject", self._inject)
         app.router.add_get("/_sandbox/flags", self._flags)
         app.router.add_get("/_sandbox/appdb", self._appdb)
-        app.router.add_post("/_sandbox/bot", self._bot_action)
+        app.router.add_post("/_sandbox/bot", self.replicas.control if self.replicas else self._bot_action)
         app.router.add_get("/_sandbox/aws", self._aws)
         app.router.add_post("/_sandbox/faults", self._add_fault)
         app.router.add_get("/_sandbox/faults", self._faults)
@@ -270,6 +275,12 @@ class Sandbox:
         return env
 
     async def start_bot(self) -> str:
+        if self.replicas is not None:  # one clock for all: it begins before they start
+            if self.clock.held:
+                self.clock.begin()
+            await asyncio.to_thread(self.replicas.migrate)
+            urls = await asyncio.gather(*(self.replicas.start(i) for i in range(self.replicas.count)))
+            return urls[0]
         if self.bot is not None and self.bot.running:
             return self.bot.url or ""
         self.bot = BotProcess(
@@ -302,12 +313,15 @@ class Sandbox:
             "clock": self.clock.spec(),
             # what an OpenFeature OFREP provider takes: the base URL (it appends /ofrep/v1/...), a key each
             "ofrep": {"url": self.bot.url if self.bot else None, "api_keys": dict(self.ofrep_keys)},
+            **({"bots": self.replicas.urls()} if self.replicas else {}),
         }
 
     async def stop(self) -> None:
         if self.flag_traffic is not None:  # first: the bot going down is no outage to report
             await self.flag_traffic.close()
-        if self.bot is not None:
+        if self.replicas is not None:
+            await self.replicas.stop_all()
+        elif self.bot is not None:
             await self.bot.stop()
         if self._emulator is not None:
             self._emulator.cancel()
@@ -462,6 +476,7 @@ async def run_sandbox(args: Any) -> int:
         speed=args.speed,
         clock_start=getattr(args, "clock_start", None),
         store=getattr(args, "store", "sqlite"),
+        replicas=getattr(args, "replicas", 1),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -230,6 +230,8 @@ class LocalSlack:
         self.team_id = team_id
         self.clock = clock or Clock()
         self.bot_events_url: str | None = None
+        self.bot_events_urls: list[str] = []  # several bots (replicas): requests go round robin
+        self._next_bot = 0
         self.url: str | None = None
         self.rate_limit_per_channel_per_s: float | None = None
         self.ack_timeout_s: float | None = ACK_TIMEOUT_S
@@ -1094,8 +1096,15 @@ class LocalSlack:
         }
         return f"{self.url or 'http://127.0.0.1'}/_sandbox/response/{token}"
 
+    def _pick_bot(self) -> str | None:
+        """The bot the next request goes to: each of several in turn (bot.sandbox.replicas), else the one."""
+        if self.bot_events_urls:
+            self._next_bot = (self._next_bot + 1) % len(self.bot_events_urls)
+            self.bot_events_url = self.bot_events_urls[self._next_bot]
+        return self.bot_events_url
+
     def _require_bot(self) -> None:
-        if not self.bot_events_url:
+        if not (self.bot_events_urls or self.bot_events_url):
             raise LocalSlackError(
                 503, "bot_events_url is not set: point LocalSlack.bot_events_url at the bot's /slack/events"
             )
@@ -1116,9 +1125,10 @@ class LocalSlack:
             self._session = aiohttp.ClientSession()
         timeout = aiohttp.ClientTimeout(total=self.ack_timeout_s)
         try:
-            assert self.bot_events_url is not None  # _require_bot() said so
+            url = self._pick_bot()
+            assert url is not None  # _require_bot() said so
             async with self._session.post(
-                self.bot_events_url, data=body.encode(), headers=send_headers, timeout=timeout
+                url, data=body.encode(), headers=send_headers, timeout=timeout
             ) as resp:
                 raw = await resp.text()
                 status, content_type = resp.status, resp.content_type

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
+from bot.adapters.store.aio_leases import AsyncLeases
 from bot.adapters.store.aio_pipelines import AsyncPipelines
 from bot.adapters.store.sqlite import Store
 from bot.adapters.store.thread import StoreThread
@@ -21,7 +22,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncStore(AsyncPipelines):
+class AsyncStore(AsyncLeases, AsyncPipelines):
     """The store for async code: every call runs on one dedicated thread (sqlite's one thread boundary)."""
 
     def __init__(self, store: Store):

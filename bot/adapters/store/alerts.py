@@ -299,3 +299,12 @@ class AlertsMixin(StoreBase):
         """Rounds claimed but not confirmed: the bot stopped while posting them (checked at start)."""
         rows = self.db.query("SELECT * FROM alerts WHERE rounds_claimed > rounds_sent ORDER BY id")
         return [Alert.from_row(r) for r in rows]
+
+    def unshown_alerts(self, since_ts: float) -> list[Alert]:
+        """Critical alerts raised since `since_ts` with no Slack message recorded: a crash (or a replica
+        killed) between raising one and posting it. The notifier looks for them in Slack, or posts them."""
+        rows = self.db.query(
+            "SELECT * FROM alerts WHERE level = 'critical' AND messages = '[]' AND raised_ts >= ? ORDER BY id",
+            [since_ts],
+        )
+        return [Alert.from_row(r) for r in rows]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +27,30 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
+class _Database(Database):
+    """Transactions begin IMMEDIATE: several processes share one file (replicas), and a deferred one
+    that read before it writes fails at once with "database is locked" when another process wrote in
+    between, instead of waiting its turn (the busy timeout only covers taking the write lock)."""
+
+    @contextlib.contextmanager
+    def atomic(self) -> Generator[Database, None, None]:
+        if self.conn.in_transaction:
+            with super().atomic() as db:
+                yield db
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+
 class StoreBase:
     """The open database and what every part of the store shares: the clock, the audit event, `get`."""
 
@@ -42,7 +67,7 @@ class StoreBase:
             self._open_postgres()
             return
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
-        self.db = Database(conn)
+        self.db = _Database(conn)
         if self.path != ":memory:":
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")

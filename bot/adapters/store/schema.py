@@ -294,3 +294,12 @@ def m070_verify_aftercare(db: Database) -> None:
     db.execute("CREATE INDEX aftercare_watching ON aftercare (service, env) WHERE outcome IS NULL")
     # A note from a modal is recorded once per view (a double submit or a retry carries the same view id).
     db.execute("CREATE TABLE note_keys (key TEXT PRIMARY KEY, deployment_id INTEGER NOT NULL, at TEXT)")
+def m071_replicas_leases(db: Database) -> None:
+    # Leases of work several replicas share (bot.adapters.store.leases): `name` is what is leased
+    # ("deployment:12", "outbox", "fire:schedule:12:1764000000.0"), `owner` the replica holding it,
+    # `token` a number that grows at every change of hands (the fence), `expires` clock epoch seconds.
+    # `intent`: the last AWS call its holder set out to make, written with the token check.
+    db.execute(
+        "CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL, "
+        "expires REAL NOT NULL, intent TEXT, updated_at TEXT)"
+    )

@@ -14,6 +14,7 @@ from typing import Any, overload
 from bot.adapters.store.alerts import AlertsMixin
 from bot.adapters.store.base import StoreBase
 from bot.adapters.store.flags import FlagsMixin
+from bot.adapters.store.leases import LeasesMixin
 from bot.adapters.store.messages import MessagesMixin
 from bot.adapters.store.outbox import OutboxMixin
 from bot.adapters.store.pipelines import PipelinesMixin
@@ -38,13 +39,12 @@ class Store(
     FlagsMixin,
     TasksMixin,
     PipelinesMixin,
+    LeasesMixin,
     StoreBase,
 ):
-    """Synchronous store. Async code uses AsyncStore, which runs these methods on one thread.
-
-    One class over one Database: deployments, transitions, locks, checklist and reads here; alerts
+    """Synchronous store (AsyncStore runs these methods on one thread). One class over one Database: deployments, transitions, locks, checklist and reads here; alerts
     (alerts.py), request claims and freezes (requests.py), the outbox (outbox.py), first-post attempts (messages.py),
-    feature flags' states (flags.py) and pipelines (pipelines.py) are its parts."""
+    feature flags' states (flags.py), pipelines (pipelines.py) and leases (leases.py) are its parts."""
 
     # ---------------------------------------------------------------------------------------- writes
 

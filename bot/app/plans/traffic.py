@@ -195,7 +195,10 @@ class SetWeights(Step):
         if ctx.data.get("full") and 0 < self.candidate < 100:
             return  # promoted to full: only the 100% step moves traffic
         new, stable = ctx.data["slot"], ctx.data["stable_slot"]
-        await ctx.platform.set_weights(ctx.target, {new: self.candidate, stable: 100 - self.candidate})
+        want = {new: self.candidate, stable: 100 - self.candidate}
+        if ctx.resumed and await ctx.platform.weights(ctx.target) == want:
+            return  # a run taken over (a crash, another replica) after this change was made: not again
+        await ctx.platform.set_weights(ctx.target, want)
         ctx.data["weight"] = self.candidate
         await ctx.report(f"Traffic: {new} {self.candidate}% / {stable} {100 - self.candidate}%")
 
