@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from bot.config.hosting import hosting_report
 from bot.config.load import load_settings
 from bot.config.report import access_report, flags_report, pipeline_report
 from bot.config.tables import ConfigError
@@ -71,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--socket-mode", action="store_true", help="connect over Socket Mode (SLACK_APP_TOKEN)"
     )
+    serve.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="Socket Mode: serve /healthz, /readyz and /metrics on this port (HTTP mode serves them on --port)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("DEPLOYBOT_LOG_FORMAT", "text"),
+        help="log lines as text, or one JSON object a line with the deployment, service and environment "
+        "(default $DEPLOYBOT_LOG_FORMAT or text)",
+    )
 
     sandbox = sub.add_parser(
         "sandbox", help="run the bot in a local world: no Slack workspace, no AWS account"
@@ -124,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s.path}: OK — {len(s.services)} services ({', '.join(s.services)}), "
                 f"{len(s.environments)} environments ({', '.join(s.environments)})"
             )
-            for line in [*access_report(s), *flags_report(s), *pipeline_report(s)]:
+            hosting = hosting_report(os.environ)
+            for line in [*access_report(s), *flags_report(s), *pipeline_report(s), *hosting]:
                 print(line)
             return 0
         if args.cmd == "audit":

@@ -17,7 +17,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.aws import Aws
 from bot.adapters.backups.rds import RdsBackups
+from bot.adapters.health import Readiness, mount_health, serve_health
 from bot.adapters.http import AiohttpClient
+from bot.adapters.metrics.batch import MetricDataBatcher
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
 from bot.adapters.ofrep import mount_ofrep
 from bot.adapters.pagerduty import PagerDuty
@@ -25,6 +27,7 @@ from bot.adapters.platforms.ecs import EcsPlatform
 from bot.adapters.scheduler import Scheduler
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
+from bot.adapters.telemetry import Telemetry
 from bot.app.engine import Engine
 from bot.clock import Clock, ScaledClock
 from bot.config.load import load_settings
@@ -35,6 +38,7 @@ from handlers.app import build_app, web_app
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier, add_retry_handlers
 from handlers.pipeline_notifier import PipelineNotifier
+from handlers.slack_telemetry import count_slack_calls
 
 log = logging.getLogger("deploybot")
 
@@ -64,7 +68,11 @@ async def serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     paging = settings.alerts.pagerduty
     pagerduty_key = os.environ.get(paging.routing_key_env, "") if paging.enabled else ""
-    setup_logging([*settings.secrets.values(), pagerduty_key], os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"))
+    setup_logging(
+        [*settings.secrets.values(), pagerduty_key],
+        os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"),
+        getattr(args, "log_format", "text"),
+    )
     if paging.enabled and not pagerduty_key:
         raise UsageError(
             f"deploybot serve: [alerts.pagerduty] is enabled: set {paging.routing_key_env} in the environment"
@@ -72,13 +80,16 @@ async def serve(args: argparse.Namespace) -> int:
     _require_secrets(settings, args.socket_mode)
     clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
     db_path = args.db or db_default()
-    store = AsyncStore(Store(db_path, clock))
-    aws = Aws(settings.aws)
+    telemetry = Telemetry(clock.now)  # /metrics: fed by the store's writes, AWS and Slack calls
+    store = telemetry.observe_store(AsyncStore(Store(db_path, clock)))
+    aws = Aws(settings.aws, observer=telemetry)
+    # reads of one window arriving within 5 ms (one analysis tick) share GetMetricData calls
+    batcher = MetricDataBatcher(aws, window_seconds=0.005, observer=telemetry)
     engine = Engine(
         settings,
         store,
         EcsPlatform(aws),
-        CloudWatchMetrics(aws),
+        CloudWatchMetrics(aws, batcher),
         clock,
         timer=Scheduler(clock, misfire_grace_seconds=300.0),
         http=AiohttpClient(),
@@ -86,6 +97,7 @@ async def serve(args: argparse.Namespace) -> int:
     )
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
+    count_slack_calls(client, telemetry)
     pagerduty = (
         PagerDuty(pagerduty_key, paging.url, timeout_seconds=paging.timeout_seconds)
         if paging.enabled
@@ -107,23 +119,28 @@ async def serve(args: argparse.Namespace) -> int:
 
     runner = None
     socket_handler = None
+    readiness = Readiness()
+    watch_loop = loop.create_task(telemetry.watch_loop(), name="loop-lag")
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-        if settings.secrets.ofrep_keys:  # Socket Mode serves no HTTP: no /healthz, no OFREP
+        if settings.secrets.ofrep_keys:  # Socket Mode serves no Slack HTTP: no OFREP
             log.warning(
                 "socket mode serves no HTTP: flags are not served over OFREP here (run `deploybot serve` in HTTP mode for applications)"
             )
+        info: dict[str, Any] = {"socket_mode": True, "db": db_path}
+        health_port = getattr(args, "health_port", None)
+        if health_port is not None:  # /healthz, /readyz, /metrics for the orchestrator
+            runner, bound = await serve_health(args.host, health_port, store, telemetry, readiness)
+            host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+            info["health"] = f"http://{host}:{bound}"
         socket_handler = AsyncSocketModeHandler(app, settings.secrets.app_token)
         await socket_handler.connect_async()
-        _ready({"socket_mode": True, "db": db_path}, clock)
+        _ready(info, clock)
     else:
         http_app = web_app(app, store, settings.secrets.signing_secret, path="/slack/events")
 
-        async def healthz(_request: web.Request) -> web.Response:
-            return web.json_response({"ok": True, "active": len(await store.active())})
-
-        http_app.router.add_get("/healthz", healthz)
+        mount_health(http_app, store, telemetry, readiness)  # /healthz, /readyz, /metrics
         mount_ofrep(http_app, engine.flag_book.snapshot, settings.secrets.ofrep_keys)
         runner = web.AppRunner(http_app, access_log=None)
         await runner.setup()
@@ -145,8 +162,11 @@ async def serve(args: argparse.Namespace) -> int:
     await pipeline_messages.start()
     engine.start_scheduler()
     await engine.resume_in_flight()
+    readiness.set(True, "serving")
     await stop.wait()
+    readiness.set(False, "shutting down")
     await asyncio.gather(flags_follow, return_exceptions=True)
+    watch_loop.cancel()
     log.info("shutting down: in-flight deployments stay recorded and resume at the next start")
     if runner is not None:
         await runner.cleanup()

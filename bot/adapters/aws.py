@@ -30,11 +30,19 @@ class Caller(Protocol):
     ) -> Answer: ...
 
 
+class CallObserver(Protocol):
+    """Told of every call (bot.adapters.telemetry.Telemetry): its operation ("ECS DescribeServices"),
+    wall seconds and AWS's error code (None: it succeeded)."""
+
+    def aws_call(self, operation: str, seconds: float, error_code: str | None) -> None: ...
+
+
 class Aws:
     """One per process, shared by the ECS platform and the CloudWatch metrics."""
 
-    def __init__(self, aws: AwsSettings):
+    def __init__(self, aws: AwsSettings, observer: CallObserver | None = None):
         self.aws = aws
+        self.observer = observer
         self._config = Config(
             region_name=aws.region,
             retries={"mode": "standard", "max_attempts": aws.max_attempts},
@@ -76,12 +84,18 @@ class Aws:
             return method(**params)
 
         name = f"{api.upper()} {''.join(p.title() for p in operation.split('_'))}"
+        began, code = time.monotonic(), None
         try:
             return await asyncio.to_thread(run)
         except ClientError as exc:
             err = exc.response.get("Error", {})
+            code = str(err.get("Code", "Error"))
             raise PlatformError(
                 name, f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip(), err.get("Code")
             ) from None
         except BotoCoreError as exc:
+            code = type(exc).__name__
             raise PlatformError(name, str(exc)) from None
+        finally:
+            if self.observer is not None:
+                self.observer.aws_call(name, time.monotonic() - began, code)

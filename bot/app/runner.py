@@ -35,6 +35,7 @@ from bot.domain.events import (
 from bot.domain.flags import flag_key
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
 from bot.domain.model import BOT, Deployment
+from bot.logs import bind_deployment
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,7 @@ class Runner(Rollbacks):
     async def _run(self, deployment_id: int) -> None:
         try:
             d = await self.store.get(deployment_id)
+            bind_deployment(d.id, d.service, d.env)  # every log line of this task names it
             if d.state in BEFORE_START:
                 d = await self.transition(d, "start", events=[Started()])
             # the context is built from the row as it started (its version is the last amendment's)

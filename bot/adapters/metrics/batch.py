@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bot.adapters.aws import Answer, Caller
 from bot.app.ports import PlatformError
@@ -27,8 +27,15 @@ from bot.app.ports import PlatformError
 MAX_QUERIES = 500  # GetMetricData's limit per request
 Series = dict[str, dict[datetime, float]]
 Key = tuple[str | None, datetime, datetime]  # account (role), StartTime, EndTime
-# (key, callers, queries, calls) after each flush; the telemetry counts with it
-FlushObserver = Callable[[Key, int, int, int], None]
+
+
+class BatchObserver(Protocol):
+    """What the batcher tells (bot.adapters.telemetry.Telemetry): each flush's callers, queries, calls
+    and the calls its tick took beyond ceil(queries / 500) so far; each read's wall seconds."""
+
+    def metric_flush(self, callers: int, queries: int, calls: int, excess: int) -> None: ...
+
+    def metric_read(self, seconds: float) -> None: ...
 
 
 @dataclass(eq=False)
@@ -59,10 +66,10 @@ class MetricDataBatcher:
         window_seconds: float = 0.0,
         turns: int = 3,
         max_queries: int = MAX_QUERIES,
-        on_flush: FlushObserver | None = None,
+        observer: BatchObserver | None = None,
     ):
         self.aws, self.window, self.turns, self.max_queries = aws, window_seconds, turns, max_queries
-        self.on_flush = on_flush
+        self.observer = observer
         self._pending: dict[Key, _Pending] = {}
         self._serial = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,7 +93,12 @@ class MetricDataBatcher:
         read = _Read(list(queries), loop.create_future(), f"c{self._serial}_")
         pending.reads.append(read)
         pending.queries += len(queries)
-        return await read.future
+        began = time.monotonic()
+        try:
+            return await read.future
+        finally:
+            if self.observer is not None:
+                self.observer.metric_read(time.monotonic() - began)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, key: Key) -> None:
         def turn(left: int) -> None:
@@ -119,12 +131,13 @@ class MetricDataBatcher:
             task.add_done_callback(self._tasks.discard)
 
     def _count_tick(self, key: Key, callers: int, queries: int, calls: int) -> None:
+        excess = self.excess_calls(key)
         before_q, before_c = self.ticks.pop(key, (0, 0))
         self.ticks[key] = (before_q + queries, before_c + calls)
         while len(self.ticks) > 256:
             self.ticks.popitem(last=False)
-        if self.on_flush is not None:
-            self.on_flush(key, callers, queries, calls)
+        if self.observer is not None:
+            self.observer.metric_flush(callers, queries, calls, self.excess_calls(key) - excess)
 
     def excess_calls(self, key: Key) -> int:
         """Calls made for a tick beyond ceil(its queries / 500): 0 when it was read in as few as possible."""
