@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--health-port",
         type=int,
-        default=None,
-        help="Socket Mode: serve /healthz, /readyz and /metrics on this port (HTTP mode serves them on --port)",
+        default=int(os.environ["DEPLOYBOT_HEALTH_PORT"]) if os.environ.get("DEPLOYBOT_HEALTH_PORT") else None,
+        help="Socket Mode: serve /healthz, /readyz and /metrics on this port (default $DEPLOYBOT_HEALTH_PORT; "
+        "HTTP mode serves them on --port)",
     )
     serve.add_argument(
         "--log-format",

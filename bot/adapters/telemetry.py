@@ -43,7 +43,7 @@ class Telemetry:
         )
         self.deployments_finished = Counter(
             "deploybot_deployments_finished",
-            "Deployments that reached an end, by strategy and outcome",
+            "Deployments that reached an end, by strategy and outcome (succeeded, rolled_back, failed, cancelled)",
             ["strategy", "outcome"],
             registry=r,
         )
@@ -172,7 +172,7 @@ class Telemetry:
                 self._step(d.id, "rollback_" + kind if action.startswith("rollback") else kind)
         if d.state.terminal:
             self._end_step(d.id)
-            self.deployments_finished.labels(d.strategy, d.outcome or str(d.state)).inc()
+            self.deployments_finished.labels(d.strategy, d.state.value).inc()
 
     def _step(self, deployment_id: int, kind: str) -> None:
         self._end_step(deployment_id)
