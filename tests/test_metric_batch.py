@@ -1,7 +1,7 @@
-"""The CloudWatch batcher (bot/adapters/metrics/batch.py): concurrent reads of one window share one
-GetMetricData call of at most 500 queries and each gets exactly its own series back — checked against
-moto through boto3 (each read alone gives the same answer) and, for the limits and failures, over a
-scripted caller."""
+"""Coalesced AWS reads. The CloudWatch batcher (bot/adapters/metrics/batch.py): concurrent reads of one
+window share one GetMetricData call of at most 500 queries and each gets exactly its own series back —
+checked against moto through boto3 (each read alone gives the same answer) and, for the limits and
+failures, over a scripted caller. DescribeServices (bot/adapters/platforms/ecs_batch.py): 10 a call."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.adapters.aws import Aws
 from bot.adapters.metrics.batch import MetricDataBatcher
 from bot.adapters.metrics.cloudwatch import NAMESPACE, CloudWatchMetrics
+from bot.adapters.platforms.ecs_batch import DescribeServicesBatcher
 from bot.adapters.telemetry import Telemetry
 from bot.app.ports import MetricScope, PlatformError
 from bot.config.model import AwsSettings
@@ -187,3 +188,41 @@ async def test_other_windows_and_accounts_do_not_share_a_call_and_a_cancelled_re
     assert len(cloud.requests) == 3
     asked = [q["Id"] for r in cloud.requests for q in r["MetricDataQueries"]]
     assert not any("gone" in qid for qid in asked)
+
+
+# --- DescribeServices (bot/adapters/platforms/ecs_batch.py) --------------------------------------------------
+class ScriptedEcs:
+    def __init__(self, missing: str = ""):
+        self.requests: list[dict] = []
+        self.missing = missing
+
+    async def call(self, api, operation, role_arn=None, /, **params):
+        assert (api, operation) == ("ecs", "describe_services")
+        self.requests.append(params)
+        await asyncio.sleep(0)
+        names = params["services"]
+        return {
+            "services": [
+                {"serviceName": n, "clusterArn": params["cluster"]} for n in names if n != self.missing
+            ],
+            "failures": [
+                {"arn": f"arn:aws:ecs:us-east-1:1:service/{params['cluster']}/{n}", "reason": "MISSING"}
+                for n in names
+                if n == self.missing
+            ],
+        }
+
+
+async def test_describe_services_coalesces_by_cluster_ten_a_call_and_fails_only_the_missing_one():
+    ecs = ScriptedEcs(missing="gone")
+    batcher = DescribeServicesBatcher(ecs)
+    names = [f"svc{i}" for i in range(12)]
+    asked = [(None, "prod", n) for n in [*names, "svc0", "gone"]] + [(None, "staging", "svc0")]
+    out = await asyncio.gather(*(batcher.service(*a) for a in asked), return_exceptions=True)
+    assert sorted(len(r["services"]) for r in ecs.requests) == [1, 3, 10]  # prod: 13 names; staging: 1
+    assert all(len(set(r["services"])) == len(r["services"]) for r in ecs.requests)  # each asked once
+    for (_, cluster, name), got in zip(asked, out, strict=True):
+        if name == "gone":
+            assert isinstance(got, PlatformError) and "service gone in cluster prod: MISSING" in str(got)
+        else:
+            assert got == {"serviceName": name, "clusterArn": cluster}

@@ -24,6 +24,7 @@ from typing import Any
 import botocore.session  # type: ignore[import-untyped]
 
 from bot.adapters.aws import Answer, Caller
+from bot.adapters.platforms.ecs_batch import DescribeServicesBatcher
 from bot.adapters.platforms.ecs_tasks import EcsTasks
 from bot.app.ports import MetricScope, PlatformError, Rollout, SlotState, TargetHealth
 from bot.config.model import Target
@@ -120,6 +121,7 @@ class EcsPlatform(EcsTasks):
 
     def __init__(self, aws: Caller):
         self.aws = aws
+        self._services = DescribeServicesBatcher(aws)
         self._arns: dict[tuple[str, str], str] = {}
         self._task_definitions: dict[str, Answer] = {}
         self._routes: dict[tuple[str, str, int, str], Route] = {}
@@ -127,17 +129,10 @@ class EcsPlatform(EcsTasks):
     # ------------------------------------------------------------------------------------------- ECS
 
     async def _service(self, target: Target, slot: str) -> Answer:
+        """One ECS service, read together with the other services of its cluster asked for at the same
+        time (ecs_batch.py: one DescribeServices per 10)."""
         name = target.ecs_service(slot)
-        out = await self.aws.call(
-            "ecs", "describe_services", target.env.aws_role_arn, cluster=target.cluster, services=[name]
-        )
-        if not out.get("services"):
-            reason = out.get("failures", [{}])[0].get("reason", "not found")
-            raise PlatformError(
-                "ECS DescribeServices", f"service {name} in cluster {target.cluster}: {reason}"
-            )
-        service: Answer = out["services"][0]
-        return service
+        return await self._services.service(target.env.aws_role_arn, target.cluster, name)
 
     async def _described(self, target: Target, arn: str) -> Answer:
         """A task definition with its tags (DescribeTaskDefinition, include=["TAGS"]): {"taskDefinition",
