@@ -83,8 +83,10 @@ async def serve(args: argparse.Namespace) -> int:
     telemetry = Telemetry(clock.now)  # /metrics: fed by the store's writes, AWS and Slack calls
     store = telemetry.observe_store(AsyncStore(Store(db_path, clock)))
     aws = Aws(settings.aws, observer=telemetry)
-    # reads of one window arriving within 5 ms (one analysis tick) share GetMetricData calls
-    batcher = MetricDataBatcher(aws, window_seconds=0.005, observer=telemetry)
+    # the reads of one analysis tick arriving within 50 ms (half a clock second on a fast sandbox clock)
+    # share GetMetricData calls: a deployment's task running a little late still joins its tick
+    window = min(0.05, clock.real_seconds(0.5))
+    batcher = MetricDataBatcher(aws, window_seconds=window, observer=telemetry)
     engine = Engine(
         settings,
         store,

@@ -15,6 +15,8 @@ from bot.adapters.telemetry import Telemetry
 
 
 class SlackCallCounter(AsyncRetryHandler):
+    observes_only = True  # never retries: kept where only rate-limit retries are (handlers/slack_outbox.py)
+
     def __init__(self, telemetry: Telemetry):
         super().__init__(max_retry_count=0)
         self.telemetry = telemetry

@@ -30,7 +30,7 @@ from bot.config.load import parse_settings
 from bot.domain.analysis import GroupMetrics
 from bot.domain.model import Deployment
 from bot.logs import RedactSecrets, bind_deployment, setup_logging
-from handlers.slack_outbox import add_retry_handlers
+from handlers.slack_outbox import ChannelOutbox, add_retry_handlers
 from handlers.slack_telemetry import count_slack_calls
 from tests.unit.app.test_engine_on_fakes import CONFIG, HeldTimer, InstantClock, deploy, until_done
 
@@ -137,6 +137,8 @@ async def test_slack_calls_and_429s_are_counted_and_the_retry_still_happens():
         client = add_retry_handlers(AsyncWebClient(token="xoxb-test", base_url=str(server.make_url("/api/"))))
         count_slack_calls(client, telemetry)
         assert (await client.chat_postMessage(channel="C1", text="hi"))["ok"]
+        # a post sent "once" (rate-limit retries only) through a channel's outbox is counted too
+        await ChannelOutbox(client, "C1", post_interval=0).post_message(once=True, text="again")
         try:
             await client.auth_test()
         except SlackApiError:
@@ -145,7 +147,7 @@ async def test_slack_calls_and_429s_are_counted_and_the_retry_still_happens():
 
     figures = samples(generate_latest(telemetry.registry).decode())
     assert total(figures, "deploybot_slack_calls_total", method="chat.postMessage", status="429") == 1
-    assert total(figures, "deploybot_slack_calls_total", method="chat.postMessage", status="200") == 1
+    assert total(figures, "deploybot_slack_calls_total", method="chat.postMessage", status="200") == 2
     assert total(figures, "deploybot_slack_rate_limited_total", method="chat.postMessage") == 1
     assert total(figures, "deploybot_slack_calls_total", method="auth.test") == 1
 

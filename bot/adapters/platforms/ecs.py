@@ -291,8 +291,7 @@ class EcsPlatform(EcsTasks):
                 "ELBv2 DescribeListeners",
                 f"load balancer {env.load_balancer} has no listener on port {env.listener_port}",
             )
-        rules = await self.aws.call("elbv2", "describe_rules", role, ListenerArn=listener["ListenerArn"])
-        for rule in rules["Rules"]:
+        for rule in await self._rules(role, listener["ListenerArn"]):
             for action in rule.get("Actions", []):
                 weights = _forward_weights(action)
                 if weights and tg_arns & weights.keys():
@@ -306,6 +305,18 @@ class EcsPlatform(EcsTasks):
             f"no rule on {env.load_balancer}:{env.listener_port} forwards to "
             f"{', '.join(target.target_group(s) for s in target.slots)}",
         )
+
+    async def _rules(self, role: str | None, listener_arn: str) -> list[Answer]:
+        """Every rule of the listener, its pages followed (a listener holds up to 100 rules by default,
+        more on request; DescribeRules answers them in pages)."""
+        rules: list[Answer] = []
+        params: dict[str, Any] = {"ListenerArn": listener_arn, "PageSize": 400}
+        while True:
+            out = await self.aws.call("elbv2", "describe_rules", role, **params)
+            rules.extend(out.get("Rules", []))
+            if not out.get("NextMarker"):
+                return rules
+            params["Marker"] = out["NextMarker"]
 
     async def weights(self, target: Target) -> dict[str, int]:
         """Read fresh: the route found before is read again in one call (DescribeRules or

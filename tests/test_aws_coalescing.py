@@ -19,9 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.adapters.aws import Aws
 from bot.adapters.metrics.batch import MetricDataBatcher
 from bot.adapters.metrics.cloudwatch import NAMESPACE, CloudWatchMetrics
+from bot.adapters.platforms.ecs import EcsPlatform
 from bot.adapters.platforms.ecs_batch import DescribeServicesBatcher
 from bot.adapters.telemetry import Telemetry
 from bot.app.ports import MetricScope, PlatformError
+from bot.config.load import parse_settings
 from bot.config.model import AwsSettings
 
 END = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -226,3 +228,50 @@ async def test_describe_services_coalesces_by_cluster_ten_a_call_and_fails_only_
             assert isinstance(got, PlatformError) and "service gone in cluster prod: MISSING" in str(got)
         else:
             assert got == {"serviceName": name, "clusterArn": cluster}
+
+
+# --- DescribeRules pages (a listener with more rules than one page: 200 services in one ALB) ---------------
+class PagedElb:
+    """Answers the reads that find a route: the service's rule is on the second page of DescribeRules."""
+
+    def __init__(self):
+        self.rule_pages: list[dict] = []
+
+    async def call(self, api, operation, role_arn=None, /, **params):
+        if operation == "describe_target_groups":
+            return {"TargetGroups": [{"TargetGroupArn": f"arn:tg/{params['Names'][0]}"}]}
+        if operation == "describe_load_balancers":
+            return {"LoadBalancers": [{"LoadBalancerArn": "arn:lb/1"}]}
+        if operation == "describe_listeners":
+            return {"Listeners": [{"Port": 80, "ListenerArn": "arn:listener/1"}]}
+        assert operation == "describe_rules"
+        self.rule_pages.append(params)
+        other = [
+            {"RuleArn": f"arn:rule/{i}", "Actions": [forward(f"arn:tg/other{i}-blue", 100)]} for i in range(3)
+        ]
+        if "Marker" not in params:
+            return {"Rules": other, "NextMarker": "page2"}
+        mine = forward("arn:tg/web-staging-blue", 90, "arn:tg/web-staging-green", 10)
+        return {"Rules": [{"RuleArn": "arn:rule/web", "Actions": [mine]}]}
+
+
+def forward(*groups_and_weights) -> dict:
+    pairs = zip(groups_and_weights[::2], groups_and_weights[1::2], strict=True)
+    return {
+        "Type": "forward",
+        "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": g, "Weight": w} for g, w in pairs]},
+    }
+
+
+async def test_the_route_is_found_on_a_later_page_of_the_listeners_rules():
+    settings = parse_settings(
+        {
+            "bot": {"default_environment": "staging"},
+            "environments": {"staging": {"load_balancer": "lb-staging"}},
+            "services": {"web": {"ecs_service": "web-{slot}"}},
+        }
+    )
+    elb = PagedElb()
+    weights = await EcsPlatform(elb).weights(settings.target("web", "staging"))
+    assert weights == {"blue": 90, "green": 10}
+    assert [p.get("Marker") for p in elb.rule_pages] == [None, "page2"]
