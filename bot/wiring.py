@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -82,7 +83,7 @@ async def serve(args: argparse.Namespace) -> int:
     db_path = args.db or db_default()
     telemetry = Telemetry(clock.now)  # /metrics: fed by the store's writes, AWS and Slack calls
     store = telemetry.observe_store(AsyncStore(Store(db_path, clock)))
-    aws = Aws(settings.aws, observer=telemetry)
+    aws = Aws(settings.aws, observer=telemetry, freeze=True)
     # the reads of one analysis tick arriving within 50 ms (half a clock second on a fast sandbox clock)
     # share GetMetricData calls: a deployment's task running a little late still joins its tick
     window = min(0.05, clock.real_seconds(0.5))
@@ -165,6 +166,9 @@ async def serve(args: argparse.Namespace) -> int:
     engine.start_scheduler()
     await engine.resume_in_flight()
     readiness.set(True, "serving")
+    # Everything built so far lives as long as the process: out of the collector's generations, so a full
+    # collection walks only what came since (it took 0.1-0.5 s of the loop with ~100k start-up objects).
+    gc.freeze()
     await stop.wait()
     readiness.set(False, "shutting down")
     await asyncio.gather(flags_follow, return_exceptions=True)
