@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from bot.config.hosting import hosting_report
 from bot.config.load import load_settings
 from bot.config.report import access_report, flags_report, pipeline_report
 from bot.config.tables import ConfigError
@@ -80,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="one of several bots sharing the store: a name of its own, or 'auto' (host and pid); "
         "runs are leased and fenced (default $DEPLOYBOT_REPLICA; none: the only bot)",
+    )
+    serve.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ["DEPLOYBOT_HEALTH_PORT"]) if os.environ.get("DEPLOYBOT_HEALTH_PORT") else None,
+        help="Socket Mode: serve /healthz, /readyz and /metrics on this port (default $DEPLOYBOT_HEALTH_PORT; "
+        "HTTP mode serves them on --port)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("DEPLOYBOT_LOG_FORMAT", "text"),
+        help="log lines as text, or one JSON object a line with the deployment, service and environment "
+        "(default $DEPLOYBOT_LOG_FORMAT or text)",
     )
 
     sandbox = sub.add_parser(
@@ -164,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s.path}: OK — {len(s.services)} services ({', '.join(s.services)}), "
                 f"{len(s.environments)} environments ({', '.join(s.environments)})"
             )
-            for line in [*access_report(s), *flags_report(s), *pipeline_report(s)]:
+            hosting = hosting_report(os.environ)
+            for line in [*access_report(s), *flags_report(s), *pipeline_report(s), *hosting]:
                 print(line)
             return 0
         if args.cmd == "audit":

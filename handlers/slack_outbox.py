@@ -148,8 +148,10 @@ class ChannelOutbox:
         stored nothing; a 5xx or a broken connection may come after it did."""
         if self._once_client is None:
             once = copy.copy(self.client)
-            once.retry_handlers = [
-                h for h in self.client.retry_handlers if isinstance(h, AsyncRateLimitErrorRetryHandler)
+            once.retry_handlers = [  # and the handlers that only observe (handlers/slack_telemetry.py)
+                h
+                for h in self.client.retry_handlers
+                if isinstance(h, AsyncRateLimitErrorRetryHandler) or getattr(h, "observes_only", False)
             ]
             self._once_client = once
         return self._once_client

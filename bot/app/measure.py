@@ -16,6 +16,11 @@ from bot.domain.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurem
 # reads its variants this way (Metrics.flag_metrics), a deployment its slots (Metrics.slot_metrics).
 Reader = Callable[[datetime, datetime], Awaitable[dict[str, GroupMetrics]]]
 
+# Measurements come due on a grid of this many clock seconds, so the analyses of many deployments that
+# fall due within one tick read the same window at the same instant: the CloudWatch adapter merges their
+# reads into as few GetMetricData calls as its 500-query limit allows (bot/adapters/metrics/batch.py).
+ANALYSIS_TICK_SECONDS = 5.0
+
 
 async def alarms_in_alarm(
     metrics: Metrics, account: str | None, names: Sequence[str]
@@ -45,11 +50,15 @@ async def measure(
     clock: Clock,
     label: str,
     reader: Reader | None = None,
+    due: float | None = None,
 ) -> Measurement:
     """Take and judge one measurement: ONE metrics request for both slots over the last window (and one
     alarms request when alarms are configured, concurrently). A PlatformError gives verdict "error".
-    `reader` reads other groups than slots (a flag's variants) instead of `canary` and `stable`."""
-    at = float(math.floor(clock.now()))
+    `reader` reads other groups than slots (a flag's variants) instead of `canary` and `stable`. `due`:
+    the analysis tick it was due at, the window's end when the clock has not moved a tick past it (so every
+    deployment woken by that tick reads the same window, however late its task ran)."""
+    now = clock.now()
+    at = float(math.floor(due if due is not None and 0 <= now - due < ANALYSIS_TICK_SECONDS else now))
     end = datetime.fromtimestamp(at, UTC)
     start = datetime.fromtimestamp(at - config.window_seconds, UTC)
     reading: Awaitable[dict[str, GroupMetrics]]
@@ -87,12 +96,14 @@ async def run_analysis(
     checkpoint: Callable[[], Awaitable[None]] | None = None,
     analysis: Analysis | None = None,
     reader: Reader | None = None,
+    tick_seconds: float = ANALYSIS_TICK_SECONDS,
 ) -> Analysis:
     """The bake: a measurement every interval_seconds for duration_seconds (the first after one interval,
     so it sees the new weights; at least one), each handed to on_measurement, stopping early once the run
     has failed or is inconclusive; one whose last measurement was an API error is measured again past its
     time. Time spent paused in checkpoint() does not count toward the bake.
-    Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart."""
+    Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart. Each wake-up
+    is put off to the next multiple of `tick_seconds` of the clock (at most one tick later; 0: not)."""
     run = analysis if analysis is not None else Analysis(config)
     deadline = clock.now() + max(0.0, duration_seconds)
 
@@ -105,8 +116,12 @@ async def run_analysis(
 
     while True:
         await gate()
-        left = deadline - clock.now()  # past it (measuring again after an error): a whole interval
-        await clock.sleep(config.interval_seconds if left <= 0 else min(config.interval_seconds, left))
+        now = clock.now()
+        left = deadline - now  # past it (measuring again after an error): a whole interval
+        due = on_tick(
+            now + (config.interval_seconds if left <= 0 else min(config.interval_seconds, left)), tick_seconds
+        )
+        await clock.sleep(due - now)
         await gate()
         m = await measure(
             metrics,
@@ -117,6 +132,7 @@ async def run_analysis(
             clock=clock,
             label=label,
             reader=reader,
+            due=due,
         )
         run.add(m)
         await on_measurement(m)
@@ -126,3 +142,10 @@ async def run_analysis(
             break
     run.finish()
     return run
+
+
+def on_tick(at: float, tick: float) -> float:
+    """`at`, or the first multiple of `tick` after it (an instant already on the grid stays)."""
+    if tick <= 0:
+        return at
+    return math.ceil(round(at / tick, 6)) * tick

@@ -37,6 +37,7 @@ from bot.domain.flags import flag_key
 from bot.domain.leases import Fenced, deployment_lease
 from bot.domain.machine import BEFORE_START, IllegalTransition, State
 from bot.domain.model import BOT, Deployment
+from bot.logs import bind_deployment
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,7 @@ class Runner(Rollbacks):
     async def _run_leased(self, deployment_id: int) -> None:
         try:
             d = await self.store.get(deployment_id)
+            bind_deployment(d.id, d.service, d.env)  # every log line of this task names it
             if d.state in BEFORE_START:
                 d = await self.transition(d, "start", events=[Started()])
             await self._tell("started", d)  # (the gate may have made the start transition)

@@ -1,5 +1,5 @@
 """CloudWatch, implementing bot.app.ports.Metrics: ALB target-group metrics for a set of slots in ONE
-GetMetricData call, a flag's per-variant metrics (as applications publish them) in ONE, named alarms in
+GetMetricData call (shared with every other read of the same window at the same tick: metrics/batch.py), a flag's per-variant metrics (as applications publish them) in ONE, named alarms in
 ONE DescribeAlarms call, hourly request counts in ONE GetMetricData call (NextToken pages followed). No
 judgement here (bot.analysis, bot.app.measure)."""
 
@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.adapters.aws import Caller
-from bot.app.ports import Alarm, MetricScope, PlatformError
+from bot.adapters.metrics.batch import MetricDataBatcher
+from bot.app.ports import Alarm, MetricScope
 from bot.config.flags import FlagMetrics
 from bot.domain.analysis import GroupMetrics
 
@@ -81,8 +82,9 @@ def _query(
 class CloudWatchMetrics:
     """`aws` is bot.adapters.aws.Aws (or anything with its call())."""
 
-    def __init__(self, aws: Caller):
+    def __init__(self, aws: Caller, batcher: MetricDataBatcher | None = None):
         self.aws = aws
+        self.batcher = batcher or MetricDataBatcher(aws)
 
     async def slot_metrics(
         self,
@@ -170,30 +172,11 @@ class CloudWatchMetrics:
     async def series(
         self, account: str | None, queries: list[dict[str, Any]], start: datetime, end: datetime
     ) -> dict[str, dict[datetime, float]]:
-        """One GetMetricData request (its pages followed): query id -> {timestamp: value}. A query
-        CloudWatch answers Forbidden or InternalError raises PlatformError; missing values are absent."""
-        series: dict[str, dict[datetime, float]] = {q["Id"]: {} for q in queries}
-        params: dict[str, Any] = {
-            "MetricDataQueries": queries,
-            "StartTime": start,
-            "EndTime": end,
-            "ScanBy": "TimestampAscending",
-        }
-        while True:
-            out = await self.aws.call("cloudwatch", "get_metric_data", account, **params)
-            for result in out.get("MetricDataResults", []):
-                if result.get("StatusCode") in ("Forbidden", "InternalError"):
-                    messages = "; ".join(m.get("Value", "") for m in out.get("Messages", [])) or "no message"
-                    raise PlatformError(
-                        "CLOUDWATCH GetMetricData", f"{result.get('Id')}: {result['StatusCode']}: {messages}"
-                    )
-                values = series.setdefault(result["Id"], {})
-                for ts, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
-                    if value is not None:
-                        values[ts] = float(value)
-            if not out.get("NextToken"):
-                return series
-            params["NextToken"] = out["NextToken"]
+        """query id -> {timestamp: value} for `queries`, read in one GetMetricData request together with
+        the other reads of the same window arriving at the same time (bot.adapters.metrics.batch; pages
+        followed). A query CloudWatch answers Forbidden or InternalError raises PlatformError; missing
+        values are absent."""
+        return await self.batcher.get(account, queries, start, end)
 
     async def alarms(self, account: str | None, names: Sequence[str]) -> list[Alarm]:
         """DescribeAlarms by name (metric and composite; pages followed; 100 names a request), not by

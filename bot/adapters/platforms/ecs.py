@@ -24,6 +24,7 @@ from typing import Any
 import botocore.session  # type: ignore[import-untyped]
 
 from bot.adapters.aws import Answer, Caller
+from bot.adapters.platforms.ecs_batch import DescribeServicesBatcher
 from bot.adapters.platforms.ecs_tasks import EcsTasks
 from bot.app.ports import MetricScope, PlatformError, Rollout, SlotState, TargetHealth
 from bot.config.model import Target
@@ -120,6 +121,7 @@ class EcsPlatform(EcsTasks):
 
     def __init__(self, aws: Caller):
         self.aws = aws
+        self._services = DescribeServicesBatcher(aws)
         self._arns: dict[tuple[str, str], str] = {}
         self._task_definitions: dict[str, Answer] = {}
         self._routes: dict[tuple[str, str, int, str], Route] = {}
@@ -127,17 +129,10 @@ class EcsPlatform(EcsTasks):
     # ------------------------------------------------------------------------------------------- ECS
 
     async def _service(self, target: Target, slot: str) -> Answer:
+        """One ECS service, read together with the other services of its cluster asked for at the same
+        time (ecs_batch.py: one DescribeServices per 10)."""
         name = target.ecs_service(slot)
-        out = await self.aws.call(
-            "ecs", "describe_services", target.env.aws_role_arn, cluster=target.cluster, services=[name]
-        )
-        if not out.get("services"):
-            reason = out.get("failures", [{}])[0].get("reason", "not found")
-            raise PlatformError(
-                "ECS DescribeServices", f"service {name} in cluster {target.cluster}: {reason}"
-            )
-        service: Answer = out["services"][0]
-        return service
+        return await self._services.service(target.env.aws_role_arn, target.cluster, name)
 
     async def _described(self, target: Target, arn: str) -> Answer:
         """A task definition with its tags (DescribeTaskDefinition, include=["TAGS"]): {"taskDefinition",
@@ -296,8 +291,7 @@ class EcsPlatform(EcsTasks):
                 "ELBv2 DescribeListeners",
                 f"load balancer {env.load_balancer} has no listener on port {env.listener_port}",
             )
-        rules = await self.aws.call("elbv2", "describe_rules", role, ListenerArn=listener["ListenerArn"])
-        for rule in rules["Rules"]:
+        for rule in await self._rules(role, listener["ListenerArn"]):
             for action in rule.get("Actions", []):
                 weights = _forward_weights(action)
                 if weights and tg_arns & weights.keys():
@@ -311,6 +305,18 @@ class EcsPlatform(EcsTasks):
             f"no rule on {env.load_balancer}:{env.listener_port} forwards to "
             f"{', '.join(target.target_group(s) for s in target.slots)}",
         )
+
+    async def _rules(self, role: str | None, listener_arn: str) -> list[Answer]:
+        """Every rule of the listener, its pages followed (a listener holds up to 100 rules by default,
+        more on request; DescribeRules answers them in pages)."""
+        rules: list[Answer] = []
+        params: dict[str, Any] = {"ListenerArn": listener_arn, "PageSize": 400}
+        while True:
+            out = await self.aws.call("elbv2", "describe_rules", role, **params)
+            rules.extend(out.get("Rules", []))
+            if not out.get("NextMarker"):
+                return rules
+            params["Marker"] = out["NextMarker"]
 
     async def weights(self, target: Target) -> dict[str, int]:
         """Read fresh: the route found before is read again in one call (DescribeRules or
