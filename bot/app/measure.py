@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from bot.app.ports import Metrics, MetricScope, PlatformError
 from bot.clock import Clock
 from bot.domain.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurement, error_measurement, judge
+from bot.domain.judging import SequentialAnalysis, sequential_measurement
+from bot.domain.sequential import Minute
 
 # Reads the "canary" (and "stable") groups' metrics over a window, in one backend request: a flag rollout
 # reads its variants this way (Metrics.flag_metrics), a deployment its slots (Metrics.slot_metrics).
@@ -73,6 +75,56 @@ async def measure(
     return judge(config, read["canary"], read.get("stable"), alarms, at, label)
 
 
+async def measure_sequential(
+    metrics: Metrics,
+    config: AnalysisConfig,
+    *,
+    account: str | None,
+    canary: MetricScope,
+    stable: MetricScope,
+    clock: Clock,
+    label: str,
+    since: float,
+) -> Measurement:
+    """One look of the sequential judge: ONE metrics request for both slots' whole minutes from the
+    minute the bake began to the last whole minute (and the alarms, concurrently)."""
+    at = float(math.floor(clock.now()))
+    start = datetime.fromtimestamp(since - since % 60, UTC)
+    end = datetime.fromtimestamp(at - at % 60, UTC)
+    scopes = {"canary": canary, "stable": stable}
+    read, alarms = await asyncio.gather(
+        metrics.slot_minutes(account, scopes, start, end, config.latency_statistic),
+        alarms_in_alarm(metrics, account, config.alarms),
+        return_exceptions=True,
+    )
+    for result in (read, alarms):
+        if isinstance(result, PlatformError):
+            return error_measurement(config, result, at, label)
+        if isinstance(result, BaseException):
+            raise result
+    assert not isinstance(read, BaseException) and not isinstance(alarms, BaseException)
+    return sequential_measurement(config, minutes_of(read["canary"], read["stable"]), alarms, at, label)
+
+
+def minutes_of(canary: dict[datetime, GroupMetrics], stable: dict[datetime, GroupMetrics]) -> list[Minute]:
+    """The minutes either group has data for, in order; no 5XX datapoint with requests is zero errors."""
+    none = GroupMetrics()
+    out = []
+    for ts in sorted({*canary, *stable}):
+        c, s = canary.get(ts, none), stable.get(ts, none)
+        out.append(
+            Minute(
+                canary_requests=c.requests or 0.0,
+                canary_errors=c.errors or 0.0,
+                stable_requests=s.requests or 0.0,
+                stable_errors=s.errors or 0.0,
+                canary_latency_ms=c.latency_ms,
+                stable_latency_ms=s.latency_ms,
+            )
+        )
+    return out
+
+
 async def run_analysis(
     metrics: Metrics,
     config: AnalysisConfig,
@@ -93,8 +145,10 @@ async def run_analysis(
     has failed or is inconclusive; one whose last measurement was an API error is measured again past its
     time. Time spent paused in checkpoint() does not count toward the bake.
     Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart."""
-    run = analysis if analysis is not None else Analysis(config)
-    deadline = clock.now() + max(0.0, duration_seconds)
+    sequential = config.judge == "sequential" and stable is not None and reader is None
+    run = analysis or (SequentialAnalysis(config) if sequential else Analysis(config))
+    began = clock.now()
+    deadline = began + max(0.0, duration_seconds)
 
     async def gate() -> None:
         nonlocal deadline
@@ -108,21 +162,37 @@ async def run_analysis(
         left = deadline - clock.now()  # past it (measuring again after an error): a whole interval
         await clock.sleep(config.interval_seconds if left <= 0 else min(config.interval_seconds, left))
         await gate()
-        m = await measure(
-            metrics,
-            config,
-            account=account,
-            canary=canary,
-            stable=stable,
-            clock=clock,
-            label=label,
-            reader=reader,
-        )
+        if sequential:
+            assert canary is not None and stable is not None
+            m = await measure_sequential(
+                metrics,
+                config,
+                account=account,
+                canary=canary,
+                stable=stable,
+                clock=clock,
+                label=label,
+                since=began,
+            )
+        else:
+            m = await measure(
+                metrics,
+                config,
+                account=account,
+                canary=canary,
+                stable=stable,
+                clock=clock,
+                label=label,
+                reader=reader,
+            )
         run.add(m)
         await on_measurement(m)
         # A bake ends on data, not on an API error: past its time, a measurement that could not be
         # taken is taken again (the consecutive error limit still ends a run AWS will not answer).
         if run.done or (clock.now() >= deadline and m.verdict != "error"):
+            break
+        # Early promotion: shown no worse, and the minimum bake is over (time paused is not baking).
+        if isinstance(run, SequentialAnalysis) and run.ready(duration_seconds - (deadline - clock.now())):
             break
     run.finish()
     return run
