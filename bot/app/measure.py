@@ -139,14 +139,21 @@ async def run_analysis(
     checkpoint: Callable[[], Awaitable[None]] | None = None,
     analysis: Analysis | None = None,
     reader: Reader | None = None,
+    since: float | None = None,
+    final: bool = True,
 ) -> Analysis:
     """The bake: a measurement every interval_seconds for duration_seconds (the first after one interval,
     so it sees the new weights; at least one), each handed to on_measurement, stopping early once the run
     has failed or is inconclusive; one whose last measurement was an API error is measured again past its
     time. Time spent paused in checkpoint() does not count toward the bake.
-    Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart."""
+    Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart.
+
+    With `judge = "sequential"` and a stable group (bot.domain.judging), each look reads the whole minutes
+    since `since` (default: the bake's start; a canary passes its first step's, so evidence carries on
+    across its weights), fails as soon as the evidence is there, and ends the bake early once the canary
+    is shown no worse and min_bake_seconds have passed. `final`: the last bake before 100%."""
     sequential = config.judge == "sequential" and stable is not None and reader is None
-    run = analysis or (SequentialAnalysis(config) if sequential else Analysis(config))
+    run = analysis or (SequentialAnalysis(config, final=final) if sequential else Analysis(config))
     began = clock.now()
     deadline = began + max(0.0, duration_seconds)
 
@@ -172,7 +179,7 @@ async def run_analysis(
                 stable=stable,
                 clock=clock,
                 label=label,
-                since=began,
+                since=began if since is None else since,
             )
         else:
             m = await measure(

@@ -23,7 +23,7 @@ def _bakes(s: Settings) -> Iterator[tuple[str, str, float, AnalysisConfig]]:
     for env_name, env in s.environments.items():
         where = f"environments.{env_name}.analysis"
         for service in s.services:
-            t = s.target(service, env_name)
+            t = s._target(service, env_name)  # not target(): its cache would be copied with the Settings
             overridden = env_name in s.services[service].overrides
             who = f" (services.{service}.environments.{env_name})" if overridden else ""
             if t.strategy == "canary":

@@ -135,11 +135,18 @@ class SequentialAnalysis(Analysis):
     """A sequential bake. Fails once failed looks > failure_limit (a look fails only on evidence, which
     stays), errors out like Analysis on API errors in a row; an undecided look does not count against the
     inconclusive limit (measuring on is the point). `ready(elapsed)`: the last look passed and the bake
-    has lasted min_bake_seconds: the step may move on. finish() at the end of the bake time: the last
-    look passed -> successful; undecided with at least min_requests canary requests and a point estimate
-    within the margin -> successful (nothing found); otherwise inconclusive (a person decides)."""
+    has lasted min_bake_seconds: the step may move on.
 
-    def __init__(self, config: AnalysisConfig, measurements: Iterable[Measurement] = ()):
+    finish() at the end of the bake time, the last look undecided: with fewer than min_requests canary
+    requests it is inconclusive (never a pass). Otherwise, read as fixed-horizon tests at the pass level:
+    on the `final` bake (the last before 100%) it is successful only when every test bounds the canary
+    within its margin; on an earlier one it carries on (its evidence goes on into the next step's, which
+    reads the minutes since the first) unless a test finds the canary likely worse. Else inconclusive."""
+
+    def __init__(
+        self, config: AnalysisConfig, measurements: Iterable[Measurement] = (), *, final: bool = True
+    ):
+        self.final = final
         super().__init__(config, measurements)
 
     def add(self, m: Measurement) -> None:
@@ -151,8 +158,7 @@ class SequentialAnalysis(Analysis):
         c = self.config
         if (failed := self.count("fail")) > c.failure_limit:
             self._status = "failed"
-            last = m.reasons[-1] if m.verdict == "fail" and m.reasons else f"{failed} failed looks"
-            self.reason = last
+            self.reason = m.reasons[-1] if m.verdict == "fail" and m.reasons else f"{failed} failed looks"
         elif (errors := self.consecutive_errors) > c.consecutive_error_limit:
             self._status, self.errored = "failed", True
             self.reason = (
@@ -176,28 +182,20 @@ class SequentialAnalysis(Analysis):
             return self._status
         last = self._last_look()
         evidence = (last.evidence or {}) if last is not None else {}
+        said = "; ".join(last.reasons) if last is not None and last.reasons else "no look was taken"
+        tests = [seq.Evidence.from_dict(t) for t in evidence.get("tests", [])]
         if last is not None and last.verdict == "pass":
-            self._status, self.reason = (
-                "successful",
-                "shown no worse than the stable version: " + "; ".join(last.reasons),
-            )
-        elif last is not None and evidence.get("enough") and not _leans_bad(evidence):
+            self._status, self.reason = "successful", f"shown no worse than the stable version: {said}"
+        elif not evidence.get("enough") or not tests:
+            self._status, self.reason = "inconclusive", f"too little traffic to judge: {said}"
+        elif self.final and all(t.horizon_upper < t.allowed for t in tests):
+            self._status, self.reason = "successful", f"no regression found in the bake: {said}"
+        elif not self.final and all(t.horizon_lower <= t.allowed for t in tests):
             self._status = "successful"
-            self.reason = "no regression found in the bake: " + "; ".join(last.reasons)
+            self.reason = f"no regression found so far, judged on at the next step: {said}"
         else:
-            self._status = "inconclusive"
-            why = "; ".join(last.reasons) if last is not None and last.reasons else "no look was taken"
-            self.reason = "the bake ended undecided: " + why
+            self._status, self.reason = "inconclusive", f"the bake ended undecided: {said}"
         return self._status
-
-
-def _leans_bad(evidence: dict[str, object]) -> bool:
-    """The point estimate of some test is past its margin (not yet significant): not a pass."""
-    for t in evidence.get("tests", []):  # type: ignore[attr-defined]
-        e = seq.Evidence.from_dict(t)
-        if e.estimate > e.allowed:
-            return True
-    return False
 
 
 def with_judge(config: AnalysisConfig, judge: str | None) -> AnalysisConfig:

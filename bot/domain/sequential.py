@@ -25,6 +25,11 @@ Decision = Literal["fail", "pass", "continue"]
 DISPERSION_PRIOR_DF = 1.0
 LATENCY_CV2 = 2.0
 LATENCY_PRIOR_DF = 2.0
+# The mixtures' scales: the effect each boundary is tightest for (2 rate points; a 20% slower canary).
+ERROR_SCALE = 0.02
+LATENCY_SCALE = math.log(1.2)
+# At the end of a bake, undecided: a pass needs the fixed-horizon upper bound at 80% within the margin.
+HORIZON_Z = 0.8416
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Evidence:
     lower: float
     upper: float
     allowed: float
+    horizon_lower: float  # the bounds at the pass level as a fixed-horizon test reads them (end of a bake)
+    horizon_upper: float
     confidence: float
     minutes: int
     canary_requests: float
@@ -91,9 +98,9 @@ def error_rate_test(
 ) -> Evidence | None:
     """Canary rate − stable rate against `delta`; None without a minute where both groups had traffic.
 
-    The variance of each minute's difference is taken at a canary rate of at least stable + delta (the
-    boundary of the hypothesis tested), so a canary with no errors yet is not "shown" no worse on too few
-    requests."""
+    The variance of each minute's difference is taken at a canary rate of stable + delta, the boundary
+    both decisions test against (a score test), so a canary with no errors yet is not "shown" no worse on
+    too few requests, and a canary with many is judged against the variance the boundary would have."""
     used = [m for m in minutes if m.canary_requests > 0 and m.stable_requests > 0]
     if not used:
         return None
@@ -102,20 +109,23 @@ def error_rate_test(
     s = sum(m.stable_requests for m in used)
     y = sum(min(m.stable_errors, m.stable_requests) for m in used)
     p_s = (y + 0.5) / (s + 1.0)
-    p_c = min(0.999, max((x + 0.5) / (n + 1.0), p_s + delta))
-    weights, diffs = [], []
+    p_c = min(0.999, p_s + delta)  # the rate at the boundary tested, as a score test takes it
+    # The dispersion: how much more the minutes scatter than binomial counts at the rates seen would.
+    p_seen = min(0.999, max((x + 0.5) / (n + 1.0), p_c))
+    weights, diffs, chi2 = [], [], 0.0
     for m in used:
         variance = p_c * (1 - p_c) / m.canary_requests + p_s * (1 - p_s) / m.stable_requests
         weights.append(1.0 / variance)
-        diffs.append(
-            min(m.canary_errors, m.canary_requests) / m.canary_requests - m.stable_errors / m.stable_requests
-        )
+        rate = min(m.canary_errors, m.canary_requests) / m.canary_requests
+        diffs.append(rate - m.stable_errors / m.stable_requests)
     information = sum(weights)
     estimate = sum(w * d for w, d in zip(weights, diffs, strict=True)) / information
-    chi2 = sum(w * (d - estimate) ** 2 for w, d in zip(weights, diffs, strict=True))
+    for m, d in zip(used, diffs, strict=True):
+        seen = p_seen * (1 - p_seen) / m.canary_requests + p_s * (1 - p_s) / m.stable_requests
+        chi2 += (d - estimate) ** 2 / seen
     dispersion = max(1.0, (chi2 + DISPERSION_PRIOR_DF) / (len(used) - 1 + DISPERSION_PRIOR_DF))
     info = information / dispersion
-    scale = max(delta, 0.005)
+    scale = ERROR_SCALE
     fail_r, pass_r = mixture_radius(info, alpha, scale), mixture_radius(info, pass_alpha, scale)
     return Evidence(
         metric="error rate",
@@ -126,6 +136,8 @@ def error_rate_test(
         lower=estimate - fail_r,
         upper=estimate + pass_r,
         allowed=delta,
+        horizon_lower=estimate - HORIZON_Z * math.sqrt(1.0 / info),
+        horizon_upper=estimate + HORIZON_Z * math.sqrt(1.0 / info),
         confidence=1 - alpha,
         minutes=len(used),
         canary_requests=n,
@@ -150,7 +162,7 @@ def latency_test(minutes: Sequence[Minute], ratio: float, alpha: float, pass_alp
     cv2 = (spread + LATENCY_CV2 * LATENCY_PRIOR_DF) / (len(used) - 1 + LATENCY_PRIOR_DF)
     info = total / cv2
     allowed = math.log(ratio)
-    scale = max(allowed, 0.05)
+    scale = LATENCY_SCALE
     fail_r, pass_r = mixture_radius(info, alpha, scale), mixture_radius(info, pass_alpha, scale)
     n = sum(u[0] for u in used)
     canary = sum(u[2] * u[0] for u in used) / n
@@ -165,6 +177,8 @@ def latency_test(minutes: Sequence[Minute], ratio: float, alpha: float, pass_alp
         lower=math.exp(estimate - fail_r),
         upper=math.exp(estimate + pass_r),
         allowed=ratio,
+        horizon_lower=math.exp(estimate - HORIZON_Z * math.sqrt(1.0 / info)),
+        horizon_upper=math.exp(estimate + HORIZON_Z * math.sqrt(1.0 / info)),
         confidence=1 - alpha,
         minutes=len(used),
         canary_requests=n,
