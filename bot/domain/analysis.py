@@ -44,7 +44,7 @@ class AnalysisConfig:
     # where there is no stable group, e.g. blue-green after the switch).
     judge: str = "thresholds"
     false_rollback_rate: float = 0.01  # sequential: the chance a healthy canary is rolled back
-    error_rate_margin: float = 0.01  # sequential: canary may exceed stable by this much (0.01 = 1 point)
+    error_rate_margin: float = 0.005  # sequential: canary may exceed stable by this (0.005 = half a point)
     latency_margin: float | None = 0.1  # sequential: canary latency may exceed stable's by 10%
     min_bake_seconds: float = 60.0  # sequential: a step shown healthy moves on after this much of its bake
 

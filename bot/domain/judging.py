@@ -169,12 +169,20 @@ class SequentialAnalysis(Analysis):
         return next((m for m in reversed(self.measurements) if m.verdict != "error"), None)
 
     def ready(self, elapsed_seconds: float) -> bool:
+        """The step may move on: min_bake_seconds have passed and the last look passed, or (before the
+        final bake) had enough traffic and nothing leaning toward a regression."""
         last = self._last_look()
+        if self.done or last is None or elapsed_seconds < self.config.min_bake_seconds:
+            return False
+        if last.verdict == "pass":
+            return True
+        evidence = last.evidence or {}
+        tests = [seq.Evidence.from_dict(t) for t in evidence.get("tests", [])]
         return (
-            not self.done
-            and last is not None
-            and last.verdict == "pass"
-            and elapsed_seconds >= self.config.min_bake_seconds
+            not self.final
+            and bool(evidence.get("enough"))
+            and bool(tests)
+            and all(t.horizon_lower <= t.allowed for t in tests)
         )
 
     def finish(self) -> str:
