@@ -29,7 +29,7 @@ def test_the_judge_and_its_settings_are_read_with_defaults():
     assert (a.judge, a.false_rollback_rate, a.error_rate_margin, a.latency_margin) == (
         "thresholds",
         0.01,
-        0.01,
+        0.005,
         0.1,
     )
     data = changed(
