@@ -103,8 +103,8 @@ def explain(e: seq.Evidence, statistic: str = "Average") -> str:
         if e.decision == "pass":
             return f"{head}: at most {_pts(max(e.upper, 0.0))} points above stable ({allowed}) {after}"
         return (
-            f"{head}: difference between {_pts(e.lower, sign=True)} and {_pts(e.upper, sign=True)} points "
-            f"{after}: not decided yet ({allowed})"
+            f"{head}: {_pts(e.estimate, sign=True)} points, not yet shown beyond or within the "
+            f"{_pts(e.allowed)} allowed {after}"
         )
     head = f"latency {e.canary:.0f} ms vs {e.stable:.0f} ms ({statistic})"
     allowed = f"+{_pct_ratio(e.allowed)} allowed"
@@ -113,8 +113,7 @@ def explain(e: seq.Evidence, statistic: str = "Average") -> str:
     if e.decision == "pass":
         return f"{head}: at most {_pct_ratio(max(e.upper, 1.0))} slower ({allowed}) {after}"
     return (
-        f"{head}: between {_pct_ratio(e.lower, sign=True)} and {_pct_ratio(e.upper, sign=True)} "
-        f"{after}: not decided yet ({allowed})"
+        f"{head}: {_pct_ratio(e.estimate, sign=True)}, not yet shown beyond or within the {allowed} {after}"
     )
 
 
@@ -124,7 +123,8 @@ def _rate(rate: float) -> str:
 
 
 def _pts(rate: float, sign: bool = False) -> str:
-    return f"{rate * 100:+.1f}" if sign else f"{rate * 100:.1f}"
+    points = round(rate * 100, 1) + 0.0  # no "-0.0"
+    return f"{points:+.1f}" if sign and points else f"{points:.1f}"
 
 
 def _pct_ratio(ratio: float, sign: bool = False) -> str:
