@@ -47,15 +47,13 @@ def _bakes(s: Settings) -> Iterator[tuple[str, str, float, AnalysisConfig]]:
 
 def check_limits(s: Settings) -> None:
     """Raise ConfigError naming the limit that can never be exceeded and the measurements its bake takes."""
-    seen: set[tuple[str, str]] = set()
     for where, bake, seconds, analysis in _bakes(s):
         n = measurements(seconds, analysis.interval_seconds)
         limits = [("failure_limit", analysis.failure_limit)]
         if analysis.judge != "sequential":  # the sequential judge measures on instead of counting these
             limits.append(("inconclusive_limit", analysis.inconclusive_limit))
         for key, limit in limits:
-            if limit >= n and (where, key) not in seen:
-                seen.add((where, key))
+            if limit >= n:
                 raise ConfigError(
                     s.path,
                     f"{where}.{key}",
