@@ -23,7 +23,7 @@ def test_every_adapter_implements_its_port() -> None:
     aws = Aws(AwsSettings(endpoint_url="http://127.0.0.1:1"))
     platforms: list[Platform] = [EcsPlatform(aws), MemoryPlatform()]
     metrics: list[Metrics] = [CloudWatchMetrics(aws), MemoryMetrics()]
-    assert len(methods(Platform)) == 15 and len(methods(Metrics)) == 4
+    assert len(methods(Platform)) == 15 and len(methods(Metrics)) == 5
     for adapter, protocol in [*((p, Platform) for p in platforms), *((m, Metrics) for m in metrics)]:
         for name in methods(protocol):
             assert inspect.iscoroutinefunction(getattr(adapter, name)), (type(adapter).__name__, name)

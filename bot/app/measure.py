@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from bot.app.ports import Metrics, MetricScope, PlatformError
 from bot.clock import Clock
 from bot.domain.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurement, error_measurement, judge
+from bot.domain.judging import SequentialAnalysis, sequential_measurement
+from bot.domain.sequential import Minute
 
 # Reads the "canary" (and "stable") groups' metrics over a window, in one backend request: a flag rollout
 # reads its variants this way (Metrics.flag_metrics), a deployment its slots (Metrics.slot_metrics).
@@ -82,6 +84,56 @@ async def measure(
     return judge(config, read["canary"], read.get("stable"), alarms, at, label)
 
 
+async def measure_sequential(
+    metrics: Metrics,
+    config: AnalysisConfig,
+    *,
+    account: str | None,
+    canary: MetricScope,
+    stable: MetricScope,
+    clock: Clock,
+    label: str,
+    since: float,
+) -> Measurement:
+    """One look of the sequential judge: ONE metrics request for both slots' whole minutes from the
+    minute the bake began to the last whole minute (and the alarms, concurrently)."""
+    at = float(math.floor(clock.now()))
+    start = datetime.fromtimestamp(since - since % 60, UTC)
+    end = datetime.fromtimestamp(at - at % 60, UTC)
+    scopes = {"canary": canary, "stable": stable}
+    read, alarms = await asyncio.gather(
+        metrics.slot_minutes(account, scopes, start, end, config.latency_statistic),
+        alarms_in_alarm(metrics, account, config.alarms),
+        return_exceptions=True,
+    )
+    for result in (read, alarms):
+        if isinstance(result, PlatformError):
+            return error_measurement(config, result, at, label)
+        if isinstance(result, BaseException):
+            raise result
+    assert not isinstance(read, BaseException) and not isinstance(alarms, BaseException)
+    return sequential_measurement(config, minutes_of(read["canary"], read["stable"]), alarms, at, label)
+
+
+def minutes_of(canary: dict[datetime, GroupMetrics], stable: dict[datetime, GroupMetrics]) -> list[Minute]:
+    """The minutes either group has data for, in order; no 5XX datapoint with requests is zero errors."""
+    none = GroupMetrics()
+    out = []
+    for ts in sorted({*canary, *stable}):
+        c, s = canary.get(ts, none), stable.get(ts, none)
+        out.append(
+            Minute(
+                canary_requests=c.requests or 0.0,
+                canary_errors=c.errors or 0.0,
+                stable_requests=s.requests or 0.0,
+                stable_errors=s.errors or 0.0,
+                canary_latency_ms=c.latency_ms,
+                stable_latency_ms=s.latency_ms,
+            )
+        )
+    return out
+
+
 async def run_analysis(
     metrics: Metrics,
     config: AnalysisConfig,
@@ -97,15 +149,24 @@ async def run_analysis(
     analysis: Analysis | None = None,
     reader: Reader | None = None,
     tick_seconds: float = ANALYSIS_TICK_SECONDS,
+    since: float | None = None,
+    final: bool = True,
 ) -> Analysis:
     """The bake: a measurement every interval_seconds for duration_seconds (the first after one interval,
     so it sees the new weights; at least one), each handed to on_measurement, stopping early once the run
     has failed or is inconclusive; one whose last measurement was an API error is measured again past its
     time. Time spent paused in checkpoint() does not count toward the bake.
     Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart. Each wake-up
-    is put off to the next multiple of `tick_seconds` of the clock (at most one tick later; 0: not)."""
-    run = analysis if analysis is not None else Analysis(config)
-    deadline = clock.now() + max(0.0, duration_seconds)
+    is put off to the next multiple of `tick_seconds` of the clock (at most one tick later; 0: not).
+
+    With `judge = "sequential"` and a stable group (bot.domain.judging), each look reads the whole minutes
+    since `since` (default: the bake's start; a canary passes its first step's, so evidence carries on
+    across its weights), fails as soon as the evidence is there, and ends the bake early once the canary
+    is shown no worse and min_bake_seconds have passed. `final`: the last bake before 100%."""
+    sequential = config.judge == "sequential" and stable is not None and reader is None
+    run = analysis or (SequentialAnalysis(config, final=final) if sequential else Analysis(config))
+    began = clock.now()
+    deadline = began + max(0.0, duration_seconds)
 
     async def gate() -> None:
         nonlocal deadline
@@ -123,22 +184,38 @@ async def run_analysis(
         )
         await clock.sleep(due - now)
         await gate()
-        m = await measure(
-            metrics,
-            config,
-            account=account,
-            canary=canary,
-            stable=stable,
-            clock=clock,
-            label=label,
-            reader=reader,
-            due=due,
-        )
+        if sequential:
+            assert canary is not None and stable is not None
+            m = await measure_sequential(
+                metrics,
+                config,
+                account=account,
+                canary=canary,
+                stable=stable,
+                clock=clock,
+                label=label,
+                since=began if since is None else since,
+            )
+        else:
+            m = await measure(
+                metrics,
+                config,
+                account=account,
+                canary=canary,
+                stable=stable,
+                clock=clock,
+                label=label,
+                reader=reader,
+                due=due,
+            )
         run.add(m)
         await on_measurement(m)
         # A bake ends on data, not on an API error: past its time, a measurement that could not be
         # taken is taken again (the consecutive error limit still ends a run AWS will not answer).
         if run.done or (clock.now() >= deadline and m.verdict != "error"):
+            break
+        # Early promotion: shown no worse, and the minimum bake is over (time paused is not baking).
+        if isinstance(run, SequentialAnalysis) and run.ready(duration_seconds - (deadline - clock.now())):
             break
     run.finish()
     return run

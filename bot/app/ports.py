@@ -256,6 +256,18 @@ class Metrics(Protocol):
         like `scopes`; None values where the backend has no data."""
         ...
 
+    async def slot_minutes(
+        self,
+        account: str | None,
+        scopes: Mapping[str, MetricScope],
+        start: datetime,
+        end: datetime,
+        latency_statistic: str = "Average",
+    ) -> dict[str, dict[datetime, GroupMetrics]]:
+        """Like slot_metrics, per minute from `start` to `end` (whole minutes): scope -> minute start ->
+        numbers; a minute without any datapoint is absent. The sequential judge reads its looks this way."""
+        ...
+
     async def flag_metrics(
         self,
         account: str | None,

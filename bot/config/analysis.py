@@ -8,6 +8,7 @@ from typing import Any
 
 from bot.config.tables import _Table
 from bot.domain.analysis import LATENCY_STATISTIC, AnalysisConfig
+from bot.domain.judging import JUDGES
 
 
 def from_toml(
@@ -86,6 +87,29 @@ def from_toml(
         ),
         inconclusive_limit=t.get(
             "inconclusive_limit", int, base.inconclusive_limit, lambda v: v >= 0, "an integer >= 0"
+        ),
+        judge=t.get("judge", str, base.judge, lambda v: v in JUDGES, 'one of "thresholds", "sequential"'),
+        false_rollback_rate=float(
+            t.get(
+                "false_rollback_rate",
+                number,
+                base.false_rollback_rate,
+                lambda v: 0 < v < 0.5,
+                "a rate within 0..0.5 (0.01 = 1%)",
+            )
+        ),
+        error_rate_margin=float(
+            t.get(
+                "error_rate_margin",
+                number,
+                base.error_rate_margin,
+                lambda v: 0 < v <= 1,
+                "a rate within 0..1 (0.01 = 1 point)",
+            )
+        ),
+        latency_margin=optional("latency_margin", lambda v: v > 0, "a fraction > 0 (0.1 = 10% slower)"),
+        min_bake_seconds=float(
+            t.get("min_bake_seconds", number, base.min_bake_seconds, lambda v: v >= 0, "seconds >= 0")
         ),
     )
     t.finish()

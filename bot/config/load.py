@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.config.analysis import from_toml as analysis_from_toml
 from bot.config.flags import parse_env_flags, parse_flags, parse_segments
+from bot.config.limits import check_limits
 from bot.config.migrations import parse_integration_tests, parse_migrations
 from bot.config.model import (
     AwsSettings,
@@ -28,6 +29,7 @@ from bot.config.tables import ConfigError, _show, _Table
 from bot.config.timing import parse_freezes, parse_windows
 from bot.config.verification import verification_settings
 from bot.domain.checklist import Roles
+from bot.domain.judging import JUDGES
 from bot.domain.strategies import STRATEGIES
 
 DEFAULT_CONFIG = Path("config/deploybot.toml")
@@ -157,6 +159,13 @@ def _environment(
     return environment
 
 
+def _judge_override(o: _Table) -> dict[str, str]:
+    """A service's `judge` in one environment: that environment's analysis, judged another way."""
+    if "judge" not in o.data:
+        return {}
+    return {"judge": o.get("judge", str, None, lambda v: v in JUDGES, 'one of "thresholds", "sequential"')}
+
+
 def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environment]) -> Service:
     overrides: dict[str, dict[str, Any]] = {}
     t.seen.update(("migrations", "integration_tests"))
@@ -189,6 +198,7 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
                 values[key] = float(o.get(key, _NUMBER, **_SECONDS))
         if "canary_steps" in o.data:
             values["canary_steps"] = _canary_steps(o, "canary_steps")
+        values.update(_judge_override(o))
         if "windows" in o.data:
             values["windows"] = parse_windows(o.data["windows"], path, o.key("windows"))
             o.seen.add("windows")
@@ -294,7 +304,7 @@ def parse_settings(
     for name, environment in environments.items():
         if not environment.load_balancer:
             raise ConfigError(path, f"environments.{name}.load_balancer", "is required but missing")
-    return Settings(
+    settings = Settings(
         path=path,
         default_environment=default_env,
         deploy_channel=deploy_channel,
@@ -308,6 +318,8 @@ def parse_settings(
         segments=segments,
         pipelines=pipelines,
     )
+    check_limits(settings)
+    return settings
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

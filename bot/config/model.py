@@ -139,9 +139,12 @@ class Target:
     migrations: Migrations | None = None  # the service's, or its environment override's
     integration_tests: IntegrationTests | None = None
 
+    judge: str | None = None  # the service's own judge for this environment's analysis (None: the env's)
+
     @property
     def analysis(self) -> AnalysisConfig:
-        return self.env.analysis
+        a = self.env.analysis
+        return a if self.judge is None or self.judge == a.judge else replace(a, judge=self.judge)
 
     @property
     def smoke_checks(self) -> tuple[SmokeCheck, ...]:
@@ -232,6 +235,7 @@ class Settings:
             step_bake_seconds=o.get("step_bake_seconds", environment.step_bake_seconds),
             keep_warm_seconds=o.get("keep_warm_seconds", environment.keep_warm_seconds),
             windows=o.get("windows", environment.windows),
+            judge=o.get("judge"),
             migrations=o.get("migrations", svc.migrations),
             integration_tests=o.get("integration_tests", svc.integration_tests),
         )

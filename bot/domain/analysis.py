@@ -39,6 +39,14 @@ class AnalysisConfig:
     failure_limit: int = 0
     consecutive_error_limit: int = 4
     inconclusive_limit: int = 0
+    # The judge: "thresholds" (each measurement against the limits above) or "sequential" (bot.domain.
+    # sequential: canary against stable, minute by minute, valid at every look; thresholds still judge
+    # where there is no stable group, e.g. blue-green after the switch).
+    judge: str = "thresholds"
+    false_rollback_rate: float = 0.01  # sequential: the chance a healthy canary is rolled back
+    error_rate_margin: float = 0.005  # sequential: canary may exceed stable by this (0.005 = half a point)
+    latency_margin: float | None = 0.1  # sequential: canary latency may exceed stable's by 10%
+    min_bake_seconds: float = 60.0  # sequential: a step shown healthy moves on after this much of its bake
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "alarms": list(self.alarms)}
@@ -108,6 +116,7 @@ class Measurement:
     notes: list[str] = field(default_factory=list)  # what was not judged, and why
     window_seconds: int = 60
     latency_statistic: str = "Average"
+    evidence: dict[str, Any] | None = None  # the sequential judge's figures (bot.domain.judging)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

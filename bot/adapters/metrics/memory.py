@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.app.ports import Alarm, MetricScope, PlatformError
 from bot.config.flags import FlagMetrics
@@ -32,6 +32,7 @@ class MemoryMetrics:
     def __init__(self, default: GroupMetrics = HEALTHY):
         self.default = default
         self.by_slot: dict[str, GroupMetrics] = {}
+        self.minutes: dict[str, dict[datetime, GroupMetrics]] = {}  # slot -> minute -> numbers
         self.alarm_states: dict[str, Alarm] = {}
         self.hourly: dict[datetime, float] = {}
         self.calls: list[str] = []
@@ -74,6 +75,29 @@ class MemoryMetrics:
         return {
             name: self.by_slot.get(scope.get("slot") or "", self.default) for name, scope in scopes.items()
         }
+
+    async def slot_minutes(
+        self,
+        account: str | None,
+        scopes: Mapping[str, MetricScope],
+        start: datetime,
+        end: datetime,
+        latency_statistic: str = "Average",
+    ) -> dict[str, dict[datetime, GroupMetrics]]:
+        """Every whole minute from `start` to `end` reads as the slot's numbers (set(); `default`
+        otherwise), or as `minutes[slot][minute]` where a test set one."""
+        self._enter("slot_minutes")
+        first = start.replace(second=0, microsecond=0)
+        first = first if first == start else first + timedelta(minutes=1)
+        out: dict[str, dict[datetime, GroupMetrics]] = {}
+        for name, scope in scopes.items():
+            slot = scope.get("slot") or ""
+            out[name] = {}
+            at = first
+            while at + timedelta(minutes=1) <= end:
+                out[name][at] = self.minutes.get(slot, {}).get(at, self.by_slot.get(slot, self.default))
+                at += timedelta(minutes=1)
+        return out
 
     async def flag_metrics(
         self,

@@ -210,6 +210,7 @@ class Analyze(Step):
 
     seconds: float = 60.0
     label: str = ""
+    final: bool = False  # the last canary bake before 100% (the sequential judge passes it on evidence only)
     kind = "analyze"
 
     def describe(self) -> str:
@@ -243,6 +244,8 @@ class Analyze(Step):
                 f"{'✓' if m.verdict == 'pass' else '✗' if m.verdict == 'fail' else '?'} {m.line()}"
             )
 
+        # The sequential judge reads every minute since the first canary bake: evidence carries on.
+        since = ctx.data.setdefault("judge_since", ctx.clock.now()) if baseline is not None else None
         analysis: Analysis = await run_analysis(
             ctx.metrics,
             ctx.target.analysis,
@@ -254,6 +257,8 @@ class Analyze(Step):
             label=self.label,
             on_measurement=on_measurement,
             checkpoint=ctx.checkpoint,
+            since=since,
+            final=self.final,
         )
         passed = judged(analysis, "analysis", self.label, "Abort to roll back")
         await ctx.report(f"Analysis at {self.label} passed: {passed}")
@@ -381,6 +386,9 @@ def canary_plan(target: Target, weights: tuple[int | str, ...] | None = None) ->
             continue
         steps += [SetWeights(int(w)), Analyze(target.step_bake_seconds, f"canary {w}%")]
         last = int(w)
+    below = [s for s in steps if isinstance(s, Analyze) and not s.label.endswith(" 100%")]
+    if below:
+        below[-1].final = True
     return [*steps, *_keep_warm(target)]
 
 
