@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.aws import Aws
 from bot.adapters.backups.rds import RdsBackups
+from bot.adapters.evidence.build import build_evidence, tokens
 from bot.adapters.http import AiohttpClient
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
 from bot.adapters.ofrep import mount_ofrep
@@ -64,7 +65,10 @@ async def serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     paging = settings.alerts.pagerduty
     pagerduty_key = os.environ.get(paging.routing_key_env, "") if paging.enabled else ""
-    setup_logging([*settings.secrets.values(), pagerduty_key], os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"))
+    setup_logging(
+        [*settings.secrets.values(), pagerduty_key, *tokens(settings, os.environ)],
+        os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"),
+    )
     if paging.enabled and not pagerduty_key:
         raise UsageError(
             f"deploybot serve: [alerts.pagerduty] is enabled: set {paging.routing_key_env} in the environment"
@@ -83,6 +87,7 @@ async def serve(args: argparse.Namespace) -> int:
         timer=Scheduler(clock, misfire_grace_seconds=300.0),
         http=AiohttpClient(),
         backups=RdsBackups(aws),
+        evidence=build_evidence(settings, aws, os.environ),
     )
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))

@@ -6,6 +6,7 @@ notifier reads them from there. It knows nothing of Slack."""
 from __future__ import annotations
 
 from bot.app.access import Access
+from bot.app.evidence import EvidenceReader
 from bot.app.flags import FlagBook, FlagControl
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
@@ -37,6 +38,7 @@ class Engine:
         timer: Timer,
         http: Http | None = None,
         backups: Backups | None = None,
+        evidence: EvidenceReader | None = None,
     ):
         self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
@@ -81,7 +83,9 @@ class Engine:
             self.runner,
             self.scheduling,
             http,
+            evidence,
         )
+        self.evidence = evidence
         self.locks = Locks(store, self.access)
         self.lock, self.unlock = self.locks.lock, self.locks.unlock
         self.intake = Intake(settings, store, self.access, self.scheduling, gate)
@@ -157,6 +161,8 @@ class Engine:
         for d in await self.store.active():
             if d.state == State.REQUESTED:  # the crash came while its checks ran: check it again
                 self.gate.admit_later(d.id)
+            elif d.state == State.AWAITING_APPROVAL:  # a CI result it waited for is asked again
+                await self.gate.resume_ci(d)
         await self.pipelines.resume()  # every running pipeline carried on from its record
         return resumed
 

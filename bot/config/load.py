@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config.analysis import from_toml as analysis_from_toml
+from bot.config.evidence import parse_evidence, parse_providers
 from bot.config.flags import parse_env_flags, parse_flags, parse_segments
 from bot.config.migrations import parse_integration_tests, parse_migrations
 from bot.config.model import (
@@ -150,6 +151,7 @@ def _environment(
         windows=windows,
         flags=flags,
         rehearse_migrations=t.get("rehearse_migrations", bool, False),
+        image_check=t.get("image_check", bool, False),
     )
     t.finish()
     return environment
@@ -226,6 +228,7 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
         overrides=overrides,
         migrations=migrations,
         integration_tests=tests,
+        evidence=parse_evidence(t, path),
     )
     t.finish()
     return svc
@@ -256,7 +259,10 @@ def parse_settings(
     }
     services_t.finish()
     freezes = parse_freezes(data.get("freezes"), path, environments=tuple(environments))
-    root.seen.update(("flags", "segments", "pipelines"))
+    root.seen.update(("flags", "segments", "pipelines", "providers"))
+    providers = parse_providers(
+        data.get("providers"), path, lambda key, v: _expand(path, key, v, os.environ if env is None else env)
+    )
     pipelines = parse_pipelines(data.get("pipelines"), path, environments, services)
     flags = parse_flags(data.get("flags"), path, services)
     segments = parse_segments(data.get("segments"), path)
@@ -305,6 +311,7 @@ def parse_settings(
         flags=flags,
         segments=segments,
         pipelines=pipelines,
+        providers=providers,
     )
 
 
