@@ -90,7 +90,7 @@ async def test_checklist_and_four_eyes_approval_then_the_deploy_runs(sandbox, cl
     r = await client.slash("carol", "/deploy", f"audit {d}")
     text = "\n".join(b["text"]["text"] for b in r["body"]["blocks"] if b["type"] == "section")
     assert "<@U0BOB> *approve*" in text and "awaiting_approval → running" in text
-    assert "<@U0ALICE> *checklist*\n      done: yes\n      item: tests" in text
+    assert "<@U0ALICE> *checklist*\n      done: yes\n      item: review" in text
 
 
 async def test_a_changed_version_voids_the_approvals(sandbox, client):

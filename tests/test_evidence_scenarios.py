@@ -43,6 +43,16 @@ def run_in_production(sb: Sandbox, service: str, version: str) -> None:
     )
 
 
+async def ephemeral_to(client: SandboxClient, sb: Sandbox, containing: str, user: str = "alice") -> dict:
+    async def probe():
+        for m in await client.messages("deploys"):
+            if m.get("ephemeral_for") == sb.slack.users[user] and containing in m["text"]:
+                return m
+        return None
+
+    return await wait_for(probe, 10, what=f"an answer containing {containing!r}")
+
+
 def revisions(sb: Sandbox, family: str) -> list[str]:
     return ecs(sb).list_task_definitions(familyPrefix=family)["taskDefinitionArns"]
 
@@ -63,6 +73,13 @@ async def test_github_checks_decide_tests_passing_and_the_message_lists_the_comm
     why = await refused(client, sandbox, typo)
     assert "no image web:v2.3.l in ECR; did you mean v2.3.1" in why, why
     assert revisions(sandbox, "web-production") == before
+    r = await client.slash("alice", "/deploy", "web v2.3.l to production --dry-run")
+    assert "Dry run" in r["body"]["text"], r
+    said = await ephemeral_to(client, sandbox, "Would be refused")  # after the ack: ECR is asked then
+    assert "did you mean v2.3.1" in said["text"]
+    r = await client.slash("alice", "/deploy", "web v6 to production --dry-run")
+    said = await ephemeral_to(client, sandbox, "v4 → v6")
+    assert "4 commits" in said["text"] and "web: change 2 of v6" in said["text"]
 
     # pending: the item waits (nobody can tick it), then the deploy proceeds when it turns green
     await client.ci("github", "acme/web", "v5", "pending", check="build")

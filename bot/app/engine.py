@@ -86,6 +86,7 @@ class Engine:
             evidence,
         )
         self.evidence = evidence
+        self.what_changes = gate.evidence.dry_run  # a dry run's commits and missing image, after its ack
         self.locks = Locks(store, self.access)
         self.lock, self.unlock = self.locks.lock, self.locks.unlock
         self.intake = Intake(settings, store, self.access, self.scheduling, gate)

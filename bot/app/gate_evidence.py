@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.app.evidence import CiVerdict, EvidenceError, EvidenceReader
 from bot.app.plans.reads import image_tag
@@ -70,15 +71,34 @@ class GateEvidence:
         await self._record_changes(d, target)
         return True
 
-    async def _record_changes(self, d: Deployment, target: Target) -> None:
-        assert self.evidence is not None
+    async def what_changes(self, service: str, env: str, version: str | None) -> dict[str, Any] | None:
+        """The commits from the running version to `version` (None: nothing to say); for a dry run also
+        whether its image is missing (`missing_image`). Touches nothing."""
+        if self.evidence is None or flag_key(service) is not None:
+            return None
+        target = self.settings.target(service, env)
         try:
             running = await self.platform.running(target)
         except PlatformError:
-            return  # the checks that read AWS say what fails
-        changes = await self.evidence.changes(
-            target, image_tag(running.image) if running.image else None, d.version
-        )
+            return None  # the checks that read AWS say what fails
+        tag = image_tag(running.image) if running.image else None
+        changes = await self.evidence.changes(target, tag, version or tag)
+        return changes
+
+    async def dry_run(self, service: str, env: str, version: str | None) -> dict[str, Any] | None:
+        changes = await self.what_changes(service, env, version)
+        target = self.settings.target(service, env)
+        if self.evidence is not None and version and target.env.image_check:
+            try:
+                missing = await self.evidence.missing_image(target, version)
+            except EvidenceError as exc:
+                missing = str(exc)
+            if missing:
+                changes = {**(changes or {"from": None, "to": version}), "missing_image": missing}
+        return changes
+
+    async def _record_changes(self, d: Deployment, target: Target) -> None:
+        changes = await self.what_changes(d.service, d.env, d.version)
         if changes is not None:
             fresh = await self.store.get(d.id)
             await self.store.save_progress(d.id, context={**fresh.context, "changes": changes})

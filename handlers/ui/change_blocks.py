@@ -21,6 +21,11 @@ def link(url: str | None, label: str) -> str:
 def changes_lines(changes: dict[str, Any] | None) -> list[str]:
     if not changes:
         return []
+    if changes.get("missing_image"):  # a dry run's: the request would be refused
+        refusal = f":no_entry: Would be refused: {text(changes['missing_image'], 300)}"
+        return [refusal, *changes_lines({k: v for k, v in changes.items() if k != "missing_image"})]
+    if not changes.get("from"):
+        return []
     head = f"*What changes* {text(changes.get('from'), 60)} → {text(changes.get('to'), 60)}"
     lines = []
     if changes.get("downgrade"):

@@ -4,10 +4,9 @@ user and API token from the environment."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 from urllib.parse import quote
-
-import aiohttp
 
 from bot.adapters.evidence.rest import Rest
 from bot.app.evidence import CiCheck, CiResult, CiState
@@ -25,8 +24,8 @@ PARAMETERS = ("GIT_COMMIT", "COMMIT", "SHA", "REVISION", "VERSION")
 
 class Jenkins:
     def __init__(self, provider: Provider, user: str, token: str):
-        auth = aiohttp.BasicAuth(user, token) if user and token else None
-        self.rest = Rest(provider, {}, auth)
+        basic = base64.b64encode(f"{user}:{token}".encode()).decode()
+        self.rest = Rest(provider, {"Authorization": f"Basic {basic}"} if user and token else {})
 
     async def result(self, spec: CiSpec, commit: str, version: str) -> CiResult:
         path = "".join(f"/job/{quote(part, safe='')}" for part in spec.job.split("/job/"))

@@ -22,8 +22,8 @@ FIX = {
 
 
 class Rest:
-    def __init__(self, provider: Provider, headers: Mapping[str, str], auth: aiohttp.BasicAuth | None = None):
-        self.provider, self._headers, self._auth = provider, dict(headers), auth
+    def __init__(self, provider: Provider, headers: Mapping[str, str]):
+        self.provider, self._headers = provider, dict(headers)
         self.backoff_seconds = 0.25
 
     @property
@@ -45,7 +45,7 @@ class Rest:
             try:
                 timeout = aiohttp.ClientTimeout(total=self.provider.timeout_seconds)
                 async with (
-                    aiohttp.ClientSession(timeout=timeout, headers=self._headers, auth=self._auth) as s,
+                    aiohttp.ClientSession(timeout=timeout, headers=self._headers) as s,
                     s.get(url, allow_redirects=False) as r,
                 ):
                     if r.status == 429 or r.status >= 500:
