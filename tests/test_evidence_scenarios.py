@@ -11,7 +11,7 @@ import json
 from bot.sandbox.ci import HOSTILE
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import db_rows, ecs, message_of, request, through_gate, top_level, wait_state
+from tests.conftest import bot_log, db_rows, ecs, message_of, request, through_gate, top_level, wait_state
 
 
 def outcome(sb: Sandbox, d: int) -> str:
@@ -97,6 +97,8 @@ async def test_github_checks_decide_tests_passing_and_the_message_lists_the_comm
     await client.ci("github", "acme/web", "v5", "success", check="build")
     assert await wait_state(sandbox, d, "running")
     assert item(sandbox, d)["done"] and "passed at" in item(sandbox, d)["evidence"]
+    logged = bot_log(sandbox)
+    assert all(token not in logged for token in sandbox.ci.tokens.values())
 
 
 async def test_gitlab_pipeline_and_jenkins_build_decide_tests_passing_for_api(sandbox, client):

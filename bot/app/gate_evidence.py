@@ -19,6 +19,7 @@ from bot.domain.events import Refused as RefusedEvent
 from bot.domain.flags import flag_key
 from bot.domain.machine import BEFORE_START, IllegalTransition
 from bot.domain.model import BOT, Deployment
+from bot.domain.mrkdwn import text
 from bot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class GateEvidence:
         return self.evidence is not None and flag_key(d.service) is None
 
     async def refuse(self, d: Deployment, why: str) -> None:
+        """Cancelled with `why` — escaped whole: it carries a registry's tags, a CI's check names and
+        errors, the version as typed (an outcome is shown as the bot wrote it)."""
+        why = text(why, 800)
         try:
             await self.store.transition(
                 d.id, "cancel", BOT, outcome=why, details={"refused": why}, events=[RefusedEvent(why)]
