@@ -48,6 +48,7 @@ class FakeGitHub:
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], str] = {}
         self.asked = 0
+        self.asked_thrice = asyncio.Event()
 
     async def tag_commit(self, repo: str, tag: str) -> str | None:
         return f"c{tag[1:]}" if tag[1:].isdigit() else None
@@ -59,6 +60,8 @@ class FakeGitHub:
 
     async def result(self, spec, commit: str, version: str) -> CiResult:
         self.asked += 1
+        if self.asked >= 3:
+            self.asked_thrice.set()
         names = ("build", "unit-tests")
         return CiResult("github", tuple(CiCheck(n, self.states.get((commit, n), "success")) for n in names))  # type: ignore[arg-type]
 
@@ -116,11 +119,7 @@ async def test_pending_waits_then_the_deploy_starts_when_it_turns_green(world):
     github.states[("c2", "build")] = "pending"
     d = await requested(engine, "web v2 to production")
 
-    async def asked_again() -> None:
-        while github.asked < 3:
-            await asyncio.sleep(0.001)
-
-    await asyncio.wait_for(asked_again(), 5)
+    await asyncio.wait_for(github.asked_thrice.wait(), 5)  # asked at admission, then again and again
     now = await engine.store.get(d.id)
     assert now.state.value == "awaiting_approval" and "Tests passing" in now.context["gate"]["waiting_for"]
     assert "waiting at c2 for build (GitHub)" in (await engine.store.items(d.id))["tests"].evidence
