@@ -112,14 +112,22 @@ class GateEvidence:
             return CiVerdict("success", "a rollback returns to a version that ran here before")
         if self.evidence is None:
             return CiVerdict("error", "this bot has no CI clients configured")
-        return await self.evidence.ci(target, d.version)
+        version = d.version
+        if not version:  # a redeploy of what runs: its CI result counts
+            try:
+                running = await self.platform.running(target)
+            except PlatformError as exc:
+                return CiVerdict("pending", f"the running version cannot be read ({exc}); asking again")
+            version = image_tag(running.image) if running.image else None
+        return await self.evidence.ci(target, version)
 
     async def refused_by(self, d: Deployment, verdict: CiVerdict | None) -> bool:
         """A failed (or unreadable) CI result refuses the deployment; True when it did."""
         if verdict is None or verdict.state in ("success", "pending"):
             return False
         if verdict.state == "failure":
-            why = f"Refused: CI failed for {d.service} {d.version}: {', '.join(verdict.failing)}"
+            what = f"{d.service} {d.version or '(the running version)'}"
+            why = f"Refused: CI failed for {what}: {', '.join(verdict.failing)}"
         else:
             why = f"Refused: the CI evidence cannot be read: {verdict.evidence}"
         await self.refuse(d, why)

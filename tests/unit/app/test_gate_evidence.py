@@ -146,3 +146,10 @@ async def test_a_downgrade_is_flagged(world):
     github.states[("c2", "build")] = "failure"
     d = await until_done(engine, (await requested(engine, "web v2 to production")).id)
     assert d.context["changes"]["downgrade"] is True and d.state.value == "cancelled"
+
+
+async def test_a_redeploy_of_what_runs_reads_the_running_versions_ci(world):
+    engine, _, github = world
+    github.states[("c1", "unit-tests")] = "failure"
+    done = await until_done(engine, (await requested(engine, "web to production")).id)
+    assert done.outcome == "Refused: CI failed for web (the running version): unit-tests (GitHub)"
