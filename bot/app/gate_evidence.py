@@ -110,8 +110,8 @@ class GateEvidence:
     async def ci(self, d: Deployment, target: Target) -> CiVerdict:
         if d.kind == "rollback":
             return CiVerdict("success", "a rollback returns to a version that ran here before")
-        if self.evidence is None:
-            return CiVerdict("error", "this bot has no CI clients configured")
+        if self.evidence is None:  # an engine built without them (a test's): the item waits, unticked
+            return CiVerdict("pending", "this bot has no CI clients to ask")
         version = d.version
         if not version:  # a redeploy of what runs: its CI result counts
             try:

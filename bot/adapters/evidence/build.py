@@ -20,12 +20,8 @@ def tokens(settings: Settings, env: Mapping[str, str]) -> list[str]:
     return [env[n] for n in names if env.get(n)]
 
 
-def build_evidence(settings: Settings, aws: Caller, env: Mapping[str, str]) -> EvidenceReader | None:
-    """None when no service declares a source or CI (nothing to read)."""
-    if not any(s.evidence.source or s.evidence.ci for s in settings.services.values()) and not any(
-        e.image_check for e in settings.environments.values()
-    ):
-        return None
+def build_evidence(settings: Settings, aws: Caller, env: Mapping[str, str]) -> EvidenceReader:
+    """The clients (nothing is asked until a request needs it)."""
     p = settings.providers
 
     def token(name: str) -> str:
