@@ -87,7 +87,7 @@ async def serve(args: argparse.Namespace) -> int:
         timer=Scheduler(clock, misfire_grace_seconds=300.0),
         http=AiohttpClient(),
         backups=RdsBackups(aws),
-        evidence=build_evidence(settings, aws, os.environ),
+        evidence=(evidence := build_evidence(settings, aws, os.environ)),
     )
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
@@ -158,6 +158,7 @@ async def serve(args: argparse.Namespace) -> int:
     if socket_handler is not None:
         await socket_handler.close_async()
     await engine.shutdown()
+    await evidence.close()
     await pipeline_messages.drain()
     await notifier.drain()
     await home.close()

@@ -20,6 +20,25 @@ from bot.sandbox.ci import HOSTILE, JENKINS_USER, LocalCi
 from tests.unit.config.test_settings import EXAMPLE
 
 
+@pytest.fixture(autouse=True)
+async def closed_after():
+    """Every client a test makes closes its session (no unclosed-session warnings)."""
+    made: list = []
+    from bot.adapters.evidence import rest
+
+    real = rest.Rest.__init__
+
+    def init(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        made.append(self)
+
+    rest.Rest.__init__ = init  # type: ignore[method-assign]
+    yield
+    rest.Rest.__init__ = real  # type: ignore[method-assign]
+    for r in made:
+        await r.close()
+
+
 @pytest.fixture
 async def local():
     ci = LocalCi(load_settings(EXAMPLE, env={}))

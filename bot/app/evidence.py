@@ -165,6 +165,14 @@ class EvidenceReader:
     ):
         self.hosts, self.ci_providers, self.registry = hosts, ci, registry
 
+    async def close(self) -> None:
+        """Close each client's connections (those that keep any)."""
+        clients = {id(c): c for c in (*self.hosts.values(), *self.ci_providers.values())}
+        for client in clients.values():
+            close = getattr(client, "close", None)
+            if close is not None:
+                await close()
+
     async def commit(self, target: Target, version: str) -> str:
         """The commit `version` stands for; EvidenceError when it cannot be told."""
         source = target.service.evidence.source

@@ -22,6 +22,9 @@ class CircleCi:
     def __init__(self, provider: Provider, token: str):
         self.rest = Rest(provider, {"Circle-Token": token} if token else {})
 
+    async def close(self) -> None:
+        await self.rest.close()
+
     async def result(self, spec: CiSpec, commit: str, version: str) -> CiResult:
         what = f"the project {spec.repo}"
         pipeline, token = None, ""

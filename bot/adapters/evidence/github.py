@@ -31,6 +31,9 @@ class GitHub:
             headers["Authorization"] = f"Bearer {token}"
         self.rest = Rest(provider, headers)
 
+    async def close(self) -> None:
+        await self.rest.close()
+
     async def tag_commit(self, repo: str, tag: str) -> str | None:
         ref = await self.rest.get(
             f"/repos/{repo}/git/ref/tags/{quote(tag, safe='')}",

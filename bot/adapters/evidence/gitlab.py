@@ -22,6 +22,9 @@ class GitLab:
     def __init__(self, provider: Provider, token: str):
         self.rest = Rest(provider, {"PRIVATE-TOKEN": token} if token else {})
 
+    async def close(self) -> None:
+        await self.rest.close()
+
     @staticmethod
     def _project(repo: str) -> str:
         return "/api/v4/projects/" + quote(repo, safe="")

@@ -27,6 +27,9 @@ class Jenkins:
         basic = base64.b64encode(f"{user}:{token}".encode()).decode()
         self.rest = Rest(provider, {"Authorization": f"Basic {basic}"} if user and token else {})
 
+    async def close(self) -> None:
+        await self.rest.close()
+
     async def result(self, spec: CiSpec, commit: str, version: str) -> CiResult:
         path = "".join(f"/job/{quote(part, safe='')}" for part in spec.job.split("/job/"))
         body = await self.rest.get(f"{path}/api/json", {"tree": TREE}, what=f"the job {spec.job}")

@@ -25,6 +25,18 @@ class Rest:
     def __init__(self, provider: Provider, headers: Mapping[str, str]):
         self.provider, self._headers = provider, dict(headers)
         self.backoff_seconds = 0.25
+        self._session: aiohttp.ClientSession | None = None  # one per client, made on first use
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.provider.timeout_seconds)
+            self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     @property
     def name(self) -> str:
@@ -43,11 +55,7 @@ class Rest:
             if attempt:
                 await asyncio.sleep(self.backoff_seconds * attempt)
             try:
-                timeout = aiohttp.ClientTimeout(total=self.provider.timeout_seconds)
-                async with (
-                    aiohttp.ClientSession(timeout=timeout, headers=self._headers) as s,
-                    s.get(url, allow_redirects=False) as r,
-                ):
+                async with self._open().get(url, allow_redirects=False) as r:
                     if r.status == 429 or r.status >= 500:
                         last = f"answered {r.status}"
                         continue
