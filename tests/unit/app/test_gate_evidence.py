@@ -14,7 +14,15 @@ from bot.adapters.platforms.memory import MemoryPlatform
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
-from bot.app.evidence import CiCheck, CiResult, Commit, Comparison, EvidenceReader, ImageInfo
+from bot.app.evidence import (
+    CiCheck,
+    CiResult,
+    Commit,
+    Comparison,
+    EvidenceError,
+    EvidenceReader,
+    ImageInfo,
+)
 from bot.config.load import parse_settings
 from bot.domain import commands as cmds
 from bot.domain.model import Deployment
@@ -153,3 +161,17 @@ async def test_a_redeploy_of_what_runs_reads_the_running_versions_ci(world):
     github.states[("c1", "unit-tests")] = "failure"
     done = await until_done(engine, (await requested(engine, "web to production")).id)
     assert done.outcome == "Refused: CI failed for web (the running version): unit-tests (GitHub)"
+
+
+async def test_a_refused_token_refuses_with_the_provider_and_what_to_fix(world):
+    engine, platform, github = world
+
+    async def refused(spec, commit, version):
+        raise EvidenceError("github", "401 for /repos/acme/web/commits/c2/check-runs: set GITHUB_TOKEN")
+
+    github.result = refused  # type: ignore[method-assign]
+    done = await until_done(engine, (await requested(engine, "web v2 to production")).id)
+    assert done.outcome == (
+        "Refused: the CI evidence cannot be read: GitHub: 401 for /repos/acme/web/commits/c2/check-runs: "
+        "set GITHUB_TOKEN"
+    )
