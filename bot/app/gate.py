@@ -349,8 +349,10 @@ class Gate:
         d = await self.store.get(deployment_id)
         if d.state not in BEFORE_START:
             raise IllegalTransition("recheck", d.state)
-        if not await self.evidence.refused_by(d, await self._run_checks(d)):
-            await self.reconsider(d.id, checks_fresh=True)
+        if await self.evidence.before_checks(d):  # an amended version: its image and its changes
+            d = await self.store.get(deployment_id)
+            if not await self.evidence.refused_by(d, await self._run_checks(d)):
+                await self.reconsider(d.id, checks_fresh=True)
         return await self.store.get(d.id)
 
     async def amended(self, a: Amendment, user: str) -> None:

@@ -134,7 +134,7 @@ class GateEvidence:
         return True
 
     def waiting(self, d: Deployment, done: bool) -> None:
-        """The CI item is not done yet: ask again every poll interval (one poller per deployment)."""
+        """The CI item is not done yet: ask again every `ci_poll_seconds` (one poller per deployment)."""
         if done or d.id in self._polling or self.evidence is None:
             return
         self._polling.add(d.id)
@@ -145,11 +145,13 @@ class GateEvidence:
             while True:
                 d = await self.store.get(deployment_id)
                 target = self.settings.target(d.service, d.env)
-                await self.clock.sleep(target.poll_seconds)
+                await self.clock.sleep(target.env.ci_poll_seconds)
                 d = await self.store.get(deployment_id)
                 if d.state not in BEFORE_START:
                     return
-                item = next(i for i in target.env.policy.automatic_items if i.check == CI_CHECK)
+                item = next((i for i in target.env.policy.automatic_items if i.check == CI_CHECK), None)
+                if item is None:
+                    return
                 verdict = await self.ci(d, target)
                 before = (await self.store.items(d.id)).get(item.id)
                 if verdict.state == "pending":
@@ -162,8 +164,6 @@ class GateEvidence:
                 self._polling.discard(deployment_id)
                 await self._reconsider(deployment_id)
                 return
-        except StopIteration:
-            return
         except Exception:
             log.exception("asking CI again for deployment #%s failed", deployment_id)
         finally:

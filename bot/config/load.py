@@ -152,6 +152,9 @@ def _environment(
         flags=flags,
         rehearse_migrations=t.get("rehearse_migrations", bool, False),
         image_check=t.get("image_check", bool, False),
+        ci_poll_seconds=float(
+            t.get("ci_poll_seconds", _NUMBER, 30, lambda v: v >= 1, "a number of seconds >= 1")
+        ),
     )
     t.finish()
     return environment

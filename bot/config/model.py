@@ -102,6 +102,7 @@ class Environment:
     flags: EnvFlags = field(default_factory=lambda: EnvFlags(api_key_env=""))  # [environments.NAME.flags]
     rehearse_migrations: bool = False  # a deploy here runs up, down, up: the version's migration is tested
     image_check: bool = False  # a version's image must exist in the registry (ECR) before anything changes
+    ci_poll_seconds: float = 30.0  # a pending CI result is asked again this often
 
     @property
     def flag_key_env(self) -> str:

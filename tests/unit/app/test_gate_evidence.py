@@ -175,3 +175,19 @@ async def test_a_refused_token_refuses_with_the_provider_and_what_to_fix(world):
         "Refused: the CI evidence cannot be read: GitHub: 401 for /repos/acme/web/commits/c2/check-runs: "
         "set GITHUB_TOKEN"
     )
+
+
+async def test_an_amended_version_has_its_image_looked_up_and_its_changes_read_again(world):
+    engine, _, github = world
+    github.states[("c2", "build")] = "pending"
+    d = await requested(engine, "web v2 to production")
+    await asyncio.wait_for(github.asked_thrice.wait(), 5)
+    amended = await engine.request(command("web v3 to production"), "alice")  # the requester's own: amends
+    assert getattr(amended, "deployment", None) is not None and amended.deployment.id == d.id
+    done = await until_done(engine, d.id)
+    assert done.state.value == "succeeded" and done.context["changes"]["to"] == "v3"
+    again = await requested(engine, "web v2 to production")
+    github.states[("c2", "build")] = "pending"
+    await engine.request(command("web v2.3.l to production"), "alice")
+    done = await until_done(engine, again.id)
+    assert done.outcome == "Refused: no image web:v2.3.l in ECR; did you mean v2.3.1?"
