@@ -97,7 +97,9 @@ class CiProvider(Protocol):
 class Registry(Protocol):
     async def image(self, account: str | None, repository: str, tag: str) -> ImageInfo | None: ...
 
-    async def tags(self, account: str | None, repository: str) -> list[str]: ...
+    async def tags(self, account: str | None, repository: str) -> list[str] | None:
+        """None: there is no such repository."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,12 @@ class EvidenceReader:
         account, repository = repository_of(target.service.image)
         if await self.registry.image(account, repository, version) is not None:
             return None
-        near = nearest(version, await self.registry.tags(account, repository))
+        tags = await self.registry.tags(account, repository)
+        if tags is None:
+            return (
+                f"no ECR repository {repository} (the service's image): create it, or fix image in the config"
+            )
+        near = nearest(version, tags)
         hint = f"; did you mean {' or '.join(near)}?" if near else f"; push {repository}:{version} first"
         return f"no image {repository}:{version} in ECR{hint}"
 

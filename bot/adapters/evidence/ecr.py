@@ -47,7 +47,8 @@ class EcrRegistry:
         labels = manifest.get("annotations") or {} if isinstance(manifest, dict) else {}
         return ImageInfo(tag, {str(k): str(v) for k, v in labels.items()})
 
-    async def tags(self, account: str | None, repository: str) -> list[str]:
+    async def tags(self, account: str | None, repository: str) -> list[str] | None:
+        """The repository's tags (None: there is no such repository)."""
         tags: list[str] = []
         token = None
         for _ in range(10):  # 1000 images at most: enough to suggest the nearest
@@ -58,7 +59,7 @@ class EcrRegistry:
                 page = await self.aws.call("ecr", "describe_images", self.role_arn, **params)
             except PlatformError as exc:
                 if exc.code == "RepositoryNotFoundException":
-                    return []
+                    return None
                 raise EvidenceError("ecr", str(exc), transient=True) from None
             tags += [t for d in page.get("imageDetails", []) for t in d.get("imageTags") or []]
             token = page.get("nextToken")
