@@ -125,6 +125,11 @@ class LocalCi:
             ecr.create_repository(repositoryName=self.images[service])
             for version in VERSIONS:
                 self._put_image(service, version)
+        for service, repository in self.images.items():  # read back: a request must find them
+            found = ecr.describe_images(repositoryName=repository, maxResults=100)["imageDetails"]
+            tags = {t for d in found for t in d.get("imageTags") or []}
+            if not set(VERSIONS) <= tags:
+                raise RuntimeError(f"ECR in moto kept {sorted(tags)} of {service}'s images, not v1..v20")
 
     def _put_image(self, service: str, version: str) -> None:
         sha = self.repos[self.service_repo[service]].sha(version) or ""
