@@ -1,6 +1,6 @@
 """What changes, as Slack shows it: a repository's commit messages and authors are untrusted text —
 escaped (no @channel, no link, no mention), one line, cut short; at most 10 commits with a link to the
-rest; a downgrade flagged; only plain http(s) URLs become links."""
+rest; a downgrade flagged; a provider's URL shown as plain text, only when it is a plain http(s) URL."""
 
 from __future__ import annotations
 
@@ -32,16 +32,23 @@ def test_at_most_ten_commits_and_a_link_to_the_rest():
         }
     )
     assert shown[0].startswith("*What changes* v1 → v20 · 38 commits")
-    assert len(shown) == 1 + MAX_COMMITS + 1 and shown[-1] == "<https://gh.example/cmp|… and 28 more>"
+    assert len(shown) == 1 + MAX_COMMITS + 1 and shown[-1] == "… and 28 more: https://gh.example/cmp"
+    assert all("<" not in line for line in shown)  # no link markup: a provider's URL is plain text
 
 
 def test_a_downgrade_is_flagged_and_an_unsafe_url_is_not_a_link():
     shown = changes_lines(
         {"from": "v5", "to": "v4", "downgrade": True, "total": 0, "commits": [], "url": "javascript:x|y"}
     )
-    assert "downgrade" in shown[0] and shown[-1] == "compare"
-    bad = commits(1, url="https://ok.example/a|<!channel>")
-    assert "<https://ok" not in changes_lines({"from": "a", "to": "b", "total": 1, "commits": bad})[1]
+    assert "downgrade" in shown[0] and shown[-1] == "compare:"
+    bad = {
+        "from": "a",
+        "to": "b",
+        "total": 1,
+        "commits": commits(1),
+        "url": "https://ok.example/a|<!channel>",
+    }
+    assert changes_lines(bad)[-1] == "compare:"
 
 
 def test_nothing_to_say_is_no_block_and_an_error_is_said():

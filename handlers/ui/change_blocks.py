@@ -1,7 +1,8 @@
 """What changes between the running and the new version, on a deployment's message and in a dry run:
 the commits between them (newest first, at most 10, with a link to the rest) and a downgrade flagged.
-Commit messages and authors are a repository's text — untrusted: escaped (no mention, no link, no
-@channel), one line, cut short; links are shown only when they are plain http(s) URLs."""
+Commit messages, authors and the provider's URLs are outside text — untrusted: escaped (no mention, no
+link markup, no @channel), one line, cut short; a URL is shown as plain text (Slack links it itself),
+only when it is a plain http(s) URL."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ _SAFE_URL = re.compile(r"^https?://[^\s<>|]+$")
 
 
 def link(url: str | None, label: str) -> str:
-    """`<url|label>` for a plain http(s) URL (label already escaped), else the label alone."""
-    return f"<{url}|{label}>" if url and _SAFE_URL.match(url) and len(url) <= 500 else label
+    """`label url` for a plain http(s) URL (label already escaped), else the label alone. Never `<url|…>`
+    markup: what the bot links is its own; a provider's URL is shown as text."""
+    return f"{label} {text(url, None)}" if url and _SAFE_URL.match(url) and len(url) <= 500 else label
 
 
 def changes_lines(changes: dict[str, Any] | None) -> list[str]:
@@ -38,11 +40,11 @@ def changes_lines(changes: dict[str, Any] | None) -> list[str]:
     for c in commits:
         sha = text(str(c.get("sha", ""))[:7], 12)
         who = f" — {text(c.get('author'), 60)}" if c.get("author") else ""
-        lines.append(f"• {link(c.get('url'), f'`{sha}`')} {text(c.get('message'), 100)}{who}")
+        lines.append(f"• `{sha}` {text(c.get('message'), 100)}{who}")
     if total > len(commits):
-        lines.append(link(changes.get("url"), f"… and {total - len(commits)} more"))
+        lines.append(link(changes.get("url"), f"… and {total - len(commits)} more:"))
     elif changes.get("url"):
-        lines.append(link(changes.get("url"), "compare"))
+        lines.append(link(changes.get("url"), "compare:"))
     return [head, *lines]
 
 
