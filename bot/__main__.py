@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from bot.config.load import load_settings
-from bot.config.report import access_report, flags_report, pipeline_report
+from bot.config.report import access_report, evidence_report, flags_report, pipeline_report
 from bot.config.tables import ConfigError
 from bot.usage import UsageError, db_default
 
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s.path}: OK — {len(s.services)} services ({', '.join(s.services)}), "
                 f"{len(s.environments)} environments ({', '.join(s.environments)})"
             )
-            for line in [*access_report(s), *flags_report(s), *pipeline_report(s)]:
+            report = [*access_report(s), *flags_report(s), *pipeline_report(s)]
+            for line in [*report, *evidence_report(s, os.environ)]:
                 print(line)
             return 0
         if args.cmd == "audit":

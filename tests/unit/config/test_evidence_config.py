@@ -80,3 +80,19 @@ def test_a_ci_check_item_is_known_to_the_checklist():
     data["environments"]["production"]["checklist"][0]["check"] = "ci_pased"
     assert "one of" in config_error(data) and "ci_passed" in config_error(data)
     assert parse_settings(example(), "deploybot.toml").services["web"].evidence.ci
+
+
+def test_check_config_says_where_evidence_comes_from_and_whether_tokens_are_set():
+    from bot.config.report import evidence_report
+
+    data = example()
+    del data["services"]["api"]["ci"]
+    lines = evidence_report(parse_settings(data, "deploybot.toml"), {"GITHUB_TOKEN": "ghp_secret"})
+    assert (
+        "services.web.ci: github acme/web (required: build, unit-tests) at https://api.github.com; "
+        "$GITHUB_TOKEN set"
+    ) in lines
+    assert all("ghp_secret" not in line for line in lines)
+    assert "warning: services.api has no [[services.api.ci]] but production checks ci_passed" in "\n".join(
+        lines
+    )
