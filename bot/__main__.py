@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bot.config.hosting import hosting_report
 from bot.config.load import load_settings
-from bot.config.report import access_report, flags_report, pipeline_report
+from bot.config.report import access_report, evidence_report, flags_report, pipeline_report
 from bot.config.tables import ConfigError
 from bot.usage import UsageError, db_default
 
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(s.environments)} environments ({', '.join(s.environments)})"
             )
             hosting = hosting_report(os.environ)
-            for line in [*access_report(s), *flags_report(s), *pipeline_report(s), *hosting]:
+            report = [*access_report(s), *flags_report(s), *pipeline_report(s), *hosting]
+            for line in [*report, *evidence_report(s, os.environ)]:
                 print(line)
             return 0
         if args.cmd == "audit":

@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.aws import Aws
 from bot.adapters.backups.rds import RdsBackups
 from bot.adapters.health import Readiness, mount_health, serve_health
+from bot.adapters.evidence.build import build_evidence, tokens
 from bot.adapters.http import AiohttpClient
 from bot.adapters.metrics.batch import MetricDataBatcher
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
@@ -79,7 +80,7 @@ async def serve(args: argparse.Namespace) -> int:
     db_path = args.db or db_default()
     db_secrets = store_urls.secrets(db_path)  # a URL's password is never logged
     setup_logging(
-        [*settings.secrets.values(), pagerduty_key, *db_secrets],
+        [*settings.secrets.values(), pagerduty_key, *db_secrets, *tokens(settings, os.environ)],
         os.environ.get("DEPLOYBOT_LOG_LEVEL", "INFO"),
         getattr(args, "log_format", "text"),
     )
@@ -109,6 +110,7 @@ async def serve(args: argparse.Namespace) -> int:
         http=AiohttpClient(),
         backups=RdsBackups(aws),
         aftercare=AsyncAftercare(store),
+        evidence=(evidence := build_evidence(settings, aws, os.environ)),
     )
     base_url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = add_retry_handlers(AsyncWebClient(token=settings.secrets.bot_token, base_url=base_url))
@@ -197,6 +199,7 @@ async def serve(args: argparse.Namespace) -> int:
     if socket_handler is not None:
         await socket_handler.close_async()
     await engine.shutdown()
+    await evidence.close()
     await pipeline_messages.drain()
     await notifier.drain(within=15.0 if replica is None else 4.0)  # a replica exits within 10 s
     if replica is not None:

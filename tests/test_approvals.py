@@ -48,7 +48,13 @@ async def test_checklist_and_four_eyes_approval_then_the_deploy_runs(sandbox, cl
     await wait_state(sandbox, d, "awaiting_approval")
     m = await message_of(client, d, "*Checklist*")
     shown = blocks_text(m)
-    for label in (*MANUAL_ITEMS, "Rollback plan ready", "Monitoring in place", "Database migrations tested"):
+    for label in (
+        *MANUAL_ITEMS,
+        "Tests passing",
+        "Rollback plan ready",
+        "Monitoring in place",
+        "Database migrations tested",
+    ):
         assert label in shown
     assert "Waiting for 1 approval" in shown and "web-production-5xx" in shown  # automatic evidence shown
 
@@ -72,7 +78,7 @@ async def test_checklist_and_four_eyes_approval_then_the_deploy_runs(sandbox, cl
         for e in audit
         if e["action"] == "checklist" and e["actor"] != "deploybot"
     ]
-    assert ticks == [("U0ALICE", i) for i in ("tests", "review", "team")]
+    assert ticks == [("U0ALICE", i) for i in ("review", "team")]  # tests passing: the CI's evidence
     assert [(e["actor"], e["action"]) for e in audit if e["action"] in ("approve", "refused")] == [
         ("U0ALICE", "refused"),
         ("U0DAVE", "refused"),  # a refusal naming the deployment is in its audit trail
@@ -84,7 +90,7 @@ async def test_checklist_and_four_eyes_approval_then_the_deploy_runs(sandbox, cl
     r = await client.slash("carol", "/deploy", f"audit {d}")
     text = "\n".join(b["text"]["text"] for b in r["body"]["blocks"] if b["type"] == "section")
     assert "<@U0BOB> *approve*" in text and "awaiting_approval → running" in text
-    assert "<@U0ALICE> *checklist*\n      done: yes\n      item: tests" in text
+    assert "<@U0ALICE> *checklist*\n      done: yes\n      item: review" in text
 
 
 async def test_a_changed_version_voids_the_approvals(sandbox, client):

@@ -472,3 +472,22 @@ async def test_sigterm_stops_the_console_sandbox_and_removes_its_temporary_folde
 
 async def _async(value):
     return value
+
+
+async def test_the_ci_and_push_commands_set_results_in_the_local_ci():
+    from bot.config.load import load_settings
+    from bot.sandbox.ci import LocalCi
+    from tests.conftest import CONFIG
+
+    sandbox = FakeSandbox(LocalSlack(signing_secret="s", bot_token="xoxb-t", clock=ManualClock(NOW)))
+    sandbox.ci = LocalCi(load_settings(CONFIG, env={}))
+    printed: list[str] = []
+    console = Console(sandbox, out=printed.append)
+    await console.handle("ci github acme/web v5 failure unit-tests")
+    sha = sandbox.ci.repos["acme/web"].sha("v5")
+    assert printed[-1] == f"github acme/web {sha[:7]}: unit-tests failure"
+    assert sandbox.ci.states("github", "acme/web", sha) == {"build": "success", "unit-tests": "failure"}
+    await console.handle("push web v21")
+    assert printed[-1].startswith("pushed web:v21 (commit ") and sandbox.ci.repos["acme/web"].sha("v21")
+    with pytest.raises(ValueError, match="state must be one of success, failure, pending"):
+        await console.handle("ci jenkins api-integration v4 green")

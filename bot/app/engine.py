@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bot.app.access import Access
 from bot.app.aftercare import Aftercare
+from bot.app.evidence import EvidenceReader
 from bot.app.flags import FlagBook, FlagControl
 from bot.app.gate import Gate
 from bot.app.intake import Intake, Planned, Request
@@ -40,6 +41,7 @@ class Engine:
         http: Http | None = None,
         backups: Backups | None = None,
         aftercare: AftercareBook | None = None,
+        evidence: EvidenceReader | None = None,
     ):
         self.settings, self.store, self.clock = settings, store, clock
         self.platform, self.metrics = platform, metrics
@@ -84,7 +86,10 @@ class Engine:
             self.runner,
             self.scheduling,
             http,
+            evidence,
         )
+        self.evidence = evidence
+        self.what_changes = gate.evidence.dry_run  # a dry run's commits and missing image, after its ack
         self.locks = Locks(store, self.access)
         self.lock, self.unlock = self.locks.lock, self.locks.unlock
         self.intake = Intake(settings, store, self.access, self.scheduling, gate)
@@ -167,6 +172,8 @@ class Engine:
         for d in await self.store.active():
             if d.state == State.REQUESTED:  # the crash came while its checks ran: check it again
                 self.gate.admit_later(d.id)
+            elif d.state == State.AWAITING_APPROVAL:  # a CI result it waited for is asked again
+                await self.gate.resume_ci(d)
         await self.pipelines.resume()  # every running pipeline carried on from its record
         if self.verifications is not None:
             await self.verifications.resume()  # every verification still watching, from the store

@@ -9,6 +9,8 @@ import logging
 
 from bot.app.access import Access
 from bot.app.checks import run_check
+from bot.app.evidence import CiVerdict, EvidenceReader
+from bot.app.gate_evidence import CI_CHECK, GateEvidence
 from bot.app.ports import Http, Metrics, Platform
 from bot.app.runner import Runner
 from bot.app.scheduling import Scheduling
@@ -46,8 +48,10 @@ class Gate:
         runner: Runner,
         scheduling: Scheduling,
         http: Http | None = None,
+        evidence: EvidenceReader | None = None,
     ):
         self.settings, self.store, self.clock = settings, store, clock
+        self.evidence = GateEvidence(settings, store, platform, clock, evidence, self.reconsider)
         self.platform, self.metrics = platform, metrics
         self.access, self.runner, self.scheduling = access, runner, scheduling
         self.http = http
@@ -72,13 +76,18 @@ class Gate:
 
     async def shutdown(self) -> None:
         await self._background.aclose()
+        await self.evidence.shutdown()
 
     async def _admit(self, deployment_id: int) -> None:
         """Run the automatic checks and guards; start when the checklist and approvals allow, else wait."""
         try:
             d = await self.store.get(deployment_id)
             await self._announce_broken_glass(d)
-            await self._run_checks(d)
+            if not await self.evidence.before_checks(d):
+                return  # refused: its image is not in the registry
+            d = await self.store.get(deployment_id)
+            if await self.evidence.refused_by(d, await self._run_checks(d)):
+                return
             refusal = await self._guard_refusal(d)
             if refusal:
                 await self.store.transition(
@@ -111,13 +120,20 @@ class Gate:
             )
             await self.store.append_events(d.id, [overridden])
 
-    async def _run_checks(self, d: Deployment) -> None:
+    async def _run_checks(self, d: Deployment) -> CiVerdict | None:
+        """Every automatic item, checked and recorded; the CI verdict when the checklist has a CI item."""
         target = self.settings.target(d.service, d.env)
+        verdict = None
         for item in target.env.policy.automatic_items:
-            ok, evidence = await run_check(
-                item, d, target, self.platform, self.metrics, self.store, self.http
-            )
+            if item.check == CI_CHECK:
+                verdict = await self.evidence.ci(d, target)
+                ok, evidence = verdict.state == "success", verdict.evidence
+            else:
+                ok, evidence = await run_check(
+                    item, d, target, self.platform, self.metrics, self.store, self.http
+                )
             await self.store.set_item(d.id, item.id, ok, BOT, evidence)
+        return verdict
 
     async def _guard_refusal(self, d: Deployment) -> str | None:
         policy = self._policy(d)
@@ -173,8 +189,11 @@ class Gate:
             emergency = skips_gate(d)
             ready, states = await self._readiness(d, policy, emergency)
             if ready.ready and not checks_fresh and policy.automatic_items:
-                await self._run_checks(d)  # again, right before execution
+                # again, right before execution
+                if await self.evidence.refused_by(d, await self._run_checks(d)):
+                    return
                 ready, states = await self._readiness(d, policy, emergency)
+            self._ci_waits(d, policy, states)
             # what it waits for changed: said with the gate's save, unless a transition below says it
             quiet = ready.ready or d.state == State.REQUESTED or self.scheduling.waits(d)
             d = await self._save_gate(d, policy, ready, emergency, states, quiet)
@@ -199,6 +218,16 @@ class Gate:
                     details={"waiting_for": ready.waiting_for()},
                     events=[GateChanged()],
                 )
+
+    def _ci_waits(self, d: Deployment, policy: Policy, states: dict[str, ItemState]) -> None:
+        """A CI item not done yet is asked again until it turns (also after a restart)."""
+        for item in policy.automatic_items:
+            if item.check == CI_CHECK:
+                state = states.get(item.id)
+                self.evidence.waiting(d, bool(state and state.done))
+
+    async def resume_ci(self, d: Deployment) -> None:
+        self._ci_waits(d, self._policy(d), await self.store.items(d.id))
 
     async def waiting_for(self, d: Deployment) -> str | None:
         """None when `d` may start now, else what it still waits for (the scheduler asks at its time)."""
@@ -321,8 +350,10 @@ class Gate:
         d = await self.store.get(deployment_id)
         if d.state not in BEFORE_START:
             raise IllegalTransition("recheck", d.state)
-        await self._run_checks(d)
-        await self.reconsider(d.id, checks_fresh=True)
+        if await self.evidence.before_checks(d):  # an amended version: its image and its changes
+            d = await self.store.get(deployment_id)
+            if not await self.evidence.refused_by(d, await self._run_checks(d)):
+                await self.reconsider(d.id, checks_fresh=True)
         return await self.store.get(d.id)
 
     async def amended(self, a: Amendment, user: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config.analysis import from_toml as analysis_from_toml
+from bot.config.evidence import parse_evidence, parse_providers
 from bot.config.flags import parse_env_flags, parse_flags, parse_segments
 from bot.config.limits import check_limits
 from bot.config.migrations import parse_integration_tests, parse_migrations
@@ -154,6 +155,10 @@ def _environment(
         flags=flags,
         rehearse_migrations=t.get("rehearse_migrations", bool, False),
         **verification_settings(t, name),
+        image_check=t.get("image_check", bool, False),
+        ci_poll_seconds=float(
+            t.get("ci_poll_seconds", _NUMBER, 30, lambda v: v >= 1, "a number of seconds >= 1")
+        ),
     )
     t.finish()
     return environment
@@ -238,6 +243,7 @@ def _service(path: str, name: str, t: _Table, environments: Mapping[str, Environ
         overrides=overrides,
         migrations=migrations,
         integration_tests=tests,
+        evidence=parse_evidence(t, path),
     )
     t.finish()
     return svc
@@ -268,7 +274,10 @@ def parse_settings(
     }
     services_t.finish()
     freezes = parse_freezes(data.get("freezes"), path, environments=tuple(environments))
-    root.seen.update(("flags", "segments", "pipelines"))
+    root.seen.update(("flags", "segments", "pipelines", "providers"))
+    providers = parse_providers(
+        data.get("providers"), path, lambda key, v: _expand(path, key, v, os.environ if env is None else env)
+    )
     pipelines = parse_pipelines(data.get("pipelines"), path, environments, services)
     flags = parse_flags(data.get("flags"), path, services)
     segments = parse_segments(data.get("segments"), path)
@@ -317,6 +326,7 @@ def parse_settings(
         flags=flags,
         segments=segments,
         pipelines=pipelines,
+        providers=providers,
     )
     check_limits(settings)
     return settings

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from bot.config.evidence import Evidence, Provider
 from bot.config.flags import EnvFlags, default_key_env
 from bot.config.migrations import IntegrationTests, Migrations
 from bot.config.pipelines import PipelineSpec
@@ -102,6 +103,8 @@ class Environment:
     rehearse_migrations: bool = False  # a deploy here runs up, down, up: the version's migration is tested
     verify_seconds: float = 0.0  # after success the live version is watched this long (bot.app.verification)
     rollback_during_verify: bool = False  # a regression then rolls back by itself (the old slot kept warm)
+    image_check: bool = False  # a version's image must exist in the registry (ECR) before anything changes
+    ci_poll_seconds: float = 30.0  # a pending CI result is asked again this often
 
     @property
     def flag_key_env(self) -> str:
@@ -119,6 +122,7 @@ class Service:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # env -> Environment fields
     migrations: Migrations | None = None  # [services.NAME.migrations]
     integration_tests: IntegrationTests | None = None  # [services.NAME.integration_tests]
+    evidence: Evidence = Evidence()  # [services.NAME.source] and [[services.NAME.ci]]
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,7 @@ class Settings:
     flags: Mapping[str, FlagDef] = field(default_factory=dict)  # [flags.KEY]
     segments: Mapping[str, Segment] = field(default_factory=dict)  # [segments.NAME]
     pipelines: Mapping[str, PipelineSpec] = field(default_factory=dict)  # [pipelines.NAME]
+    providers: Mapping[str, Provider] = field(default_factory=dict)  # [providers.NAME]: CI and source APIs
 
     def target(self, service: str, env: str) -> Target:
         """The service in the environment, its overrides applied; built once per Settings."""

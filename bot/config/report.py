@@ -4,6 +4,7 @@ flags (declarations, segments, each environment's flag policy)."""
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 
 from bot.config.model import Environment, Settings
 from bot.domain.flags import FlagDef, Segment
@@ -118,4 +119,38 @@ def pipeline_report(s: Settings) -> list[str]:
                     f"{p.environments[-1]}: only its deployments' own checks stop a bad version "
                     f"(add [services.{service}.integration_tests])"
                 )
+    return lines
+
+
+def evidence_report(s: Settings, env: Mapping[str, str]) -> list[str]:
+    """What check-config says about CI evidence: per service where its commits and CI results come from and
+    whether each token's variable is set (never its value); a warning for a service a checklist asks CI of
+    that has none configured."""
+    lines = []
+    for name, svc in s.services.items():
+        src, ci = svc.evidence.source, svc.evidence.ci
+        asked = [
+            e
+            for e in s.environments
+            if any(i.check == "ci_passed" for i in s.target(name, e).env.policy.items)
+        ]
+        if src is not None:
+            lines.append(
+                f"services.{name}.source: {src.provider} {src.repo}, a version's commit from {src.commit_from}"
+            )
+        for spec in ci:
+            p = s.providers[spec.provider]
+            what = spec.job or spec.repo
+            counted = (
+                f" (required: {', '.join(spec.required)})" if spec.required else " (every check reported)"
+            )
+            state = "set" if env.get(p.token_env) else "NOT set"
+            lines.append(
+                f"services.{name}.ci: {spec.provider} {what}{counted} at {p.url}; ${p.token_env} {state}"
+            )
+        if asked and not ci:
+            lines.append(
+                f"warning: services.{name} has no [[services.{name}.ci]] but {', '.join(asked)} "
+                "checks ci_passed: its deploys there are refused until one is added"
+            )
     return lines

@@ -31,6 +31,7 @@ CHECKS = (
     "targets_healthy",
     "http_status",
     "migrations_rehearsed",
+    "ci_passed",
 )
 ItemKind = Literal["manual", "automatic"]
 DEFAULT_ITEMS: tuple[tuple[str, str, ItemKind, str | None], ...] = (
@@ -50,7 +51,7 @@ class Item:
     label: str
     kind: ItemKind
     check: str | None = None  # for automatic items: one of CHECKS
-    params: Mapping[str, Any] = field(default_factory=dict)  # alarms, source_env, url, expect_status
+    params: Mapping[str, Any] = field(default_factory=dict)  # alarms, source_env, url, expect_...
     roles: tuple[str, ...] = ()  # who may tick a manual item (empty: anyone who may deploy)
 
 

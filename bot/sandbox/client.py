@@ -116,6 +116,15 @@ class SandboxClient:
         """The demo application's database in `env`: {"version": N, "tables": {name: [columns]}}."""
         return await self._get("/_sandbox/appdb", env=env)
 
+    async def ci(self, provider: str, repo: str, version: str, state: str, check: str | None = None) -> dict:
+        """Set a CI result in the local GitHub/GitLab/Jenkins/CircleCI (bot.sandbox.ci)."""
+        body = {"provider": provider, "repo": repo, "version": version, "state": state}
+        return await self._post("/_sandbox/ci", {**body, **({"check": check} if check else {})})
+
+    async def push(self, service: str, version: str) -> dict:
+        """A new version of a demo service: commits, its tag, its image in ECR."""
+        return await self._post("/_sandbox/push", {"service": service, "version": version})
+
     async def bot(self, action: str) -> dict:
         return await self._post("/_sandbox/bot", {"action": action})
 

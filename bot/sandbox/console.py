@@ -25,6 +25,7 @@ class Sandbox(Protocol):
     clock: Any
     world: Any
     bot: Any
+    ci: Any
 
     def info(self) -> dict[str, Any]: ...
 
@@ -46,6 +47,10 @@ HELP = """Commands:
                            make a flag's variant misbehave in its metrics (all environments, or ENV);
                            inject flag KEY [VARIANT] clear [env=ENV] stops it
   flags [ENV]              each flag's share of the simulated users per variant, and the injections
+  ci PROVIDER REPO VERSION success|failure|pending [CHECK]
+                           a CI result in the local GitHub, GitLab, Jenkins or CircleCI; e.g.
+                           ci github acme/web v5 failure unit-tests | ci jenkins api-integration v4 pending
+  push SERVICE VERSION     a new version: two commits, its tag, its image in ECR
   appdb [ENV]              the demo application's database: its schema version and tables
   traffic SERVICE RPM      simulated requests per minute (0: no metrics)
   faults SERVICE [OPERATION,...] [RATE%] [Ns|Nm] [500|503|throttle|timeout] [latency=MS] [seed=N]
@@ -190,6 +195,8 @@ class Console:
             "inject": (3, self._inject),
             "flags": (0, self._flags),
             "appdb": (0, self._appdb),
+            "ci": (4, self._ci),
+            "push": (2, self._push),
             "traffic": (2, self._traffic),
             "faults": (0, self._faults),
             "aws": (0, self._aws),
@@ -267,6 +274,16 @@ class Console:
             view = appdb_view(self.sandbox.world.tasks.appdb(env))
             tables = "; ".join(f"{t} ({', '.join(c)})" for t, c in view["tables"].items()) or "no tables"
             self.out(f"{env}: schema {view['version']:04d} — {tables}")
+
+    async def _ci(self, args: list[str]) -> None:
+        provider, repo, version, state, *check = args
+        body = {"provider": provider, "repo": repo, "version": version, "state": state}
+        said = self.sandbox.ci.set_result({**body, **({"check": check[0]} if check else {})})
+        self.out(f"{said['provider']} {said['repo']} {said['commit'][:7]}: {said['check']} {said['state']}")
+
+    async def _push(self, args: list[str]) -> None:
+        sha = await asyncio.to_thread(self.sandbox.ci.push, args[0], args[1])
+        self.out(f"pushed {args[0]}:{args[1]} (commit {sha[:7]}, image in ECR)")
 
     async def _traffic(self, args: list[str]) -> None:
         self.sandbox.world.inject(args[0], requests_per_minute=float(args[1]))

@@ -19,6 +19,9 @@ Control API (on the local Slack's address), besides the local Slack's own /_sand
   With Sandbox(pagerduty=True), a local PagerDuty (bot.sandbox.pagerduty) the bot pages:
   POST /_sandbox/pagerduty {"fail": "500"|"503"|"429"|"400"|"timeout"|null, "seconds": S, "times": N}
   GET /_sandbox/pagerduty  (the events it accepted, the ones it rejected, the failures it served)
+  POST /_sandbox/ci {"provider","repo","commit"|"version","check","state"}  a CI result (bot.sandbox.ci,
+       which serves the local GitHub, GitLab, Jenkins and CircleCI);  POST /_sandbox/push {"service",
+       "version"}  a new version: commits, its tag and its image in ECR
 A bad request gets 400 and {"ok": false, "error": "..."} saying what is wrong."""
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from bot.clock import ScaledClock
 from bot.config.load import load_settings
 from bot.config.tables import ConfigError
 from bot.sandbox.aws import BOT_ACCESS_KEY, AwsWorld
+from bot.sandbox.ci import LocalCi
 from bot.sandbox.faults import TIMEOUT_MARGIN
 from bot.sandbox.flag_traffic import EnvKey, FlagTraffic
 from bot.sandbox.pagerduty import LocalPagerDuty, write_config
@@ -180,6 +184,13 @@ class Sandbox:
         self._setup_flags(flag_users)
         # several bots on the one store (bot.sandbox.replicas); None: the one bot, as ever
         self.replicas = Replicas(self, replicas, BotProcess) if replicas > 1 else None
+        self.ci = LocalCi(self._settings_or_none())
+
+    def _settings_or_none(self) -> Any:
+        try:
+            return load_settings(self.config, env={})
+        except (ConfigError, OSError, ValueError):
+            return None
 
     def _setup_flags(self, users: int) -> None:
         """Keys for every environment of the config, and the flag traffic when it declares flags. A config
@@ -231,6 +242,8 @@ class Sandbox:
         if self.pagerduty is not None:
             app.router.add_post("/_sandbox/pagerduty", self.pagerduty.control_post)
             app.router.add_get("/_sandbox/pagerduty", self.pagerduty.control_get)
+        self.ci.mount(app)
+        app.router.add_post("/_sandbox/push", self._push)
         app.router.add_post("/_sandbox/inject", self._inject)
         app.router.add_get("/_sandbox/flags", self._flags)
         app.router.add_get("/_sandbox/appdb", self._appdb)
@@ -242,14 +255,26 @@ class Sandbox:
         app.router.add_get("/_sandbox/app/{env}/{service}/{slot}/healthz", self._app_health)
         self.slack_url = await self.slack.start()
         if self.clock.held:  # a pinned clock begins when the bot is ready: the world must be ready by then
-            await asyncio.to_thread(self.world.provision)
+            await asyncio.to_thread(self._provision)
             await self.start_bot()
         else:
             # The bot reads no AWS until a request comes, and nothing reaches it before start() returns: it
             # boots in its own process while this one provisions the world (each takes about a second).
-            await asyncio.gather(asyncio.to_thread(self.world.provision), self.start_bot())
+            await asyncio.gather(asyncio.to_thread(self._provision), self.start_bot())
         self._emulator = asyncio.get_running_loop().create_task(self.world.run(), name="aws-emulator")
         return self.info()
+
+    def _provision(self) -> None:
+        self.world.provision()
+        self.ci.seed_registry(self.world.client("ecr"))  # images v1..v20 of each service
+
+    async def _push(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            sha = await asyncio.to_thread(self.ci.push, str(body["service"]), str(body["version"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": f"bad push request: {exc}"}, status=400)
+        return web.json_response({"ok": True, "commit": sha})
 
     def bot_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_"))}
@@ -268,6 +293,7 @@ class Sandbox:
                 "DEPLOYBOT_PARENT_PID": str(os.getpid()),  # the bot ends with the sandbox, even a killed one
             }
         )
+        env.update(self.ci.bot_env(self.slack_url))
         if self.pagerduty is not None:
             env["PAGERDUTY_ROUTING_KEY"] = self.pagerduty.routing_key
         for name, key in self.ofrep_keys.items():

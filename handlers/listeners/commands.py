@@ -29,6 +29,7 @@ from bot.tasks import TaskGroup
 from handlers.directory import SlackDirectory
 from handlers.errors import SOMETHING_WRONG, reply_for
 from handlers.listeners.aftercare import AFTERCARE_HANDLERS
+from handlers.listeners.evidence_answers import changes_answer
 from handlers.listeners.flag_commands import FLAG_HANDLERS
 from handlers.roles import roles_in
 from handlers.ui import aftercare_blocks, audit_blocks, pipeline_blocks, report_text
@@ -92,6 +93,8 @@ def register(app: AsyncApp, engine: Engine, directory: SlackDirectory) -> None:
         await ack(answer)
         if isinstance(parsed, cmds.Windows):  # slow (14 days of CloudWatch): answered after the ack
             later(windows_answer(engine, parsed, respond))
+        if isinstance(parsed, cmds.Deploy) and parsed.dry_run and parsed.pipeline is None:
+            later(changes_answer(engine, parsed, respond))  # the compare API and ECR: after the ack
 
     for name in NAMES:
         app.command(name)(on_command)

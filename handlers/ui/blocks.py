@@ -21,6 +21,7 @@ from bot.domain.machine import BEFORE_START, State, user_actions
 from bot.domain.model import Deployment, LockInfo
 from bot.domain.mrkdwn import code, plain, text  # noqa: F401 - code and plain re-exported for the builders
 from handlers.ui import flag_blocks
+from handlers.ui.change_blocks import changes_blocks
 
 ACTION_PREFIX = "deployment:"  # action_id = ACTION_PREFIX + machine action; value = deployment id
 APPROVE, REJECT, TICK, RECHECK = "approval:approve", "approval:reject", "checklist:tick", "checklist:recheck"
@@ -129,6 +130,7 @@ def deployment_blocks(d: Deployment, live: str | None = None) -> list[dict[str, 
         blocks.append(section(f"*{'Why' if d.state != State.SUCCEEDED else 'Result'}:* {outcome_text(d)}"))
     gate = d.context.get("gate")
     waiting = d.state in (State.REQUESTED, State.AWAITING_APPROVAL, State.SCHEDULED)
+    blocks += changes_blocks(d.context.get("changes"))
     if gate:
         blocks += gate_blocks(d, gate, waiting)
     buttons = [
