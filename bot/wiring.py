@@ -19,8 +19,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.aws import Aws
 from bot.adapters.backups.rds import RdsBackups
-from bot.adapters.health import Readiness, mount_health, serve_health
 from bot.adapters.evidence.build import build_evidence, tokens
+from bot.adapters.health import Readiness, mount_health, serve_health
 from bot.adapters.http import AiohttpClient
 from bot.adapters.metrics.batch import MetricDataBatcher
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics
@@ -28,8 +28,8 @@ from bot.adapters.ofrep import mount_ofrep
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.platforms.ecs import EcsPlatform
 from bot.adapters.scheduler import Scheduler
-from bot.adapters.store.aftercare import AsyncAftercare
 from bot.adapters.store import urls as store_urls
+from bot.adapters.store.aftercare import AsyncAftercare
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.adapters.telemetry import Telemetry

@@ -22,8 +22,8 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.signature import SignatureVerifier
 
 from bot.clock import Clock
-from bot.sandbox.slack_views import Modals
 from bot.sandbox.slack_files import SlackFiles
+from bot.sandbox.slack_views import Modals
 
 TEAM_NAME = "Deploybot Sandbox"
 TEAM_DOMAIN = "deploybot-sandbox"

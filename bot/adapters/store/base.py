@@ -67,7 +67,7 @@ class StoreBase:
             self._open_postgres()
             return
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
-        self.db = _Database(conn)
+        self.db: Database = _Database(conn)
         if self.path != ":memory:":
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
