@@ -294,6 +294,9 @@ def m070_verify_aftercare(db: Database) -> None:
     db.execute("CREATE INDEX aftercare_watching ON aftercare (service, env) WHERE outcome IS NULL")
     # A note from a modal is recorded once per view (a double submit or a retry carries the same view id).
     db.execute("CREATE TABLE note_keys (key TEXT PRIMARY KEY, deployment_id INTEGER NOT NULL, at TEXT)")
+
+
+@migrations()
 def m071_replicas_leases(db: Database) -> None:
     # Leases of work several replicas share (bot.adapters.store.leases): `name` is what is leased
     # ("deployment:12", "outbox", "fire:schedule:12:1764000000.0"), `owner` the replica holding it,
