@@ -153,29 +153,42 @@ class MetricDataBatcher:
             names[qid] = (read, q["Id"])
             queries.append({**q, "Id": qid})
             read.series.setdefault(q["Id"], {})
+        readers = list(dict.fromkeys(r for r, _ in chunk))
         try:
-            series, refused = await _get_metric_data(self.aws, account, queries, start, end)
-            for qid, values in series.items():
-                read, own = names[qid]
-                read.series.setdefault(own, {}).update(values)
-            for qid, why in refused.items():  # a query of one caller refused: that caller's read fails
-                if qid not in names:
-                    continue
-                read, own = names[qid]
-                read.failed = read.failed or PlatformError("CLOUDWATCH GetMetricData", f"{own}: {why}")
-        except BaseException as exc:  # noqa: BLE001 - handed to every caller in this call, then re-raised if fatal
-            for read in dict.fromkeys(r for r, _ in chunk):
+            _split(names, *await _get_metric_data(self.aws, account, queries, start, end))
+        except BaseException as exc:  # handed to every caller in this call, then re-raised if fatal
+            for read in readers:
                 read.failed = read.failed or exc
             if not isinstance(exc, Exception):
                 raise
         finally:
-            for read in dict.fromkeys(r for r, _ in chunk):
+            for read in readers:
                 read.pending_calls -= 1
-                if read.pending_calls == 0 and not read.future.done():
-                    if read.failed is not None:
-                        read.future.set_exception(read.failed)
-                    else:
-                        read.future.set_result(read.series)
+                if read.pending_calls == 0:
+                    _answer(read)
+
+
+def _split(names: dict[str, tuple[_Read, str]], series: Series, refused: dict[str, str]) -> None:
+    """Each caller's values under its own ids; a refused query fails its caller's read."""
+    for qid, values in series.items():
+        if qid in names:  # not an id nobody asked for
+            read, own = names[qid]
+            read.series.setdefault(own, {}).update(values)
+    for qid, why in refused.items():
+        if qid in names:
+            read, own = names[qid]
+            read.failed = read.failed or PlatformError("CLOUDWATCH GetMetricData", f"{own}: {why}")
+
+
+def _answer(read: _Read) -> None:
+    if read.future.done():
+        return
+    if read.failed is not None and not isinstance(read.failed, Exception):
+        read.future.cancel()  # the call was cancelled (shutting down): so are its readers
+    elif read.failed is not None:
+        read.future.set_exception(read.failed)
+    else:
+        read.future.set_result(read.series)
 
 
 async def _get_metric_data(
