@@ -297,6 +297,7 @@ class Verifications:
                     d.id, BOT, "automatic_rollback_refused", {"error": str(exc)},
                     events=[VerificationRegressed(reason, d.version, 0)],
                 )  # fmt: skip
+                await self.ask(d)
                 return
             await self.store.record(
                 d.id,

@@ -174,6 +174,7 @@ async def _deploy(call: Call) -> Answer:
         return await _request(call)
     p = call.engine.dry_run(c)
     steps = [s.describe() for s in p.steps]
+    steps += aftercare_blocks.after_success(call.engine.settings.target(p.service, p.env).env)
     return slack_ui.dry_run(p.service, p.env, p.version, p.strategy, steps, duration(p.eta_seconds))
 
 

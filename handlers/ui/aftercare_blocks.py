@@ -105,6 +105,21 @@ def status(d: Deployment) -> list[dict[str, Any]]:
     return [context(f":eyes: Verifying the live version until {at_time(float(v['until']))}")]
 
 
+def after_success(env: Any) -> list[str]:
+    """What a dry run lists after the plan: the verification (not part of the deployment's time)."""
+    if not env.verify_seconds:
+        return []
+    then = (
+        "rolls back by itself (the old slot is kept warm until it ends)"
+        if env.rollback_during_verify
+        else "raises a critical alert with Roll back now"
+    )
+    return [
+        f"After success: verify the live version for {duration(env.verify_seconds)} against the pre-deploy "
+        f"baseline; a regression {then}"
+    ]
+
+
 # --------------------------------------------------------------------------------- the question
 
 
