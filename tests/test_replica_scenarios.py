@@ -38,29 +38,9 @@ def holder(sb: Sandbox, deployment_id: int) -> str | None:
     return rows[0]["owner"] if rows and rows[0]["expires"] > sb.clock.now() else None
 
 
-def modify_rules(sb: Sandbox) -> list[str]:
-    """The weights of every ModifyRule moto recorded (one string per call)."""
-    import base64
-    from urllib.parse import parse_qs
-
-    out = []
-    for line in recorder(sb, "download-recording").splitlines():
-        r = json.loads(line)
-        body = r.get("body") or ""
-        if r.get("body_encoded"):
-            body = base64.b64decode(body).decode(errors="replace")
-        form = parse_qs(body)
-        if form.get("Action", [""])[0] != "ModifyRule":
-            continue
-        weights = sorted(v[0] for k, v in form.items() if k.endswith(".Weight"))
-        rule = form.get("RuleArn", [""])[0]
-        out.append(f"{rule} {','.join(weights)}")
-    return out
-
-
 async def test_100_simultaneous_deploys_over_two_replicas_make_one_deployment(tmp_path, aws_env):
     async with (
-        Sandbox(config=config(tmp_path), speed=SPEED, workdir=tmp_path, replicas=2) as sb,
+        replicas_sandbox(tmp_path) as sb,
         SandboxClient(sb.slack_url) as client,
     ):
         assert len(sb.info()["bots"]) == 2
