@@ -132,6 +132,7 @@ class Runner(Rollbacks):
 
     def start(self, deployment_id: int) -> None:
         run = self.run_of(deployment_id)
+        run.phase = ""  # set by the new task once it knows (replicas follow the store by it)
         task = asyncio.get_running_loop().create_task(
             self._run(deployment_id), name=f"deployment-{deployment_id}"
         )

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import sqlite3
+import time
 from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from bot.domain.machine import State
 from bot.domain.model import Deployment, Event, LockInfo
 
 _SQLITE_INT = range(-(2**63), 2**63)
+BUSY_SECONDS = 10.0  # how long a write waits for another process's transaction
 
 
 def _iso(ts: float) -> str:
@@ -38,7 +40,7 @@ class _Database(Database):
             with super().atomic() as db:
                 yield db
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._begin_immediate()
         try:
             yield self
         except BaseException:
@@ -49,6 +51,30 @@ class _Database(Database):
         except BaseException:
             self.rollback()
             raise
+
+    def _begin_immediate(self) -> None:
+        """Take the write lock, polling every few tenths of a millisecond while another process holds
+        it: SQLite's own busy handler sleeps ever longer (up to 100 ms a try), and a process that keeps
+        losing the race to one making many short writes waits far longer than their sum."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        deadline = time.monotonic() + BUSY_SECONDS
+        self.conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.0002)
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")
 
 
 class StoreBase:
