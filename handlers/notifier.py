@@ -46,6 +46,7 @@ from bot.domain.verification import FeedbackAsked
 from handlers.alerting import Acknowledgement, AlertLifecycle
 from handlers.charts import ChartPoster
 from handlers.directory import SlackDirectory
+from handlers.flag_notices import flag_notices
 from handlers.history import find_posted
 from handlers.slack_outbox import ChannelOutbox, Post, Update, add_retry_handlers, log_failure
 from handlers.ui import aftercare_blocks, event_text
@@ -225,7 +226,10 @@ class SlackNotifier(AlertLifecycle):
         read = await self.store.outbox_after(behind, BATCH)
         if not read:
             return False
-        await self._flag_notices([e for e in read if e.deployment_id is None], self._cursors[SLACK])
+        flagged = [e for e in read if e.deployment_id is None]
+        await flag_notices(
+            flagged, self._cursors[SLACK], alerts=self.alerts, channel_id=self.channel_id, outbox=self._outbox
+        )
         entries = [e for e in read if e.deployment_id is not None]  # nothing to show for the others
         rows: dict[int, Deployment] = {}
         for entry in entries:
@@ -466,23 +470,6 @@ class SlackNotifier(AlertLifecycle):
 
         self._outbox(channel).post(Post(("deployment", d.id), build=build))
 
-    async def _flag_notices(self, entries: list[OutboxEntry], delivered: int) -> None:
-        """Flag events of no deployment (a person's change, the kill switch) go to their level's channels
-        of their environment (info: none by default — the person's answer in their channel already says
-        it; the kill switch: warning)."""
-        for entry in entries:
-            words = event_text.flag_notice(entry.event)
-            env = getattr(entry.event, "env", None)
-            if entry.id <= delivered or words is None or not isinstance(env, str):
-                continue
-            for name in self.alerts.channels(entry.event.level(), env):
-                try:
-                    channel = await self.channel_id(name)
-                except LookupError as exc:
-                    log.warning("no channel for a flag notice: %s", exc)
-                    continue
-                self._outbox(channel).post(Post(("flag", entry.id), line=words))
-
     async def _deployment_channel(self, d: Deployment) -> str:
         return await self.channel_id(d.channel or "deploys")
 
@@ -498,8 +485,6 @@ class SlackNotifier(AlertLifecycle):
                 log.warning("no permalink for deployment #%s: %s", d.id, exc.response.get("error"))
                 return None
         return self._links[key]
-
-    # ---------------------------------------------------------------------------------- alerts
 
     # ---------------------------------------------------------------------------------- lookups
 
