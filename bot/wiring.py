@@ -129,6 +129,9 @@ async def serve(args: argparse.Namespace) -> int:
     # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here
     app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
     replica = _replica(args, store, clock, engine)  # one of several bots on this store, or None
+    if replica is not None:
+        leases = replica.leases
+        telemetry.leases_held = lambda: len(leases.tokens)  # runs, the outbox, timers this replica holds
     outbox = OutboxLease(notifier, pipeline_messages, replica.leases, store) if replica else None
 
     await engine.flag_book.load()  # before anything is served: no evaluation answers from an empty book

@@ -7,7 +7,7 @@ two bots or two tests in one process never share a counter). What feeds it:
 - the CloudWatch batcher (metrics/batch.py): reads, queries and calls per analysis tick;
 - handlers/slack_telemetry.py: Slack Web API calls and 429s;
 - at scrape time (`render`): deployments active by state and strategy, the notifier's outbox lag, and the
-  leases held (`leases_held`, a callback: 0 until a store that leases runs is wired);
+  leases held (`leases_held`, a callback the wiring sets for a replica: 0 for the only bot);
 - `watch_loop`: the event loop's lag (how late a 0.1 s timer fires)."""
 
 from __future__ import annotations
