@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.replicas import log_path
@@ -251,6 +252,7 @@ async def test_a_replica_paused_past_its_lease_is_fenced_when_it_wakes(tmp_path,
         await wait_for(now(lambda: row(sb, d)["step_index"] >= 3), 60, interval=0.01, what="the 10% bake")
         assert (await bot(sb, "pause", index))["paused"] is True
         await wait_for(now(lambda: holder(sb, d) == other), 30, what=f"{other} to take #{d} over")
+        assert await leases_held(sb.replicas.urls()[1 - index]) >= 1  # /metrics tells what it holds now
         step = row(sb, d)["step_index"]
         await wait_for(now(lambda: row(sb, d)["step_index"] > step), 30, what=f"{other} to move #{d} on")
         assert (await bot(sb, "resume", index))["paused"] is False
@@ -266,3 +268,12 @@ async def test_a_replica_paused_past_its_lease_is_fenced_when_it_wakes(tmp_path,
         assert_audit_without_gaps(sb, d)
         top = top_level(await client.messages("deploys"))
         assert len([m for m in top if f"#{d} " in m["text"]]) == 1
+
+
+async def leases_held(url: str | None) -> float:
+    """deploybot_leases_held as that bot's /metrics says, parsed by prometheus-client."""
+    assert url is not None
+    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as resp:
+        text = await resp.text()
+    samples = [x for f in text_string_to_metric_families(text) for x in f.samples]
+    return sum(x.value for x in samples if x.name == "deploybot_leases_held")

@@ -79,7 +79,7 @@ class Aftercare:
 
     def _ensure(self, d: Deployment) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO aftercare (deployment_id, service, env) VALUES (?, ?, ?)",
+            "INSERT INTO aftercare (deployment_id, service, env) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [d.id, d.service, d.env],
         )
 
@@ -260,7 +260,7 @@ class Aftercare:
             self.store.get(deployment_id)
             if key is not None:
                 added = self.db.execute(
-                    "INSERT OR IGNORE INTO note_keys (key, deployment_id, at) VALUES (?, ?, ?)",
+                    "INSERT INTO note_keys (key, deployment_id, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     [key, deployment_id, self.store.now()],
                 ).rowcount
                 if not added:
