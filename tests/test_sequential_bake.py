@@ -143,3 +143,14 @@ async def test_the_memory_fake_reads_whole_minutes():
     start = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
     read = await metrics.slot_minutes(None, {"canary": CANARY}, start, start + timedelta(minutes=3))
     assert list(read["canary"]) == [datetime(2026, 1, 1, 0, m, tzinfo=UTC) for m in (1, 2)]
+
+
+async def test_a_bake_starting_late_in_a_minute_reads_a_whole_minute_at_its_weights():
+    clock = ManualClock(1_767_225_600.0 + 50)  # 50 s into a minute: a 60 s bake would end before one
+    start = clock.now()
+    cloud = PerMinuteCloud(GroupMetrics(300, 0, 80.0), GroupMetrics(2700, 2, 80.0))
+    task, seen = bake(CloudWatchMetrics(cloud), clock, 60, final=False)
+    run = await drive(clock, task)
+    assert seen[-1].at - start == 70  # to the end of the first minute that began after it did
+    assert seen[-1].evidence and seen[-1].evidence["minutes"] == 2
+    assert run.status == "successful"

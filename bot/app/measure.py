@@ -162,11 +162,14 @@ async def run_analysis(
     With `judge = "sequential"` and a stable group (bot.domain.judging), each look reads the whole minutes
     since `since` (default: the bake's start; a canary passes its first step's, so evidence carries on
     across its weights), fails as soon as the evidence is there, and ends the bake early once the canary
-    is shown no worse and min_bake_seconds have passed. `final`: the last bake before 100%."""
+    is shown no worse and min_bake_seconds have passed; it lasts until it has read one whole minute that
+    began after it did (at most a minute past its time). `final`: the last bake before 100%."""
     sequential = config.judge == "sequential" and stable is not None and reader is None
     run = analysis or (SequentialAnalysis(config, final=final) if sequential else Analysis(config))
     began = clock.now()
     deadline = began + max(0.0, duration_seconds)
+    if sequential:  # CloudWatch's minutes: read at least one whole minute at this bake's weights
+        deadline = max(deadline, began - began % 60 + (120 if began % 60 else 60))
 
     async def gate() -> None:
         nonlocal deadline
