@@ -1,6 +1,6 @@
 """The sandbox: moto's server with a demo world and its emulators, a local Slack, and the real bot
 (`deploybot serve`) as a child process pointed at both. Used by `deploybot sandbox` and by the tests.
-On Linux each start forks the bot from a pre-imported one (bot/sandbox/zygote.py; DEPLOYBOT_SANDBOX_FORK=0
+On Linux each start forks the bot from a pre-imported one (bot/sandbox/zygote.py, zygote_main.py; DEPLOYBOT_SANDBOX_FORK=0
 starts `python -m bot serve` afresh instead): a restart after a kill costs a fork, not two seconds of imports.
 
 Control API (on the local Slack's address), besides the local Slack's own /_sandbox routes:
