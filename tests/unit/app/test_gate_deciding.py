@@ -32,14 +32,26 @@ async def test_a_burst_of_amendments_never_lands_after_the_start_and_the_newest_
 
 async def test_the_gate_does_not_start_while_a_request_that_may_amend_is_being_decided(world):  # noqa: F811
     engine, _, _, _ = world
-    with engine.gate.deciding("web", "staging"):
+    gate, key = engine.gate, ("web", "staging")
+    entered = asyncio.Event()
+    left_while_deciding: list[bool] = []
+    real = gate._after_deciding
+
+    async def watched(k: tuple[str, str]) -> int:
+        entered.set()
+        asked = await real(k)
+        left_while_deciding.append(bool(gate._deciding.get(k)))
+        return asked
+
+    gate._after_deciding = watched  # type: ignore[method-assign]
+    with gate.deciding(*key):
         d = await engine.request(deploy("web v2 to staging"), "alice", roles={"engineers"})
         assert isinstance(d, Deployment)
-        for _ in range(200):  # many turns of the event loop: the admission has every chance to run
-            await asyncio.sleep(0)
+        await asyncio.wait_for(entered.wait(), 10)  # the admission reached the gate
         assert (await engine.store.get(d.id)).state.value == "requested"
     done = await until_done(engine, d.id)
     assert done.state.value == "succeeded", done.outcome
+    assert left_while_deciding and not any(left_while_deciding)  # it went on only once nothing was decided
 
 
 def test_asked_since_counts_requests_asked_for_and_those_still_being_decided(world):  # noqa: F811
