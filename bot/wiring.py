@@ -128,10 +128,7 @@ async def serve(args: argparse.Namespace) -> int:
     notifier.charts = ChartPoster(client, store, notifier.outbox, on_posted=home.changed)
     # the notifier reads the store's outbox (it subscribed to the store's nudge): nothing to wire here
     app = build_app(engine, client, settings.secrets.signing_secret, notifier, home)
-    replica = _replica(args, store, clock, engine)  # one of several bots on this store, or None
-    if replica is not None:
-        leases = replica.leases
-        telemetry.leases_held = lambda: len(leases.tokens)  # runs, the outbox, timers this replica holds
+    replica = _replica(args, store, clock, engine, telemetry)  # one of several bots on this store, or None
     outbox = OutboxLease(notifier, pipeline_messages, replica.leases, store) if replica else None
 
     await engine.flag_book.load()  # before anything is served: no evaluation answers from an empty book
@@ -234,7 +231,11 @@ def report(args: argparse.Namespace) -> int:
     from handlers.report_cli import run
 
     return run(args)
-def _replica(args: argparse.Namespace, store: AsyncStore, clock: Clock, engine: Engine) -> Replica | None:
+
+
+def _replica(
+    args: argparse.Namespace, store: AsyncStore, clock: Clock, engine: Engine, telemetry: Telemetry
+) -> Replica | None:
     """`--replica NAME`: this bot shares its store with others; its runs and the outbox are leased."""
     name = getattr(args, "replica", None)
     if not name:
@@ -243,6 +244,7 @@ def _replica(args: argparse.Namespace, store: AsyncStore, clock: Clock, engine: 
         name = f"{socket.gethostname()}:{os.getpid()}"
     ttl = float(os.environ.get("DEPLOYBOT_LEASE_SECONDS", DEFAULT_TTL))
     leases = Leases(store, clock, name, ttl)
+    telemetry.leases_held = lambda: len(leases.tokens)  # runs, the outbox, timers this replica holds
     return Replica(store, clock, leases, engine.runner, engine.scheduling)
 
 

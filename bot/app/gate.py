@@ -5,7 +5,9 @@ the service+env admission lock, so an amendment never lands between the readines
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from bot.app.access import Access
 from bot.app.checks import run_check
@@ -57,6 +59,10 @@ class Gate:
         self.http = http
         self.admitting: set[int] = set()  # deployments whose checks run now (pruned when they finish)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # per service+env: requests that may amend, handed to the store so far, and those not decided yet
+        self._asked: dict[tuple[str, str], int] = {}
+        self._deciding: dict[tuple[str, str], int] = {}
+        self._decided: dict[tuple[str, str], asyncio.Event] = {}
         self._background = TaskGroup("gate")
 
     def _policy(self, d: Deployment) -> Policy:
@@ -67,6 +73,33 @@ class Gate:
         """One lock per service+env (at most one deployment holds it at a time): readiness, the start
         transition and a requester's amendment of the same deployment never interleave."""
         return self._locks.setdefault((service, env), asyncio.Lock())
+
+    @contextlib.contextmanager
+    def deciding(self, service: str, env: str) -> Iterator[None]:
+        """Around a request that may amend a pending deployment of service+env, entered right before it
+        is handed to the store. Such a request never waits for the admission lock (its answer is the
+        ack); instead the gate never starts (nor saves the gate of) a deployment of service+env while one
+        is being decided, and reads again when one was asked for since its reads: an amendment never
+        lands between a start's readiness check and its start transition."""
+        key = (service, env)
+        self._asked[key] = self._asked.get(key, 0) + 1
+        self._deciding[key] = self._deciding.get(key, 0) + 1
+        self._decided.setdefault(key, asyncio.Event()).clear()
+        try:
+            yield
+        finally:
+            self._deciding[key] -= 1
+            if not self._deciding[key]:
+                self._decided[key].set()
+
+    async def _after_deciding(self, key: tuple[str, str]) -> int:
+        """Wait until no request that may amend service+env is being decided; how many were asked for."""
+        while self._deciding.get(key):
+            await self._decided[key].wait()
+        return self._asked.get(key, 0)
+
+    def _asked_since(self, key: tuple[str, str], asked: int) -> bool:
+        return self._asked.get(key, 0) != asked or bool(self._deciding.get(key))
 
     def admit_later(self, deployment_id: int) -> None:
         if deployment_id in self.admitting:
@@ -181,43 +214,62 @@ class Gate:
         record what it waits for and show it. `seen`: the deployment as the caller read it (only its
         service and environment are used, which never change: the row is read again under the lock)."""
         first = seen or await self.store.get(deployment_id)
-        async with self.admission_lock(first.service, first.env):
-            d = checked = await self.store.get(deployment_id)
-            if d.state not in BEFORE_START:
-                return
-            policy = self._policy(d)
-            emergency = skips_gate(d)
+        key = (first.service, first.env)
+        async with self.admission_lock(*key):
+            while await self._reconsider(deployment_id, key, checks_fresh):
+                pass  # a request that may amend it was asked for since the reads: read again
+
+    async def _reconsider(self, deployment_id: int, key: tuple[str, str], checks_fresh: bool) -> bool:
+        """One look under the admission lock; True when it must be done again (see `deciding`)."""
+        asked = await self._after_deciding(key)
+        # the row, its items and its approvals asked for together: one trip to the store's thread
+        d, states, approvals = await asyncio.gather(
+            self.store.get(deployment_id),
+            self.store.items(deployment_id),
+            self.store.approvals(deployment_id),
+        )
+        checked = d
+        if d.state not in BEFORE_START:
+            return False
+        policy = self._policy(d)
+        emergency = skips_gate(d)
+        ready = readiness(policy, states, approvals, d.requested_by, self.clock.now(), emergency)
+        if ready.ready and not checks_fresh and policy.automatic_items:
+            # again, right before execution
+            if await self.evidence.refused_by(d, await self._run_checks(d)):
+                return False
             ready, states = await self._readiness(d, policy, emergency)
-            if ready.ready and not checks_fresh and policy.automatic_items:
-                # again, right before execution
-                if await self.evidence.refused_by(d, await self._run_checks(d)):
-                    return
-                ready, states = await self._readiness(d, policy, emergency)
-            self._ci_waits(d, policy, states)
-            # what it waits for changed: said with the gate's save, unless a transition below says it
-            quiet = ready.ready or d.state == State.REQUESTED or self.scheduling.waits(d)
-            d = await self._save_gate(d, policy, ready, emergency, states, quiet)
-            if await self.scheduling.schedule_or_start(d):
-                return
-            if ready.ready:
-                if not self.runner.running(deployment_id):
-                    # The start transition happens here, under the lock an amendment takes: the version it
-                    # starts with is the last amendment accepted, and none is accepted after it.
-                    try:
-                        # and as a compare-and-set on what it checked: another replica may amend
-                        await self.store.start_as_seen(checked, BOT, events=[Started()])
-                    except (IllegalTransition, Conflict):
-                        return  # cancelled meanwhile (the cancel is on its message)
-                    self.runner.start(deployment_id)
-                return
-            if d.state == State.REQUESTED:
-                await self.store.transition(
-                    d.id,
-                    "await_approval",
-                    BOT,
-                    details={"waiting_for": ready.waiting_for()},
-                    events=[GateChanged()],
-                )
+        self._ci_waits(d, policy, states)
+        if self._asked_since(key, asked):
+            return True
+        # what it waits for changed: said with the gate's save, unless a transition below says it
+        quiet = ready.ready or d.state == State.REQUESTED or self.scheduling.waits(d)
+        d = await self._save_gate(d, policy, ready, emergency, states, quiet)
+        if ready.ready and not self.scheduling.waits(d) and self._asked_since(key, asked):
+            return True
+        if await self.scheduling.schedule_or_start(d):
+            return False
+        if ready.ready:
+            if not self.runner.running(deployment_id):
+                # The start transition is handed to the store right after the check above, with no
+                # request that may amend it asked for since the reads: the version it starts with is
+                # the last amendment accepted, and any asked for later finds it started; and as a
+                # compare-and-set on what it checked, since another replica may amend it meanwhile.
+                try:
+                    await self.store.start_as_seen(checked, BOT, events=[Started()])
+                except (IllegalTransition, Conflict):
+                    return False  # cancelled meanwhile (the cancel is on its message)
+                self.runner.start(deployment_id)
+            return False
+        if d.state == State.REQUESTED:
+            await self.store.transition(
+                d.id,
+                "await_approval",
+                BOT,
+                details={"waiting_for": ready.waiting_for()},
+                events=[GateChanged()],
+            )
+        return False
 
     def _ci_waits(self, d: Deployment, policy: Policy, states: dict[str, ItemState]) -> None:
         """A CI item not done yet is asked again until it turns (also after a restart)."""
@@ -237,8 +289,7 @@ class Gate:
     async def _readiness(
         self, d: Deployment, policy: Policy, emergency: bool
     ) -> tuple[Readiness, dict[str, ItemState]]:
-        states = await self.store.items(d.id)
-        approvals = await self.store.approvals(d.id)
+        states, approvals = await asyncio.gather(self.store.items(d.id), self.store.approvals(d.id))
         ready = readiness(policy, states, approvals, d.requested_by, self.clock.now(), emergency)
         return ready, states
 
@@ -353,7 +404,7 @@ class Gate:
         if await self.evidence.before_checks(d):  # an amended version: its image and its changes
             d = await self.store.get(deployment_id)
             if not await self.evidence.refused_by(d, await self._run_checks(d)):
-                await self.reconsider(d.id, checks_fresh=True)
+                await self.reconsider(d.id, checks_fresh=True, seen=d)
         return await self.store.get(d.id)
 
     async def amended(self, a: Amendment, user: str) -> None:

@@ -4,7 +4,6 @@ create, amend or locked in one transaction, and the new deployment goes to the g
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from bot.config.model import Settings
 from bot.domain import commands as cmds
 from bot.domain.errors import Refused
 from bot.domain.events import Amended, Requested
-from bot.domain.machine import BEFORE_START, State
+from bot.domain.machine import State
 from bot.domain.model import BOT, Amendment, Deployment, LockInfo
 from bot.tasks import TaskGroup
 
@@ -91,8 +90,6 @@ class Intake:
         self._after = TaskGroup("intake")
         self._amended: dict[int, tuple[Amendment, str]] = {}  # deployment -> its newest follow-up not begun
         self._following: set[int] = set()  # deployments whose follow-up runs now
-        self._pending_request: dict[tuple[str, str], str] = {}  # service+env -> whose deploy was pending
-        self._waiting_amendments: dict[tuple[str, str], list[tuple[dict[str, Any], asyncio.Future[Any]]]] = {}
         # The stored form of each plan asked for (the settings do not change while the bot runs): a burst
         # of requests does not serialise the same steps again for each one. Only read (the store writes
         # them as JSON), never changed.
@@ -221,68 +218,15 @@ class Intake:
     async def _create_or_amend(
         self, r: _Resolved, user: str, fields: dict[str, Any], amendable: bool = True
     ) -> Deployment | LockInfo | Amendment:
-        # One store transaction decides create vs locked. Only a request that may amend its requester's own
-        # pending deployment takes the service+env admission lock (and decides again under it): an
-        # amendment never lands between a start's readiness check and its start transition, and the
-        # others are answered without queueing behind it.
-        key = (r.service, r.env)
-        amends = amendable and r.kind == "deploy"
-        if amends and self._pending_request.get(key) == user:
-            # Only a hint (this person's request was pending a moment ago): the amendable decision under the
-            # lock decides everything again, so a stale hint costs a wait, never a wrong answer.
-            result = await self._amend_under_lock(r.service, r.env, fields)
-        else:
-            result = await self.store.request_or_amend(amendable=False, **fields)
-            held = result.deployment if isinstance(result, LockInfo) else None
-            if (
-                amends
-                and held is not None
-                and held.requested_by == user
-                and held.kind == r.kind
-                and held.state in BEFORE_START
-            ):
-                result = await self._amend_under_lock(r.service, r.env, fields)
-        d = result.deployment if isinstance(result, LockInfo | Amendment) else result
-        if d is not None and d.kind == "deploy" and d.state in BEFORE_START:
-            self._pending_request[key] = d.requested_by
-        else:
-            self._pending_request.pop(key, None)
-        return result
-
-    async def _amend_under_lock(
-        self, service: str, env: str, fields: dict[str, Any]
-    ) -> Deployment | LockInfo | Amendment:
-        """request_or_amend(amendable=True) under the admission lock. The requests waiting for the lock meanwhile
-        go together when it is theirs: each is still its own store transaction, in arrival order, but
-        they are handed to the store's thread at once instead of one lock hand-over (and one thread hop
-        wait) after another, under a burst of one person's requests."""
-        key = (service, env)
-        future: asyncio.Future[Deployment | LockInfo | Amendment] = asyncio.get_running_loop().create_future()
-        waiting = self._waiting_amendments.get(key)
-        if waiting is not None:  # a batch waits for the lock: join it
-            waiting.append((fields, future))
-        else:  # a task of its own: one request going away (a cancelled handler) never fails the others
-            batch = self._waiting_amendments[key] = [(fields, future)]
-            self._after.spawn(self._amend_batch(key, batch), f"amend-{service}-{env}")
-        return await future
-
-    async def _amend_batch(
-        self, key: tuple[str, str], batch: list[tuple[dict[str, Any], asyncio.Future[Any]]]
-    ) -> None:
-        results: list[Any]
-        try:
-            async with self.gate.admission_lock(*key):
-                del self._waiting_amendments[key]  # those asking from now on wait for the next turn
-                results = list(
-                    await self.store.request_or_amend_many([{**f, "amendable": True} for f, _ in batch])
-                )
-        except BaseException as exc:
-            if self._waiting_amendments.get(key) is batch:
-                del self._waiting_amendments[key]
-            results = [exc] * len(batch)
-        for (_, fut), res in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_exception(res) if isinstance(res, BaseException) else fut.set_result(res)
+        # One store transaction decides create, amend (its requester's own pending deployment) or locked,
+        # answered without waiting for the admission lock: a request that may amend is handed to the store
+        # inside the gate's `deciding`, and the gate never starts a deployment of service+env while one is
+        # being decided (it reads again after), so an amendment never lands between a start's readiness
+        # check and its start transition.
+        if not (amendable and r.kind == "deploy"):
+            return await self.store.request_or_amend(amendable=False, **fields)
+        with self.gate.deciding(r.service, r.env):
+            return await self.store.request_or_amend(amendable=True, **fields)
 
     async def _record_gate_decisions(
         self, d: Deployment, user: str, gate: dict[str, Any], emergency: str | None

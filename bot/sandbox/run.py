@@ -1,5 +1,7 @@
 """The sandbox: moto's server with a demo world and its emulators, a local Slack, and the real bot
 (`deploybot serve`) as a child process pointed at both. Used by `deploybot sandbox` and by the tests.
+On Linux each start forks the bot from a pre-imported one (bot/sandbox/zygote.py, zygote_main.py; DEPLOYBOT_SANDBOX_FORK=0
+starts `python -m bot serve` afresh instead): a restart after a kill costs a fork, not two seconds of imports.
 
 Control API (on the local Slack's address), besides the local Slack's own /_sandbox routes:
   POST /_sandbox/inject {"service","version","error_rate","latency_ms","unhealthy","requests_per_minute"}
@@ -54,6 +56,7 @@ from bot.sandbox.pagerduty import LocalPagerDuty, write_config
 from bot.sandbox.replicas import Replicas
 from bot.sandbox.slack import LocalSlack
 from bot.sandbox.tasks import appdb_view
+from bot.sandbox.zygote import ForkedBot, Zygote, available
 from bot.usage import UsageError
 
 BOT_START_TIMEOUT = 60.0
@@ -62,27 +65,32 @@ BOT_START_TIMEOUT = 60.0
 class BotProcess:
     """`deploybot serve` as a child process; its log goes to a file, its ready line tells its URL."""
 
-    def __init__(self, env: dict[str, str], args: list[str], log_path: Path):
-        self.env, self.args, self.log_path = env, args, log_path
-        self.proc: asyncio.subprocess.Process | None = None
+    def __init__(self, env: dict[str, str], args: list[str], log_path: Path, zygote: Zygote | None = None):
+        """`zygote`: fork the bot from that pre-imported one (bot/sandbox/zygote.py) instead of starting
+        `python -m bot serve` afresh (the same process and arguments, without two seconds of imports)."""
+        self.env, self.args, self.log_path, self.zygote = env, args, log_path, zygote
+        self.proc: asyncio.subprocess.Process | ForkedBot | None = None
         self.url: str | None = None
         self.ready: dict[str, Any] = {}
 
     async def start(self) -> str:
-        log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - a local file handed to the child
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                "serve",
-                *self.args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                env=self.env,
-            )
-        finally:
-            log.close()
+        if self.zygote is not None:
+            self.proc = await self.zygote.spawn(self.env, ["serve", *self.args], self.log_path)
+        else:
+            log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - a local file handed to the child
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bot",
+                    "serve",
+                    *self.args,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log,
+                    env=self.env,
+                )
+            finally:
+                log.close()
         try:
             line = await asyncio.wait_for(self._ready_line(), BOT_START_TIMEOUT)
         except TimeoutError:
@@ -175,6 +183,7 @@ class Sandbox:
             signing_secret=self.signing_secret, bot_token=self.bot_token, clock=self.clock
         )
         self.bot: BotProcess | None = None
+        self.zygote: Zygote | None = None  # the pre-imported bot each start forks (bot/sandbox/zygote.py)
         self.aws_url = self.slack_url = ""
         self._emulator: asyncio.Task | None = None
         self.pagerduty = LocalPagerDuty(self.clock) if pagerduty else None
@@ -232,6 +241,10 @@ class Sandbox:
             self.db = self.pg_server.url
 
     async def start(self) -> dict[str, Any]:
+        if available() and os.environ.get("DEPLOYBOT_SANDBOX_FORK", "1") != "0":
+            # it imports the bot while the world starts; every bot start then forks it
+            self.zygote = Zygote(self.workdir / "bot.log")
+            await self.zygote.start(self.bot_env())
         self.aws_url, _ = await asyncio.gather(
             asyncio.to_thread(self.world.start), asyncio.to_thread(self._start_store)
         )
@@ -313,6 +326,7 @@ class Sandbox:
             self.bot_env(),
             ["--host", "127.0.0.1", "--port", "0", "--config", self.config, "--db", self.db],
             self.workdir / "bot.log",
+            self.zygote,
         )
         url = await self.bot.start()
         if self.clock.held:  # the bot began the pinned clock when it was ready: run from the same instant
@@ -349,6 +363,8 @@ class Sandbox:
             await self.replicas.stop_all()
         elif self.bot is not None:
             await self.bot.stop()
+        if self.zygote is not None:
+            await self.zygote.close()
         if self._emulator is not None:
             self._emulator.cancel()
             await asyncio.gather(self._emulator, return_exceptions=True)
