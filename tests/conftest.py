@@ -14,6 +14,7 @@ import aiohttp
 import boto3
 import pytest
 
+from bot.adapters.store.urls import is_postgres_url
 from bot.config.load import load_settings
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
@@ -46,6 +47,15 @@ async def client(sandbox):
 
 
 def db_rows(sb: Sandbox, sql: str, args: tuple = ()) -> list[dict]:
+    """Rows of the sandbox bot's store, SQLite or PostgreSQL (the same SQL, as the store writes it)."""
+    if is_postgres_url(sb.db):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        from bot.adapters.store.pg import translate
+
+        with psycopg.connect(sb.db, autocommit=True, row_factory=dict_row) as pg:
+            return list(pg.execute(translate(sql), args).fetchall())
     conn = sqlite3.connect(sb.db)
     conn.row_factory = sqlite3.Row
     try:

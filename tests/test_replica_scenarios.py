@@ -1,4 +1,5 @@
-"""Several replicas (issue 15): two `deploybot serve --replica` processes on ONE SQLite file (WAL), the
+"""Several replicas (issue 15): two `deploybot serve --replica` processes on one store — a throwaway
+PostgreSQL server (the kill game, the 100 requests) or ONE SQLite file in WAL mode (the fence) — the
 local Slack sending requests to each in turn. A canary whose runner is SIGKILLed is finished or rolled
 back by the other within the lease time and a step; a runner SIGSTOPped past its lease is fenced when it
 wakes (its next change refused, said in its log); 100 simultaneous /deploy make one deployment."""
@@ -41,7 +42,7 @@ def holder(sb: Sandbox, deployment_id: int) -> str | None:
 
 async def test_100_simultaneous_deploys_over_two_replicas_make_one_deployment(tmp_path, aws_env):
     async with (
-        replicas_sandbox(tmp_path) as sb,
+        replicas_sandbox(tmp_path, store="postgres") as sb,
         SandboxClient(sb.slack_url) as client,
     ):
         assert len(sb.info()["bots"]) == 2
@@ -145,8 +146,9 @@ def now(fn):
     return probe
 
 
-def replicas_sandbox(tmp_path) -> Sandbox:
-    sb = Sandbox(config=config(tmp_path), speed=SPEED, workdir=tmp_path, replicas=2)
+def replicas_sandbox(tmp_path, store: str = "sqlite") -> Sandbox:
+    """Two bots on one store: a SQLite file in WAL mode, or a throwaway PostgreSQL server."""
+    sb = Sandbox(config=config(tmp_path), speed=SPEED, workdir=tmp_path, replicas=2, store=store)
     assert sb.replicas is not None
     sb.replicas.lease_seconds = LEASE
     return sb
@@ -233,7 +235,7 @@ async def kill_game(sb: Sandbox, client: SandboxClient, kills: int, seed: int = 
 
 async def test_sigkill_of_the_replica_running_a_canary_the_other_finishes_it(tmp_path, aws_env):
     started = time.monotonic()
-    async with replicas_sandbox(tmp_path) as sb, SandboxClient(sb.slack_url) as client:
+    async with replicas_sandbox(tmp_path, store="postgres") as sb, SandboxClient(sb.slack_url) as client:
         figures = await kill_game(sb, client, kills=2)  # 20 in benchmarks/replicas.py
     # the other replica took each over within a lease and one poll of its upkeep (clock seconds)
     assert all(t <= LEASE + LEASE / 3 + 60 for t in figures["takeover_clock_s"]), figures
