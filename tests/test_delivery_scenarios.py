@@ -135,8 +135,15 @@ async def test_canaries_leave_charts_of_their_audited_measurements_and_the_repor
         staged = await request(client, "alice", "web v2 to staging")
         assert (await ended(sb, staged))["state"] == "succeeded"
 
-        tops = top_level(await client.messages("deploys"))
-        thread_of = {d: next(m["ts"] for m in tops if f"#{d} " in m["text"]) for d in (good, bad, fixed)}
+        async def threads() -> dict[int, str] | None:
+            """Each canary's message (the notifier may still be updating one when the state reads ended)."""
+            tops = top_level(await client.messages("deploys"))
+            found = {d: [m["ts"] for m in tops if f"#{d} " in m["text"]] for d in (good, bad, fixed)}
+            return (
+                {d: ts[0] for d, ts in found.items()} if all(len(ts) == 1 for ts in found.values()) else None
+            )
+
+        thread_of = await wait_for(threads, 30, what="one message of each canary in #deploys")
 
         async def charts():
             files = await client.files("deploys")

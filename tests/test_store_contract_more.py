@@ -72,3 +72,28 @@ async def test_feedback_is_asked_and_answered_once_and_a_keyed_note_is_kept_once
     notes = [e for e in s.events(d) if e.action == "note"]
     assert [(e.actor, e.details["text"]) for e in notes] == [("bob", "slow <!channel> start")]
     assert book.summaries([d]) == {d: (None, 1, "smooth")}
+
+
+async def test_a_verification_starts_once_supersedes_the_last_and_its_end_shows_on_the_deployment(store):
+    s, _ = store
+    book = Aftercare(s)
+    first = _deployment(s)
+    for action in ("start", "succeed"):  # succeeded: its lock is free for the next one
+        s.transition(first, action, BOT)
+    second = _deployment(s)
+
+    def start(d: int, at: float) -> list[int]:
+        return book.start(
+            d, slot="green", baseline_slot="blue", started=at, until=at + 900, baseline={"error_rate": 0.01},
+            deferred_scale_down=False, audit=[(BOT, "verification_started", {})], events=[],
+            superseded=lambda i: ([(BOT, "verify_superseded", {})], []),
+        )  # fmt: skip
+
+    assert start(first, 100.0) == []
+    assert start(first, 150.0) == []  # once: the second call changes nothing
+    assert s.get(first).context["verification"] == {"until": 1000.0, "seconds": 900.0}
+    assert start(second, 200.0) == [first]  # a newer deployment of web in staging ends the older one
+    assert book.end(second, "verified", 1100.0, [(BOT, "verified", {})], []) is True
+    assert book.end(second, "verified", 1101.0, [(BOT, "verified", {})], []) is False
+    assert s.get(second).context["verification"] == {"until": 1100.0, "seconds": 900.0, "outcome": "verified"}
+    assert [w.deployment_id for w in book.watching()] == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import tempfile
 import threading
 import time
 import urllib.request
@@ -18,6 +19,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from moto import moto_api
 from moto.ecs.models import ecs_backends
 from moto.elbv2.models import elbv2_backends
 from moto.server import ThreadedMotoServer
@@ -103,6 +105,7 @@ class AwsWorld:
             lambda service, tag: self._task_behaviour.get((service, tag)) or TaskBehaviour(),
             workdir,
         )
+        self._workdir = workdir
         self._reset_state()
 
     # --- server -----------------------------------------------------------------------------------------
@@ -114,6 +117,10 @@ class AwsWorld:
                 werkzeug.setLevel(logging.WARNING)
             self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             self._server.start()
+            # moto's request recorder writes to ./moto_recording by default: one file for every sandbox
+            # started from the same folder (parallel test workers read each other's calls). Ours: its own.
+            recording = Path(self._workdir or tempfile.mkdtemp(prefix="deploybot-moto-")) / "moto_recording"
+            moto_api.recorder._location = str(recording)
             # werkzeug's server calls its `app` per request: faults go in front of moto's dispatcher.
             wsgi = self._server._server
             assert wsgi is not None

@@ -135,10 +135,19 @@ class Aftercare:
         return ended
 
     def _show(self, deployment_id: int, path: str, value: Any) -> None:
-        """What the deployment's message shows of it (its context's `verification`), in the same write."""
+        """What the deployment's message shows of it (its context's `verification`), in the same write.
+        Read, changed and written in the caller's transaction: SQL both stores speak (no json_set)."""
+        rows = self.store._rows("SELECT context FROM deployments WHERE id = ?", [deployment_id])
+        context = json.loads(rows[0]["context"] or "{}") if rows else {}
+        *parents, last = path.removeprefix("$.").split(".")
+        node = context
+        for key in parents:  # json_set's walk: a missing or non-object step becomes an object
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[last] = value
         self.db.execute(
-            "UPDATE deployments SET context = json_set(coalesce(context, '{}'), ?, json(?)) WHERE id = ?",
-            [path, json.dumps(value), deployment_id],
+            "UPDATE deployments SET context = ? WHERE id = ?", [json.dumps(context), deployment_id]
         )
 
     def supersede_in_tx(
