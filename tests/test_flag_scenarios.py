@@ -19,6 +19,9 @@ from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
 from tests.conftest import CONFIG, button_label, db_rows, message_of, top_level, wait_state
 
+# the simulated flag users are heavy: these run on one worker in turn (`--dist loadgroup`)
+pytestmark = pytest.mark.xdist_group("flag-traffic")
+
 USERS = [f"user-{i}" for i in range(2000)]
 _domains = itertools.count()
 
