@@ -156,9 +156,13 @@ async def test_two_replicas_a_canary_handed_over_when_its_runner_stops_renewing(
         # A is "paused": its replica loop renews no more. B takes the deployment once A's lease expired.
         await drive(lambda: _held_by(eb, d.id, "b"), [rb], "B to take it over")
         await drive(lambda: _ended(eb, d.id), [rb], "B to finish it")
-    done = await eb.store.get(d.id)
-    assert done.state.value == "succeeded", done.outcome
-    assert "lost its lease" in caplog.text and "this replica (a)" in caplog.text
+        done = await eb.store.get(d.id)
+        assert done.state.value == "succeeded", done.outcome
+
+        async def a_says_so() -> bool:  # A's run finds out at its next fenced write, on its own task
+            return "lost its lease" in caplog.text and "this replica (a)" in caplog.text
+
+        await drive(a_says_so, [rb], "A to log that it lost its lease")
     new = next(s for s in target.slots if platform.image_of(target, s) == "web:v2")
     shares = [w[new] for w in platform.weight_history]
     assert shares == [10, 50, 100]  # each weight once: B did not set 10% again, A set nothing more
