@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
-from canary_parts import APIS, CANARY_STEPS, ENV, GC, SERVICE, VERSION, Recorder, Run, make_ticker
+from canary_parts import APIS, CANARY_STEPS, ENV, GC, SERVICE, VERSION, Recorder, Run
+from canary_world import RemoteWorld
 
 from bot.adapters.platforms.ecs import NOT_COPIED  # what AWS sets, as the bot leaves it out
 from bot.clock import Clock
-from bot.sandbox.aws import SLOTS, AwsWorld
+from bot.sandbox.aws import SLOTS
 from bot.sandbox.emulator import REGION
 
 DEPLOYMENT_CONFIGURATION = {
@@ -66,7 +67,7 @@ class PlainScript:
         lb = self.elb.describe_load_balancers(Names=[self.lb_name])["LoadBalancers"][0]["LoadBalancerArn"]
         listeners = self.elb.describe_listeners(LoadBalancerArn=lb)["Listeners"]
         listener = next(li for li in listeners if li["Port"] == self.port)
-        for rule in self.elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]:
+        for rule in self.elb.describe_rules(ListenerArn=listener["ListenerArn"], PageSize=400)["Rules"]:
             for action in rule["Actions"]:
                 groups = action.get("ForwardConfig", {}).get("TargetGroups", [])
                 if {g["TargetGroupArn"] for g in groups} & set(self.tgs.values()):
@@ -234,8 +235,8 @@ class PlainScript:
         )
 
 
-async def run_baseline(world: AwsWorld, endpoint: str, poll: float) -> Run:
-    recorder = Recorder(make_ticker(world, asyncio.get_running_loop()))
+async def run_baseline(world: RemoteWorld, endpoint: str, poll: float) -> Run:
+    recorder = Recorder(world.tick)
     try:
         return await asyncio.to_thread(lambda: PlainScript(endpoint, world.clock, poll, recorder).run())
     except Exception as exc:

@@ -8,7 +8,9 @@ Run it by hand from the repository root (it is a benchmark, not a test; it print
 
 What it does:
   1. Starts an AwsWorld (moto's ThreadedMotoServer on 127.0.0.1, the demo world, its emulator loop
-     `world.run()` as a task on a ScaledClock running `--speed` times faster than the wall).
+     `world.run()` as a task on a ScaledClock running `--speed` times faster than the wall) in a child
+     process, as the sandbox keeps it apart from the bot (canary_world.py says why: in one process every
+     thread hop of the measured side waited on moto's threads for the GIL).
   2. Builds an Engine as tests/test_engine.py does (settings from config/deploybot.toml with
      DEPLOYBOT_AWS_ENDPOINT = the world, the real EcsPlatform and CloudWatchMetrics over one Aws,
      AsyncStore(Store(":memory:"))), with production
@@ -95,9 +97,9 @@ from canary_parts import (  # noqa: E402
     Run,
     TimedClock,
     TimedStore,
-    make_ticker,
 )
 from canary_report import ratio, report  # noqa: E402
+from canary_world import RemoteWorld  # noqa: E402
 
 from bot.adapters.aws import Aws  # noqa: E402
 from bot.adapters.metrics.cloudwatch import CloudWatchMetrics  # noqa: E402
@@ -105,16 +107,13 @@ from bot.adapters.platforms.ecs import EcsPlatform  # noqa: E402
 from bot.adapters.scheduler import Scheduler  # noqa: E402
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
-from bot.clock import ScaledClock  # noqa: E402
 from bot.config.load import load_settings
 from bot.config.model import Settings
 from bot.domain import commands as cmds  # noqa: E402
 from bot.domain.machine import State
 from bot.domain.model import Deployment
-from bot.sandbox.aws import SLOTS, AwsWorld  # noqa: E402
 
 CONFIG = ROOT / "config" / "deploybot.toml"
-TRAFFIC_RPM = 60000.0  # one 5 s tick at 5%: 250 canary requests (> min_requests)
 RUN_TIMEOUT = 60.0
 USER = "U0BENCH"
 
@@ -158,47 +157,6 @@ def benchmark_settings(endpoint: str, poll: float) -> Settings:
     return settings
 
 
-class World:
-    """The AwsWorld and its emulator loop, made fresh (reset + provision) before every run."""
-
-    def __init__(self, speed: float):
-        self.aws = AwsWorld(ScaledClock(speed))
-        self.endpoint = self.aws.start()
-        self._task: asyncio.Task | None = None
-        self.ticks = 0  # emulator ticks so far (world.run()'s and the forced ones)
-        tick = self.aws.tick
-
-        async def counted() -> None:
-            self.ticks += 1
-            await tick()
-
-        self.aws.tick = counted  # type: ignore[method-assign]
-
-    async def fresh(self) -> None:
-        await self.pause()
-        self.aws.reset()
-        self.aws.provision()
-        elb = self.aws.client("elbv2")
-        for slot in SLOTS:
-            elb.modify_target_group_attributes(
-                TargetGroupArn=self.aws.target_group_arn(SERVICE, ENV, slot),
-                Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "0"}],
-            )
-        self.aws.inject(SERVICE, requests_per_minute=TRAFFIC_RPM)
-        await self.aws.tick()  # the stable group has datapoints before anything starts
-        self._task = asyncio.get_running_loop().create_task(self.aws.run())
-
-    async def pause(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def stop(self) -> None:
-        await self.pause()
-        self.aws.stop()
-
-
 # ---------------------------------------------------------------------------------------------- the bot
 
 
@@ -216,19 +174,19 @@ class ObservedStore(TimedStore):
         return result
 
 
-async def run_bot(world: World, settings: Settings) -> Run:
+async def run_bot(world: RemoteWorld, settings: Settings) -> Run:
     loop = asyncio.get_running_loop()
-    recorder = Recorder(make_ticker(world.aws, loop))
+    recorder = Recorder(world.tick)
     aws = Aws(settings.aws)
     for api in APIS:  # created before the clock starts, as a running bot has them
         recorder.attach(aws.client(api))
     store = ObservedStore(Store(":memory:"))
-    assert isinstance(world.aws.clock, ScaledClock)
-    clock = TimedClock(world.aws.clock)
+    clock = TimedClock(world.clock)
     engine = Engine(settings, store, EcsPlatform(aws), CloudWatchMetrics(aws), clock, timer=Scheduler(clock))
     marks: dict[int, float] = {}
     aborts: list[asyncio.Task] = []
     ends: list[float] = []
+    at_end: dict[str, Any] = {}
     finished = asyncio.Event()
 
     def on_write(d: Deployment) -> None:
@@ -238,6 +196,9 @@ async def run_bot(world: World, settings: Settings) -> Run:
             marks.setdefault(index, time.perf_counter())
         if d.state.terminal and not finished.is_set():  # the clock stops at the terminal transition
             ends.append(time.perf_counter())
+            # the store's figures stop there too: the reads below are the benchmark's, not the bot's
+            at_end.update(seconds=store.seconds, inside=store.inside, ops=store.ops)
+            at_end["by_method"] = Counter(store.by_method)
             finished.set()
         elif d.state == State.PAUSED and not aborts:  # an inconclusive analysis: nobody will answer it
             aborts.append(loop.create_task(engine.act(d.id, "abort", USER)))
@@ -278,10 +239,10 @@ async def run_bot(world: World, settings: Settings) -> Run:
             ok=d.state == State.SUCCEEDED,
             outcome=f"{d.state.value}: {d.outcome}"
             + ("" if d.state.terminal else f" (not finished within {RUN_TIMEOUT:g} s)"),
-            store_seconds=store.seconds,
-            store_inside=store.inside,
-            store_ops=store.ops,
-            store_methods=store.by_method,
+            store_seconds=at_end.get("seconds", store.seconds),
+            store_inside=at_end.get("inside", store.inside),
+            store_ops=at_end.get("ops", store.ops),
+            store_methods=at_end.get("by_method", store.by_method),
             plan=d.plan,
             measurements=measurements,
             started=started,
@@ -298,12 +259,12 @@ async def run_bot(world: World, settings: Settings) -> Run:
 
 async def benchmark(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    world = World(args.speed)
+    world = RemoteWorld(args.speed, SERVICE, ENV)
     settings = benchmark_settings(world.endpoint, args.poll)
     print(
         f"canary overhead: {SERVICE} {VERSION} to {ENV}, canary {CANARY_STEPS}, zero bake; clock "
-        f"{args.speed:g}x (emulator tick {world.aws.tick_seconds:g}s virtual = "
-        f"{world.aws.tick_seconds / args.speed * 1000:.1f} ms), poll {args.poll:g}s virtual; "
+        f"{args.speed:g}x (emulator tick {world.tick_seconds:g}s virtual = "
+        f"{world.tick_seconds / args.speed * 1000:.1f} ms), poll {args.poll:g}s virtual; "
         f"{args.rounds} rounds after {args.warmup} warm-up",
         flush=True,
     )
@@ -317,7 +278,7 @@ async def benchmark(args: argparse.Namespace) -> int:
                 runs[who] = await (
                     run_bot(world, settings)
                     if who == "bot"
-                    else run_baseline(world.aws, world.endpoint, args.poll)
+                    else run_baseline(world, world.endpoint, args.poll)
                 )
                 GC.stop()  # already stopped, unless the run failed
                 runs[who].emulator_ticks = world.ticks - ticks

@@ -3,9 +3,7 @@ collector's time, a timed store and clock, and a run's figures. See canary_overh
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,7 +12,6 @@ from typing import Any
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.clock import ScaledClock
-from bot.sandbox.aws import AwsWorld
 
 SERVICE, ENV, VERSION = "web", "production", "v2"
 CANARY_STEPS = (5, 25, 50, 100)
@@ -69,19 +66,6 @@ class Recorder:
     @property
     def call_seconds(self) -> float:
         return sum(c.seconds for c in self.calls)
-
-
-def make_ticker(world: AwsWorld, loop: asyncio.AbstractEventLoop):
-    """One emulator tick on the loop (from a worker thread), then wait until the virtual clock has passed
-    the next whole second, so a measurement's EndTime (floor(now)) lies after the tick's datapoints."""
-
-    def tick() -> None:
-        asyncio.run_coroutine_threadsafe(world.tick(), loop).result(timeout=30)
-        due = math.floor(world.clock.now()) + 1
-        while world.clock.now() < due:
-            time.sleep(0.2 / world.clock.speed)
-
-    return tick
 
 
 class GcMeter:

@@ -4,7 +4,7 @@ Every mutating request is claimed by Slack's identity for it before bolt sees it
 for replays after the ack. One store call per claim and per answer is one hop to the store's one thread
 each; under a burst (50 concurrent slash commands) those hops, each waiting for the GIL, were the ack's
 critical path. Here the claims and answers asked for in one turn of the event loop go together: one hop
-for all of them, handed to the store's thread at once, without waiting for an earlier batch to come back
+and one transaction (one commit) for all of them, handed to the store's thread at once, without waiting for an earlier batch to come back
 (the thread runs batches in the order they were handed over, so every claim and answer is taken in the
 order it was asked: a replay's claim, always asked after the first copy's answer, still finds that
 answer)."""
@@ -81,18 +81,14 @@ class RequestClaims:
             self._settle(op, result)
 
     def _run(self, batch: list[_Op]) -> list[StoredAnswer | BaseException | None]:
-        """On the store's thread: each claim and answer in order, one failing never failing the others."""
-        out: list[StoredAnswer | BaseException | None] = []
-        for op in batch:
-            try:
-                if isinstance(op, _Claim):
-                    out.append(self.store.sync.claim_request(op.key, op.now))
-                else:
-                    self.store.sync.answer_request(op.key, op.status, op.content_type, op.body)
-                    out.append(None)
-            except Exception as exc:
-                out.append(exc)
-        return out
+        """On the store's thread: each claim and answer in order, in one transaction (one failing never
+        failing the others)."""
+        return self.store.sync.claims_and_answers(
+            [
+                (op.key, op.now) if isinstance(op, _Claim) else (op.key, op.status, op.content_type, op.body)
+                for op in batch
+            ]
+        )
 
     @staticmethod
     def _settle(op: _Op, result: StoredAnswer | BaseException | None) -> None:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
 
 from bot.app.ports import Metrics, MetricScope, PlatformError
 from bot.clock import Clock
@@ -22,6 +24,32 @@ Reader = Callable[[datetime, datetime], Awaitable[dict[str, GroupMetrics]]]
 # fall due within one tick read the same window at the same instant: the CloudWatch adapter merges their
 # reads into as few GetMetricData calls as its 500-query limit allows (bot/adapters/metrics/batch.py).
 ANALYSIS_TICK_SECONDS = 5.0
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _Company:
+    """Bakes running in this process now. The grid is for company: a lone bake has no read to share, so
+    its wake-ups are not put off to the next tick (up to a tick more per measurement, for nothing); while
+    two or more bake, every wake-up goes on the grid, where their reads meet."""
+
+    live = 0
+
+    @staticmethod
+    def counted(bake: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(bake)
+        async def baking(*args: P.args, **kwargs: P.kwargs) -> T:
+            _Company.live += 1
+            try:
+                return await bake(*args, **kwargs)
+            finally:
+                _Company.live -= 1
+
+        return baking
+
+    @staticmethod
+    def grid(tick_seconds: float) -> float:
+        return tick_seconds if _Company.live > 1 else 0.0
 
 
 async def alarms_in_alarm(
@@ -134,6 +162,7 @@ def minutes_of(canary: dict[datetime, GroupMetrics], stable: dict[datetime, Grou
     return out
 
 
+@_Company.counted
 async def run_analysis(
     metrics: Metrics,
     config: AnalysisConfig,
@@ -157,7 +186,8 @@ async def run_analysis(
     has failed or is inconclusive; one whose last measurement was an API error is measured again past its
     time. Time spent paused in checkpoint() does not count toward the bake.
     Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart. Each wake-up
-    is put off to the next multiple of `tick_seconds` of the clock (at most one tick later; 0: not).
+    is put off to the next multiple of `tick_seconds` of the clock (at most one tick later; 0: not) while
+    another bake runs in this process (alone, it has no read to share).
 
     With `judge = "sequential"` and a stable group (bot.domain.judging), each look reads the whole minutes
     since `since` (default: the bake's start; a canary passes its first step's, so evidence carries on
@@ -183,7 +213,8 @@ async def run_analysis(
         now = clock.now()
         left = deadline - now  # past it (measuring again after an error): a whole interval
         due = on_tick(
-            now + (config.interval_seconds if left <= 0 else min(config.interval_seconds, left)), tick_seconds
+            now + (config.interval_seconds if left <= 0 else min(config.interval_seconds, left)),
+            _Company.grid(tick_seconds),
         )
         await clock.sleep(due - now)
         await gate()
