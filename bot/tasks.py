@@ -8,6 +8,7 @@ exception once (with the task's name) and can cancel what is left at shutdown.""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -20,9 +21,14 @@ class TaskGroup:
         self.name = name
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        """Run `coro` in the background, referenced until it is done."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], name: str | None = None, *, detached: bool = False
+    ) -> asyncio.Task[Any]:
+        """Run `coro` in the background, referenced until it is done. `detached`: shared work (not the
+        request's that happened to start it), run outside that request's context (`detached`)."""
+        task = (
+            detached_task(coro, name) if detached else asyncio.get_running_loop().create_task(coro, name=name)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
@@ -32,7 +38,9 @@ class TaskGroup:
         if task.cancelled():
             return
         exc = task.exception()  # retrieved: asyncio does not report it again
-        if exc is not None:
+        if exc is not None and getattr(exc, "quiet", False):  # a replayed request's work, refused
+            log.debug("%s task %s stopped: %s", self.name, task.get_name(), exc)
+        elif exc is not None:
             log.error("%s task %s failed", self.name, task.get_name(), exc_info=exc)
 
     def __len__(self) -> int:
@@ -55,3 +63,10 @@ class TaskGroup:
         """Cancel what is left and wait for it to finish."""
         self.cancel_all()
         await self.wait()
+
+
+def detached_task(coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+    """A task for shared, long-lived work (a worker, a batch for many callers) that a request happens to
+    start: it runs in an empty context, not in the request's (whose guard, `bot.adapters.store.replays`,
+    would otherwise follow it into every later caller's work)."""
+    return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())

@@ -43,6 +43,7 @@ from bot.logs import setup_logging
 from bot.usage import UsageError, db_default
 from handlers.app import build_app, web_app
 from handlers.charts import ChartPoster
+from handlers.listeners.commands import before_claim
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier, add_retry_handlers
 from handlers.outbox_lease import OutboxLease
@@ -158,7 +159,13 @@ async def serve(args: argparse.Namespace) -> int:
         await socket_handler.connect_async()
         _ready({**info, **_named(replica)}, clock)
     else:
-        http_app = web_app(app, store, settings.secrets.signing_secret, path="/slack/events")
+        http_app = web_app(
+            app,
+            store,
+            settings.secrets.signing_secret,
+            path="/slack/events",
+            before_claim=before_claim(engine),
+        )
 
         mount_health(http_app, store, telemetry, readiness)  # /healthz, /readyz, /metrics
         mount_ofrep(http_app, engine.flag_book.snapshot, settings.secrets.ofrep_keys)

@@ -43,6 +43,7 @@ from bot.domain.events import RECOVERY, OutboxEntry
 from bot.domain.machine import State
 from bot.domain.model import Alert, Deployment
 from bot.domain.verification import FeedbackAsked
+from bot.tasks import detached_task
 from handlers.alerting import Acknowledgement, AlertLifecycle
 from handlers.charts import ChartPoster
 from handlers.directory import SlackDirectory
@@ -132,13 +133,12 @@ class SlackNotifier(AlertLifecycle):
     def _ensure_started(self) -> None:
         if not self.delivering:  # another replica holds the outbox (handlers/outbox_lease.py)
             return
-        loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._run(), name="slack-notifier")
+            self._worker = detached_task(self._run(), "slack-notifier")
         if self._timers is None or self._timers.done():
-            self._timers = loop.create_task(self._run_timers(), name="alert-timers")
+            self._timers = detached_task(self._run_timers(), "alert-timers")
         if self.pagerduty is not None and (self._pager is None or self._pager.done()):
-            self._pager = loop.create_task(self._run_pager(), name="pagerduty")
+            self._pager = detached_task(self._run_pager(), "pagerduty")
 
     async def stand_by(self) -> None:
         """Another replica delivers the outbox now: stop reading it and stop the timers (what is queued

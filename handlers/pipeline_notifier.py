@@ -23,7 +23,7 @@ from bot.clock import Clock
 from bot.domain.events import OutboxEntry
 from bot.domain.model import Deployment
 from bot.domain.pipelines import PIPELINE_EVENTS, Pipeline
-from bot.tasks import TaskGroup
+from bot.tasks import TaskGroup, detached_task
 from handlers.history import find_posted
 from handlers.notifier import SlackNotifier
 from handlers.slack_outbox import Post, Update, log_failure
@@ -89,7 +89,7 @@ class PipelineNotifier:
         if not self.delivering:  # another replica holds the outbox (handlers/outbox_lease.py)
             return
         if not self._closing and (self._reader is None or self._reader.done()):
-            self._reader = asyncio.get_running_loop().create_task(self._read(), name="pipeline-messages")
+            self._reader = detached_task(self._read(), "pipeline-messages")
 
     async def drain(self) -> None:
         """Stop reading (what is queued in the channels goes with the SlackNotifier's drain)."""

@@ -65,7 +65,7 @@ class RoleResolver:
 
     def _refresh_later(self, name: str) -> None:
         if self._refreshing is None or self._refreshing.done():  # one read in the background at a time
-            self._refreshing = self._background.spawn(self.refresh(), name)
+            self._refreshing = self._background.spawn(self.refresh(), name, detached=True)
 
     async def refresh(self) -> None:
         """Read the group members again if they are older than the TTL (one read at a time)."""

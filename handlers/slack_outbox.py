@@ -24,6 +24,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.tasks import detached_task
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -160,9 +161,7 @@ class ChannelOutbox:
         self._idle.clear()
         self._wake.set()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"slack-outbox-{self.channel}"
-            )
+            self._task = detached_task(self._run(), f"slack-outbox-{self.channel}")
 
     async def _run(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from tests.conftest import (
     service_image,
     signed_post,
     slash_form,
+    top_level,
     wait_state,
     wait_terminal,
 )
@@ -190,6 +191,52 @@ async def test_a_replayed_button_click_changes_nothing_and_says_nothing(sandbox,
     )
     assert len(stale(await client.messages("deploys"))) == 1
     assert len(db_rows(sandbox, "SELECT * FROM events WHERE action = 'cancel'")) == 1
+    assert_clean_log(sandbox)
+
+
+async def test_copies_of_a_deploy_sent_at_once_start_one_deployment_and_get_the_first_answer(sandbox, client):
+    """A deploy is handled while its claim is on its way to the store (handlers/app.py): copies of it that
+    arrive together (a replay, Slack's retries) are each handled too until the store says which is first,
+    and must write nothing, post nothing and answer only what the first copy answered."""
+    ts = int(time.time())
+    form = slash_form(sandbox, "alice", "web v2 to staging", "replay-inflight")
+    answers = await asyncio.gather(
+        *(
+            signed_post(
+                sandbox, form, timestamp=ts + i % 2, headers={"X-Slack-Retry-Num": str(i)} if i else None
+            )
+            for i in range(8)
+        )
+    )
+    assert [status for status, _ in answers] == [200] * 8
+    said = {body for _, body in answers if body}  # a copy answered while the first is handled gets ""
+    assert len(said) == 1 and "#1" in next(iter(said)), answers
+    assert len(db_rows(sandbox, "SELECT * FROM deployments")) == 1
+    assert len(db_rows(sandbox, "SELECT * FROM events WHERE action = 'request'")) == 1
+    await wait_terminal(client, 1)
+    mine = [m for m in top_level(await client.messages("deploys")) if "#1 " in m["text"]]
+    assert len(mine) == 1, mine
+
+    # a refused production deploy warns the warning channel once, however many copies of it arrive
+    refused = slash_form(sandbox, "dave", "web v2 to production", "replay-refused")
+    answers = await asyncio.gather(*(signed_post(sandbox, refused, timestamp=ts) for _ in range(6)))
+    assert [status for status, _ in answers] == [200] * 6
+    said = {body for _, body in answers if body}
+    assert len(said) == 1 and "production" in next(iter(said)), answers
+
+    def warnings(ms):
+        return [m for m in ms if "without the role" in m["text"] and "web v2 to production" in m["text"]]
+
+    await wait_for(lambda: _async(warnings, client), 10, what="the refused deploy's warning")
+    # a later, different refused request is warned about after it: the copies' warnings would be there
+    await client.slash("dave", "/deploy", "api v2 to production")
+    await wait_for(
+        lambda: _async(lambda ms: [m for m in ms if "api v2 to production" in m["text"]], client),
+        10,
+        what="the second warning",
+    )
+    assert len(warnings(await client.messages("deploys"))) == 1
+    assert len(db_rows(sandbox, "SELECT * FROM deployments")) == 1
     assert_clean_log(sandbox)
 
 

@@ -50,7 +50,7 @@ from bot.domain.pipelines import (
     plan_stages,
     stage_request_key,
 )
-from bot.tasks import TaskGroup
+from bot.tasks import TaskGroup, detached_task
 
 log = logging.getLogger(__name__)
 CONSUMER = "pipelines"  # this use case's outbox cursor
@@ -353,7 +353,7 @@ class Pipelines:
 
     def _ensure_reading(self) -> None:
         if not self._closing and (self._reader is None or self._reader.done()):
-            self._reader = asyncio.get_running_loop().create_task(self._read(), name="pipelines-outbox")
+            self._reader = detached_task(self._read(), "pipelines-outbox")
 
     async def resume(self) -> list[Pipeline]:
         """After a restart: every running pipeline driven on from its record; the outbox read from the

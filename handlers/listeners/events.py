@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.charts import latest_charts
 from bot.clock import Clock
-from bot.tasks import TaskGroup
+from bot.tasks import TaskGroup, detached_task
 from handlers.ui.home import home_view
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class HomeTab:
             return
         self._dirty.set()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="home-tab")
+            self._task = detached_task(self._run(), "home-tab")
 
     async def _run(self) -> None:
         while True:

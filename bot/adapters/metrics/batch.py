@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from bot.adapters.aws import Answer, Caller
 from bot.app.ports import PlatformError
+from bot.tasks import detached_task
 
 MAX_QUERIES = 500  # GetMetricData's limit per request
 Series = dict[str, dict[datetime, float]]
@@ -126,7 +127,7 @@ class MetricDataBatcher:
                 read.pending_calls += 1
         self._count_tick(key, len(reads), len(flat), len(chunks))
         for chunk in chunks:
-            task = loop.create_task(self._call(key, chunk), name="get-metric-data")
+            task = detached_task(self._call(key, chunk), "get-metric-data")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

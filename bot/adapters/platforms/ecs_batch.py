@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from bot.adapters.aws import Answer, Caller
 from bot.app.ports import PlatformError
+from bot.tasks import detached_task
 
 MAX_SERVICES = 10  # DescribeServices takes up to 10 services per request
 Key = tuple[str | None, str]  # role, cluster
@@ -60,7 +61,7 @@ class DescribeServicesBatcher:
         names = [n for n, fs in wanted.items() if fs]
         for i in range(0, len(names), MAX_SERVICES):
             chunk = {n: wanted[n] for n in names[i : i + MAX_SERVICES]}
-            task = loop.create_task(self._call(key, chunk), name="describe-services")
+            task = detached_task(self._call(key, chunk), "describe-services")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
