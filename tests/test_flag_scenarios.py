@@ -17,7 +17,7 @@ from openfeature.evaluation_context import EvaluationContext
 
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.run import Sandbox
-from tests.conftest import CONFIG, button_label, db_rows, message_of, top_level, wait_state
+from tests.conftest import CONFIG, button_label, db_rows, top_level, wait_state
 
 # the simulated flag users are heavy: these run on one worker in turn (`--dist loadgroup`)
 pytestmark = pytest.mark.xdist_group("flag-traffic")
@@ -227,7 +227,19 @@ async def test_a_production_rollout_waits_for_someone_else_to_approve(sandbox, c
     await wait_for(serving, 60, what="the rollout's first step to be served")
 
     # its one message carries the state machine's buttons; on-call's Kill turns every evaluation off
-    m = await message_of(client, d, button_label("Pause"), button_label("Kill"))
+    # (Pause while it runs; Resume if a thin step paused it for too little traffic on a busy machine)
+    async def running_message():
+        for m in top_level(await client.messages("deploys")):
+            shown = json.dumps(m.get("blocks"))
+            if (
+                f"#{d} " in m["text"]
+                and button_label("Kill") in shown
+                and (button_label("Pause") in shown or button_label("Resume") in shown)
+            ):
+                return m
+        return None
+
+    m = await wait_for(running_message, 30, what=f"#{d}'s message with Kill and Pause (or Resume)")
     r = await client.click("carol", "deploys", m["ts"], label="Kill")
     assert r["status"] == 200, r
 
