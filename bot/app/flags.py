@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,10 +108,14 @@ class FlagBook:
         expected_revision: int | None = None,
         details: dict[str, Any] | None = None,
         events: Callable[[FlagRecord], Sequence[DomainEvent]] | None = None,
+        set_flag: Callable[..., Awaitable[FlagRecord]] | None = None,
     ) -> FlagRecord:
         """Write the state `make` makes of the flag's current one, on the record, then serve it. A write
         that lost a race with another change (its revision moved) reads again and makes it again, unless
-        the caller named the revision it saw (`expected_revision`: then the Conflict is theirs)."""
+        the caller named the revision it saw (`expected_revision`: then the Conflict is theirs).
+        `set_flag`: the store's write as the caller must make it (a rollout's step: behind its lease's
+        fence, bot.app.leases.FencedFlags)."""
+        write = set_flag or self.store.set_flag
         flag = self.flag(key)
         lock = self._locks.setdefault((env, key), asyncio.Lock())
         async with lock:
@@ -124,7 +128,7 @@ class FlagBook:
                     else [FlagChanged(key, env, actor, summary, current.revision + 1)]
                 )
                 try:
-                    record = await self.store.set_flag(
+                    record = await write(
                         env,
                         key,
                         new,

@@ -176,3 +176,20 @@ class FencedBackups:
     async def create_snapshot(self, account: str | None, instance: str, snapshot_id: str) -> Snapshot:
         await self._leases.fence(self._name, f"CreateDBSnapshot {snapshot_id}")
         return await self._backups.create_snapshot(account, instance, snapshot_id)
+
+
+class FencedFlags:
+    """Flags whose changes for one deployment (a flag rollout's steps) are written with the fence, in one
+    transaction: a replica whose lease was taken over never serves its rollout's next share."""
+
+    def __init__(self, flags: Any, leases: Leases, name: str):
+        self._flags, self._leases, self._name = flags, leases, name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._flags, attr)
+
+    async def change(self, *args: Any, **kwargs: Any) -> Any:
+        async def set_flag(*a: Any, **k: Any) -> Any:
+            return await self._leases.fenced(self._name, "set_flag", *a, **k)
+
+        return await self._flags.change(*args, set_flag=set_flag, **kwargs)

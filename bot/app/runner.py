@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.app import history
 from bot.app.access import button_role
-from bot.app.leases import FencedBackups, FencedPlatform
+from bot.app.leases import FencedBackups, FencedFlags, FencedPlatform
 from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, step_from_dict, verify_live
 from bot.app.ports import PlatformError
 from bot.app.rollback import FORWARD_ATTEMPTS, NUDGES, Rollbacks, backoff, failure_reason
@@ -228,10 +228,13 @@ class Runner(Rollbacks):
             return tuple(await history.known_good_versions(self.store, d.service, d.env))
 
         platform, backups = self.platform, self.backups
+        flags = self.flags if d.strategy == "flag" else None
         if self.leases is not None and run.lease is not None:  # every AWS change passes the fence first
             platform = FencedPlatform(platform, self.leases, run.lease)  # type: ignore[assignment]
             if backups is not None:
                 backups = FencedBackups(backups, self.leases, run.lease)  # type: ignore[assignment]
+            if flags is not None:  # and every flag share a rollout serves
+                flags = FencedFlags(flags, self.leases, run.lease)
         return StepContext(
             deployment_id=d.id,
             version=d.version,
@@ -249,7 +252,7 @@ class Runner(Rollbacks):
             say=say,
             known_good=known_good,
             resumed=run.resumed,
-            flags=self.flags if d.strategy == "flag" else None,
+            flags=flags,
             backups=backups,
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from bot.adapters.platforms.memory import MemoryPlatform
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
-from bot.app.leases import FencedPlatform, Leases
+from bot.app.flags import FlagBook
+from bot.app.leases import FencedFlags, FencedPlatform, Leases
 from bot.app.replica import Replica
 from bot.clock import ManualClock
 from bot.config.load import parse_settings
@@ -23,6 +25,7 @@ from bot.domain.errors import Conflict
 from bot.domain.leases import OUTBOX, Fenced, deployment_lease
 from bot.domain.model import BOT, Deployment
 from tests.unit.app.test_engine_on_fakes import CONFIG, HeldTimer, deploy
+from tests.unit.app.test_flags import CONFIG as FLAG_CONFIG
 
 
 @pytest.fixture
@@ -266,3 +269,31 @@ async def test_a_start_refuses_when_another_replica_amended_after_the_checks(sto
     assert s.get(d.id).state.value == "requested"
     assert [a.voided for a in s.approvals(d.id)] == [True]  # bob approved v2, not v3
     assert s.start_as_seen(s.get(d.id), BOT).state.value == "running"
+
+
+async def test_a_fenced_rollout_never_serves_its_next_share_after_its_lease_is_lost(store, caplog):
+    """A flag rollout's steps write the flag's state behind the lease's fence (one transaction): a replica
+    stalled past its lease, whose rollout another replica took over, changes nothing when it wakes."""
+    s, clock = store
+    settings = parse_settings(FLAG_CONFIG)
+    book = FlagBook(settings, AsyncStore(s))
+    a = Leases(AsyncStore(s), clock, "a", ttl=30)
+    b = Leases(AsyncStore(Store(s.path, clock)), clock, "b", ttl=30)
+    assert await a.acquire("deployment:9")
+    fenced = FencedFlags(book, a, "deployment:9")
+
+    def share(percent: float):
+        return lambda flag, state: replace(
+            state, enabled=True, split=(("on", percent), ("off", 100 - percent))
+        )
+
+    await fenced.change("staging", "checkout-v2", share(5), actor=BOT, action="flag_step", summary="5%")
+    await clock.advance(31)  # a stalled past its lease
+    assert await b.acquire("deployment:9")
+    with caplog.at_level(logging.WARNING), pytest.raises(Fenced):
+        await fenced.change("staging", "checkout-v2", share(25), actor=BOT, action="flag_step", summary="25%")
+    record = s.flag_state("staging", "checkout-v2")
+    assert (record.revision, record.state.split) == (1, (("on", 5.0), ("off", 95.0)))  # 25% never written
+    assert [c.details["summary"] for c in s.flag_changes("staging", "checkout-v2")] == ["5%"]
+    assert "refused to record set_flag for deployment:9" in caplog.text
+    assert not a.holds("deployment:9")
