@@ -16,7 +16,7 @@ from bot.adapters.store.sqlite import Store
 from bot.domain.errors import Conflict
 from bot.domain.events import StepStarted
 from bot.domain.flags import FlagState
-from bot.domain.model import Deployment
+from bot.domain.model import Deployment, LockInfo
 from bot.domain.pipelines import RUNNING, Stage
 from bot.domain.windows import Freeze
 
@@ -212,3 +212,37 @@ def test_of_replicas_moving_one_deployment_at_once_exactly_one_moves_it(store_ur
         assert [e.action for e in s.events(d.id)] == ["request", "start"]  # one audit event, not four
     finally:
         s.close()
+
+
+def test_of_replicas_requesting_one_service_at_once_one_creates_and_the_others_hear_who_holds_it(store_url):
+    Store(store_url).close()
+    users = iter(f"U{i}" for i in range(6))
+    lock = threading.Lock()
+
+    def ask(s: Store) -> Any:
+        with lock:
+            user = next(users)
+        return s.request_or_amend(**{**FIELDS, "requested_by": user}, version="v2", request_key=f"t-{user}")
+
+    results = race(store_url, 6, ask)
+    created = [r for r in results if isinstance(r, Deployment)]
+    assert len(created) == 1, results
+    # never Conflict ("it changed while you asked"); SQLite may say "database is locked" (one writer)
+    others = [r for r in results if r not in created and not isinstance(r, sqlite3.OperationalError)]
+    assert all(isinstance(r, LockInfo) and r.deployment_id == created[0].id for r in others), results
+
+
+def test_a_request_that_read_the_lock_free_while_another_took_it_hears_who_holds_it(store):
+    """The window two replicas can both be in on PostgreSQL (READ COMMITTED): both read the lock free,
+    and the second's insert of the lock fails. Its request is decided again, not answered "it changed"."""
+    held = store.request_or_amend(**FIELDS, version="v2", request_key="t-first")
+    assert isinstance(held, Deployment)
+    real, stale = store.lock_info, [None, None]  # the first attempt's two reads, before its insert
+
+    def lock_info(service: str, env: str) -> LockInfo | None:
+        return stale.pop() if stale else real(service, env)
+
+    store.lock_info = lock_info  # type: ignore[method-assign]
+    answer = store.request_or_amend(**{**FIELDS, "requested_by": "U2"}, version="v3", request_key="t-second")
+    assert isinstance(answer, LockInfo) and answer.deployment_id == held.id, answer
+    assert [d.id for d in store.history("web", "staging", 10)] == [held.id]  # its insert rolled back

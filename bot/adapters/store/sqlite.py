@@ -1,11 +1,11 @@
-"""The store: deployments, the append-only event log, locks and the outbox, in SQLite (WAL) through sqlite-utils, or in PostgreSQL through the same SQL (pg.py).
-
-This is the only module that writes SQL. Every state change is a compare-and-set on the deployment's
-current state, checked against bot.machine, and appends its event in the same transaction: the audit
-trail cannot miss a transition, and two writers cannot both move one deployment."""
+"""The store: deployments, the append-only event log, locks and the outbox, in SQLite (WAL) through
+sqlite-utils, or in PostgreSQL through the same SQL (pg.py). Every state change is a compare-and-set on the
+deployment's current state, checked against bot.machine, and appends its event in the same transaction:
+the audit trail cannot miss a transition, and two writers cannot both move one deployment."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -27,6 +27,7 @@ from bot.domain.machine import ACTIVE, State, next_state
 from bot.domain.model import Amendment, Deployment, Event, LockInfo
 
 log = logging.getLogger(__name__)
+DECIDE_ATTEMPTS = 3  # a request decided again after another writer overtook it (request_or_amend)
 
 __all__ = ["Store", "StoreBase", "log"]
 
@@ -378,8 +379,17 @@ class Store(
           is amended (appending `amend_events` when given, else `events`) to this version and strategy, or found already asking for exactly that (Amendment,
           saying what it was before and whether anything changed);
         - else the lock's holder (LockInfo), which may be this person's own started deployment.
-        With a request_key already used, the deployment it created is returned unchanged (Slack retries)."""
+        With a request_key already used, the deployment it created is returned unchanged (Slack retries).
+        Overtaken by another writer (two replicas read the lock free; the one to amend started): again."""
         amend_events = fields.pop("amend_events", None)
+        for _ in range(DECIDE_ATTEMPTS - 1):  # overtaken (Conflict): decided again on what is there now
+            with contextlib.suppress(Conflict):
+                return self._request_or_amend(amendable, amend_events, fields)
+        return self._request_or_amend(amendable, amend_events, fields)
+
+    def _request_or_amend(
+        self, amendable: bool, amend_events: Sequence[DomainEvent] | None, fields: dict[str, Any]
+    ) -> Deployment | LockInfo | Amendment:
         with self.db.atomic():
             seen = self._by_request_key(fields.get("request_key"))
             if seen is not None:
@@ -412,8 +422,7 @@ class Store(
     def request_or_amend_many(
         self, requests: Sequence[Mapping[str, Any]]
     ) -> list[Deployment | LockInfo | Amendment | Exception]:
-        """request_or_amend for each request in order, each in its own transaction (one failing fails
-        alone, its exception in its place): a burst of one person's requests in one trip to the store."""
+        """request_or_amend of each, in order, in its own transaction (a failure in its place): one trip."""
         results: list[Deployment | LockInfo | Amendment | Exception] = []
         for fields in requests:
             try:
