@@ -154,3 +154,35 @@ async def test_a_bake_starting_late_in_a_minute_reads_a_whole_minute_at_its_weig
     assert seen[-1].at - start == 70  # to the end of the first minute that began after it did
     assert seen[-1].evidence and seen[-1].evidence["minutes"] == 2
     assert run.status == "successful"
+
+
+async def test_an_undecided_bake_bakes_on_to_max_bake_seconds_and_fails_on_the_evidence():
+    # 3% vs 0.4% on 100 canary requests a minute: not shown worse within a 120 s bake
+    cloud = PerMinuteCloud(GroupMetrics(100, 3, 80.0), GroupMetrics(900, 4, 80.0))
+    clock = ManualClock()
+    task, _ = bake(CloudWatchMetrics(cloud), clock, 120)
+    assert (await drive(clock, task)).status == "inconclusive"  # max_bake_seconds = 0: pauses as before
+    clock = ManualClock()
+    start = clock.now()
+    task, seen = bake(CloudWatchMetrics(cloud), clock, 120, config=replace(CONFIG, max_bake_seconds=600))
+    run = await drive(clock, task)
+    assert run.status == "failed" and "regression of at least" in run.reason
+    assert 120 < seen[-1].at - start < 600  # past the bake's time, caught before the maximum
+
+
+async def test_no_traffic_bakes_on_to_max_bake_seconds_then_ends_inconclusive():
+    clock = ManualClock()
+    start = clock.now()
+    config = replace(CONFIG, max_bake_seconds=240)
+    task, seen = bake(CloudWatchMetrics(PerMinuteCloud(GroupMetrics(), GroupMetrics())), clock, 120, config)
+    run = await drive(clock, task)
+    assert run.status == "inconclusive" and run.reason.startswith("too little traffic")
+    assert [m.at - start for m in seen] == [30, 60, 90, 120, 150, 180, 210, 240]
+
+
+async def test_a_healthy_canary_still_moves_on_at_the_minimum_bake_with_a_max_bake():
+    clock = ManualClock()
+    start = clock.now()
+    cloud = PerMinuteCloud(GroupMetrics(3000, 3, 80.0), GroupMetrics(9000, 9, 80.0))
+    task, seen = bake(CloudWatchMetrics(cloud), clock, 600, replace(CONFIG, max_bake_seconds=1800))
+    assert (await drive(clock, task)).status == "successful" and seen[-1].at - start == 60

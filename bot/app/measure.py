@@ -193,7 +193,8 @@ async def run_analysis(
     since `since` (default: the bake's start; a canary passes its first step's, so evidence carries on
     across its weights), fails as soon as the evidence is there, and ends the bake early once the canary
     is shown no worse and min_bake_seconds have passed; it lasts until it has read one whole minute that
-    began after it did (at most a minute past its time). `final`: the last bake before 100%."""
+    began after it did (at most a minute past its time), and, undecided at its time, bakes on up to
+    max_bake_seconds before it ends inconclusive. `final`: the last bake before 100%."""
     sequential = config.judge == "sequential" and stable is not None and reader is None
     run = analysis or (SequentialAnalysis(config, final=final) if sequential else Analysis(config))
     began = clock.now()
@@ -244,12 +245,14 @@ async def run_analysis(
             )
         run.add(m)
         await on_measurement(m)
+        baked = duration_seconds - (deadline - clock.now())  # time paused is not baking
+        extend = isinstance(run, SequentialAnalysis) and run.measure_on(baked)  # max_bake_seconds
         # A bake ends on data, not on an API error: past its time, a measurement that could not be
         # taken is taken again (the consecutive error limit still ends a run AWS will not answer).
-        if run.done or (clock.now() >= deadline and m.verdict != "error"):
+        if run.done or (clock.now() >= deadline and m.verdict != "error" and not extend):
             break
-        # Early promotion: shown no worse, and the minimum bake is over (time paused is not baking).
-        if isinstance(run, SequentialAnalysis) and run.ready(duration_seconds - (deadline - clock.now())):
+        # Early promotion: shown no worse, and the minimum bake is over.
+        if isinstance(run, SequentialAnalysis) and run.ready(baked):
             break
     run.finish()
     return run

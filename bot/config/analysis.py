@@ -111,6 +111,15 @@ def from_toml(
         min_bake_seconds=float(
             t.get("min_bake_seconds", number, base.min_bake_seconds, lambda v: v >= 0, "seconds >= 0")
         ),
+        max_bake_seconds=float(
+            t.get(
+                "max_bake_seconds",
+                number,
+                base.max_bake_seconds,
+                lambda v: v >= 0,
+                "seconds >= 0 (0: no longer than the bake)",
+            )
+        ),
     )
     t.finish()
     return config

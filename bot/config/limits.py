@@ -1,6 +1,7 @@
 """Limits that can bite: a bake whose failure_limit (or inconclusive_limit) is not smaller than the number
 of measurements it takes can never fail (its failing measurements end it inconclusive, or passed, instead
-of rolled back). Argo Rollouts refuses such a metric (count must be >= failureLimit); so does the loader."""
+of rolled back). Argo Rollouts refuses such a metric (count must be >= failureLimit); so does the loader.
+Likewise a sequential max_bake_seconds shorter than the bake, which could never bake a step on."""
 
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def check_limits(s: Settings) -> None:
         limits = [("failure_limit", analysis.failure_limit)]
         if analysis.judge != "sequential":  # the sequential judge measures on instead of counting these
             limits.append(("inconclusive_limit", analysis.inconclusive_limit))
+        if analysis.judge == "sequential" and 0 < analysis.max_bake_seconds < seconds:
+            raise ConfigError(
+                s.path,
+                f"{where}.max_bake_seconds",
+                f"{analysis.max_bake_seconds:g} is shorter than the bake ({bake}): it could never bake an "
+                f"undecided step on; use 0 (off) or at least {seconds:g}",
+            )
         for key, limit in limits:
             if limit >= n:
                 raise ConfigError(

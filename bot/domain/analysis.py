@@ -47,6 +47,9 @@ class AnalysisConfig:
     error_rate_margin: float = 0.005  # sequential: canary may exceed stable by this (0.005 = half a point)
     latency_margin: float | None = 0.1  # sequential: canary latency may exceed stable's by 10%
     min_bake_seconds: float = 60.0  # sequential: a step shown healthy moves on after this much of its bake
+    # sequential: a step still undecided at the end of its bake bakes on at its weight, up to this long in
+    # all, before it pauses for a person (0: it pauses at the end of its bake). The test stays valid.
+    max_bake_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "alarms": list(self.alarms)}

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from bot.domain import sequential as seq
-from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, Sample, _count, _s
+from bot.domain.analysis import Analysis, AnalysisConfig, Measurement, Sample, Status, _count, _s
 
 # A wrong early pass only moves the canary on to its next step (judged again there), so "shown no worse"
 # is read at a looser level than "shown worse"; the false-rollback rate is the configured one.
@@ -135,7 +135,8 @@ class SequentialAnalysis(Analysis):
     """A sequential bake. Fails once failed looks > failure_limit (a look fails only on evidence, which
     stays), errors out like Analysis on API errors in a row; an undecided look does not count against the
     inconclusive limit (measuring on is the point). `ready(elapsed)`: the last look passed and the bake
-    has lasted min_bake_seconds: the step may move on.
+    has lasted min_bake_seconds: the step may move on. `measure_on(elapsed)`: at the end of the bake time
+    the run would end inconclusive, and max_bake_seconds allow it to bake on at its weight instead.
 
     finish() at the end of the bake time, the last look undecided: with fewer than min_requests canary
     requests it is inconclusive (never a pass). Otherwise, read as fixed-horizon tests at the pass level:
@@ -185,25 +186,36 @@ class SequentialAnalysis(Analysis):
             and all(t.horizon_lower <= t.allowed for t in tests)
         )
 
+    def measure_on(self, elapsed_seconds: float) -> bool:
+        """At (or past) the end of the bake time: the bake goes on at this weight, because the run would
+        end inconclusive now and it has lasted less than max_bake_seconds. The looks stay valid however
+        long it goes on (a confidence sequence may be read at every look: the false-rollback rate stays
+        the configured one), so waiting for traffic is not fishing for a failure; past
+        max_bake_seconds it ends inconclusive as before."""
+        if self.done or elapsed_seconds >= self.config.max_bake_seconds:
+            return False
+        return self._conclusion()[0] == "inconclusive"
+
     def finish(self) -> str:
-        if self.done:
-            return self._status
+        if not self.done:
+            self._status, self.reason = self._conclusion()
+        return self._status
+
+    def _conclusion(self) -> tuple[Status, str]:
+        """What finish() would make of the run now (not done yet)."""
         last = self._last_look()
         evidence = (last.evidence or {}) if last is not None else {}
         said = "; ".join(last.reasons) if last is not None and last.reasons else "no look was taken"
         tests = [seq.Evidence.from_dict(t) for t in evidence.get("tests", [])]
         if last is not None and last.verdict == "pass":
-            self._status, self.reason = "successful", f"shown no worse than the stable version: {said}"
-        elif not evidence.get("enough") or not tests:
-            self._status, self.reason = "inconclusive", f"too little traffic to judge: {said}"
-        elif self.final and all(t.horizon_upper < t.allowed for t in tests):
-            self._status, self.reason = "successful", f"no regression found in the bake: {said}"
-        elif not self.final and all(t.horizon_lower <= t.allowed for t in tests):
-            self._status = "successful"
-            self.reason = f"no regression found so far, judged on at the next step: {said}"
-        else:
-            self._status, self.reason = "inconclusive", f"the bake ended undecided: {said}"
-        return self._status
+            return "successful", f"shown no worse than the stable version: {said}"
+        if not evidence.get("enough") or not tests:
+            return "inconclusive", f"too little traffic to judge: {said}"
+        if self.final and all(t.horizon_upper < t.allowed for t in tests):
+            return "successful", f"no regression found in the bake: {said}"
+        if not self.final and all(t.horizon_lower <= t.allowed for t in tests):
+            return "successful", f"no regression found so far, judged on at the next step: {said}"
+        return "inconclusive", f"the bake ended undecided: {said}"
 
 
 def with_judge(config: AnalysisConfig, judge: str | None) -> AnalysisConfig:

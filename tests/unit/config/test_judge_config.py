@@ -53,6 +53,19 @@ def test_the_judge_and_its_settings_are_read_with_defaults():
     )
 
 
+def test_max_bake_seconds_is_read_off_by_default_and_never_shorter_than_the_bake():
+    assert parse_settings(BASE).target("web", "production").analysis.max_bake_seconds == 0.0
+    data = changed(BASE, "environments/production/analysis", {"judge": "sequential", "max_bake_seconds": 900})
+    assert parse_settings(data).target("web", "production").analysis.max_bake_seconds == 900.0
+    bad = changed(data, "environments/production/analysis/max_bake_seconds", -1)
+    assert "environments.production.analysis.max_bake_seconds: expected seconds >= 0" in config_error(bad)
+    short = changed(data, "environments/production/analysis/max_bake_seconds", 30)  # the bake is 60 s
+    message = config_error(short)
+    assert "analysis.max_bake_seconds: 30 is shorter than the bake (step_bake_seconds = 60)" in message
+    # the thresholds judge never bakes on: the setting is not its business
+    parse_settings(changed(short, "environments/production/analysis/judge", "thresholds"))
+
+
 def test_a_service_may_use_another_judge_in_one_environment():
     data = changed(BASE, "services/api/environments/production", {"judge": "sequential"})
     s = parse_settings(data)

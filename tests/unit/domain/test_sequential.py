@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from statistics import NormalDist
 
 import pytest
@@ -175,10 +176,10 @@ def test_a_look_fails_on_an_alarm_and_is_inconclusive_without_traffic():
     assert not run.done and run.finish() == "inconclusive"  # no data is never a pass
 
 
-def _run(minutes: list[seq.Minute], final: bool) -> SequentialAnalysis:
-    run = SequentialAnalysis(CONFIG, final=final)
+def _run(minutes: list[seq.Minute], final: bool, config: AnalysisConfig = CONFIG) -> SequentialAnalysis:
+    run = SequentialAnalysis(config, final=final)
     for i in range(1, len(minutes) + 1):
-        run.add(sequential_measurement(CONFIG, minutes[:i], [], 60.0 * i, "canary 25%"))
+        run.add(sequential_measurement(config, minutes[:i], [], 60.0 * i, "canary 25%"))
     return run
 
 
@@ -203,6 +204,23 @@ def test_too_few_requests_end_inconclusive_at_any_step():
     for final in (True, False):
         run = _run(minutes, final=final)
         assert run.finish() == "inconclusive" and run.reason.startswith("too little traffic")
+
+
+def test_an_undecided_run_measures_on_until_max_bake_seconds():
+    few = [seq.Minute(10, 0, 200, 0, 100.0, 100.0)] * 3  # too few requests: would end inconclusive
+    assert not _run(few, final=False).measure_on(60.0)  # max_bake_seconds = 0: no baking on
+    longer = replace(CONFIG, max_bake_seconds=300)
+    run = _run(few, final=False, config=longer)
+    assert run.measure_on(60.0) and run.measure_on(299.0) and not run.measure_on(300.0)
+    assert not run.done  # asking does not end the run
+    assert run.finish() == "inconclusive" and not run.measure_on(60.0)  # finished: nothing to bake on
+    # a run that would pass, or carry on to its next step, is not held back
+    healthy = _run([seq.Minute(2000, 2, 6000, 6, 100.0, 100.0)] * 3, final=True, config=longer)
+    assert not healthy.measure_on(60.0)
+    undecided = _run([seq.Minute(150, 2, 450, 3, 100.0, 100.0)] * 3, final=False, config=longer)
+    assert not undecided.measure_on(60.0) and undecided.finish() == "successful"
+    # the same on the last step before 100% is not shown within its margin: it measures on
+    assert _run([seq.Minute(150, 2, 450, 3, 100.0, 100.0)] * 3, final=True, config=longer).measure_on(60.0)
 
 
 def test_a_failed_look_ends_the_run_at_once_with_its_words():
