@@ -79,14 +79,15 @@ class RequestClaims:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        for op in batch:
-            if isinstance(op, _Claim) and op.guard is not None:
-                op.guard.submitted = True
         try:
             future = self.store.submit(lambda: self._run(batch))
         except Exception as exc:  # the store is closed
             self._settle_all(batch, exc)
             return
+        finally:
+            for op in batch:
+                if isinstance(op, _Claim) and op.guard is not None:
+                    op.guard.handed_over()
         future.add_done_callback(lambda f: self._settle_all(batch, f.exception() or f.result()))
 
     def _flush_soon(self) -> None:

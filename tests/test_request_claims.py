@@ -91,7 +91,7 @@ async def test_a_guarded_replay_writes_nothing_and_its_first_copy_writes_once(st
 
         async def handle(guard: Guard) -> object:
             token = replays.enter(guard)
-            try:  # the write is asked for before the claims' batch would have gone on its own
+            try:  # the write waits for the claims to go first (one turn), then runs behind them
                 return await _deploy(store, "trigger:g")
             finally:
                 replays.leave(token)

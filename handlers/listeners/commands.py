@@ -107,23 +107,18 @@ def register(app: AsyncApp, engine: Engine, directory: SlackDirectory) -> None:
 
 def before_claim(engine: Engine) -> Callable[[dict[str, Any]], bool]:
     """Which slash commands may be handled while their claim is on its way (handlers/app.py web_app): a
-    deploy, rollback or promotion request, whose first change is the store's one transaction deciding it
-    (created, amended, or who holds the lock) and which decides nothing in memory for another request
-    before it. Anything else waits for its claim."""
-    vocab = vocabulary(engine)
+    deploy, rollback or promotion request (`/deploy SERVICE ...`, `/rollback SERVICE ...`, `/promote
+    SERVICE ...`), whose first change is the store's one transaction deciding it (created, amended, or who
+    holds the lock) and which decides nothing in memory for another request before it; not a dry run or
+    a pipeline. Told from the first word, without parsing twice: anything else waits for its claim."""
+    services = frozenset(engine.settings.services)
 
     def may(fields: dict[str, Any]) -> bool:
         name, text = fields.get("command"), fields.get("text", "")
-        if not (name in ("/deploy", "/rollback", "/promote") and isinstance(text, str)):
+        if name not in ("/deploy", "/rollback", "/promote") or not isinstance(text, str):
             return False
-        text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-        try:
-            parsed = cmds.parse(name, text, vocab)
-        except cmds.CommandError:
-            return True  # answered with what is wrong with it: nothing to write
-        if isinstance(parsed, cmds.Deploy):
-            return parsed.pipeline is None and not parsed.dry_run
-        return isinstance(parsed, cmds.Rollback | cmds.Promote)
+        first = text.split(maxsplit=1)[:1]
+        return bool(first) and first[0] in services and "--dry" not in text and "--pipeline" not in text
 
     return may
 

@@ -48,6 +48,7 @@ class AsyncStore(AsyncLeases, AsyncPipelines):
         return result
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        await replays.behind_claim()
         return await self._thread.submit(replays.guarded(lambda: fn(*args, **kwargs)))
 
     def later(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:

@@ -36,12 +36,13 @@ class Guard:
     """One request's claim while it is on its way: `future` resolves with what the claim found (None:
     this request claimed it)."""
 
-    __slots__ = ("_flush", "error", "future", "seen", "submitted")
+    __slots__ = ("_flush", "error", "future", "seen", "sent", "submitted")
 
     def __init__(self, future: asyncio.Future[Any], flush: Callable[[], None]):
         self.future = future
         self._flush = flush
         self.submitted = False  # the claim has been handed to the store's thread
+        self.sent: asyncio.Future[None] = future.get_loop().create_future()  # set when it has been
         self.seen = False  # set on the store's thread by the claim, before any later call runs there
         self.error: BaseException | None = None  # likewise: the claim itself failed
 
@@ -49,6 +50,12 @@ class Guard:
         """On the event loop, before one of the request's store calls is handed over: the claim first."""
         if not self.submitted:
             self._flush()
+
+    def handed_over(self) -> None:
+        """The claim is on the store's thread (RequestClaims)."""
+        self.submitted = True
+        if not self.sent.done():
+            self.sent.set_result(None)
 
     def check(self) -> None:
         """On the store's thread, before one of the request's calls runs (the claim ran before it)."""
@@ -83,6 +90,15 @@ def guarded(job: Callable[[], R]) -> Callable[[], R]:
         return job()
 
     return run
+
+
+async def behind_claim() -> None:
+    """Before an awaited store call: until the current request's claim has gone to the store's thread
+    with the rest of its burst (one turn of the event loop), so the burst's claims still go together in
+    one transaction instead of each pushed out alone by its own request's first call."""
+    guard = _current.get()
+    if guard is not None and not guard.submitted:
+        await asyncio.shield(guard.sent)
 
 
 def enter(guard: Guard) -> Token[Guard | None]:
