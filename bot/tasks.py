@@ -25,7 +25,7 @@ class TaskGroup:
         self, coro: Coroutine[Any, Any, Any], name: str | None = None, *, detached: bool = False
     ) -> asyncio.Task[Any]:
         """Run `coro` in the background, referenced until it is done. `detached`: shared work (not the
-        request's that happened to start it), run outside that request's context (`detached`)."""
+        caller's own), run outside the caller's context (`detached_task`)."""
         task = (
             detached_task(coro, name) if detached else asyncio.get_running_loop().create_task(coro, name=name)
         )
@@ -38,9 +38,7 @@ class TaskGroup:
         if task.cancelled():
             return
         exc = task.exception()  # retrieved: asyncio does not report it again
-        if exc is not None and getattr(exc, "quiet", False):  # a replayed request's work, refused
-            log.debug("%s task %s stopped: %s", self.name, task.get_name(), exc)
-        elif exc is not None:
+        if exc is not None:
             log.error("%s task %s failed", self.name, task.get_name(), exc_info=exc)
 
     def __len__(self) -> int:
@@ -66,7 +64,7 @@ class TaskGroup:
 
 
 def detached_task(coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-    """A task for shared, long-lived work (a worker, a batch for many callers) that a request happens to
-    start: it runs in an empty context, not in the request's (whose guard, `bot.adapters.store.replays`,
+    """A task for shared, long-lived work (a worker, a batch for many callers) that one caller happens to
+    start: it runs in an empty context, not in the caller's (whose deployment's log fields, bot.logs,
     would otherwise follow it into every later caller's work)."""
     return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())

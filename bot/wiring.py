@@ -158,14 +158,7 @@ async def serve(args: argparse.Namespace) -> int:
         await socket_handler.connect_async()
         _ready({**info, **_named(replica)}, clock)
     else:
-        http_app = web_app(
-            app,
-            store,
-            settings.secrets.signing_secret,
-            path="/slack/events",
-            # before_claim=before_claim(engine) would handle deploys while their claim is on its way; measured
-            # side by side (benchmarks/ack_latency.py) it did not lower the burst's p99, so claims are awaited
-        )
+        http_app = web_app(app, store, settings.secrets.signing_secret, path="/slack/events")
 
         mount_health(http_app, store, telemetry, readiness)  # /healthz, /readyz, /metrics
         mount_ofrep(http_app, engine.flag_book.snapshot, settings.secrets.ofrep_keys)

@@ -10,7 +10,6 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,7 +19,6 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.store import replays
 from bot.adapters.store.aio import AsyncStore
 from bot.app.engine import Engine
 from bot.domain import commands as cmds
@@ -139,11 +137,7 @@ def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any]:
 
 
 def web_app(
-    app: AsyncApp,
-    store: AsyncStore,
-    signing_secret: str,
-    path: str = "/slack/events",
-    before_claim: Callable[[dict[str, Any]], bool] | None = None,
+    app: AsyncApp, store: AsyncStore, signing_secret: str, path: str = "/slack/events"
 ) -> web.Application:
     """The aiohttp app in front of bolt. Bolt parses the body before it checks the signature, so a body
     Slack never sends answers 500 there; here the raw body is read once and:
@@ -153,10 +147,7 @@ def web_app(
     3. the request is claimed by Slack's identity for it (`request_key`): a replay or a retry of one
        already handled gets the first answer back, and nothing is done again (claims and answers of
        concurrent requests share one hop to the store's thread: `RequestClaims`);
-    4. only then bolt handles it, and its answer is kept for replays. A request `before_claim` says may
-       be (a slash command whose first change is the store's one transaction) is handled while its claim
-       is on its way, under the claim's guard (bot.adapters.store.replays): a replay of it writes nothing
-       and is answered as the first copy was, and the ack does not wait for a hop to the store first."""
+    4. only then bolt handles it, and its answer is kept for replays."""
 
     claims = RequestClaims(store)
 
@@ -181,8 +172,6 @@ def web_app(
         if reads_only(fields):  # nothing to repeat: no claim, no thread hop before the answer
             return await to_aiohttp_response(await app.async_dispatch(bolt_request(raw, request)))
         key = request_key(fields, timestamp, raw)
-        if before_claim is not None and before_claim(fields):
-            return await guarded(request, raw, key)
         seen = await claims.claim(key, time.time())
         if seen is not None:
             log.info("request %s seen before (retry %s): answered as the first time",
@@ -192,22 +181,6 @@ def web_app(
         response = await to_aiohttp_response(bolt_response)
         # Kept for replays without holding up this answer: claims and answers reach the store in the order
         # they are asked for, so a replay's claim (always asked after this) finds it.
-        claims.answer(key, response.status, response.content_type, bolt_response.body or "")
-        return response
-
-    async def guarded(request: web.Request, raw: bytes, key: str) -> web.Response:
-        guard = claims.guard(key, time.time())
-        token = replays.enter(guard)
-        try:
-            bolt_response = await app.async_dispatch(bolt_request(raw, request))
-        finally:
-            replays.leave(token)
-        seen = await asyncio.shield(guard.future)  # the claim failed: as when it is awaited first (500)
-        if seen is not None:
-            log.info("request %s seen before (retry %s): answered as the first time, nothing done again",
-                     key[:24], request.headers.get("X-Slack-Retry-Num", "-"))  # fmt: skip
-            return await _replayed(store, key, seen)
-        response = await to_aiohttp_response(bolt_response)
         claims.answer(key, response.status, response.content_type, bolt_response.body or "")
         return response
 

@@ -16,8 +16,8 @@ import logging
 from dataclasses import dataclass
 
 from bot.adapters.store.aio import AsyncStore
-from bot.adapters.store.replays import Guard
 from bot.domain.model import StoredAnswer
+from bot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ class _Claim:
     key: str
     now: float
     future: asyncio.Future[StoredAnswer | None]
-    guard: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -46,20 +45,13 @@ class RequestClaims:
         self.store = store
         self._pending: list[_Op] = []
         self._scheduled = False
+        self._tasks = TaskGroup("request-claims")
 
     async def claim(self, key: str, now: float) -> StoredAnswer | None:
         """As Store.claim_request: None when this call claimed `key`, else what was answered to it."""
         future: asyncio.Future[StoredAnswer | None] = asyncio.get_running_loop().create_future()
         self._add(_Claim(key, now, future))
         return await future
-
-    def guard(self, key: str, now: float) -> Guard:
-        """Claim `key` without waiting: the Guard under which its request may be handled meanwhile
-        (bot.adapters.store.replays)."""
-        future: asyncio.Future[StoredAnswer | None] = asyncio.get_running_loop().create_future()
-        guard = Guard(future, self._flush)
-        self._add(_Claim(key, now, future, guard))
-        return guard
 
     def answer(self, key: str, status: int, content_type: str, body: str) -> None:
         """Keep the answer for replays, without waiting for the write."""
@@ -69,63 +61,34 @@ class RequestClaims:
         self._pending.append(op)
         if not self._scheduled:  # those asked for in this turn of the event loop go together
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_soon)
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Hand the batch to the store's thread now (also when a guarded request's store call comes first,
-        so the claim runs before it), even while an earlier batch is still there: the thread runs them in
-        the order they were handed over, so a burst's later claims do not wait for the earlier ones'
-        answers to come back first."""
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            future = self.store.submit(lambda: self._run(batch))
-        except Exception as exc:  # the store is closed
-            self._settle_all(batch, exc)
-            return
-        finally:
-            for op in batch:
-                if isinstance(op, _Claim) and op.guard is not None:
-                    op.guard.handed_over()
-        future.add_done_callback(lambda f: self._settle_all(batch, f.exception() or f.result()))
-
-    def _flush_soon(self) -> None:
+        """Hand the batch to the store's thread now, even while an earlier batch is still there: the thread
+        runs them in the order they were handed over, so a burst's later claims do not wait for the earlier
+        ones' answers to come back first."""
         self._scheduled = False
-        self._flush()
+        batch, self._pending = self._pending, []
+        if batch:
+            self._tasks.spawn(self._send(batch), "claims-batch")
 
-    def _settle_all(
-        self, batch: list[_Op], results: list[StoredAnswer | BaseException | None] | BaseException
-    ) -> None:
-        if isinstance(results, BaseException):  # the thread itself failed: every claim of the batch says so
-            results = [results] * len(batch)
+    async def _send(self, batch: list[_Op]) -> None:
+        try:
+            results = await self.store.call(self._run, batch)
+        except Exception as exc:  # the thread itself failed: every claim of the batch says so
+            results = [exc] * len(batch)
         for op, result in zip(batch, results, strict=True):
             self._settle(op, result)
 
     def _run(self, batch: list[_Op]) -> list[StoredAnswer | BaseException | None]:
         """On the store's thread: each claim and answer in order, in one transaction (one failing never
-        failing the others); each guard learns its claim's outcome before the thread runs anything else."""
-        try:
-            results = self.store.sync.claims_and_answers(
-                [
-                    (op.key, op.now)
-                    if isinstance(op, _Claim)
-                    else (op.key, op.status, op.content_type, op.body)
-                    for op in batch
-                ]
-            )
-        except BaseException as exc:
-            for op in batch:
-                if isinstance(op, _Claim) and op.guard is not None:
-                    op.guard.error = exc
-            raise
-        for op, result in zip(batch, results, strict=True):
-            if isinstance(op, _Claim) and op.guard is not None:
-                if isinstance(result, BaseException):
-                    op.guard.error = result
-                elif result is not None:
-                    op.guard.seen = True
-        return results
+        failing the others)."""
+        return self.store.sync.claims_and_answers(
+            [
+                (op.key, op.now) if isinstance(op, _Claim) else (op.key, op.status, op.content_type, op.body)
+                for op in batch
+            ]
+        )
 
     @staticmethod
     def _settle(op: _Op, result: StoredAnswer | BaseException | None) -> None:

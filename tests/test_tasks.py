@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import logging
 
 import pytest
 
-from bot.tasks import TaskGroup
+from bot.tasks import TaskGroup, detached_task
 
 
 async def test_a_spawned_task_is_held_until_it_is_done():
@@ -45,3 +46,16 @@ async def test_aclose_cancels_what_is_left():
     task = group.spawn(asyncio.Event().wait(), "forever")
     await group.aclose()
     assert task.cancelled() and len(group) == 0
+
+
+async def test_a_detached_task_runs_outside_its_callers_context():
+    """Shared work one deployment's code happens to start must not log with that deployment's fields."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    var.set("deployment #7")
+
+    async def who() -> str:
+        return var.get()
+
+    assert await TaskGroup("t").spawn(who()) == "deployment #7"  # a task of its own: the caller's context
+    assert await TaskGroup("t").spawn(who(), detached=True) == "nobody"
+    assert await detached_task(who()) == "nobody"

@@ -14,8 +14,6 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapters.store import replays
-from bot.adapters.store.replays import Replayed
 from bot.app.access import ACTION_WORDS
 from bot.app.engine import Engine
 from bot.app.report import delivery_report_of
@@ -78,9 +76,6 @@ def register(app: AsyncApp, engine: Engine, directory: SlackDirectory) -> None:
             return
         try:
             answer = await dispatch(engine, parsed, user, command.get("trigger_id"), roles_in(context))
-        except Replayed:  # handled before its claim came back, and a replay: its answer is the first's
-            await ack()
-            return
         except Exception as exc:
             if isinstance(exc, Forbidden) and exc.env == "production":
                 warn_later(
@@ -105,24 +100,6 @@ def register(app: AsyncApp, engine: Engine, directory: SlackDirectory) -> None:
         app.command(name)(on_command)
 
 
-def before_claim(engine: Engine) -> Callable[[dict[str, Any]], bool]:
-    """Which slash commands may be handled while their claim is on its way (handlers/app.py web_app): a
-    deploy, rollback or promotion request (`/deploy SERVICE ...`, `/rollback SERVICE ...`, `/promote
-    SERVICE ...`), whose first change is the store's one transaction deciding it (created, amended, or who
-    holds the lock) and which decides nothing in memory for another request before it; not a dry run or
-    a pipeline. Told from the first word, without parsing twice: anything else waits for its claim."""
-    services = frozenset(engine.settings.services)
-
-    def may(fields: dict[str, Any]) -> bool:
-        name, text = fields.get("command"), fields.get("text", "")
-        if name not in ("/deploy", "/rollback", "/promote") or not isinstance(text, str):
-            return False
-        first = text.split(maxsplit=1)[:1]
-        return bool(first) and first[0] in services and "--dry" not in text and "--pipeline" not in text
-
-    return may
-
-
 _background = TaskGroup("slack-commands")
 
 
@@ -145,8 +122,6 @@ def warn_later(client: AsyncWebClient, engine: Engine, text: str, directory: Sla
     the bot's one Slack directory."""
 
     async def post() -> None:
-        if not await replays.fresh():  # a replay of a refused request: warned about once, by the first
-            return
         for name in engine.settings.alerts.warning:
             try:
                 await client.chat_postMessage(channel=await directory.channel_id(name), text=text)

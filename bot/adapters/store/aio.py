@@ -4,11 +4,9 @@ Store method, each a `call` of it on that thread."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from bot.adapters.store import replays
 from bot.adapters.store.aio_leases import AsyncLeases
 from bot.adapters.store.aio_pipelines import AsyncPipelines
 from bot.adapters.store.sqlite import Store
@@ -48,18 +46,12 @@ class AsyncStore(AsyncLeases, AsyncPipelines):
         return result
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        await replays.behind_claim()
-        return await self._thread.submit(replays.guarded(lambda: fn(*args, **kwargs)))
+        return await self._thread.submit(lambda: fn(*args, **kwargs))
 
     def later(self, fn: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
         """Run `fn` on the store's thread without waiting for it. The thread takes calls in order, so
         every call made after this one sees what it wrote."""
-        job = replays.guarded(lambda: fn(*args, **kwargs))
-        self._thread.submit_nowait(job, getattr(fn, "__name__", "call"))
-
-    def submit(self, fn: Callable[[], R]) -> asyncio.Future[R]:
-        """Hand `fn` to the store's thread now, outside any request's guard (the claims themselves)."""
-        return self._thread.submit(fn)
+        self._thread.submit_nowait(lambda: fn(*args, **kwargs), getattr(fn, "__name__", "call"))
 
     def close(self) -> None:
         self._thread.close()
