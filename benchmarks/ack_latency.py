@@ -25,6 +25,9 @@ What it does:
                in staging and every other request is answered with who holds the lock; the new
                deployments start running during the round, as they would. The bare app gets the same
                texts. `--speed` (the sandbox clock, default 100) keeps those waits short.
+       locked  (not run unless asked: `--scenarios locked`) the same texts while web and api are held
+               by `/deploy lock` (sent once, unmeasured, before the warm-up): every request is answered
+               with who holds the lock and no deployment starts, so it measures the request path alone.
   4. Prints p50/p99/max latency, requests/s and the median round's wall time per target and scenario,
      and the target from the issue: the bot's p99 within 1.5x of the bare app's at 50 concurrent
      requests (PASS/MISS, informational), judged on the median over rounds of each round's ratio
@@ -59,7 +62,7 @@ TARGET_RATIO = 1.5  # the issue: the bot's p99 within 1.5x of the bare app's
 CHILD_START_TIMEOUT = 60.0
 IDLE_PER_ROUND = 4.0  # seconds per deploy round (warm-up included) the driver may wait, in all, for the
 # bot's deployments to finish
-SCENARIOS = ("status", "deploy")
+SCENARIOS = ("status", "deploy")  # the default; "locked" is there when asked for
 SERVICES_ENVS = [("web", "staging"), ("api", "staging")]  # staging: rolling, a deployment takes ~1.5 s
 
 
@@ -187,9 +190,12 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
     serial = 0
 
     def signed(scenario: str, round_no: int) -> list[tuple[str, dict[str, str]]]:
+        return signed_texts(texts(scenario, round_no, n))
+
+    def signed_texts(lines: list[str]) -> list[tuple[str, dict[str, str]]]:
         nonlocal serial
         out = []
-        for text in texts(scenario, round_no, n):
+        for text in lines:
             serial += 1
             ts = str(int(time.time()))
             body = slash_form(plan["form"], text, f"{ts}.{os.getpid()}.{serial}.bench")
@@ -207,6 +213,10 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=0)  # every request of a round in flight at once
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for scenario in plan["scenarios"]:
+            if scenario == "locked":  # hold both services' locks by hand, once; nothing is measured
+                await one_round(
+                    session, targets["bot"], signed_texts([f"lock {s} {e} bench" for s, e in SERVICES_ENVS])
+                )
             for round_no in range(rounds + 1):  # round 0 is the warm-up: not measured
                 if scenario == "deploy":  # every round finds the locks free, so it creates deployments
                     seconds, idle = await wait_idle(session, plan["bot_health"], budget - waited)
@@ -270,7 +280,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> int:
     failures = 0
     print(f"\n{'target':<6} {'scenario':<8} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'req/s':>8} {'round ms':>8} {'failed':>6}  answers")  # fmt: skip
-    for scenario in SCENARIOS:
+    for scenario in args.scenarios:
         for target in ("bot", "bare"):
             r, s = results[f"{target}/{scenario}"], figures[f"{target}/{scenario}"]
             bad = sum(1 for k in r["kinds"] if k.startswith(("http", "error")))
@@ -287,7 +297,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> int:
     )
     if args.concurrency != 50:
         print(f"  (measured at {args.concurrency} concurrent requests, not 50)")
-    for scenario in SCENARIOS:
+    for scenario in args.scenarios:
         bot, bare = figures[f"bot/{scenario}"], figures[f"bare/{scenario}"]
         ratio = bot["p99"] / bare["p99"]
         per_round = round_ratios(results[f"bot/{scenario}"]["rounds"], results[f"bare/{scenario}"]["rounds"])
@@ -335,7 +345,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
                     "form": form_base(sb),
                     "concurrency": args.concurrency,
                     "rounds": args.rounds,
-                    "scenarios": list(SCENARIOS),
+                    "scenarios": list(args.scenarios),
                     "bot_health": info["bot"] + "/healthz",
                     "targets": {"bot": info["bot"] + "/slack/events", "bare": bare_url + "/slack/events"},
                 }
@@ -378,6 +388,12 @@ def main() -> int:
         type=float,
         default=100.0,
         help="sandbox clock speed (default 100: a staging deployment takes ~1.5 s, so deploy rounds find the locks free)",
+    )
+    p.add_argument(
+        "--scenarios",
+        type=lambda v: tuple(v.split(",")),
+        default=SCENARIOS,
+        help="which to run, in order (default: status,deploy)",
     )
     p.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)  # child: the baseline app
     p.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)  # child: the load driver

@@ -91,11 +91,12 @@ async def serve(args: argparse.Namespace) -> int:
     _require_secrets(settings, args.socket_mode)
     clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
     telemetry = Telemetry(clock.now)  # /metrics: fed by the store's writes, AWS and Slack calls
+    aws = Aws(settings.aws, observer=telemetry, freeze=True)
+    aws.start()  # its worker processes, forked before the store's thread (or any other) starts
     try:
         store = telemetry.observe_store(AsyncStore(Store(db_path, clock)))
     except ConnectionError as exc:  # PostgreSQL unreachable: said in one line, the password redacted
         raise UsageError(f"deploybot serve: {exc}") from None
-    aws = Aws(settings.aws, observer=telemetry, freeze=True)
     # the reads of one analysis tick arriving within 50 ms (half a clock second on a fast sandbox clock)
     # share GetMetricData calls: a deployment's task running a little late still joins its tick
     window = min(0.05, clock.real_seconds(0.5))
@@ -200,6 +201,7 @@ async def serve(args: argparse.Namespace) -> int:
         await socket_handler.close_async()
     await engine.shutdown()
     await evidence.close()
+    await asyncio.to_thread(aws.close)
     await pipeline_messages.drain()
     await notifier.drain(within=15.0 if replica is None else 4.0)  # a replica exits within 10 s
     if replica is not None:

@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.store.aio import AsyncStore
 from bot.app.engine import Engine
+from bot.app.foreground import FOREGROUND
 from bot.domain import commands as cmds
 from handlers.errors import SOMETHING_WRONG
 from handlers.listeners import actions, aftercare, approvals, commands, events, reasons
@@ -152,6 +153,13 @@ def web_app(
     claims = RequestClaims(store)
 
     async def slack_events(request: web.Request) -> web.Response:
+        FOREGROUND.begin()
+        try:
+            return await answer(request)
+        finally:
+            FOREGROUND.end()
+
+    async def answer(request: web.Request) -> web.Response:
         raw = await request.read()
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")

@@ -37,6 +37,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.pagerduty import PagerDuty
 from bot.adapters.store.aio import AsyncStore
+from bot.app.foreground import FOREGROUND
 from bot.clock import Clock
 from bot.domain.alerts import CRITICAL, INFO, WARNING, AlertConfig
 from bot.domain.events import RECOVERY, OutboxEntry
@@ -201,6 +202,7 @@ class SlackNotifier(AlertLifecycle):
         """The outbox reader: batches until it is caught up, then waits for the store's nudge."""
         while True:
             self._wake.clear()
+            await FOREGROUND.quiet()
             try:
                 more = await self._deliver_batch()
             except asyncio.CancelledError:

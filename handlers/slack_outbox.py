@@ -24,6 +24,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.app.foreground import FOREGROUND
 from bot.tasks import detached_task
 from handlers.ui import blocks as slack_ui
 
@@ -168,6 +169,7 @@ class ChannelOutbox:
             self._wake.clear()
             job = self._next()
             if job is not None:
+                await FOREGROUND.quiet()
                 await job
                 continue
             if not self._posts and not self._updates:

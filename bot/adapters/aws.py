@@ -1,16 +1,26 @@
 """The boto3 plumbing every AWS adapter shares: one client per (service, role), created once and shared
 across threads; cross-account roles assumed and refreshed before their credentials expire; every call in a
-worker thread with botocore's standard retry mode and endpoint_url from settings, so the same code talks to
-AWS or to the sandbox's moto server. AWS failures surface as PlatformError with the operation and AWS's own
-message."""
+worker thread, or in a worker process (`[aws] processes`), with botocore's standard retry mode and
+endpoint_url from settings, so the same code talks to AWS or to the sandbox's moto server. AWS failures
+surface as PlatformError with the operation and AWS's own message.
+
+Why a worker process: boto3 is CPU work (building, signing and parsing every call) under the GIL. A burst of
+deployments starting at once had the bot's worker threads parsing AWS answers for some 40% of the GIL's
+time, and Slack's acks of the people typing /deploy waited behind them (benchmarks/ack_latency.py). In a
+process of their own, the calls leave the event loop its GIL."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
+import os
+import signal
 import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -20,6 +30,7 @@ import botocore.utils  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
+from bot.app.foreground import FOREGROUND
 from bot.app.ports import PlatformError
 from bot.config.model import AwsSettings
 
@@ -88,6 +99,7 @@ class Aws:
         self._clients: dict[tuple[str, str | None], Any] = {}  # boto3 clients are untyped
         self._lock = threading.Lock()
         self._role_credentials: dict[str, tuple[float, dict[str, str]]] = {}
+        self._pool: ProcessPoolExecutor | None = None
 
     def client(self, service: str, role_arn: str | None = None) -> Any:
         with self._lock:
@@ -119,24 +131,131 @@ class Aws:
 
     async def call(self, api: str, operation: str, role_arn: str | None = None, /, **params: Any) -> Answer:
         """One AWS API call, off the event loop, with AWS errors turned into PlatformError."""
-
-        def run() -> Answer:
-            method: Callable[..., Answer] = getattr(self.client(api, role_arn), operation)
-            return method(**params)
-
         name = f"{api.upper()} {''.join(p.title() for p in operation.split('_'))}"
+        await FOREGROUND.background_turn()
         began, code = time.monotonic(), None
         try:
-            return await asyncio.to_thread(run)
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code", "Error"))
-            raise PlatformError(
-                name, f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip(), err.get("Code")
-            ) from None
-        except BotoCoreError as exc:
-            code = type(exc).__name__
-            raise PlatformError(name, str(exc)) from None
+            if self.aws.processes:
+                outcome = await self._in_process(api, operation, role_arn, params)
+            else:
+                outcome = await asyncio.to_thread(
+                    lambda: _outcome(self.client(api, role_arn), operation, params)
+                )
+            kind, first, second = outcome
+            if kind == "ok":
+                return first  # type: ignore[no-any-return]
+            code = first
+            if kind == "client":
+                raise PlatformError(name, f"{first}: {second}".strip(), first)
+            raise PlatformError(name, second)
         finally:
             if self.observer is not None:
                 self.observer.aws_call(name, time.monotonic() - began, code)
+
+    async def _in_process(
+        self, api: str, operation: str, role_arn: str | None, params: dict[str, Any]
+    ) -> Outcome:
+        pool = self._workers()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, _worker_call, api, operation, role_arn, params
+            )
+        except BrokenProcessPool:
+            # The worker died mid-call (killed, out of memory): whether AWS did it is unknown, as after a
+            # lost connection. The next call gets a new worker; this one is an error its caller handles.
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            return "error", "WorkerDied", "the AWS worker process died during the call"
+
+    def _workers(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # A fork of this process while it has one thread (the bot's first step: `start`) is a worker
+                # in milliseconds with everything imported; later (a worker died, threads are running)
+                # workers fork from a forkserver, a clean process that has imported boto3 once.
+                context: multiprocessing.context.BaseContext
+                if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+                    context = multiprocessing.get_context("fork")
+                else:
+                    context = multiprocessing.get_context("forkserver")
+                    context.set_forkserver_preload(["bot.adapters.aws"])
+                self._pool = ProcessPoolExecutor(
+                    self.aws.processes,
+                    context,
+                    initializer=_worker_start,
+                    initargs=(self.aws, os.getpid(), _aws_environment()),
+                )
+            return self._pool
+
+    def start(self) -> None:
+        """Start the worker processes now (`[aws] processes`), not at the first deployment's first call:
+        called first thing, while this process has one thread, they are forks of it."""
+        if self.aws.processes:
+            self._workers().submit(os.getpid).result()
+
+    def close(self) -> None:
+        """Stop the worker processes (calls in flight finish first); a later call starts new ones."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ("ok", answer, None) | ("client", AWS's error code, its message) | ("error", a name, what happened):
+# picklable, so a worker process can send it back (botocore's exceptions do not all survive pickling)
+Outcome = tuple[str, Any, Any]
+
+
+def _outcome(client: Any, operation: str, params: dict[str, Any]) -> Outcome:
+    try:
+        return "ok", getattr(client, operation)(**params), None
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        return "client", str(err.get("Code", "Error")), str(err.get("Message", ""))
+    except BotoCoreError as exc:
+        return "error", type(exc).__name__, str(exc)
+
+
+_WORKER: Aws | None = None  # in a worker process: its clients
+
+
+def _aws_environment() -> dict[str, str | None]:
+    """This process's AWS_* variables (credentials, profile, region) as they are now, for a new worker:
+    the forkserver it starts from has the environment of its own start."""
+    keys = {k for k in os.environ if k.startswith("AWS_")} | set(_AWS_KEYS)
+    return {k: os.environ.get(k) for k in keys}
+
+
+_AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+
+
+def _worker_start(settings: AwsSettings, bot_pid: int, environment: dict[str, str | None]) -> None:
+    global _WORKER
+    for key, value in environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the bot, which then stops its workers
+    _WORKER = Aws(replace(settings, processes=0), freeze=True)
+    threading.Thread(target=_exit_with, args=(bot_pid,), name="exit-with-bot", daemon=True).start()
+
+
+def _exit_with(bot_pid: int) -> None:
+    """A worker outlives no bot: killed, the bot cannot tell its workers to stop, so each looks. Its
+    parent is the forkserver, which exits with the bot; a worker whose parent changed is an orphan."""
+    parent = os.getppid()
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+        try:
+            os.kill(bot_pid, 0)
+        except OSError:  # gone (or its number is another user's process now)
+            os._exit(0)
+
+
+def _worker_call(api: str, operation: str, role_arn: str | None, params: dict[str, Any]) -> Outcome:
+    assert _WORKER is not None, "not a worker process"
+    return _outcome(_WORKER.client(api, role_arn), operation, params)

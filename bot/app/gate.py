@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from bot.app.access import Access
 from bot.app.checks import run_check
 from bot.app.evidence import CiVerdict, EvidenceReader
+from bot.app.foreground import BACKGROUND, FOREGROUND
 from bot.app.gate_evidence import CI_CHECK, GateEvidence
 from bot.app.ports import Http, Metrics, Platform
 from bot.app.runner import Runner
@@ -113,7 +114,9 @@ class Gate:
 
     async def _admit(self, deployment_id: int) -> None:
         """Run the automatic checks and guards; start when the checklist and approvals allow, else wait."""
+        BACKGROUND.set(True)  # its evidence and AWS calls wait for people's requests to be answered
         try:
+            await FOREGROUND.quiet()  # the request that created it, and those beside it, are answered first
             d = await self.store.get(deployment_id)
             await self._announce_broken_glass(d)
             if not await self.evidence.before_checks(d):

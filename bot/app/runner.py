@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.app import history
 from bot.app.access import button_role
+from bot.app.foreground import BACKGROUND, FOREGROUND
 from bot.app.leases import FencedBackups, FencedFlags, FencedPlatform
 from bot.app.plans import NeedsHuman, Step, StepContext, StepFailed, step_from_dict, verify_live
 from bot.app.ports import PlatformError
@@ -212,6 +213,7 @@ class Runner(Rollbacks):
             run.journal.events.append(Progress(text))
 
         async def checkpoint() -> None:
+            await FOREGROUND.quiet()
             await self._flush(deployment_id)  # before any wait: what the step said is out
             await run.gate.wait()
 
@@ -257,6 +259,8 @@ class Runner(Rollbacks):
         )
 
     async def _run(self, deployment_id: int) -> None:
+        BACKGROUND.set(True)  # this task's AWS calls wait for people's requests to be answered first
+        await FOREGROUND.quiet()
         run = self.run_of(deployment_id)
         if self.leases is not None and not await self._take_lease(deployment_id, run):
             return

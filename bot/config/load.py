@@ -301,6 +301,7 @@ def parse_settings(
         read_timeout_seconds=float(
             aws_t.get("read_timeout_seconds", _NUMBER, 30.0, lambda v: v > 0, "a number of seconds > 0")
         ),
+        processes=aws_t.get("processes", int, 1, lambda v: 0 <= v <= 16, "an integer 0..16"),
     )
     aws_t.finish()
     alerts = alerts_from_table(alerts_t, deploy_channel, list(environments))
