@@ -142,14 +142,19 @@ def benchmark_settings(endpoint: str, poll: float) -> Settings:
         **zero,
         **people,
         smoke_checks=(),
-        analysis=dataclasses.replace(prod.analysis, interval_seconds=poll),
+        # one measurement per step, against the thresholds: the sequential judge reads whole minutes of
+        # both groups and would bake an undecided zero-bake step on (its figures: benchmarks/judges.py)
+        analysis=dataclasses.replace(prod.analysis, interval_seconds=poll, judge="thresholds"),
     )
     services = dict(settings.services)
     web = services[SERVICE]
     overrides = {k: dict(v) for k, v in web.overrides.items()}
     overrides[ENV] = {k: v for k, v in overrides.get(ENV, {}).items() if k not in zero}
     services[SERVICE] = dataclasses.replace(web, overrides=overrides)
-    settings = dataclasses.replace(settings, environments=envs, services=services)
+    # the calls are recorded on this process's clients, so they are made here, in threads; what the
+    # worker process (`[aws] processes`, the default) adds per call is benchmarks/aws_processes.py's
+    aws = dataclasses.replace(settings.aws, processes=0)
+    settings = dataclasses.replace(settings, environments=envs, services=services, aws=aws)
     target = settings.target(SERVICE, ENV)
     assert (target.strategy, target.canary_steps) == ("canary", CANARY_STEPS), target
     assert target.step_bake_seconds == target.keep_warm_seconds == target.bake_seconds == 0, target

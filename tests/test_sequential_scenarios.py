@@ -1,5 +1,5 @@
-"""Issue 16 in the sandbox: issue 3's canary scenarios again with the shipped config judged by the
-sequential judge (`judge = "sequential"` in production's analysis): a healthy canary walks to 100%, a bad
+"""Issue 16 in the sandbox: issue 3's canary scenarios again with the shipped config, which judges them
+with the sequential judge (`judge = "sequential"` in production's analysis): a healthy canary walks to 100%, a bad
 one is rolled back before 50% with the evidence in words, no traffic pauses it as inconclusive. The real
 bot process reads per-minute metrics of both slots from moto."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.config.load import load_settings
 from bot.sandbox.client import SandboxClient
 from bot.sandbox.run import Sandbox
 from tests.conftest import CONFIG, listener_weights, wait_state, wait_terminal
@@ -15,12 +16,9 @@ from tests.test_progressive import deploy, measurements, thread_of
 
 @pytest.fixture
 async def sequential(tmp_path, aws_env):
-    text = CONFIG.read_text()
-    anchor = "[environments.production.analysis]"
-    assert text.count(anchor) == 1
-    path = tmp_path / "sequential.toml"
-    path.write_text(text.replace(anchor, anchor + '\njudge = "sequential"'))
-    async with Sandbox(config=str(path), speed=60, workdir=tmp_path) as sb:
+    """The shipped config, which judges production's canaries with the sequential judge."""
+    assert load_settings(CONFIG).environments["production"].analysis.judge == "sequential"
+    async with Sandbox(config=CONFIG, speed=60, workdir=tmp_path) as sb:
         yield sb
 
 
