@@ -5,15 +5,14 @@ Run it by hand from the repository root (a benchmark, not a test; it prints figu
 
     .venv/bin/python benchmarks/aws_processes.py [--calls 300] [--concurrency 8]
 
-What it does: starts the sandbox's AwsWorld (moto's server on 127.0.0.1, the demo world) in this process's
-threads, then, for Aws in threads (processes = 0) and Aws in one worker process (processes = 1), each
+What it does: starts the sandbox's AwsWorld (moto's server on 127.0.0.1, the demo world) in a child process
+(benchmarks/canary_world.py), then, for Aws in threads (processes = 0) and Aws in one worker process (processes = 1), each
 warmed up by 20 calls first:
   1. `--calls` ECS DescribeServices of web in production (the call a rollout polls), one at a time:
      the median and p99 wall time of a call, as the bot awaits it;
   2. the same calls `--concurrency` at a time, while a ticker on the event loop measures how late its
      1 ms sleeps wake up (the event loop's lag: what a Slack request arriving then would wait for): the
-     median and p99 lag, and this process's CPU time per call. moto's server runs in this process too,
-     the same in both ways, so the difference between them is the boto3 work the worker takes away.
+     median and p99 lag, and this process's CPU time per call (the boto3 work the worker takes away).
 Prints a line per way and the ratios (processes / threads).
 """
 
@@ -22,12 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from bot.adapters.aws import Aws
-from bot.clock import ManualClock
 from bot.config.model import AwsSettings
-from bot.sandbox.aws import AwsWorld
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from canary_world import RemoteWorld  # noqa: E402
 
 WARMUP = 20
 
@@ -82,10 +84,9 @@ async def main() -> None:
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--concurrency", type=int, default=8)
     args = p.parse_args()
-    world = AwsWorld(ManualClock(), services=("web",), environments=("production",))
-    world.start()
+    world = RemoteWorld(1.0, "web", "production")
     try:
-        world.provision()
+        await world.fresh()
         results = {}
         for name, processes in (("threads", 0), ("processes", 1)):
             aws = Aws(AwsSettings(endpoint_url=world.endpoint, max_attempts=1, processes=processes))
@@ -110,7 +111,7 @@ async def main() -> None:
             f"{w['lag_p99_ms'] / max(t['lag_p99_ms'], 1e-9):.2f}x"
         )
     finally:
-        world.stop()
+        await world.stop()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def pair(world):
 
 def worker_pids(aws: Aws) -> set[int]:
     assert aws._pool is not None
-    return set(aws._pool._processes)  # type: ignore[attr-defined]
+    return set(aws._pool.pids())
 
 
 def alive(pid: int) -> bool:
@@ -92,18 +92,55 @@ async def test_aws_errors_from_a_worker_are_platform_errors_with_aws_code(pair):
     assert "services" in str(invalid.value) and invalid.value.code is None
 
 
-async def test_a_worker_that_dies_fails_its_call_and_is_replaced(pair, world):
+async def held(world: AwsWorld) -> bool:
+    """Wait until the held ListClusters has reached moto (the fault rule counts it)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if world.faults.rules()[0]["failed"] >= 1:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_a_worker_that_dies_mid_call_fails_that_call_and_is_replaced(pair, world):
     _, workers = pair
     await workers.call("ecs", "list_clusters")
     (pid,) = worker_pids(workers)
+    world.faults.timeout_seconds = 20
+    world.faults.add({"service": "ecs", "operations": ["ListClusters"], "error": "timeout"})
+    call = asyncio.ensure_future(workers.call("ecs", "list_clusters"))
+    assert await held(world)
     os.kill(pid, signal.SIGKILL)
-    assert await gone(pid)
     with pytest.raises(PlatformError) as died:
-        await workers.call("ecs", "list_clusters")
+        async with asyncio.timeout(10):  # at once, not when the held call would have timed out
+            await call
     assert "worker process died" in str(died.value)
+    world.faults.clear()
     again = await workers.call("ecs", "list_clusters")
     assert again["clusterArns"]
     assert worker_pids(workers) and pid not in worker_pids(workers)
+
+
+async def test_a_held_call_does_not_hold_up_the_others_in_its_worker_nor_a_cancelled_one_the_next(
+    pair, world
+):
+    _, workers = pair
+    world.faults.timeout_seconds = 20
+    world.faults.add({"service": "ecs", "operations": ["ListClusters"], "error": "timeout"})
+    slow = asyncio.ensure_future(workers.call("ecs", "list_clusters"))
+    try:
+        assert await held(world)
+        async with asyncio.timeout(10):
+            out = await workers.call("ecs", "list_services", cluster="staging")
+        assert out["serviceArns"] and not slow.done() and len(worker_pids(workers)) == 1
+    finally:
+        world.faults.clear()  # lets the held call go
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
+    # the cancelled call's answer comes back to nobody; the worker's answers still get through
+    async with asyncio.timeout(15):
+        for _ in range(3):
+            assert (await workers.call("ecs", "list_clusters"))["clusterArns"]
 
 
 async def test_close_stops_the_workers(pair):
@@ -119,7 +156,8 @@ import os, sys, time
 from bot.adapters.aws import Aws
 from bot.config.model import AwsSettings
 aws = Aws(AwsSettings(endpoint_url=sys.argv[1], processes=1))
-pid = aws._workers().submit(os.getpid).result(timeout=60)
+aws.start()
+(pid,) = aws._pool.pids()
 print(pid, flush=True)
 time.sleep(600)
 """

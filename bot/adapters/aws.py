@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import multiprocessing
 import os
-import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,6 +27,7 @@ import botocore.utils  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
+from bot.adapters.aws_worker import WorkerDied, Workers
 from bot.app.foreground import FOREGROUND
 from bot.app.ports import PlatformError
 from bot.config.model import AwsSettings
@@ -99,7 +97,7 @@ class Aws:
         self._clients: dict[tuple[str, str | None], Any] = {}  # boto3 clients are untyped
         self._lock = threading.Lock()
         self._role_credentials: dict[str, tuple[float, dict[str, str]]] = {}
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Workers | None = None
 
     def client(self, service: str, role_arn: str | None = None) -> Any:
         with self._lock:
@@ -155,51 +153,31 @@ class Aws:
     async def _in_process(
         self, api: str, operation: str, role_arn: str | None, params: dict[str, Any]
     ) -> Outcome:
-        pool = self._workers()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                pool, _worker_call, api, operation, role_arn, params
-            )
-        except BrokenProcessPool:
-            # The worker died mid-call (killed, out of memory): whether AWS did it is unknown, as after a
-            # lost connection. The next call gets a new worker; this one is an error its caller handles.
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None
+            return await asyncio.wrap_future(self._workers().submit(api, operation, role_arn, params))  # type: ignore[no-any-return]
+        except WorkerDied:
+            # Killed or out of memory mid-call: whether AWS did it is unknown, as after a lost connection.
+            # The next call gets a new worker; this one is an error its caller handles.
             return "error", "WorkerDied", "the AWS worker process died during the call"
 
-    def _workers(self) -> ProcessPoolExecutor:
+    def _workers(self) -> Workers:
         with self._lock:
             if self._pool is None:
-                # A fork of this process while it has one thread (the bot's first step: `start`) is a worker
-                # in milliseconds with everything imported; later (a worker died, threads are running)
-                # workers fork from a forkserver, a clean process that has imported boto3 once.
-                context: multiprocessing.context.BaseContext
-                if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-                    context = multiprocessing.get_context("fork")
-                else:
-                    context = multiprocessing.get_context("forkserver")
-                    context.set_forkserver_preload(["bot.adapters.aws"])
-                self._pool = ProcessPoolExecutor(
-                    self.aws.processes,
-                    context,
-                    initializer=_worker_start,
-                    initargs=(self.aws, os.getpid(), _aws_environment()),
-                )
+                self._pool = Workers(self.aws.processes, _worker_start, (self.aws, _aws_environment()))
             return self._pool
 
     def start(self) -> None:
         """Start the worker processes now (`[aws] processes`), not at the first deployment's first call:
         called first thing, while this process has one thread, they are forks of it."""
         if self.aws.processes:
-            self._workers().submit(os.getpid).result()
+            self._workers().submit(None, "ready", None, {}).result(timeout=60)
 
     def close(self) -> None:
         """Stop the worker processes (calls in flight finish first); a later call starts new ones."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
 
 
 # ("ok", answer, None) | ("client", AWS's error code, its message) | ("error", a name, what happened):
@@ -217,9 +195,6 @@ def _outcome(client: Any, operation: str, params: dict[str, Any]) -> Outcome:
         return "error", type(exc).__name__, str(exc)
 
 
-_WORKER: Aws | None = None  # in a worker process: its clients
-
-
 def _aws_environment() -> dict[str, str | None]:
     """This process's AWS_* variables (credentials, profile, region) as they are now, for a new worker:
     the forkserver it starts from has the environment of its own start."""
@@ -230,32 +205,18 @@ def _aws_environment() -> dict[str, str | None]:
 _AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 
 
-def _worker_start(settings: AwsSettings, bot_pid: int, environment: dict[str, str | None]) -> None:
-    global _WORKER
+def _worker_start(settings: AwsSettings, environment: dict[str, str | None]) -> Callable[..., Outcome]:
+    """In a worker process: its clients, made with the bot's AWS_* environment of the worker's start."""
     for key, value in environment.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the bot, which then stops its workers
-    _WORKER = Aws(replace(settings, processes=0), freeze=True)
-    threading.Thread(target=_exit_with, args=(bot_pid,), name="exit-with-bot", daemon=True).start()
+    aws = Aws(replace(settings, processes=0), freeze=True)
 
+    def call(api: str | None, operation: str, role_arn: str | None, params: dict[str, Any]) -> Outcome:
+        if api is None:  # start(): the worker is up
+            return "ok", operation, None
+        return _outcome(aws.client(api, role_arn), operation, params)
 
-def _exit_with(bot_pid: int) -> None:
-    """A worker outlives no bot: killed, the bot cannot tell its workers to stop, so each looks. Its
-    parent is the forkserver, which exits with the bot; a worker whose parent changed is an orphan."""
-    parent = os.getppid()
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os._exit(0)
-        try:
-            os.kill(bot_pid, 0)
-        except OSError:  # gone (or its number is another user's process now)
-            os._exit(0)
-
-
-def _worker_call(api: str, operation: str, role_arn: str | None, params: dict[str, Any]) -> Outcome:
-    assert _WORKER is not None, "not a worker process"
-    return _outcome(_WORKER.client(api, role_arn), operation, params)
+    return call
