@@ -14,26 +14,12 @@ import pytest
 
 from bot.adapters.aws import Aws
 from bot.app.ports import PlatformError
-from bot.clock import ManualClock
 from bot.config.model import AwsSettings
 from bot.sandbox.aws import AwsWorld
+from tests import test_platform_ecs
 
 pytestmark = pytest.mark.xdist_group("aws-processes")
-
-
-@pytest.fixture(scope="module")
-def server():
-    w = AwsWorld(ManualClock(), services=("web",), environments=("staging",))
-    w.start()
-    yield w
-    w.stop()
-
-
-@pytest.fixture
-def world(server, aws_env):
-    server.reset(ManualClock())
-    server.provision()
-    return server
+server, world = test_platform_ecs.server, test_platform_ecs.world  # moto's server; reset and provisioned
 
 
 @pytest.fixture
