@@ -66,6 +66,19 @@ def _exit_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _started_aws(settings: Settings, telemetry: Telemetry) -> Aws:
+    """The AWS adapter with its worker processes started: forks of this process while it has one thread."""
+    aws = Aws(settings.aws, observer=telemetry, freeze=True)
+    try:
+        aws.start()
+    except Exception as exc:  # cannot fork, or the worker failed to start: said in one line
+        raise UsageError(
+            f"deploybot serve: the AWS worker process did not start ({exc!r}); "
+            "[aws] processes = 0 makes the calls in this process"
+        ) from None
+    return aws
+
+
 async def serve(args: argparse.Namespace) -> int:
     """Build every piece from the config and run until SIGTERM/SIGINT: the store, the cloud, the engine,
     the Slack app and its notifier, behind HTTP or Socket Mode."""
@@ -91,8 +104,7 @@ async def serve(args: argparse.Namespace) -> int:
     _require_secrets(settings, args.socket_mode)
     clock = ScaledClock.from_spec(os.environ.get("DEPLOYBOT_CLOCK", "1"))
     telemetry = Telemetry(clock.now)  # /metrics: fed by the store's writes, AWS and Slack calls
-    aws = Aws(settings.aws, observer=telemetry, freeze=True)
-    aws.start()  # its worker processes, forked before the store's thread (or any other) starts
+    aws = _started_aws(settings, telemetry)  # before the store's thread (or any other) starts
     try:
         store = telemetry.observe_store(AsyncStore(Store(db_path, clock)))
     except ConnectionError as exc:  # PostgreSQL unreachable: said in one line, the password redacted

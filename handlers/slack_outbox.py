@@ -167,9 +167,10 @@ class ChannelOutbox:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
+            if self._posts or self._updates:
+                await FOREGROUND.quiet()  # people's requests in flight are answered first
             job = self._next()
             if job is not None:
-                await FOREGROUND.quiet()
                 await job
                 continue
             if not self._posts and not self._updates:

@@ -20,31 +20,43 @@ class Foreground:
     def __init__(self, max_wait: float = 0.25):
         self.max_wait = max_wait
         self._in_flight = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+        # futures of whichever loop is waiting (not one asyncio.Event: that binds to the first loop that
+        # waits on it, and tests run many loops in one process)
+        self._waiters: list[asyncio.Future[None]] = []
 
     def begin(self) -> None:
         self._in_flight += 1
-        self._quiet.clear()
 
     def end(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight <= 0:
-            self._in_flight = 0
-            self._quiet.set()
+        self._in_flight = max(0, self._in_flight - 1)
+        if self._in_flight == 0:
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def waiting(self) -> int:
+        """Background tasks waiting now for the requests in flight."""
+        return len(self._waiters)
+
     async def quiet(self) -> None:
         """Return when no request is in flight, or after `max_wait` seconds."""
         if self._in_flight == 0:
             return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(self._quiet.wait(), self.max_wait)
+            await asyncio.wait_for(waiter, self.max_wait)
         except TimeoutError:
             pass
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     async def background_turn(self) -> None:
         """`quiet()`, when called from background work (BACKGROUND set); at once otherwise."""

@@ -183,9 +183,8 @@ class AwsSettings:
     max_attempts: int = 5
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0  # an answer slower than this is a ReadTimeoutError (then retried)
-    processes: int = (
-        0  # worker processes making the calls (0: threads of this process); the loader's default is 1
-    )
+    # worker processes making the calls (0: threads of this process); the config loader's default is 1
+    processes: int = 0
 
 
 # The [alerts] table: channels per level (per environment, with a default), on-call, escalation and

@@ -202,3 +202,27 @@ async def test_a_freezes_read_overtaken_by_a_freeze_is_not_kept(world):
     release.set()
     assert [f.reason for f in await reading] == []  # that caller saw the world as it was
     assert [f.reason for f in await engine.scheduling.freezes()] == ["overtaken"]  # nobody after it
+
+
+async def test_a_new_deployment_touches_nothing_until_the_requests_in_flight_are_answered(world, monkeypatch):
+    """People first (bot.app.foreground): while a Slack request is being answered, the deployment it
+    created makes no platform call; once it is answered, the deployment runs to its end."""
+    from bot.app.foreground import FOREGROUND
+
+    engine, platform, _, _ = world
+    monkeypatch.setattr(FOREGROUND, "max_wait", 3600.0)  # the bound is not what is tested here
+    FOREGROUND.begin()  # a request being answered
+    try:
+        d = await engine.request(deploy("web v2 to staging"), "alice", roles={"engineers"})
+        assert isinstance(d, Deployment)
+        before = len(platform.calls)
+        deadline = asyncio.get_running_loop().time() + 10
+        while FOREGROUND.waiting == 0:  # until its admission (or its run) waits for the request
+            assert asyncio.get_running_loop().time() < deadline, "nothing waited for the request"
+            await asyncio.sleep(0.01)
+        assert platform.calls[before:] == [] and (await engine.store.get(d.id)).state.value == "requested"
+    finally:
+        FOREGROUND.end()
+    done = await until_done(engine, d.id)
+    assert done.state.value == "succeeded", done.outcome
+    assert platform.calls[before:]
