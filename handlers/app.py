@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -28,7 +30,7 @@ from handlers.listeners import actions, aftercare, approvals, commands, events, 
 from handlers.listeners.events import HomeTab
 from handlers.notifier import SlackNotifier
 from handlers.request_claims import RequestClaims
-from handlers.roles import RoleResolver, roles_middleware
+from handlers.roles import RoleResolver, RolesMiddleware
 from handlers.ui import blocks as slack_ui
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def build_app(
     directory = notifier.directory if notifier is not None else None
     resolver = RoleResolver(client, engine.settings.roles, directory=directory)
     resolver.warm()  # read the user groups now, so no ack ever waits on usergroups.* (Slack tier 2)
-    app.middleware(roles_middleware(resolver))  # context["roles"], for every listener
+    app.use(RolesMiddleware(resolver))  # context["roles"], for every listener
     commands.register(app, engine, resolver.directory)
     actions.register(app, engine, notifier)
     if home is not None:
@@ -102,8 +104,8 @@ def request_key(fields: dict[str, Any], timestamp: str, raw: bytes) -> str:
 
 
 def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any]:
-    """The fields of a signed body, checked the way bolt will read it (bolt would raise on these and
-    answer 500): UTF-8; JSON (by content type, or a body starting with "{") must be an object; a form
+    """The fields of a signed body, which bolt is handed as they are (bolt_request), checked first (bolt
+    would raise on these and answer 500): UTF-8; JSON (by content type, or a body starting with "{") must be an object; a form
     must carry a `payload` that is a JSON object, or a `command`, or be Slack's ssl_check."""
     try:
         text = raw.decode("utf-8")
@@ -178,14 +180,14 @@ def web_app(
             log.warning("refused a signed request to %s: %s", path, exc)
             return web.Response(status=400, text=f"bad request: {exc}")
         if reads_only(fields):  # nothing to repeat: no claim, no thread hop before the answer
-            return await to_aiohttp_response(await app.async_dispatch(bolt_request(raw, request)))
+            return await to_aiohttp_response(await app.async_dispatch(bolt_request(raw, request, fields)))
         key = request_key(fields, timestamp, raw)
         seen = await claims.claim(key, time.time())
         if seen is not None:
             log.info("request %s seen before (retry %s): answered as the first time",
                      key[:24], request.headers.get("X-Slack-Retry-Num", "-"))  # fmt: skip
             return await _replayed(store, key, seen)
-        bolt_response = await app.async_dispatch(bolt_request(raw, request))
+        bolt_response = await app.async_dispatch(bolt_request(raw, request, fields))
         response = await to_aiohttp_response(bolt_response)
         # Kept for replays without holding up this answer: claims and answers reach the store in the order
         # they are asked for, so a replay's claim (always asked after this) finds it.
@@ -197,9 +199,17 @@ def web_app(
     return app_
 
 
-def bolt_request(raw: bytes, request: web.Request) -> AsyncBoltRequest:
+def bolt_request(raw: bytes, request: web.Request, fields: dict[str, Any]) -> AsyncBoltRequest:
+    """Bolt's request, carrying the fields the front parsed (parse_slack_body) instead of parsing the body
+    again: bolt's own parse reads any form whose text says "payload" as an interaction's `payload=`, so a
+    slash command with that word in it (--reason "payload fix") reached no listener and was answered 404.
+    The raw body stays what bolt's signature check reads."""
     headers = request.headers  # a multidict: bolt reads any mapping of str to str or str lists
-    return AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string, headers=headers)  # type: ignore[arg-type]
+    req = AsyncBoltRequest(body="", query=request.query_string, headers=headers)  # type: ignore[arg-type]
+    req.raw_body = raw.decode("utf-8")
+    req.body = fields
+    req.context = build_async_context(AsyncBoltContext({}), fields)
+    return req
 
 
 def reads_only(fields: dict[str, Any]) -> bool:

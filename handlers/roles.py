@@ -15,6 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -100,21 +102,26 @@ class RoleResolver:
         self.directory.invalidate_groups()
 
 
-def roles_middleware(
-    resolver: RoleResolver,
-) -> Callable[[AsyncBoltContext, Callable[[], Awaitable[BoltResponse]]], Awaitable[BoltResponse | None]]:
+class RolesMiddleware(AsyncMiddleware):
     """Bolt middleware: the person's roles, resolved once per request into `context["roles"]` (from
-    memory: `roles_of` never waits on Slack once the first read is done), for every listener to read."""
+    memory: `roles_of` never waits on Slack once the first read is done), for every listener to read.
+    A middleware class, not a function: bolt calls a function middleware through its argument injection,
+    which builds every argument it knows (about thirty) for each request."""
 
-    async def resolve_roles(
-        context: AsyncBoltContext,
+    def __init__(self, resolver: RoleResolver):
+        self.resolver = resolver
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
         next: Callable[[], Awaitable[BoltResponse]],  # noqa: A002 - bolt's name
-    ) -> BoltResponse | None:
+    ) -> BoltResponse:
+        context = req.context
         if context.user_id:
-            context["roles"] = await resolver.roles_of(context.user_id)
+            context["roles"] = await self.resolver.roles_of(context.user_id)
         return await next()
-
-    return resolve_roles
 
 
 def roles_in(context: AsyncBoltContext) -> frozenset[str]:

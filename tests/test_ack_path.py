@@ -23,3 +23,11 @@ async def test_the_user_groups_are_read_at_start_and_no_deploy_waits_on_them(san
     denied = await client.slash("dave", "/deploy", "web v3 to production")  # no role: refused from memory
     assert "You need the" in denied["body"]["text"], denied
     assert len(await _group_reads(client)) == before  # nothing read from Slack for either answer
+
+
+async def test_a_command_whose_text_says_payload_is_handled_like_any_other(sandbox, client):
+    """Bolt reads any form body containing the word "payload" as an interaction's `payload=` field: a slash
+    command whose text says it (a reason about a payload) reached no listener. The front parses the body
+    once and hands bolt what it parsed."""
+    r = await client.slash("alice", "/deploy", 'web v2 to staging --reason "payload schema fix"')
+    assert r["status"] == 200 and "requested" in r["body"]["text"], r

@@ -84,23 +84,29 @@ async def test_the_notifier_and_the_roles_read_usergroups_list_once_between_them
 
 async def test_the_middleware_resolves_roles_once_into_the_context_for_the_listeners():
     from slack_bolt.context.async_context import AsyncBoltContext
+    from slack_bolt.request.async_request import AsyncBoltRequest
     from slack_bolt.response import BoltResponse
 
-    from handlers.roles import roles_in, roles_middleware
+    from handlers.roles import RolesMiddleware, roles_in
 
     slack = FakeSlack()
     resolver = RoleResolver(slack, Roles(groups={"engineers": ("engineers",)}))  # type: ignore[arg-type]
-    middleware = roles_middleware(resolver)
+    middleware = RolesMiddleware(resolver)
     seen = []
 
-    async def listener() -> BoltResponse:
-        seen.append(roles_in(context))
-        return BoltResponse(status=200)
+    def request(context: dict) -> AsyncBoltRequest:
+        req = AsyncBoltRequest(body="")
+        req.context = AsyncBoltContext(context)
+        return req
 
-    context = AsyncBoltContext({"user_id": "U0ALICE"})
-    assert (await middleware(context, listener)).status == 200
-    nobody = AsyncBoltContext({})
-    context = nobody
-    await middleware(nobody, listener)
+    async def run(req: AsyncBoltRequest) -> BoltResponse:
+        async def listener() -> BoltResponse:
+            seen.append(roles_in(req.context))
+            return BoltResponse(status=200)
+
+        return await middleware.async_process(req=req, resp=BoltResponse(status=404), next=listener)
+
+    assert (await run(request({"user_id": "U0ALICE"}))).status == 200
+    await run(request({}))
     assert seen == [frozenset({"engineers"}), frozenset()]
     assert slack.calls == 1

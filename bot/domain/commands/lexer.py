@@ -14,6 +14,7 @@ from bot.domain.suggest import closest
 Flags: TypeAlias = dict[str, str | bool]  # option name -> its value, or True for a switch
 
 _WHITESPACE = re.compile(r"\s")
+_QUOTING = re.compile(r"['\"\\]")  # what shlex treats specially once every space is a plain " "
 # Phone keyboards turn "..." into curly quotes and "--" into a dash; undo both so flags and quoting work.
 _CURLY_DOUBLE_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"'})
 _DASHES = ("\u2014", "\u2013")  # em dash, en dash
@@ -21,7 +22,10 @@ _DASHES = ("\u2014", "\u2013")  # em dash, en dash
 
 def tokenize(text: str, key: str) -> list[str]:
     """The words of `text`, quotes honoured; a CommandError pointing at an unclosed quote."""
-    text = _escape_apostrophes(_WHITESPACE.sub(" ", text.translate(_CURLY_DOUBLE_QUOTES)))
+    text = _WHITESPACE.sub(" ", text.translate(_CURLY_DOUBLE_QUOTES))
+    if not _QUOTING.search(text):  # no quote and no escape: shlex would split at the spaces (most commands)
+        return [word for word in text.split(" ") if word]
+    text = _escape_apostrophes(text)
     try:
         return shlex.split(text)
     except ValueError:

@@ -45,6 +45,41 @@ def test_tokenize_reads_apostrophes_and_phone_quotes() -> None:
     assert tokenize("lock web can't \u201cstop now\u201d", "lock") == ["lock", "web", "can't", "stop now"]
 
 
+def test_tokenize_splits_exactly_as_shlex_does_with_quotes_or_without() -> None:
+    """The short way (no quote, no backslash: split at the spaces) gives what shlex gives, on random texts
+    of every kind of space, punctuation shlex could treat specially in other modes, non-ASCII letters, and
+    now and then a quote or a backslash (the long way, or an error where shlex fails)."""
+    import random
+    import re
+    import shlex
+
+    from bot.domain.commands.lexer import _escape_apostrophes
+
+    common = list("abcXYZ019-_=.,:;#!$&|()<>*?@~%+/") + [
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\u00a0",
+        "\u2003",
+        "\u00e9",
+        "\x1c",
+    ]
+    rng = random.Random(10)
+    for _ in range(4000):
+        text = "".join(
+            rng.choice("'\"\\") if rng.random() < 0.03 else rng.choice(common)
+            for _ in range(rng.randint(0, 24))
+        )
+        try:
+            expected = shlex.split(_escape_apostrophes(re.sub(r"\s", " ", text)))
+        except ValueError:
+            with pytest.raises(cmds.CommandError):
+                tokenize(text, "deploy")
+            continue
+        assert tokenize(text, "deploy") == expected, repr(text)
+
+
 OPTION_ERRORS = [
     ("web v2 --strategi canary", 'Unknown option "--strategi". Did you mean "--strategy"?'),
     ("web v2 --DRYRUN", 'Unknown option "--DRYRUN". Did you mean "--dry-run"?'),
