@@ -39,15 +39,13 @@ class AsyncStore(AsyncLeases, AsyncPipelines):
     async def _write(
         self, appended: Sequence[DomainEvent], fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        """`fn` on the store's thread; the outbox's readers are woken when it appended events (`appended`:
-        what it may append; none, and no count is kept)."""
+        """`fn` on the store's thread; the outbox's readers woken if it appended any of `appended`."""
         if not appended:
             return await self.call(fn, *args, **kwargs)
-        sync = self.sync
 
         def run() -> tuple[R, bool]:
-            before = sync.appended_total
-            return fn(*args, **kwargs), sync.appended_total != before
+            before = self.sync.appended_total
+            return fn(*args, **kwargs), self.sync.appended_total != before
 
         result, wrote = await self._thread.submit(run)
         if wrote:
