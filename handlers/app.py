@@ -104,9 +104,9 @@ def request_key(fields: dict[str, Any], timestamp: str, raw: bytes) -> str:
 
 
 def parse_slack_body(raw: bytes, content_type: str) -> dict[str, Any]:
-    """The fields of a signed body, which bolt is handed as they are (bolt_request), checked first (bolt
-    would raise on these and answer 500): UTF-8; JSON (by content type, or a body starting with "{") must be an object; a form
-    must carry a `payload` that is a JSON object, or a `command`, or be Slack's ssl_check."""
+    """The fields of a signed body, checked here and handed to bolt as they are (bolt_request); bolt would
+    raise on these and answer 500: UTF-8; JSON (by content type, or a body starting with "{") must be an
+    object; a form must carry a `payload` that is a JSON object, or a `command`, or be Slack's ssl_check."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -203,3 +203,23 @@ async def test_the_async_store_forwards_the_outbox_typed(store_url):
         assert (await store.record(d.id, "deploybot", "detail", {})).id == d.id
     finally:
         store.close()
+
+
+async def test_the_outbox_readers_are_woken_by_a_write_that_appended_and_by_no_other(store_url):
+    """A request answered with the lock's holder (or found already asking for that) appends nothing: its
+    events were offered, not written, and the readers are not woken to read nothing."""
+    store = AsyncStore(Store(store_url))
+    woken: list[str] = []
+    store.on_append(lambda: woken.append("woken"))
+    try:
+        created = await store.request_or_amend(version="v2", events=[Requested()], **FIELDS)
+        assert isinstance(created, Deployment) and woken == ["woken"]
+        other = dict(FIELDS, requested_by="U2")
+        locked = await store.request_or_amend(version="v3", events=[Requested()], **other)
+        assert not isinstance(locked, Deployment | Amendment) and woken == ["woken"]
+        same = await store.request_or_amend(version="v2", events=[Requested()], **FIELDS)
+        assert isinstance(same, Amendment) and not same.changed and woken == ["woken"]
+        amended = await store.request_or_amend(version="v4", amend_events=[Detail("to v4")], **FIELDS)
+        assert isinstance(amended, Amendment) and amended.changed and woken == ["woken", "woken"]
+    finally:
+        store.close()
