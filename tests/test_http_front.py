@@ -87,3 +87,26 @@ def test_only_reading_commands_skip_the_replay_claim():
     assert not reads_only({"command": "/rollback", "text": "web"})
     assert not reads_only({"command": "/promote", "text": "help"})  # /promote help reads, but is kept simple
     assert not reads_only({"payload": "{}"})  # clicks are always claimed
+
+
+async def test_the_bot_app_gives_a_request_every_context_key_bolt_does_with_the_apps_one_client():
+    """BotApp replaces bolt's per-request Web API client with the app's one: a bolt upgrade that sets
+    another key in a request's context must not go missing here."""
+    from slack_bolt.async_app import AsyncApp
+    from slack_bolt.request.async_request import AsyncBoltRequest
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from handlers.app import BotApp
+
+    client = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/api/")
+    body = "command=%2Fdeploy&text=web+v2+to+staging&user_id=U1&team_id=T1&channel_id=C1"
+    contexts = []
+    for cls in (AsyncApp, BotApp):
+        app = cls(client=client, signing_secret="s", request_verification_enabled=False)
+        req = AsyncBoltRequest(body=body, headers={"content-type": ["application/x-www-form-urlencoded"]})
+        app._init_context(req)
+        contexts.append(req.context)
+    bolt, ours = contexts
+    assert set(ours) == set(bolt), set(ours) ^ set(bolt)
+    assert ours.client is client and ours.token == bolt.token == "xoxb-test"
+    assert bolt.client is not client  # bolt's own builds one per request: what BotApp saves

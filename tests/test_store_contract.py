@@ -70,6 +70,23 @@ def test_checklist_approvals_and_freezes_round_trip(store):
     assert store.lift_freezes("production", "U1") == 1 and store.freezes() == []
 
 
+def test_an_amendment_answers_with_what_a_read_of_the_deployment_gives_plan_changed_or_not(store):
+    """The amendment's answer is built from the row it updated, not read again: it must be what a read
+    gives, whether the plan was rewritten (another strategy's steps) or left (the same steps)."""
+    steps = [{"kind": "deploy", "target": "web"}, {"kind": "verify"}]
+    d = new(store, plan=steps)
+    for version, strategy, plan in (
+        ("v3", "rolling", steps),  # the same steps: the stored plan is left as it is
+        ("v4", "canary", [{"kind": "canary", "weight": 10}]),  # new steps: rewritten
+        ("v5", "canary", [{"kind": "canary", "weight": 10}]),
+    ):
+        answer = store.request_or_amend(**{**FIELDS, "strategy": strategy}, version=version, plan=plan)
+        assert answer.changed and answer.deployment == store.get(d.id), (answer, store.get(d.id))
+        assert (answer.deployment.version, answer.deployment.plan) == (version, plan)
+    answer.deployment.plan[0]["weight"] = 99  # the answer's plan is its own: the store's row is untouched
+    assert store.get(d.id).plan == [{"kind": "canary", "weight": 10}]
+
+
 def test_pipelines_first_posts_and_rehearsals(store):
     p = store.create_pipeline(
         name="ship", service="web", version="v2", requested_by="U1", roles=["engineers"],

@@ -6,6 +6,7 @@ the audit trail cannot miss a transition, and two writers cannot both move one d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -93,17 +94,8 @@ class Store(
             }
             deployment_id = self._insert("deployments", row)
             try:
-                self._insert_row(
-                    "locks",
-                    {
-                        "service": service,
-                        "env": env,
-                        "deployment_id": deployment_id,
-                        "holder": requested_by,
-                        "reason": f"deployment #{deployment_id}",
-                        "acquired_at": now,
-                    },
-                )
+                lock = dict(service=service, env=env, deployment_id=deployment_id, holder=requested_by)
+                self._insert_row("locks", dict(lock, reason=f"deployment #{deployment_id}", acquired_at=now))
             except self.integrity_errors:  # another process won between our read and insert
                 raise Conflict(f"{service} in {env} was locked concurrently") from None
             self._event(
@@ -345,10 +337,11 @@ class Store(
     ) -> Deployment:
         """amend inside the caller's transaction; `before`: the deployment as read in it."""
         before_start = [State.REQUESTED.value, State.AWAITING_APPROVAL.value, State.SCHEDULED.value]
+        now, stored = self.now(), None if plan == before.plan else json.dumps(plan)  # a burst: same steps
         cursor = self.db.execute(
-            "UPDATE deployments SET version = ?, strategy = ?, plan = ?, updated_at = ? "
+            "UPDATE deployments SET version = ?, strategy = ?, updated_at = ?, plan = COALESCE(?, plan) "
             "WHERE id = ? AND requested_by = ? AND state IN (?, ?, ?)",
-            [version, strategy, json.dumps(plan), self.now(), before.id, actor, *before_start],
+            [version, strategy, now, stored, before.id, actor, *before_start],
         )
         if cursor.rowcount != 1:
             raise Conflict(
@@ -369,7 +362,8 @@ class Store(
             state=before.state,  # the UPDATE above matched it: still the state read in this transaction
         )
         self._append_in_tx(before.id, events)
-        return self.get(before.id)
+        steps = before.plan if stored is None else json.loads(stored)  # the row as written, not read again
+        return dataclasses.replace(before, version=version, strategy=strategy, plan=steps, updated_at=now)
 
     def request_or_amend(self, *, amendable: bool = True, **fields: Any) -> Deployment | LockInfo | Amendment:
         """What one deploy request does, decided in one transaction against the store (requests of one
