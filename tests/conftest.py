@@ -165,14 +165,24 @@ def recorder(sb: Sandbox, what: str) -> str:
         return r.read().decode()
 
 
+def recorded(sb: Sandbox) -> list[dict]:
+    """Every request moto's recorder kept, in order. moto's threaded server writes an entry and its newline
+    in two writes, so two requests at once can leave two entries on one line (seen with two replicas):
+    the recording is read as a sequence of JSON documents, not as one per line."""
+    text, decoder, entries, at = recorder(sb, "download-recording"), json.JSONDecoder(), [], 0
+    while (at := len(text) - len(text[at:].lstrip())) < len(text):
+        entry, at = decoder.raw_decode(text, at)
+        entries.append(entry)
+    return entries
+
+
 def recorded_actions(sb: Sandbox) -> list[str]:
     """The AWS actions of every request recorded since start-recording, in order."""
     import base64
     from urllib.parse import parse_qs
 
     actions = []
-    for line in recorder(sb, "download-recording").splitlines():
-        r = json.loads(line)
+    for r in recorded(sb):
         target = r.get("headers", {}).get("X-Amz-Target")
         if target:
             actions.append(target.rsplit(".", 1)[-1])

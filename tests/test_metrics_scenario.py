@@ -15,14 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.sandbox.aws import BOT_ACCESS_KEY
 from bot.sandbox.client import wait_for
-from tests.conftest import db_rows, recorder, wait_terminal
+from tests.conftest import db_rows, recorded, recorder, wait_terminal
 
 
 def bot_actions(sb) -> Counter:
     """The AWS actions moto's recorder saw signed with the bot's key (not the sandbox's own)."""
     seen: Counter = Counter()
-    for line in recorder(sb, "download-recording").splitlines():
-        r = json.loads(line)
+    for r in recorded(sb):
         headers = r.get("headers", {})
         if f"Credential={BOT_ACCESS_KEY}/" not in headers.get("Authorization", ""):
             continue

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.sandbox.client import SandboxClient, wait_for
 from bot.sandbox.replicas import log_path
 from bot.sandbox.run import Sandbox
-from tests.conftest import db_rows, recorder, top_level
+from tests.conftest import db_rows, recorded, recorder, top_level
 from tests.test_fault_scenarios import SPEED, assert_true_and_whole, config, deploy, row
 
 LEASE = 60.0  # clock seconds (1 s of wall time at SPEED 60: a loaded machine stalls a process for less)
@@ -109,8 +109,7 @@ def weight_changes(sb: Sandbox) -> list[str]:
     from urllib.parse import parse_qs
 
     out = []
-    for line in recorder(sb, "download-recording").splitlines():
-        r = json.loads(line)
+    for r in recorded(sb):
         body = r.get("body") or ""
         if r.get("body_encoded"):
             body = base64.b64decode(body).decode(errors="replace")
