@@ -41,8 +41,10 @@ class BotApp(AsyncApp):
     """Bolt's AsyncApp, with one change on the ack path: every request's context carries the app's one Web
     API client. Bolt (since 1.15) builds a new AsyncWebClient for each request, in case a listener swaps
     the token on it; that build reads the proxy environment variables and formats the User-Agent again,
-    about a twentieth of a `/deploy` ack's CPU. Here one token serves the one workspace and no listener
-    changes the client (tests/test_ack_path.py checks the context gets every key bolt's own gives it)."""
+    about a twentieth of a `/deploy` ack's CPU. Here one token serves the one workspace (the manifest has
+    org_deploy_enabled: false, so the request's team_id bolt's client would add to every call is not
+    needed) and no listener changes the client (tests/test_http_front.py checks the context gets every
+    key bolt's own gives it)."""
 
     def _init_context(self, req: AsyncBoltRequest) -> None:
         req.context["logger"] = get_bolt_app_logger(app_name=self.name, base_logger=self._base_logger)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -169,11 +170,16 @@ def recorded(sb: Sandbox) -> list[dict]:
     """Every request moto's recorder kept, in order. moto's threaded server writes an entry and its newline
     in two writes, so two requests at once can leave two entries on one line (seen with two replicas):
     the recording is read as a sequence of JSON documents, not as one per line."""
-    text, decoder, entries, at = recorder(sb, "download-recording"), json.JSONDecoder(), [], 0
-    while (at := len(text) - len(text[at:].lstrip())) < len(text):
+    text, decoder, entries = recorder(sb, "download-recording"), json.JSONDecoder(), []
+    at = _SPACE.match(text).end()  # type: ignore[union-attr]
+    while at < len(text):
         entry, at = decoder.raw_decode(text, at)
         entries.append(entry)
+        at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
     return entries
+
+
+_SPACE = re.compile(r"\s*")
 
 
 def recorded_actions(sb: Sandbox) -> list[str]:
