@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -43,6 +44,17 @@ Audit = tuple[str, str, dict[str, Any]]
 LABEL = "verification"  # the measurements' phase (their lines say "new version": it is not a canary)
 VERIFIED_KINDS = ("deploy", "promote")
 RECENT = 50  # the latest deployments a restart looks at for a success whose verification never started  # a rollback is not verified (there is nothing to roll back to)
+
+
+def next_due(started: float, interval: float, until: float, now: float) -> float | None:
+    """When the next measurement is due: on the grid started + k·interval (the last one at `until`), so
+    each measurement's own duration never pushes the later ones back; the first point after `now` (a
+    restart, or a measurement slower than the interval, skips the points it missed). None once `until`
+    has passed."""
+    if now >= until:
+        return None
+    k = max(1, math.floor((now - started) / interval) + 1) if interval > 0 else 1
+    return min(started + k * interval, until)
 
 
 class WatchRecord(Protocol):
@@ -245,8 +257,9 @@ class Verifications:
             )
             return {"canary": read["canary"], **({"stable": baseline} if baseline is not None else {})}
 
-        while (left := until - self.clock.now()) > 0:
-            await self.clock.sleep(min(config.interval_seconds, left))
+        started = float(w.started if w.started is not None else self.clock.now())
+        while (due := next_due(started, config.interval_seconds, until, self.clock.now())) is not None:
+            await self.clock.sleep(max(0.0, due - self.clock.now()))
             m = await measure(
                 self.metrics,
                 config,
@@ -267,14 +280,17 @@ class Verifications:
             if failed is None and unhealthy:  # health checks too: the practice's first check
                 failed = Measurement(at=m.at, label=LABEL, verdict="fail", reasons=[unhealthy])
             if failed is not None:
-                await self._regressed(d, target, w, failed)
+                await self._regressed(d, target, w, failed, due)
                 return
         await self._quiet(d, w, measured)
 
-    async def _regressed(self, d: Deployment, target: Target, w: WatchRecord, m: Measurement) -> None:
+    async def _regressed(
+        self, d: Deployment, target: Target, w: WatchRecord, m: Measurement, due: float
+    ) -> None:
         reason = "; ".join(m.reasons) or "the live version's analysis failed"
         automatic = 0
         details: dict[str, Any] = {"reason": reason, "measurement_at": m.at, "version": d.version}
+        details["measurement_due"] = due  # its place in the schedule (`at` adds the loop's lag)
         details["measurements"] = await self._brief(d.id)
         automatic_allowed = target.env.rollback_during_verify and self.request_rollback is not None
         if automatic_allowed and await self._old_slot_warm(d, target, w):

@@ -15,6 +15,7 @@ from bot.adapters.store.aftercare import AsyncAftercare
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.app.engine import Engine
+from bot.app.verification import next_due
 from bot.clock import ManualClock
 from bot.config.load import parse_settings
 from bot.config.tables import ConfigError
@@ -141,6 +142,9 @@ async def test_a_regression_two_minutes_in_raises_the_alert_within_one_interval(
     await world.run_until(failing_from_two_minutes, "the regression")
     (regressed,) = await world.audit(d.id, "verify_regressed")
     assert 0 < regressed["measurement_at"] - failing_from[0] <= INTERVAL  # within one analysis interval
+    due = regressed["measurement_due"]  # on the schedule's grid: measuring takes time, it never drifts
+    steps = (due - (started["until"] - 240)) / INTERVAL
+    assert regressed["measurement_at"] >= due and steps == pytest.approx(round(steps), abs=1e-6)
     assert "error rate" in regressed["reason"]
     verdicts = [m["verdict"] for m in regressed["measurements"]]
     assert verdicts[-1] == "fail" and set(verdicts[:-1]) == {"pass"}
@@ -296,3 +300,13 @@ async def test_a_success_whose_verification_never_started_is_verified_after_a_re
     (started,) = await world.audit(d.id, "verification_started")
     assert started["until"] <= world.clock.now() + 240  # counted from the success, not the restart
     await world.run_until(lambda: world.audit(d.id, "verified"), "verified after the restart")
+
+
+def test_measurements_fall_due_on_a_fixed_grid_that_ends_at_the_deadline():
+    assert next_due(1000.0, 30.0, 1240.0, now=1000.0) == 1030.0
+    assert next_due(1000.0, 30.0, 1240.0, now=1030.0) == 1060.0  # just measured at 1030: the next point
+    assert next_due(1000.0, 30.0, 1240.0, now=1031.7) == 1060.0  # a slow measurement does not shift it
+    assert next_due(1000.0, 30.0, 1240.0, now=1125.0) == 1150.0  # a restart skips what it missed
+    assert next_due(1000.0, 30.0, 1240.0, now=1229.0) == 1240.0  # the last one at the deadline
+    assert next_due(1000.0, 30.0, 1240.0, now=1240.0) is None
+    assert next_due(1000.0, 30.0, 1240.0, now=990.0) == 1030.0  # a clock before the start: the first
