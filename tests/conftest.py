@@ -226,7 +226,15 @@ async def wait_state(sb: Sandbox, deployment_id: int, state: str, within: float 
         rows = db_rows(sb, "SELECT state FROM deployments WHERE id = ?", (deployment_id,))
         return bool(rows) and rows[0]["state"] == state
 
-    return await wait_for(probe, within, what=f"deployment #{deployment_id} to be {state}")
+    try:
+        return await wait_for(probe, within, what=f"deployment #{deployment_id} to be {state}")
+    except TimeoutError as exc:  # say where it stands and how it got there: a flake names its cause
+        rows = db_rows(sb, "SELECT state FROM deployments WHERE id = ?", (deployment_id,))
+        trail = db_rows(
+            sb, "SELECT action, details FROM events WHERE deployment_id = ? ORDER BY id", (deployment_id,)
+        )
+        last = "; ".join(f"{e['action']} {(e['details'] or '')[:300]}" for e in trail[-6:])
+        raise TimeoutError(f"{exc}; it is {rows[0]['state'] if rows else 'missing'}; last: {last}") from None
 
 
 # production's manual items ("Tests passing" is automatic: the CI evidence, green in the sandbox by default)
