@@ -182,7 +182,8 @@ async def run_analysis(
     final: bool = True,
 ) -> Analysis:
     """The bake: a measurement every interval_seconds for duration_seconds (the first after one interval,
-    so it sees the new weights; at least one), each handed to on_measurement, stopping early once the run
+    so it sees the new weights; at least one, and never fewer than one per interval however slow a read
+    was), each handed to on_measurement, stopping early once the run
     has failed or is inconclusive; one whose last measurement was an API error is measured again past its
     time. Time spent paused in checkpoint() does not count toward the bake.
     Pass `analysis` (rebuilt from stored measurements) to go on with a run after a restart. Each wake-up
@@ -199,6 +200,10 @@ async def run_analysis(
     run = analysis or (SequentialAnalysis(config, final=final) if sequential else Analysis(config))
     began = clock.now()
     deadline = began + max(0.0, duration_seconds)
+    # the measurements a bake takes: one per interval (at least one), however late each one ran
+    # (a slow read must not leave a step with fewer measurements than planned)
+    planned = max(1, math.ceil(max(0.0, duration_seconds) / config.interval_seconds - 1e-9))
+    taken = 0
     if sequential:  # CloudWatch's minutes: read at least one whole minute at this bake's weights
         deadline = max(deadline, began - began % 60 + (120 if began % 60 else 60))
 
@@ -245,11 +250,13 @@ async def run_analysis(
             )
         run.add(m)
         await on_measurement(m)
+        taken += 1
         baked = duration_seconds - (deadline - clock.now())  # time paused is not baking
         extend = isinstance(run, SequentialAnalysis) and run.measure_on(baked)  # max_bake_seconds
         # A bake ends on data, not on an API error: past its time, a measurement that could not be
         # taken is taken again (the consecutive error limit still ends a run AWS will not answer).
-        if run.done or (clock.now() >= deadline and m.verdict != "error" and not extend):
+        over = clock.now() >= deadline and (sequential or taken >= planned)
+        if run.done or (over and m.verdict != "error" and not extend):
             break
         # Early promotion: shown no worse, and the minimum bake is over.
         if isinstance(run, SequentialAnalysis) and run.ready(baked):

@@ -69,3 +69,22 @@ async def test_two_bakes_at_once_measure_on_the_grid_where_their_reads_meet():
     assert [m.at - START for m in second] == [9, 14]
     assert first[-1].at == second[-1].at and second[-1].at % ANALYSIS_TICK_SECONDS == 0  # one read
     assert second[0].at % ANALYSIS_TICK_SECONDS == 0
+
+
+class SlowMetrics(MemoryMetrics):
+    """Reads that take longer than the bake has left (a loaded host, a slow CloudWatch)."""
+
+    def __init__(self, clock: ManualClock, seconds: float):
+        super().__init__(GroupMetrics(requests=1000, errors=0, latency_ms=50.0))
+        self.clock, self.seconds = clock, seconds
+
+    async def slot_metrics(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        await self.clock.advance(self.seconds)
+        return await super().slot_metrics(*args, **kwargs)
+
+
+async def test_a_slow_read_never_leaves_a_bake_with_fewer_measurements_than_planned():
+    clock, seen = ManualClock(START), []
+    await finish(clock, bake(SlowMetrics(clock, 7), clock, seen))  # the first read ends past the bake's 12 s
+    assert len(seen) == 2 and all(m.verdict == "pass" for m in seen)  # 12 s at 6 s intervals: two
+    assert seen[1].at - seen[0].at >= CONFIG.interval_seconds  # the second reads a later window
