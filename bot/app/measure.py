@@ -12,7 +12,15 @@ from typing import ParamSpec, TypeVar
 
 from bot.app.ports import Metrics, MetricScope, PlatformError
 from bot.clock import Clock
-from bot.domain.analysis import Analysis, AnalysisConfig, GroupMetrics, Measurement, error_measurement, judge
+from bot.domain.analysis import (
+    Analysis,
+    AnalysisConfig,
+    GroupMetrics,
+    Measurement,
+    error_measurement,
+    judge,
+    planned_measurements,
+)
 from bot.domain.judging import SequentialAnalysis, sequential_measurement
 from bot.domain.sequential import Minute
 
@@ -202,7 +210,7 @@ async def run_analysis(
     deadline = began + max(0.0, duration_seconds)
     # the measurements a bake takes: one per interval (at least one), however late each one ran
     # (a slow read must not leave a step with fewer measurements than planned)
-    planned = max(1, math.ceil(max(0.0, duration_seconds) / config.interval_seconds - 1e-9))
+    planned = planned_measurements(duration_seconds, config.interval_seconds)
     taken = 0
     if sequential:  # CloudWatch's minutes: read at least one whole minute at this bake's weights
         deadline = max(deadline, began - began % 60 + (120 if began % 60 else 60))

@@ -5,18 +5,12 @@ Likewise a sequential max_bake_seconds shorter than the bake, which could never 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 from bot.config.model import Settings
 from bot.config.tables import ConfigError
 from bot.domain.analysis import AnalysisConfig
-
-
-def measurements(bake_seconds: float, interval_seconds: float) -> int:
-    """How many measurements a bake takes (bot.app.measure.run_analysis): one every interval, the last at
-    the end of the bake, at least one."""
-    return max(1, math.ceil(bake_seconds / interval_seconds - 1e-9))
+from bot.domain.analysis import planned_measurements as measurements
 
 
 def _bakes(s: Settings) -> Iterator[tuple[str, str, float, AnalysisConfig]]:

@@ -4,6 +4,7 @@ assessed with Argo Rollouts' semantics. No data is inconclusive, never a pass.""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -103,6 +104,12 @@ class Sample:
         parts = [f"{_count(self.requests)} requests", f"{_pct(self.error_rate)} errors"]
         parts.append("no latency data" if self.latency_ms is None else _ms(self.latency_ms))
         return ", ".join(parts)
+
+
+def planned_measurements(bake_seconds: float, interval_seconds: float) -> int:
+    """How many measurements a bake takes (bot.app.measure.run_analysis): one every interval, the last at
+    the end of the bake, at least one, however slow a read (the loader's limits count the same)."""
+    return max(1, math.ceil(max(0.0, bake_seconds) / interval_seconds - 1e-9))
 
 
 @dataclass(frozen=True)
