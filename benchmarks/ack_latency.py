@@ -19,15 +19,25 @@ What it does:
      signing done beforehand) and every round's wall time, and checks every answer is HTTP 200.
      Scenarios:
        status  `/deploy status`: read-only (the store's active deployments and locks).
-       deploy  `/deploy {web,api} vR.I to staging`: lock contention. Before each round the
-               driver waits (unmeasured, via the bot's /healthz, at most 4 s a round in all) until the bot's
-               deployments have finished, so each round creates one deployment of web and one of api
-               in staging and every other request is answered with who holds the lock; the new
-               deployments start running during the round, as they would. The bare app gets the same
-               texts. `--speed` (the sandbox clock, default 100) keeps those waits short.
+       deploy  `/deploy {web,api} vR.I to staging`, each request from a different engineer: lock
+               contention. Before each round the driver waits (unmeasured, via the bot's /healthz, at most
+               4 s a round in all) until the bot's deployments have finished, so each round creates one
+               deployment of web and one of api in staging and every other request is answered with who
+               holds the lock; the new deployments start running during the round, as they would. The
+               bench's engineers are BENCH_USERS ids added to the engineers role of a copy of the config
+               (the sandbox's Slack has three engineers: with one requester, every request after the
+               first would amend that person's own pending deployment, not meet the lock). `--speed`
+               (the sandbox clock, default 100) keeps those waits short.
        locked  (not run unless asked: `--scenarios locked`) the same texts while web and api are held
-               by `/deploy lock` (sent once, unmeasured, before the warm-up): every request is answered
-               with who holds the lock and no deployment starts, so it measures the request path alone.
+               by `/deploy lock` (sent once, unmeasured, after the bot is idle, before the warm-up): every
+               request is answered with who holds the lock and no deployment starts, so it measures the
+               request path alone.
+       amend   (not run unless asked) the deploy scenario's texts all from alice: one person's burst.
+               The first request of each service creates its deployment and every later one amends it
+               (a new version while it waits for its checklist): a store write, an audit event and a
+               recheck each. Not the issue's target, which is about the lock.
+     The answers column counts what the bot said (created, locked, amended, refused, other); a scenario
+     whose answers are not what it is for (a deploy round with no lock answers, a refusal) is flagged.
   4. Prints p50/p99/max latency, requests/s and the median round's wall time per target and scenario,
      and the target from the issue: the bot's p99 within 1.5x of the bare app's at 50 concurrent
      requests (PASS/MISS, informational), judged on the median over rounds of each round's ratio
@@ -62,8 +72,10 @@ TARGET_RATIO = 1.5  # the issue: the bot's p99 within 1.5x of the bare app's
 CHILD_START_TIMEOUT = 60.0
 IDLE_PER_ROUND = 4.0  # seconds per deploy round (warm-up included) the driver may wait, in all, for the
 # bot's deployments to finish
-SCENARIOS = ("status", "deploy")  # the default; "locked" is there when asked for
+SCENARIOS = ("status", "deploy", "amend")  # the default; "locked" is there when asked for
 SERVICES_ENVS = [("web", "staging"), ("api", "staging")]  # staging: rolling, a deployment takes ~1.5 s
+BENCH_USERS = 64  # distinct engineers for the deploy and locked scenarios (U0BENCH000...), in the config copy
+ROLE_LINE = 'engineers = { groups = ["engineers"] }'  # config/deploybot.toml's engineers role
 
 
 # ------------------------------------------------------------------------------ the bare baseline
@@ -128,11 +140,30 @@ def form_base(sb: Any) -> dict[str, str]:
     }
 
 
-def texts(scenario: str, round_no: int, n: int) -> list[str]:
+def bench_user(i: int) -> str:
+    return f"U0BENCH{i % BENCH_USERS:03d}"
+
+
+def texts(scenario: str, round_no: int, n: int) -> list[tuple[str, str | None]]:
+    """Each request's text and who sends it (None: the form's user, alice)."""
     if scenario == "status":
-        return ["status"] * n
+        return [("status", None)] * n
     pairs = [SERVICES_ENVS[i % len(SERVICES_ENVS)] for i in range(n)]
-    return [f"{svc} v{round_no}.{i} to {env}" for i, (svc, env) in enumerate(pairs)]
+    return [
+        (f"{svc} v{round_no}.{i} to {env}", None if scenario == "amend" else bench_user(i))
+        for i, (svc, env) in enumerate(pairs)
+    ]
+
+
+def bench_config(workdir: str) -> Path:
+    """config/deploybot.toml with the bench's engineers (BENCH_USERS ids) added to its engineers role."""
+    text = (ROOT / "config" / "deploybot.toml").read_text()
+    if text.count(ROLE_LINE) != 1:
+        raise SystemExit(f"config/deploybot.toml has no line {ROLE_LINE!r} to add the bench's engineers to")
+    users = ", ".join(f'"{bench_user(i)}"' for i in range(BENCH_USERS))
+    path = Path(workdir) / "deploybot-bench.toml"
+    path.write_text(text.replace(ROLE_LINE, f'engineers = {{ groups = ["engineers"], users = [{users}] }}'))
+    return path
 
 
 def answer_kind(status: int, body: bytes) -> str:
@@ -145,7 +176,19 @@ def answer_kind(status: int, body: bytes) -> str:
         return "locked"
     if "requested (" in text:
         return "created"
+    if ":pencil2:" in text or "already deploys" in text:
+        return "amended"
+    if ":no_entry:" in text or "refused" in text.lower():
+        return "refused"
     return "answered"
+
+
+EXPECTED = {  # what each scenario's answers must be for its figures to mean what it says
+    "status": {"answered"},
+    "deploy": {"created", "locked"},
+    "locked": {"locked"},
+    "amend": {"created", "amended"},
+}
 
 
 async def one_round(session: Any, url: str, bodies: list[tuple[str, dict[str, str]]]) -> dict[str, Any]:
@@ -192,13 +235,16 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
     def signed(scenario: str, round_no: int) -> list[tuple[str, dict[str, str]]]:
         return signed_texts(texts(scenario, round_no, n))
 
-    def signed_texts(lines: list[str]) -> list[tuple[str, dict[str, str]]]:
+    def signed_texts(lines: list[tuple[str, str | None]]) -> list[tuple[str, dict[str, str]]]:
         nonlocal serial
         out = []
-        for text in lines:
+        for text, user in lines:
             serial += 1
             ts = str(int(time.time()))
-            body = slash_form(plan["form"], text, f"{ts}.{os.getpid()}.{serial}.bench")
+            form = (
+                plan["form"] if user is None else {**plan["form"], "user_id": user, "user_name": user.lower()}
+            )
+            body = slash_form(form, text, f"{ts}.{os.getpid()}.{serial}.bench")
             headers = {
                 "Content-Type": "application/x-www-form-urlencoded",
                 "X-Slack-Request-Timestamp": ts,
@@ -214,11 +260,18 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for scenario in plan["scenarios"]:
             if scenario == "locked":  # hold both services' locks by hand, once; nothing is measured
-                await one_round(
-                    session, targets["bot"], signed_texts([f"lock {s} {e} bench" for s, e in SERVICES_ENVS])
+                # after the bot is idle, so no deployment of an earlier scenario holds one
+                seconds, _ = await wait_idle(session, plan["bot_health"], IDLE_PER_ROUND)
+                waited += seconds
+                locks = await one_round(
+                    session,
+                    targets["bot"],
+                    signed_texts([(f"lock {s} {e} bench", None) for s, e in SERVICES_ENVS]),
                 )
+                results["locks taken"] = locks["kinds"]
             for round_no in range(rounds + 1):  # round 0 is the warm-up: not measured
-                if scenario == "deploy":  # every round finds the locks free, so it creates deployments
+                creates = scenario in ("deploy", "amend")
+                if creates:  # every round finds the locks free, so it creates deployments
                     seconds, idle = await wait_idle(session, plan["bot_health"], budget - waited)
                     waited, not_idle = waited + seconds, not_idle + (not idle)
                 order = list(targets.items())
@@ -235,6 +288,12 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
                     acc["latencies"] += r["latencies"]
                     acc["kinds"] += r["kinds"]
                     acc["walls"].append(r["wall"])
+            if scenario == "locked":  # free them again for the scenarios after this one
+                await one_round(
+                    session,
+                    targets["bot"],
+                    signed_texts([(f"unlock {s} {e}", None) for s, e in SERVICES_ENVS]),
+                )
     return {"results": results, "waited": waited, "not_idle": not_idle}
 
 
@@ -276,8 +335,8 @@ def round_ratios(bot_rounds: list[list[float]], bare_rounds: list[list[float]]) 
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> int:
     """Print the table and the target's verdict; return 1 when any request failed."""
-    figures = {key: stats(r["latencies"], r["walls"]) for key, r in results.items()}
-    failures = 0
+    figures = {key: stats(r["latencies"], r["walls"]) for key, r in results.items() if "/" in key}
+    failures, unexpected = 0, []
     print(f"\n{'target':<6} {'scenario':<8} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'req/s':>8} {'round ms':>8} {'failed':>6}  answers")  # fmt: skip
     for scenario in args.scenarios:
@@ -286,6 +345,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> int:
             bad = sum(1 for k in r["kinds"] if k.startswith(("http", "error")))
             failures += bad
             kinds = ", ".join(f"{k} {c}" for k, c in sorted(Counter(r["kinds"]).items()))
+            if target == "bot" and not set(r["kinds"]) <= EXPECTED.get(scenario, set(r["kinds"])):
+                unexpected.append(f"{scenario}: {kinds}")
             print(
                 f"{target:<6} {scenario:<8} {len(r['latencies']):>8} {s['p50']:>8.1f} {s['p99']:>8.1f} "
                 f"{s['max']:>8.1f} {s['rps']:>8.0f} {s['round']:>8.1f} {bad:>6}  {kinds}"
@@ -311,6 +372,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> int:
             f"{bot['p99']:.1f} ms / bare p99 {bare['p99']:.1f} ms = {ratio:.2f}x; median round wall: "
             f"{bot['round'] / bare['round']:.2f}x"
         )
+    if "locks taken" in results:
+        print(f"  (locked: the two locks were answered {', '.join(results['locks taken'])})")
+    for line in unexpected:
+        print(f"  NOTE the bot's answers are not all what the scenario is for, {line}")
     if failures:
         print(f"\n{failures} requests failed (not HTTP 200, or no answer)")
     return 1 if failures else 0
@@ -326,9 +391,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="deploybot-bench-") as workdir:
         started = time.monotonic()
-        async with Sandbox(
-            config=ROOT / "config" / "deploybot.toml", speed=args.speed, workdir=workdir
-        ) as sb:
+        async with Sandbox(config=bench_config(workdir), speed=args.speed, workdir=workdir) as sb:
             info = sb.info()
             env = {
                 **os.environ,
@@ -393,7 +456,7 @@ def main() -> int:
         "--scenarios",
         type=lambda v: tuple(v.split(",")),
         default=SCENARIOS,
-        help="which to run, in order (default: status,deploy)",
+        help="which to run, in order (default: status,deploy,amend; also: locked)",
     )
     p.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)  # child: the baseline app
     p.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)  # child: the load driver
