@@ -22,8 +22,8 @@
   deployment's message and carries an Acknowledge button; unacknowledged, it escalates in its thread on a
   timer kept in the store (so a restart neither loses nor repeats a round); it is resolved when the
   deployment recovers. Optionally each critical alert is also a PagerDuty incident.
-- Every channel has its own queue (ChannelOutbox): new messages in order, at most one per second; updates
-  coalesced per message. Slack's 429 and 5xx answers are retried by slack_sdk's handlers (Retry-After)."""
+- Every channel has its own queue (ChannelOutbox): new messages in order, at most one per second, updates
+  coalesced per message, 429 and 5xx retried by slack_sdk's handlers. A shutdown is bounded (`drain`)."""
 
 from __future__ import annotations
 
@@ -87,9 +87,7 @@ class SlackNotifier(AlertLifecycle):
         self.pagerduty, self.on_change = pagerduty, on_change
         self.post_interval = post_interval  # the least time between two new messages in a channel
         self.update_interval = update_interval  # ... between two updates of one message
-        # thread lines waiting before they are sent joined: 1 = whatever piled up while the channel waited
-        # its second goes out as one message (fewer notifications, and a busy canary's thread keeps pace)
-        self.merge_backlog = merge_backlog
+        self.merge_backlog = merge_backlog  # 1: thread lines piled up in a channel's wait go as one message
         self.watch_interval = watch_interval  # clock seconds between checks for slow approvals/rollouts
         self.live: dict[int, str] = {}  # deployment id -> its live progress line
         self._wake = asyncio.Event()  # set when the store appended events
@@ -171,7 +169,10 @@ class SlackNotifier(AlertLifecycle):
                 return
 
     async def drain(self, within: float = 15.0) -> None:
-        """Send what is queued (for up to `within` seconds), then stop the workers."""
+        """Deliver the outbox and send what is queued for up to `within` seconds in all (with Slack down a
+        backlog took minutes), then stop; an unread batch stays unmarked, for the next start."""
+        deadline = asyncio.get_running_loop().time() + within
+        left = lambda: max(0.0, deadline - asyncio.get_running_loop().time())  # noqa: E731
         if self._timers is not None:
             self._timers.cancel()
             await asyncio.gather(self._timers, return_exceptions=True)
@@ -180,20 +181,22 @@ class SlackNotifier(AlertLifecycle):
         self._unsubscribe()
         if self._worker is not None:
             self._wake.set()
+            if (await asyncio.wait({self._worker}, timeout=left()))[1]:
+                log.warning("shutting down before the outbox was read to its end: the rest at the next start")
+                self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
         try:
-            await asyncio.wait_for(asyncio.gather(*(b.idle() for b in self._outboxes.values())), within)
+            await asyncio.wait_for(asyncio.gather(*(b.idle() for b in self._outboxes.values())), left())
         except TimeoutError:
             log.warning("shutting down with Slack messages still queued; they are not sent")
         for box in self._outboxes.values():
             await box.close()
         if self._pager is not None:
             self._pages.put_nowait(None)
-            try:
-                await asyncio.wait_for(asyncio.gather(self._pager, return_exceptions=True), within)
-            except TimeoutError:
+            if (await asyncio.wait({self._pager}, timeout=max(left(), 1.0)))[1]:
                 self._pager.cancel()
+            await asyncio.gather(self._pager, return_exceptions=True)
             self._pager = None
 
     # --------------------------------------------------------------------------------- the outbox

@@ -5,15 +5,19 @@ type, whatever the words say."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from pathlib import Path
+
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.store.aio import AsyncStore
 from bot.adapters.store.sqlite import Store
 from bot.domain import events as ev
 from bot.domain.alerts import AlertConfig
-from handlers.notifier import ALERTING, SLACK, SlackNotifier
+from handlers.notifier import ALERTING, SLACK, SlackNotifier, add_retry_handlers
 from tests import test_notifier
-from tests.test_notifier import DELAY, World, settled
+from tests.test_notifier import DELAY, TOKEN, World, settled
 
 world = test_notifier.world  # the fixture: a LocalSlack, a client, an in-memory store, a ManualClock
 PLAN = [{"kind": "analyze", "seconds": 60.0, "label": "canary 5%"}]
@@ -137,3 +141,41 @@ async def test_alerts_follow_the_event_type_not_its_words(world):
     await settled(n)
     assert await store.open_alerts(deployment_id=loud.id) == []
     assert len(world.top("incidents")) == 1  # the override's, nothing for the deploy that talks of one
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed): connecting to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_a_shutdown_with_slack_unreachable_ends_within_its_bound(world, tmp_path):
+    """SIGTERM while Slack is unreachable: the drain gives up after `within` (each deployment's first
+    post is retried for about ten seconds: unbounded, a backlog kept a stopped bot up for good), and the
+    next start posts each deployment's message as it stands, once."""
+    db = tmp_path / "deploybot.db"
+    store = file_store(db, world)
+    down = add_retry_handlers(AsyncWebClient(token=TOKEN, base_url=f"http://127.0.0.1:{closed_port()}/api/"))
+    n = SlackNotifier(
+        down, store, AlertConfig(escalate_after_seconds=DELAY), clock=world.clock, post_interval=0.0,
+        update_interval=0.0,
+    )  # fmt: skip
+    await n.start()
+    for _ in range(3):
+        d = await create(store)
+        await store.transition(d.id, "start", "deploybot", events=[ev.Started()])
+        await store.transition(d.id, "succeed", "deploybot", events=[ev.Succeeded("v2")])
+    async with asyncio.timeout(15):  # the bound is 0.5 s; unbounded, three deployments took ~30 s
+        await n.drain(within=0.5)
+    assert world.slack.calls == []
+    store.close()
+
+    again = file_store(db, world)  # the next start, Slack back
+    n2 = notifier_on(again, world)
+    await n2.start()
+    await settled(n2)
+    tops = world.top("deploys")
+    assert len(tops) == 3 and all(": succeeded" in m["text"] for m in tops), [m["text"] for m in tops]
+    await n2.drain()
+    again.close()
