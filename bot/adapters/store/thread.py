@@ -31,6 +31,7 @@ class StoreThread:
         self._jobs: deque[_Job] = deque()
         self._cv = threading.Condition(threading.Lock())
         self._closed = False
+        self._unfinished = 0  # calls queued or running: `busy` (tests wait for a quiet engine by it)
         self._done_lock = threading.Lock()
         self._done: dict[
             asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
@@ -55,8 +56,14 @@ class StoreThread:
             if self._closed:
                 raise RuntimeError("the store is closed")
             self._jobs.append(job)
+            self._unfinished += 1
             if len(self._jobs) == 1:
                 self._cv.notify()
+
+    @property
+    def busy(self) -> bool:
+        """A call is queued or running, or its answer is not yet handed to its loop."""
+        return self._unfinished > 0
 
     def close(self) -> None:
         """Run what is queued, then stop the thread."""
@@ -83,8 +90,10 @@ class StoreThread:
                 if loop is None or future is None:
                     if error is not None:
                         log.error("store write %s failed: %s", name, error)
-                    continue
-                self._deliver(loop, future, result, error)
+                else:
+                    self._deliver(loop, future, result, error)
+                with self._cv:
+                    self._unfinished -= 1
 
     def _deliver(
         self,

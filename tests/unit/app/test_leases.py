@@ -24,6 +24,7 @@ from bot.config.load import parse_settings
 from bot.domain.errors import Conflict
 from bot.domain.leases import OUTBOX, Fenced, deployment_lease
 from bot.domain.model import BOT, Deployment
+from tests.unit.app.quiet import quiet
 from tests.unit.app.test_engine_on_fakes import CONFIG, HeldTimer, deploy
 from tests.unit.app.test_flags import CONFIG as FLAG_CONFIG
 
@@ -147,7 +148,7 @@ async def test_two_replicas_a_canary_handed_over_when_its_runner_stops_renewing(
             await clock.advance(1)
             for r in ticking:
                 await r.tick()
-            await asyncio.sleep(0.005)
+            await quiet(ea.store, eb.store)
         raise AssertionError(what)
 
     async def canary_at_10() -> bool:
@@ -213,7 +214,7 @@ async def test_people_act_through_either_replica_and_the_one_running_it_follows(
             await clock.advance(1)
             await ra.tick()
             await rb.tick()
-            await asyncio.sleep(0.005)
+            await quiet(ea.store, eb.store)
         raise AssertionError(what)
 
     async def at_10() -> bool:

@@ -4,7 +4,6 @@ asserts what the audit trail and the outbox show."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from bot.domain.analysis import GroupMetrics
 from bot.domain.errors import Forbidden, NotFound, Refused
 from bot.domain.model import Deployment
 from bot.domain.verification import FeedbackAsked, VerificationRegressed, Verified
+from tests.unit.app.quiet import quiet
 from tests.unit.app.test_engine_on_fakes import HeldTimer
 
 INTERVAL = 30.0
@@ -102,8 +102,7 @@ class World:
         raise AssertionError(f"waited {limit * step:.0f}s of clock time for {what}")
 
     async def settle(self) -> None:
-        for _ in range(30):  # the tasks woken run to their next wait (store hops are threads)
-            await asyncio.sleep(0.002)
+        await quiet(self.store)  # the tasks woken run to their next wait
 
     async def actions(self, deployment_id: int) -> list[str]:
         return [e.action for e in await self.store.events(deployment_id)]
