@@ -31,7 +31,8 @@ class StoreThread:
         self._jobs: deque[_Job] = deque()
         self._cv = threading.Condition(threading.Lock())
         self._closed = False
-        self._unfinished = 0  # calls queued or running: `busy` (tests wait for a quiet engine by it)
+        # calls handed over and calls done, each written by one thread only (no lock): `busy`
+        self._handed, self._done_count = 0, 0
         self._done_lock = threading.Lock()
         self._done: dict[
             asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
@@ -56,14 +57,14 @@ class StoreThread:
             if self._closed:
                 raise RuntimeError("the store is closed")
             self._jobs.append(job)
-            self._unfinished += 1
+            self._handed += 1
             if len(self._jobs) == 1:
                 self._cv.notify()
 
     @property
     def busy(self) -> bool:
         """A call is queued or running, or its answer is not yet handed to its loop."""
-        return self._unfinished > 0
+        return self._handed != self._done_count
 
     def close(self) -> None:
         """Run what is queued, then stop the thread."""
@@ -92,8 +93,7 @@ class StoreThread:
                         log.error("store write %s failed: %s", name, error)
                 else:
                     self._deliver(loop, future, result, error)
-                with self._cv:
-                    self._unfinished -= 1
+                self._done_count += 1  # after its answer is on its loop's ready queue
 
     def _deliver(
         self,
