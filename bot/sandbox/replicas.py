@@ -2,10 +2,16 @@
 bot-N` child process with its own log (bot.log, bot-1.log, ...), all on the sandbox's SQLite file (WAL)
 or whatever store URL the sandbox hands them. The local Slack sends requests to the running, unpaused
 ones in turn (a load balancer's health check takes a stopped or paused one out). POST /_sandbox/bot
-{"action": "kill"|"stop"|"start"|"pause"|"resume", "replica": N}; pause and resume are SIGSTOP/SIGCONT."""
+{"action": "kill"|"stop"|"start"|"pause"|"resume", "replica": N}; pause and resume are SIGSTOP/SIGCONT.
+
+A pause on the SQLite file stops the bot between two of its transactions: a process stopped inside one
+holds the file's write lock, and every other bot's write then waits for it (SQLite cannot take a lock
+from a process that is alive), which is not the stall past a lease the pause is for. So when the stopped
+bot holds the lock it runs again for a moment and is stopped anew (`_pause`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Callable
@@ -18,6 +24,8 @@ from bot.adapters.store.sqlite import Store
 
 ACTIONS = ("kill", "stop", "start", "pause", "resume")
 LEASE_SECONDS = 15.0  # clock seconds a replica's lease lasts (DEPLOYBOT_LEASE_SECONDS)
+SHM_WRITE_LOCK = 120  # the -shm file's byte SQLite's unix VFS locks for WAL_WRITE_LOCK ((22 + 8) * 4)
+PAUSE_TRIES = 200  # stops taken, each 2 ms apart, before a pause inside a transaction is kept as it is
 
 
 def replica_name(index: int) -> str:
@@ -98,9 +106,12 @@ class Replicas:
         bot = self.bots[index]
         if bot is None or bot.proc is None:
             raise ValueError(f"replica {index} was never started")
-        if action in ("pause", "resume") and bot.running:
-            os.kill(bot.proc.pid, signal.SIGSTOP if action == "pause" else signal.SIGCONT)
-            (self.paused.add if action == "pause" else self.paused.discard)(index)
+        if action == "pause" and bot.running:
+            await self._pause(bot.proc.pid)
+            self.paused.add(index)
+        elif action == "resume" and bot.running:
+            os.kill(bot.proc.pid, signal.SIGCONT)
+            self.paused.discard(index)
         elif action in ("kill", "stop"):
             if index in self.paused:  # a stopped process cannot handle SIGTERM: let it run again first
                 os.kill(bot.proc.pid, signal.SIGCONT)
@@ -115,6 +126,34 @@ class Replicas:
             "bot": bot.url,
             "bots": self.urls(),
         }
+
+    async def _pause(self, pid: int) -> None:
+        """SIGSTOP, again until the stopped bot holds no write lock on the SQLite file (see the doc)."""
+        for _ in range(PAUSE_TRIES):
+            os.kill(pid, signal.SIGSTOP)
+            if not self._write_lock_held(pid):
+                return
+            os.kill(pid, signal.SIGCONT)
+            await asyncio.sleep(0.002)  # let it finish that transaction
+        os.kill(pid, signal.SIGSTOP)
+
+    def _write_lock_held(self, pid: int) -> bool:
+        """Does `pid` hold the SQLite file's write lock? Read from /proc/locks (Linux), never by asking
+        SQLite: a connection's read of a file whose writer is stopped can wait seconds. In WAL mode the
+        write lock is a POSIX lock on byte 120 of the -shm file (the unix VFS's WAL_WRITE_LOCK)."""
+        db = str(self.sandbox.db)
+        shm = Path(db + "-shm")
+        if "://" in db or not shm.exists() or not Path("/proc/locks").exists():
+            return False  # PostgreSQL, or no lock table to read: nothing to look at
+        inode = shm.stat().st_ino
+        for line in Path("/proc/locks").read_text().splitlines():
+            f = line.split()
+            if "->" in f:  # a waiter, not a holder
+                continue
+            mine = len(f) >= 8 and f[3] == "WRITE" and f[4] == str(pid) and f[5].endswith(f":{inode}")
+            if mine and f[6] == str(SHM_WRITE_LOCK):
+                return True
+        return False
 
     async def stop_all(self) -> None:
         for i, bot in enumerate(self.bots):
