@@ -315,3 +315,47 @@ async def test_an_approved_change_of_a_flag_changed_since_is_not_applied(world):
     done = await until(engine, big.deployment.id, "failed", "rolled_back", "succeeded")
     assert done.state.value != "succeeded" and "changed meanwhile" in (done.outcome or ""), done.outcome
     assert (await engine.store.flag_state("production", "checkout-v2")).state == five  # sam's stands
+
+
+class HeldFlagReads(MemoryMetrics):
+    """MemoryMetrics whose flag reads wait at `held` (set: let them through) once `hold` is set."""
+
+    def __init__(self, default: GroupMetrics, at: int):
+        super().__init__(default)
+        self.at, self.held, self.reached = at, asyncio.Event(), asyncio.Event()
+
+    async def flag_metrics(self, *args, **kwargs):  # type: ignore[override]
+        if len(self.flag_reads) + 1 >= self.at:
+            self.reached.set()
+            await self.held.wait()
+        return await super().flag_metrics(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dies_at_read", [1, 2])  # before the step's first measurement, and after it
+async def test_a_bake_resumed_after_a_restart_judges_no_window_from_before_it(tmp_path: Path, dies_at_read):
+    """Killed mid-bake, the bot was not there to answer applications' evaluations: they served the
+    default, so a window reaching back before the restart holds no traffic on the new variant (seen: the
+    resumed rollout paused for "no requests"). The resumed bake waits a whole window again first."""
+    settings, clock = parse_settings(CONFIG), InstantClock()
+    store = AsyncStore(Store(tmp_path / "deploybot.db"))
+    before = HeldFlagReads(HEALTHY, at=dies_at_read)  # the host dies in that read of the first step
+    first = Engine(settings, store, MemoryPlatform(), before, clock, timer=HeldTimer())
+    await first.flag_book.load()
+    answer = await first.flags.change(cmds.FlagChange("checkout-v2", "staging", "rollout"), "alice", ENG)
+    assert answer.deployment is not None
+    await asyncio.wait_for(before.reached.wait(), 10)
+    await first.shutdown()
+
+    after = MemoryMetrics(HEALTHY)
+    second = Engine(settings, store, MemoryPlatform(), after, clock, timer=HeldTimer())
+    await second.flag_book.load()
+    resumed_at = clock.now()
+    await second.resume_in_flight()
+    try:
+        done = await until(second, answer.deployment.id, "succeeded", "rolled_back", "failed", "paused")
+        assert done.state.value == "succeeded", done.outcome
+        first_read = after.flag_reads[0]
+        assert first_read.start.timestamp() >= resumed_at, first_read.start.timestamp() - resumed_at
+    finally:
+        await second.shutdown()
+        store.close()
