@@ -178,7 +178,7 @@ def answer_kind(status: int, body: bytes) -> str:
         return "created"
     if ":pencil2:" in text or "already deploys" in text:
         return "amended"
-    if ":no_entry:" in text or "refused" in text.lower():
+    if ":no_entry:" in text:  # handlers.ui.blocks.refused
         return "refused"
     return "answered"
 
@@ -270,8 +270,7 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
                 )
                 results["locks taken"] = locks["kinds"]
             for round_no in range(rounds + 1):  # round 0 is the warm-up: not measured
-                creates = scenario in ("deploy", "amend")
-                if creates:  # every round finds the locks free, so it creates deployments
+                if scenario in ("deploy", "amend"):  # every round finds the locks free: it creates some
                     seconds, idle = await wait_idle(session, plan["bot_health"], budget - waited)
                     waited, not_idle = waited + seconds, not_idle + (not idle)
                 order = list(targets.items())

@@ -318,7 +318,8 @@ async def test_an_approved_change_of_a_flag_changed_since_is_not_applied(world):
 
 
 class HeldFlagReads(MemoryMetrics):
-    """MemoryMetrics whose flag reads wait at `held` (set: let them through) once `hold` is set."""
+    """MemoryMetrics whose flag reads, from read number `at` on, wait for `held` (never set here: the host
+    dies there); `reached` says one is waiting."""
 
     def __init__(self, default: GroupMetrics, at: int):
         super().__init__(default)
@@ -333,9 +334,10 @@ class HeldFlagReads(MemoryMetrics):
 
 @pytest.mark.parametrize("dies_at_read", [1, 2])  # before the step's first measurement, and after it
 async def test_a_bake_resumed_after_a_restart_judges_no_window_from_before_it(tmp_path: Path, dies_at_read):
-    """Killed mid-bake, the bot was not there to answer applications' evaluations: they served the
-    default, so a window reaching back before the restart holds no traffic on the new variant (seen: the
-    resumed rollout paused for "no requests"). The resumed bake waits a whole window again first."""
+    """Killed mid-bake, the bot was not there for the traffic of the time it was down: a window reaching
+    back before the restart would judge it (a CI flake paused a resumed rollout for "no requests"; this
+    passes, so that was not its cause). The resumed bake waits a whole window again before it reads; it
+    fails if the step's "settled" mark is saved before the step ends."""
     settings, clock = parse_settings(CONFIG), InstantClock()
     store = AsyncStore(Store(tmp_path / "deploybot.db"))
     before = HeldFlagReads(HEALTHY, at=dies_at_read)  # the host dies in that read of the first step
